@@ -1,0 +1,40 @@
+"""Card data helpers. Clear PANs stop here: everything else sees them masked or hashed."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+PAN_MIN_DIGITS = 12
+PAN_MAX_DIGITS = 19
+
+
+def mask_pan(pan: str) -> str:
+    """Keep the first 6 and last 4 digits, as PCI DSS allows for display.
+
+    >>> mask_pan("4761739001010010")
+    '476173******0010'
+    """
+    if len(pan) <= 10:
+        return "*" * len(pan)
+    return pan[:6] + "*" * (len(pan) - 10) + pan[-4:]
+
+
+def pan_hash(pan: str, key: bytes) -> str:
+    """A keyed hash of the PAN, so the ledger can match cards without storing them."""
+    assert key, "the PAN hash key must not be empty"
+    return hmac.new(key, pan.encode("ascii"), hashlib.sha256).hexdigest()
+
+
+def pan_from_track2(track2: str) -> str | None:
+    """The PAN in front of the track 2 separator (``=`` in ASCII, ``D`` in BCD), or None."""
+    for separator in ("=", "D", "d"):
+        head, found, _ = track2.partition(separator)
+        if found:
+            return head if head.isdigit() else None
+    return None
+
+
+def is_valid_pan(pan: str) -> bool:
+    """Digits only and of a plausible length (the Luhn check is the issuer's business)."""
+    return pan.isdigit() and PAN_MIN_DIGITS <= len(pan) <= PAN_MAX_DIGITS

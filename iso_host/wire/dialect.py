@@ -1,0 +1,371 @@
+"""Dialects: data files that say how one family of terminals frames, encodes and names its messages.
+
+A dialect is TOML in ``specs/``. Loading validates every key and reports the first problem as one
+line naming the file and the key, the way moov-io's spec builder does, so a broken file stops the
+host before it binds its port.
+"""
+
+from __future__ import annotations
+
+import codecs
+import re
+import tomllib
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib import resources
+from pathlib import Path
+from typing import Any, Final
+
+from iso_host.errors import ConfigError
+from iso_host.wire.framing import LENGTH_HEADERS, LengthHeader
+from iso_host.wire.message import Message
+
+TPDU_BYTES: Final = 5
+FIELD_SPEC_KEYS: Final = frozenset(
+    {"data_enc", "len_enc", "len_type", "max_len", "desc", "len_count", "left_pad", "right_pad"}
+)
+TOP_LEVEL_KEYS: Final = frozenset(
+    {"name", "description", "framing", "fields", "subfields", "kinds", "response", "reasons", "batch_field", "templates"}
+)
+TEMPLATE_KEYS: Final = frozenset({"mti", "fields"})
+# Values a request template may use; a client fills them in (see ``Dialect.render``).
+TEMPLATE_SAMPLE: Final[dict[str, Any]] = {
+    "pan": "4761739001010010", "amount": 1234, "stan": 1, "tid": "TERM0001", "mid": "MERCHANT0000001",
+    "currency": "840", "batch": 1, "expiry": "2912", "now": datetime(2025, 1, 1, tzinfo=UTC),
+}  # fmt: skip
+KIND_KEYS: Final = frozenset({"kind", "mti", "match", "required", "card_fields"})
+RESPONSE_KEYS: Final = frozenset({"echo", "default_currency"})
+FRAMING_KEYS: Final = frozenset({"length", "tpdu", "header_bytes"})
+# Reasons a flow can return; the dialect maps each to a field 39 response code.
+REASONS: Final = (
+    "APPROVED", "FORMAT_ERROR", "UNKNOWN_TERMINAL", "UNKNOWN_MERCHANT", "NOT_SIGNED_ON", "MAC_FAILED",
+    "PIN_INCORRECT", "DUPLICATE", "ORIGINAL_NOT_FOUND", "ALREADY_CANCELLED", "NOT_VOIDABLE", "BATCH_CLOSED",
+    "VOID_WINDOW_EXPIRED", "AMOUNT_MISMATCH", "CARD_MISMATCH", "OPERATOR_NOT_PERMITTED",
+    "VOID_LIMIT_EXCEEDED", "OUT_OF_BALANCE", "INVALID_TRANSACTION", "SYSTEM_ERROR",
+)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class KindRule:
+    """Messages with this MTI whose fields match every pattern are of this transaction kind."""
+
+    kind: str
+    mti: str
+    match: tuple[tuple[str, re.Pattern[str]], ...]
+    required: tuple[str, ...]
+    card_fields: tuple[str, ...]  # the card may come from any one of these (PAN, track 2)
+
+
+@dataclass(frozen=True, slots=True)
+class Dialect:
+    """A loaded, validated dialect."""
+
+    name: str
+    source: str
+    length_header: LengthHeader
+    tpdu: bool
+    header_bytes: int
+    spec: dict[str, dict[str, Any]]
+    subfields: dict[str, tuple[tuple[str, int], ...]]
+    kinds: tuple[KindRule, ...]
+    response_codes: dict[str, str]
+    echo_fields: tuple[str, ...]
+    default_currency: str
+    batch_field: str | None = None
+    templates: dict[str, Message] = field(default_factory=dict)
+    description: str = ""
+
+    @property
+    def envelope_bytes(self) -> int:
+        """Bytes between the length header and the MTI (TPDU and fixed header)."""
+        return (TPDU_BYTES if self.tpdu else 0) + self.header_bytes
+
+    def response_code(self, reason: str) -> str:
+        return self.response_codes[reason]
+
+    def value_of(self, message: Message, reference: str) -> str | None:
+        """A field (``"3"``) or positional sub-field (``"60.1"``) of ``message``, or None if absent."""
+        head, _, sub = reference.partition(".")
+        value = message.fields.get(head)
+        if value is None or not sub:
+            return value
+        start = 0
+        for name, length in self.subfields[head]:
+            if name == sub:
+                part = value[start : start + length]
+                return part if len(part) == length else None
+            start += length
+        raise KeyError(reference)
+
+    def classify(self, message: Message) -> KindRule | None:
+        """The first kind whose MTI and patterns all fit, or None for a message the dialect does not know."""
+        for rule in self.kinds:
+            if rule.mti != message.mti:
+                continue
+            if all(
+                (value := self.value_of(message, reference)) is not None and pattern.fullmatch(value)
+                for reference, pattern in rule.match
+            ):
+                return rule
+        return None
+
+    def render(self, template_name: str, values: dict[str, Any]) -> Message:
+        """A request built from one of the dialect's templates (used by the terminal client)."""
+        template = self.templates[template_name]
+        fields = {field_id: text.format(**values) for field_id, text in template.fields.items()}
+        return Message(template.mti, {k: v for k, v in fields.items() if v != ""})
+
+
+def _fail(source: str, key: str, problem: str) -> ConfigError:
+    return ConfigError(f"{source}: {key}: {problem}")
+
+
+def _check_keys(source: str, where: str, table: dict[str, Any], allowed: frozenset[str]) -> None:
+    unknown = sorted(set(table) - allowed)
+    if unknown:
+        prefix = f"{where}." if where else ""
+        raise _fail(source, f"{prefix}{unknown[0]}", f"unknown key (expected one of {', '.join(sorted(allowed))})")
+
+
+def _is_codec(name: str) -> bool:
+    try:
+        codecs.lookup(name)
+    except LookupError:
+        return False
+    return True
+
+
+def _validate_field(source: str, field_id: str, spec: Any) -> dict[str, Any]:
+    key = f"fields.{field_id}"
+    if not isinstance(spec, dict):
+        raise _fail(source, key, "must be a table")
+    _check_keys(source, key, spec, FIELD_SPEC_KEYS)
+    for required in ("data_enc", "len_enc", "len_type", "max_len"):
+        if required not in spec:
+            raise _fail(source, f"{key}.{required}", "missing")
+    if spec["data_enc"] != "b" and not _is_codec(str(spec["data_enc"])):
+        raise _fail(source, f"{key}.data_enc", f"must be 'b' or a Python codec, got {spec['data_enc']!r}")
+    if spec["len_enc"] not in ("b", "bcd") and not _is_codec(str(spec["len_enc"])):
+        raise _fail(source, f"{key}.len_enc", f"must be 'b', 'bcd' or a Python codec, got {spec['len_enc']!r}")
+    len_type, max_len = spec["len_type"], spec["max_len"]
+    if not isinstance(len_type, int) or not 0 <= len_type <= 4:
+        raise _fail(source, f"{key}.len_type", f"must be 0..4, got {len_type!r}")
+    if not isinstance(max_len, int) or max_len < 0 or max_len > 9_999:
+        raise _fail(source, f"{key}.max_len", f"must be 0..9999, got {max_len!r}")
+    if max_len == 0 and field_id != "h":
+        raise _fail(source, f"{key}.max_len", "must be > 0")
+    if spec.get("len_count", "bytes") not in ("bytes", "nibbles"):
+        raise _fail(source, f"{key}.len_count", f"must be 'bytes' or 'nibbles', got {spec['len_count']!r}")
+    for pad in ("left_pad", "right_pad"):
+        if pad in spec and (not isinstance(spec[pad], str) or len(spec[pad]) != 1):
+            raise _fail(source, f"{key}.{pad}", f"must be one character, got {spec[pad]!r}")
+    return dict(spec)
+
+
+def _validate_fields(source: str, raw: Any) -> dict[str, dict[str, Any]]:
+    if not isinstance(raw, dict):
+        raise _fail(source, "fields", "must be a table")
+    spec: dict[str, dict[str, Any]] = {}
+    for field_id, field_spec in raw.items():
+        if field_id not in ("h", "t", "p") and not (field_id.isdigit() and 1 <= int(field_id) <= 128):
+            raise _fail(source, f"fields.{field_id}", "field ids are h, t, p or 1..128")
+        spec[field_id] = _validate_field(source, field_id, field_spec)
+    for needed in ("h", "t", "p"):
+        if needed not in spec:
+            raise _fail(source, f"fields.{needed}", "missing")
+    return spec
+
+
+def _validate_subfields(source: str, raw: Any, fields: dict[str, Any]) -> dict[str, tuple[tuple[str, int], ...]]:
+    if not isinstance(raw, dict):
+        raise _fail(source, "subfields", "must be a table")
+    result: dict[str, tuple[tuple[str, int], ...]] = {}
+    for field_id, parts in raw.items():
+        key = f"subfields.{field_id}"
+        if field_id not in fields:
+            raise _fail(source, key, "names a field the dialect does not define")
+        if not isinstance(parts, list) or not all(
+            isinstance(p, list) and len(p) == 2 and isinstance(p[0], str) and isinstance(p[1], int) and p[1] > 0
+            for p in parts
+        ):
+            raise _fail(source, key, 'must be a list of ["name", length] pairs')
+        result[field_id] = tuple((name, length) for name, length in parts)
+    return result
+
+
+def _field_reference_ok(reference: str, fields: dict[str, Any], subfields: dict[str, Any]) -> bool:
+    head, _, sub = reference.partition(".")
+    if head not in fields:
+        return False
+    return not sub or any(name == sub for name, _ in subfields.get(head, ()))
+
+
+def _validate_kinds(source: str, raw: Any, fields: dict[str, Any], subfields: dict[str, Any]) -> tuple[KindRule, ...]:
+    if not isinstance(raw, list) or not raw:
+        raise _fail(source, "kinds", "must be a non-empty array of tables")
+    rules = []
+    for index, entry in enumerate(raw):
+        key = f"kinds[{index}]"
+        if not isinstance(entry, dict):
+            raise _fail(source, key, "must be a table")
+        _check_keys(source, key, entry, KIND_KEYS)
+        kind, mti = entry.get("kind"), entry.get("mti")
+        if not isinstance(kind, str) or not kind:
+            raise _fail(source, f"{key}.kind", "missing or not a string")
+        if not isinstance(mti, str) or not re.fullmatch(r"\d{4}", mti):
+            raise _fail(source, f"{key}.mti", f"must be 4 digits, got {mti!r}")
+        patterns = []
+        for reference, pattern in entry.get("match", {}).items():
+            if not _field_reference_ok(reference, fields, subfields):
+                raise _fail(source, f"{key}.match.{reference}", "names an undefined field or sub-field")
+            try:
+                patterns.append((reference, re.compile(pattern)))
+            except (re.error, TypeError) as error:
+                raise _fail(source, f"{key}.match.{reference}", f"bad pattern: {error}") from None
+        references = [*entry.get("required", []), *entry.get("card_fields", [])]
+        for reference in references:
+            if not isinstance(reference, str) or not _field_reference_ok(reference, fields, subfields):
+                raise _fail(source, key, f"required/card_fields names an undefined field {reference!r}")
+        rules.append(
+            KindRule(
+                kind=kind,
+                mti=mti,
+                match=tuple(patterns),
+                required=tuple(entry.get("required", [])),
+                card_fields=tuple(entry.get("card_fields", [])),
+            )
+        )
+    return tuple(rules)
+
+
+def _validate_reasons(source: str, raw: Any) -> dict[str, str]:
+    if not isinstance(raw, dict):
+        raise _fail(source, "reasons", "must be a table")
+    _check_keys(source, "reasons", raw, frozenset(REASONS))
+    for reason in REASONS:
+        code = raw.get(reason)
+        if code is None:
+            raise _fail(source, f"reasons.{reason}", "missing")
+        if not isinstance(code, str) or len(code) != 2 or not code.isalnum():
+            raise _fail(source, f"reasons.{reason}", f"must be a 2-character response code, got {code!r}")
+    return dict(raw)
+
+
+def _validate_templates(source: str, raw: Any, fields: dict[str, Any]) -> dict[str, Message]:
+    if not isinstance(raw, dict):
+        raise _fail(source, "templates", "must be a table")
+    templates: dict[str, Message] = {}
+    for name, entry in raw.items():
+        key = f"templates.{name}"
+        if not isinstance(entry, dict):
+            raise _fail(source, key, "must be a table")
+        _check_keys(source, key, entry, TEMPLATE_KEYS)
+        mti, values = entry.get("mti"), entry.get("fields", {})
+        if not isinstance(mti, str) or not re.fullmatch(r"\d{4}", mti):
+            raise _fail(source, f"{key}.mti", f"must be 4 digits, got {mti!r}")
+        for field_id, text in values.items():
+            if field_id not in fields or not isinstance(text, str):
+                raise _fail(source, f"{key}.fields.{field_id}", "undefined field or value not a string")
+            try:
+                text.format(**TEMPLATE_SAMPLE)
+            except (KeyError, ValueError, IndexError) as error:
+                raise _fail(source, f"{key}.fields.{field_id}", f"bad placeholder: {error}") from None
+        templates[name] = Message(mti, dict(values))
+    return templates
+
+
+def _validate_framing(source: str, raw: Any) -> tuple[LengthHeader, bool, int]:
+    if not isinstance(raw, dict):
+        raise _fail(source, "framing", "must be a table")
+    _check_keys(source, "framing", raw, FRAMING_KEYS)
+    length = raw.get("length")
+    if length not in LENGTH_HEADERS:
+        raise _fail(source, "framing.length", f"must be one of {', '.join(LENGTH_HEADERS)}, got {length!r}")
+    tpdu = raw.get("tpdu", False)
+    header_bytes = raw.get("header_bytes", 0)
+    if not isinstance(tpdu, bool):
+        raise _fail(source, "framing.tpdu", f"must be true or false, got {tpdu!r}")
+    if not isinstance(header_bytes, int) or not 0 <= header_bytes <= 64:
+        raise _fail(source, "framing.header_bytes", f"must be 0..64, got {header_bytes!r}")
+    return LENGTH_HEADERS[length], tpdu, header_bytes
+
+
+def parse_dialect(source: str, document: dict[str, Any]) -> Dialect:
+    """Validate a parsed dialect document.
+
+    Raises:
+        ConfigError: naming ``source`` and the first bad key.
+    """
+    _check_keys(source, "", document, TOP_LEVEL_KEYS)
+    name = document.get("name")
+    if not isinstance(name, str) or not name:
+        raise _fail(source, "name", "missing or not a string")
+    length_header, tpdu, header_bytes = _validate_framing(source, document.get("framing"))
+    fields = _validate_fields(source, document.get("fields"))
+    subfields = _validate_subfields(source, document.get("subfields", {}), fields)
+    kinds = _validate_kinds(source, document.get("kinds"), fields, subfields)
+    reasons = _validate_reasons(source, document.get("reasons"))
+    response = document.get("response", {})
+    _check_keys(source, "response", response, RESPONSE_KEYS)
+    echo = response.get("echo", [])
+    for field_id in echo:
+        if field_id not in fields:
+            raise _fail(source, "response.echo", f"names undefined field {field_id!r}")
+    batch_field = document.get("batch_field")
+    if batch_field is not None and not (
+        isinstance(batch_field, str) and _field_reference_ok(batch_field, fields, subfields)
+    ):
+        raise _fail(source, "batch_field", f"names an undefined field or sub-field: {batch_field!r}")
+    templates = _validate_templates(source, document.get("templates", {}), fields)
+    currency = response.get("default_currency", "840")
+    if not isinstance(currency, str) or not re.fullmatch(r"\d{3}", currency):
+        raise _fail(source, "response.default_currency", f"must be 3 digits, got {currency!r}")
+    return Dialect(
+        name=name,
+        source=source,
+        description=str(document.get("description", "")),
+        length_header=length_header,
+        tpdu=tpdu,
+        header_bytes=header_bytes,
+        spec=fields,
+        subfields=subfields,
+        kinds=kinds,
+        response_codes=reasons,
+        echo_fields=tuple(echo),
+        default_currency=currency,
+        batch_field=batch_field,
+        templates=templates,
+    )
+
+
+def specs_directory() -> Path:
+    """``specs/`` of a checkout, else the copy shipped inside the installed package."""
+    checkout = Path(__file__).resolve().parents[2] / "specs"
+    if checkout.is_dir():
+        return checkout
+    return Path(str(resources.files("iso_host") / "specs"))
+
+
+def builtin_dialect_names() -> list[str]:
+    return sorted(path.stem for path in specs_directory().glob("*.toml"))
+
+
+def load_dialect(name_or_path: str) -> Dialect:
+    """Load a built-in dialect by name (``cup``) or a dialect file by path.
+
+    Raises:
+        ConfigError: the file is missing, is not TOML, or has a bad key.
+    """
+    path = Path(name_or_path)
+    if path.suffix != ".toml":
+        path = specs_directory() / f"{name_or_path}.toml"
+        if not path.is_file():
+            known = ", ".join(builtin_dialect_names())
+            raise ConfigError(f"dialect {name_or_path!r}: no such built-in dialect (known: {known})")
+    try:
+        document = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read dialect file: {error.strerror}") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path}: not valid TOML: {error}") from None
+    return parse_dialect(str(path), document)
