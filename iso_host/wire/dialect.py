@@ -25,7 +25,8 @@ FIELD_SPEC_KEYS: Final = frozenset(
     {"data_enc", "len_enc", "len_type", "max_len", "desc", "len_count", "left_pad", "right_pad"}
 )
 TOP_LEVEL_KEYS: Final = frozenset(
-    {"name", "description", "framing", "fields", "subfields", "kinds", "response", "reasons", "batch_field", "templates"}
+    {"name", "description", "framing", "fields", "subfields", "kinds", "response", "reasons", "batch_field",
+     "templates"}
 )
 TEMPLATE_KEYS: Final = frozenset({"mti", "fields"})
 # Values a request template may use; a client fills them in (see ``Dialect.render``).

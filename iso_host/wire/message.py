@@ -42,6 +42,7 @@ class Envelope:
 
 def reply_mti(mti: str) -> str:
     """The response MTI of a request: 0200 → 0210, 0400 → 0410, 0820 → 0830."""
-    assert len(mti) == 4 and mti.isdigit(), mti
+    assert len(mti) == 4, mti
+    assert mti.isdigit(), mti
     function = int(mti[2])
     return f"{mti[:2]}{function + 1 if function % 2 == 0 else function}{mti[3]}"

@@ -1,0 +1,217 @@
+"""The ``iso-host`` command: serve, terminal, ledger, dialects."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import sys
+from dataclasses import asdict
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+
+from iso_host import __version__
+from iso_host.cards import mask_pan
+from iso_host.client import ClientError, TerminalClient, TerminalState
+from iso_host.config import DEMO_MID, DEMO_TID, Config, load_config, with_overrides
+from iso_host.errors import ConfigError, IsoHostError, StoreError
+from iso_host.host import Host
+from iso_host.host import TerminalState as HostTerminal
+from iso_host.ledger import Status, TransactionFilter, open_store
+from iso_host.log import configure, get_logger
+from iso_host.server import Server
+from iso_host.wire import Message, builtin_dialect_names, load_dialect
+
+EXIT_APPROVED, EXIT_DECLINED, EXIT_ERROR = 0, 1, 2
+SENSITIVE_FIELDS = frozenset({"35", "36", "52", "55", "62", "64"})  # never printed, even to the terminal's owner
+
+
+def local_now() -> datetime:
+    return datetime.now().astimezone()
+
+
+async def _serve(config: Config) -> int:
+    log = get_logger()
+    dialect = load_dialect(config.dialect)
+    store = open_store(config.ledger_url)
+    await store.open()
+    terminals = {}
+    for terminal in config.terminals:
+        batch = await store.register_terminal(terminal.tid, terminal.mid)
+        terminals[terminal.tid] = HostTerminal(terminal.tid, terminal.mid, batch)
+    server = Server(Host(dialect, store, terminals, local_now), config.limits)
+    try:
+        bound_host, bound_port = await server.start(config.host, config.port)
+    except OSError as error:
+        await store.close()
+        raise ConfigError(f"server.port: cannot listen on {config.host}:{config.port}: {error.strerror}") from None
+    if config.source == "defaults":
+        log.info("demo_terminal", tid=DEMO_TID, mid=DEMO_MID, hint="iso-host terminal --tid TERM0001 ...")
+    log.info(f"listening on {bound_host}:{bound_port}", dialect=dialect.name, ledger=config.ledger_url,
+             terminals=len(terminals), version=__version__)  # fmt: skip
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    log.info("host_stopping", connections=server.connection_count)
+    await server.stop()
+    await store.close()
+    log.info("host_stopped")
+    return 0
+
+
+def command_serve(args: argparse.Namespace) -> int:
+    config = with_overrides(
+        load_config(args.config), host=args.host, port=args.port, dialect=args.dialect,
+        ledger_url=args.ledger, log_format=args.log_format, log_level=args.log_level,
+    )  # fmt: skip
+    configure(config.log_format, config.log_level)
+    return asyncio.run(_serve(config))
+
+
+def parse_amount(text: str) -> int:
+    """``12.34`` → 1234 minor units (two decimals, as for most currencies)."""
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        raise ConfigError(f"AMOUNT: expected a number such as 12.34, got {text!r}") from None
+    minor = value * 100
+    if minor != minor.to_integral_value() or minor < 0 or minor >= 10**12:
+        raise ConfigError(f"AMOUNT: expected 0.00 to 9999999999.99 with at most two decimals, got {text!r}")
+    return int(minor)
+
+
+def print_response(message: Message, dialect_spec: dict[str, dict[str, Any]]) -> None:
+    print(f"{'MTI':<5} {'':<32} {message.mti}")
+    for field_id in sorted(message.fields, key=int):
+        value = message.fields[field_id]
+        if field_id in SENSITIVE_FIELDS:
+            value = "[not shown]"
+        elif field_id == "2":
+            value = mask_pan(value)
+        description = str(dialect_spec.get(field_id, {}).get("desc", ""))[:32]
+        print(f"F{field_id:<4} {description:<32} {value}")
+
+
+async def _terminal(args: argparse.Namespace) -> int:
+    dialect = load_dialect(args.dialect)
+    host, _, port = args.to.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"--to: expected HOST:PORT, got {args.to!r}")
+    state_path = Path(args.state or Path.home() / ".iso-host" / f"terminal-{args.tid}.json")
+    state = TerminalState.load(state_path)
+    client = TerminalClient(dialect, args.tid, args.mid, state)
+    if args.action == "sale":
+        amount = parse_amount(args.amount)
+        message = client.build("sale", local_now(), amount=amount, pan=args.pan, expiry=args.expiry or "")
+    else:
+        message = client.build("echo", local_now())
+    state.save(state_path)  # the STAN is spent even if the host never answers
+    await client.connect(host, int(port), timeout_s=args.timeout)
+    try:
+        response = await client.request(message, timeout_s=args.timeout)
+    finally:
+        await client.close()
+    print_response(response, dialect.spec)
+    return EXIT_APPROVED if response.fields.get("39") == "00" else EXIT_DECLINED
+
+
+def command_terminal(args: argparse.Namespace) -> int:
+    configure("console" if sys.stderr.isatty() else "json", "warning", sys.stderr)
+    return asyncio.run(_terminal(args))
+
+
+def command_ledger_list(args: argparse.Namespace) -> int:
+    store = open_store(args.ledger)
+    status = Status(args.status) if args.status else None
+    where = TransactionFilter(tid=args.tid, batch_number=args.batch, status=status)
+    records = asyncio.run(store.transactions(where))
+    if args.json:
+        for record in records:
+            row = asdict(record)
+            row["created_at"] = record.created_at.isoformat()
+            print(json.dumps(row, default=str))
+        return 0
+    print(f"{'RRN':<12} {'TID':<8} {'BATCH':>5} {'STAN':<6} {'KIND':<8} {'AMOUNT':>12} {'CUR':<3} "
+          f"{'PAN':<19} {'STATUS':<10} {'RC':<2} REASON")  # fmt: skip
+    for r in records:
+        pan = r.card.masked_pan if r.card else "-"
+        print(f"{r.rrn:<12} {r.tid:<8} {r.batch_number:>5} {r.stan:<6} {r.kind.value:<8} "
+              f"{r.amount_minor / 100:>12.2f} {r.currency:<3} {pan:<19} {r.status.value:<10} "
+              f"{r.response_code:<2} {r.reason.value}")  # fmt: skip
+    return 0
+
+
+def command_dialects(_args: argparse.Namespace) -> int:
+    for name in builtin_dialect_names():
+        dialect = load_dialect(name)
+        print(f"{name:<12} {dialect.description}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="iso-host", description="ISO 8583 acquirer host emulator")
+    parser.add_argument("--version", action="version", version=f"iso-host {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the host")
+    serve.add_argument("--config", help="TOML config file (default: built-in demo settings)")
+    serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="TCP port (default 8583; 0 picks a free one)")
+    serve.add_argument("--dialect", help=f"built-in dialect ({', '.join(builtin_dialect_names())}) or a .toml path")
+    serve.add_argument("--ledger", help="ledger URL (default sqlite:///iso-host.db)")
+    serve.add_argument("--log-format", choices=["auto", "json", "console"])
+    serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    serve.set_defaults(handler=command_serve)
+
+    terminal = commands.add_parser("terminal", help="act as a terminal: send one request, print the response")
+    terminal.add_argument("--to", default="127.0.0.1:8583", help="HOST:PORT of the host")
+    terminal.add_argument("--dialect", default="iso87binary")
+    terminal.add_argument("--tid", default=DEMO_TID)
+    terminal.add_argument("--mid", default=DEMO_MID)
+    terminal.add_argument("--state", help="terminal state file (default ~/.iso-host/terminal-TID.json)")
+    terminal.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the host")
+    actions = terminal.add_subparsers(dest="action", required=True)
+    sale = actions.add_parser("sale", help="purchase")
+    sale.add_argument("amount", help="amount in major units, e.g. 12.34")
+    sale.add_argument("--pan", default="4761739001010010", help="card number (default: a test card)")
+    sale.add_argument("--expiry", help="YYMM")
+    actions.add_parser("echo", help="network test")
+    terminal.set_defaults(handler=command_terminal)
+
+    ledger = commands.add_parser("ledger", help="inspect the ledger")
+    ledger_commands = ledger.add_subparsers(dest="ledger_command", required=True)
+    listing = ledger_commands.add_parser("list", help="list transactions")
+    listing.add_argument("--ledger", default="sqlite:///iso-host.db")
+    listing.add_argument("--tid")
+    listing.add_argument("--batch", type=int)
+    listing.add_argument("--status", choices=[s.value for s in Status])
+    listing.add_argument("--json", action="store_true", help="one JSON object per line")
+    listing.set_defaults(handler=command_ledger_list)
+
+    dialects = commands.add_parser("dialects", help="list the built-in dialects")
+    dialects.set_defaults(handler=command_dialects)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        result: int = args.handler(args)
+    except (ConfigError, StoreError, ClientError) as error:
+        print(f"iso-host: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    except IsoHostError as error:
+        print(f"iso-host: {error.__class__.__name__}: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return EXIT_ERROR
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

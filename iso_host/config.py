@@ -1,0 +1,202 @@
+"""Configuration: a TOML file, command-line overrides, and checks that name every bad key.
+
+Every problem in a file is reported in one pass (one line each), before the port is bound.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Final
+
+from iso_host.errors import ConfigError
+from iso_host.limits import Limits
+
+DEMO_TID: Final = "TERM0001"
+DEMO_MID: Final = "MERCHANT0000001"
+DEMO_TMK: Final = "0123456789ABCDEFFEDCBA9876543210"
+TID_LENGTH: Final = 8  # ISO 8583:1987 field 41, ans 8
+MID_LENGTH: Final = 15  # field 42, ans 15
+_HEX_KEY: Final = re.compile(r"(?:[0-9A-Fa-f]{16}){1,3}")
+
+
+@dataclass(frozen=True, slots=True)
+class TerminalConfig:
+    tid: str
+    mid: str
+    tmk: str | None = None  # terminal master key, hex; used from sign-on on
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    host: str = "127.0.0.1"
+    port: int = 8583
+    dialect: str = "iso87binary"
+    ledger_url: str = "sqlite:///iso-host.db"
+    log_format: str = "auto"
+    log_level: str = "info"
+    limits: Limits = field(default_factory=Limits)
+    terminals: tuple[TerminalConfig, ...] = (TerminalConfig(DEMO_TID, DEMO_MID, DEMO_TMK),)
+    source: str = "defaults"
+
+
+SECTIONS: Final = {
+    "server": {"host", "port", "dialect"},
+    "ledger": {"url"},
+    "log": {"format", "level"},
+    "limits": {f.name for f in fields(Limits)},
+}
+TERMINAL_KEYS: Final = {"tid", "mid", "tmk"}
+
+
+class _Problems:
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.lines: list[str] = []
+
+    def add(self, key: str, problem: str) -> None:
+        self.lines.append(f"{self.source}: {key}: {problem}")
+
+    def raise_if_any(self) -> None:
+        if self.lines:
+            raise ConfigError("\n".join(self.lines))
+
+
+def _string(problems: _Problems, key: str, value: Any) -> str | None:
+    if not isinstance(value, str) or not value:
+        problems.add(key, f"must be a non-empty string, got {value!r}")
+        return None
+    return value
+
+
+def _limits(problems: _Problems, table: dict[str, Any]) -> Limits:
+    values: dict[str, Any] = {}
+    for name, raw in table.items():
+        key = f"limits.{name}"
+        if name.endswith("_s"):
+            if name == "idle_timeout_s" and raw is False:
+                values[name] = None
+            elif isinstance(raw, bool) or not isinstance(raw, int | float) or raw <= 0:
+                problems.add(key, f"must be seconds > 0, got {raw!r}")
+            else:
+                values[name] = float(raw)
+        elif isinstance(raw, bool) or not isinstance(raw, int) or raw <= 0:
+            problems.add(key, f"must be a whole number > 0, got {raw!r}")
+        else:
+            values[name] = raw
+    limits = replace(Limits(), **values)
+    if limits.max_frame_bytes > 65_535:
+        problems.add("limits.max_frame_bytes", f"must be at most 65535, got {limits.max_frame_bytes}")
+    return limits
+
+
+def _terminal(problems: _Problems, index: int, entry: Any) -> TerminalConfig | None:
+    key = f"terminals[{index}]"
+    if not isinstance(entry, dict):
+        problems.add(key, "must be a table")
+        return None
+    for unknown in sorted(set(entry) - TERMINAL_KEYS):
+        problems.add(f"{key}.{unknown}", f"unknown key (expected one of {', '.join(sorted(TERMINAL_KEYS))})")
+    tid, mid, tmk = entry.get("tid"), entry.get("mid"), entry.get("tmk")
+    if not isinstance(tid, str) or len(tid) != TID_LENGTH:
+        problems.add(f"{key}.tid", f"must be {TID_LENGTH} characters (field 41), got {tid!r}")
+    if not isinstance(mid, str) or len(mid) != MID_LENGTH:
+        problems.add(f"{key}.mid", f"must be {MID_LENGTH} characters (field 42), got {mid!r}")
+    if tmk is not None and (not isinstance(tmk, str) or not _HEX_KEY.fullmatch(tmk)):
+        problems.add(f"{key}.tmk", "must be 16, 32 or 48 hex digits")  # never echo a key
+    if not (isinstance(tid, str) and isinstance(mid, str)):
+        return None
+    return TerminalConfig(tid, mid, tmk.upper() if isinstance(tmk, str) else None)
+
+
+def _scalar_settings(problems: _Problems, tables: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    server, ledger, log = tables["server"], tables["ledger"], tables["log"]
+    changes: dict[str, Any] = {}
+    for key, attribute, table, name in (
+        ("server.host", "host", server, "host"), ("server.dialect", "dialect", server, "dialect"),
+        ("ledger.url", "ledger_url", ledger, "url"),
+    ):  # fmt: skip
+        if name in table and (value := _string(problems, key, table[name])) is not None:
+            changes[attribute] = value
+    if "port" in server:
+        port = server["port"]
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65_535:
+            problems.add("server.port", f"must be 0..65535, got {port!r}")
+        else:
+            changes["port"] = port
+    for name, attribute, allowed in (
+        ("format", "log_format", ("auto", "json", "console")),
+        ("level", "log_level", ("debug", "info", "warning", "error")),
+    ):
+        if name in log:
+            if log[name] not in allowed:
+                problems.add(f"log.{name}", f"must be one of {', '.join(allowed)}, got {log[name]!r}")
+            else:
+                changes[attribute] = log[name]
+    return changes
+
+
+def parse_config(document: dict[str, Any], source: str) -> Config:
+    """Build a Config from a parsed TOML document.
+
+    Raises:
+        ConfigError: one line per bad key, each naming ``source`` and the key.
+    """
+    problems = _Problems(source)
+    for unknown in sorted(set(document) - {*SECTIONS, "terminals"}):
+        problems.add(unknown, f"unknown section (expected one of {', '.join([*SECTIONS, 'terminals'])})")
+    tables: dict[str, dict[str, Any]] = {}
+    for section, allowed in SECTIONS.items():
+        table = document.get(section, {})
+        if not isinstance(table, dict):
+            problems.add(section, "must be a table")
+            table = {}
+        for unknown in sorted(set(table) - allowed):
+            problems.add(f"{section}.{unknown}", f"unknown key (expected one of {', '.join(sorted(allowed))})")
+        tables[section] = {k: v for k, v in table.items() if k in allowed}
+    config = Config(source=source, limits=_limits(problems, tables["limits"]))
+    changes = _scalar_settings(problems, tables)
+    if "terminals" in document:
+        raw_terminals = document["terminals"]
+        if not isinstance(raw_terminals, list) or not raw_terminals:
+            problems.add("terminals", "must be a non-empty array of tables ([[terminals]])")
+        else:
+            parsed = [_terminal(problems, i, entry) for i, entry in enumerate(raw_terminals)]
+            terminals = tuple(t for t in parsed if t is not None)
+            seen: set[str] = set()
+            for terminal in terminals:
+                if terminal.tid in seen:
+                    problems.add("terminals", f"tid {terminal.tid!r} is configured twice")
+                seen.add(terminal.tid)
+            changes["terminals"] = terminals
+    problems.raise_if_any()
+    return replace(config, **changes)
+
+
+def load_config(path: str | None) -> Config:
+    """The defaults, or the file at ``path`` on top of them.
+
+    Raises:
+        ConfigError: the file is missing, is not TOML, or has bad keys.
+    """
+    if path is None:
+        return Config()
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read config file: {error.strerror}") from None
+    try:
+        document = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path}: not valid TOML: {error}") from None
+    return parse_config(document, path)
+
+
+def with_overrides(config: Config, **overrides: Any) -> Config:
+    """Apply command-line flags (those not None) on top of the file."""
+    changes = {name: value for name, value in overrides.items() if value is not None}
+    if "port" in changes and not 0 <= changes["port"] <= 65_535:
+        raise ConfigError(f"--port: must be 0..65535, got {changes['port']}")
+    return replace(config, **changes)

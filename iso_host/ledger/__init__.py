@@ -1,0 +1,17 @@
+"""Ledger: the durable record of terminals and transactions, and the store backends behind it."""
+
+from iso_host.ledger.model import Card, Kind, LedgerCommand, Reason, RecordTransaction, Status, TransactionRecord
+from iso_host.ledger.store import Store, TransactionFilter, open_store
+
+__all__ = [
+    "Card",
+    "Kind",
+    "LedgerCommand",
+    "Reason",
+    "RecordTransaction",
+    "Status",
+    "Store",
+    "TransactionFilter",
+    "TransactionRecord",
+    "open_store",
+]

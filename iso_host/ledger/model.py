@@ -1,0 +1,94 @@
+"""Ledger values: what a flow may ask the store to record. Plain data, no I/O."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import datetime
+
+
+class Reason(enum.StrEnum):
+    """Why a request got the answer it got; each dialect maps these to field 39 codes."""
+
+    APPROVED = "APPROVED"
+    FORMAT_ERROR = "FORMAT_ERROR"
+    UNKNOWN_TERMINAL = "UNKNOWN_TERMINAL"
+    UNKNOWN_MERCHANT = "UNKNOWN_MERCHANT"
+    NOT_SIGNED_ON = "NOT_SIGNED_ON"
+    MAC_FAILED = "MAC_FAILED"
+    PIN_INCORRECT = "PIN_INCORRECT"
+    DUPLICATE = "DUPLICATE"
+    ORIGINAL_NOT_FOUND = "ORIGINAL_NOT_FOUND"
+    ALREADY_CANCELLED = "ALREADY_CANCELLED"
+    NOT_VOIDABLE = "NOT_VOIDABLE"
+    BATCH_CLOSED = "BATCH_CLOSED"
+    VOID_WINDOW_EXPIRED = "VOID_WINDOW_EXPIRED"
+    AMOUNT_MISMATCH = "AMOUNT_MISMATCH"
+    CARD_MISMATCH = "CARD_MISMATCH"
+    OPERATOR_NOT_PERMITTED = "OPERATOR_NOT_PERMITTED"
+    VOID_LIMIT_EXCEEDED = "VOID_LIMIT_EXCEEDED"
+    OUT_OF_BALANCE = "OUT_OF_BALANCE"
+    INVALID_TRANSACTION = "INVALID_TRANSACTION"
+    SYSTEM_ERROR = "SYSTEM_ERROR"
+
+
+class Kind(enum.StrEnum):
+    """Transaction kinds; dialect files classify messages into these names."""
+
+    SALE = "sale"
+    ECHO = "echo"
+
+
+class Status(enum.StrEnum):
+    APPROVED = "APPROVED"
+    DECLINED = "DECLINED"
+    VOIDED = "VOIDED"
+    REVERSED = "REVERSED"
+    REFUNDED = "REFUNDED"
+    PARTIALLY_REFUNDED = "PARTIALLY_REFUNDED"
+
+
+@dataclass(frozen=True, slots=True)
+class Card:
+    """A card as the ledger may know it: never the clear PAN, track data, PIN block or CVV."""
+
+    masked_pan: str
+    pan_hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class TransactionRecord:
+    """One financial transaction, as written to and read from the ledger."""
+
+    kind: Kind
+    tid: str
+    mid: str
+    batch_number: int
+    stan: str
+    rrn: str
+    auth_code: str
+    amount_minor: int
+    currency: str
+    card: Card | None
+    status: Status
+    response_code: str
+    reason: Reason
+    mti: str
+    processing_code: str
+    created_at: datetime
+    original_rrn: str | None = None
+
+    def __post_init__(self) -> None:
+        assert self.amount_minor >= 0, "amounts are unsigned minor units"
+        assert len(self.rrn) == 12, "an RRN is 12 characters (ISO 8583:1987 field 37)"
+        assert self.created_at.tzinfo is not None, "ledger times are timezone-aware"
+
+
+@dataclass(frozen=True, slots=True)
+class RecordTransaction:
+    """Ledger command: insert a transaction row."""
+
+    transaction: TransactionRecord
+
+
+LedgerCommand = RecordTransaction

@@ -1,0 +1,25 @@
+"""Ledger schema migrations, oldest first. A migration is never edited once released; add a new one."""
+
+from __future__ import annotations
+
+from typing import Final
+
+# Written so that SQLite and PostgreSQL both accept every statement.
+MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
+    (
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+        "CREATE TABLE terminals ("
+        " tid TEXT NOT NULL, mid TEXT NOT NULL, batch_number INTEGER NOT NULL, created_at TEXT NOT NULL,"
+        " PRIMARY KEY (tid, mid))",
+        "CREATE TABLE transactions ("
+        " id INTEGER PRIMARY KEY,"
+        " kind TEXT NOT NULL, tid TEXT NOT NULL, mid TEXT NOT NULL, batch_number INTEGER NOT NULL,"
+        " stan TEXT NOT NULL, rrn TEXT NOT NULL UNIQUE, auth_code TEXT NOT NULL,"
+        " amount_minor BIGINT NOT NULL CHECK (amount_minor >= 0), currency TEXT NOT NULL,"
+        " masked_pan TEXT, pan_hash TEXT, status TEXT NOT NULL, response_code TEXT NOT NULL,"
+        " reason TEXT NOT NULL, mti TEXT NOT NULL, processing_code TEXT NOT NULL,"
+        " original_rrn TEXT REFERENCES transactions (rrn),"
+        " created_at TEXT NOT NULL, updated_at TEXT NOT NULL)",
+        "CREATE INDEX transactions_by_terminal ON transactions (tid, mid, batch_number, stan)",
+    ),
+)

@@ -1,0 +1,279 @@
+"""The embedded SQLite ledger: WAL, synchronous=FULL, one writer thread that group-commits.
+
+The event loop never touches the database. Every write is a job on a bounded queue; the writer thread
+takes whatever has queued, runs each job inside its own savepoint and commits the lot with one fsync,
+then wakes each waiting request. A failing job rolls back to its savepoint and fails alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import os
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final, TextIO
+
+from iso_host.errors import StoreError
+from iso_host.ledger.model import Card, Kind, LedgerCommand, Reason, RecordTransaction, Status, TransactionRecord
+from iso_host.ledger.schema import MIGRATIONS
+from iso_host.ledger.store import TransactionFilter
+
+MAX_GROUP_JOBS: Final = 1_024  # one commit covers at most this many requests
+MAX_QUEUED_JOBS: Final = 65_536  # beyond this, callers wait for room (back-pressure, not memory growth)
+RRN_DIGITS: Final = 12
+
+_STOP: Final = object()
+
+
+@dataclass(slots=True)
+class _Job:
+    work: Callable[[sqlite3.Connection], Any]
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[Any]
+    result: Any = None
+    error: BaseException | None = field(default=None)
+
+
+def _resolve(job: _Job) -> None:
+    if job.future.done():  # the caller gave up (cancelled); the commit stands regardless
+        return
+    if job.error is not None:
+        job.future.set_exception(job.error)
+    else:
+        job.future.set_result(job.result)
+
+
+def _insert_transaction(connection: sqlite3.Connection, record: TransactionRecord) -> None:
+    card = record.card
+    connection.execute(
+        "INSERT INTO transactions (kind, tid, mid, batch_number, stan, rrn, auth_code, amount_minor, currency,"
+        " masked_pan, pan_hash, status, response_code, reason, mti, processing_code, original_rrn,"
+        " created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        (
+            record.kind.value, record.tid, record.mid, record.batch_number, record.stan, record.rrn,
+            record.auth_code, record.amount_minor, record.currency,
+            card.masked_pan if card else None, card.pan_hash if card else None,
+            record.status.value, record.response_code, record.reason.value, record.mti,
+            record.processing_code, record.original_rrn,
+            record.created_at.isoformat(), record.created_at.isoformat(),
+        ),
+    )  # fmt: skip
+
+
+def _row_to_record(row: sqlite3.Row) -> TransactionRecord:
+    card = Card(row["masked_pan"], row["pan_hash"]) if row["masked_pan"] is not None else None
+    return TransactionRecord(
+        kind=Kind(row["kind"]), tid=row["tid"], mid=row["mid"], batch_number=row["batch_number"],
+        stan=row["stan"], rrn=row["rrn"], auth_code=row["auth_code"], amount_minor=row["amount_minor"],
+        currency=row["currency"], card=card, status=Status(row["status"]), response_code=row["response_code"],
+        reason=Reason(row["reason"]), mti=row["mti"], processing_code=row["processing_code"],
+        created_at=datetime.fromisoformat(row["created_at"]), original_rrn=row["original_rrn"],
+    )  # fmt: skip
+
+
+def migrate(connection: sqlite3.Connection) -> int:
+    """Bring the schema to the newest version; returns that version."""
+    version: int = connection.execute("PRAGMA user_version").fetchone()[0]
+    if version > len(MIGRATIONS):
+        msg = f"ledger schema version {version} is newer than this iso-host understands ({len(MIGRATIONS)})"
+        raise StoreError(msg)
+    for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+        connection.execute("BEGIN IMMEDIATE")
+        for statement in script:
+            connection.execute(statement)
+        connection.execute(f"PRAGMA user_version = {number}")
+        connection.execute("COMMIT")
+    return len(MIGRATIONS)
+
+
+class SqliteStore:
+    """A SQLite ledger file, used by one host process at a time (a lock file enforces it)."""
+
+    def __init__(self, path: str, *, group_commit: bool = True) -> None:
+        self.path = Path(path)
+        self.max_group_jobs = MAX_GROUP_JOBS if group_commit else 1
+        self._jobs: queue.Queue[_Job | object] = queue.Queue(maxsize=MAX_QUEUED_JOBS)
+        self._thread: threading.Thread | None = None
+        self._lock_file: TextIO | None = None
+        self._pan_hash_key = b""
+        self._last_rrn = 0
+        self.commits = 0  # how many database transactions the writer committed (for benchmarks)
+
+    @property
+    def pan_hash_key(self) -> bytes:
+        assert self._pan_hash_key, "store not open"
+        return self._pan_hash_key
+
+    def _connect(self) -> sqlite3.Connection:
+        connection = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30.0)
+        connection.row_factory = sqlite3.Row
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("PRAGMA synchronous=FULL")
+        connection.execute("PRAGMA foreign_keys=ON")
+        return connection
+
+    def _take_lock(self) -> None:
+        lock_path = self.path.with_name(self.path.name + ".lock")
+        handle = lock_path.open("w")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            msg = f"ledger {self.path} is in use by another iso-host process (lock {lock_path})"
+            raise StoreError(msg) from None
+        self._lock_file = handle
+
+    def _open_in_thread(self) -> sqlite3.Connection:
+        connection = self._connect()
+        migrate(connection)
+        row = connection.execute("SELECT value FROM meta WHERE key = 'pan_hash_key'").fetchone()
+        if row is None:
+            key = os.urandom(32).hex()
+            connection.execute("INSERT INTO meta (key, value) VALUES ('pan_hash_key', ?)", (key,))
+            row = (key,)
+        self._pan_hash_key = bytes.fromhex(row[0])
+        last = connection.execute("SELECT MAX(rrn) FROM transactions").fetchone()[0]
+        self._last_rrn = int(last) if last and last.isdigit() else 0
+        return connection
+
+    async def open(self) -> None:
+        """Open (creating and migrating) the ledger and start the writer thread.
+
+        Raises:
+            StoreError: the file cannot be opened or is held by another process.
+        """
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._take_lock()
+            connection = await asyncio.to_thread(self._open_in_thread)
+        except (sqlite3.Error, OSError) as error:
+            raise StoreError(f"ledger {self.path}: {error}") from None
+        self._thread = threading.Thread(target=self._writer, args=(connection,), name="ledger-writer", daemon=True)
+        self._thread.start()
+
+    async def close(self) -> None:
+        """Finish queued writes, then stop the writer and release the file."""
+        if self._thread is not None:
+            await asyncio.to_thread(self._jobs.put, _STOP)
+            await asyncio.to_thread(self._thread.join)
+            self._thread = None
+        if self._lock_file is not None:
+            self._lock_file.close()
+            self._lock_file = None
+
+    async def _submit(self, work: Callable[[sqlite3.Connection], Any]) -> Any:
+        assert self._thread is not None, "store not open"
+        loop = asyncio.get_running_loop()
+        job = _Job(work, loop, loop.create_future())
+        try:
+            self._jobs.put_nowait(job)
+        except queue.Full:
+            await asyncio.to_thread(self._jobs.put, job)
+        return await job.future
+
+    async def apply(self, commands: Sequence[LedgerCommand]) -> None:
+        def work(connection: sqlite3.Connection) -> None:
+            for command in commands:
+                assert isinstance(command, RecordTransaction)
+                _insert_transaction(connection, command.transaction)
+
+        await self._submit(work)
+
+    def next_rrn(self) -> str:
+        self._last_rrn += 1
+        assert self._last_rrn < 10**RRN_DIGITS
+        return f"{self._last_rrn:0{RRN_DIGITS}d}"
+
+    async def register_terminal(self, tid: str, mid: str) -> int:
+        def work(connection: sqlite3.Connection) -> int:
+            now = datetime.now(UTC).isoformat()
+            connection.execute(
+                "INSERT INTO terminals (tid, mid, batch_number, created_at) VALUES (?, ?, 1, ?)"
+                " ON CONFLICT (tid, mid) DO NOTHING",
+                (tid, mid, now),
+            )
+            batch: int = connection.execute(
+                "SELECT batch_number FROM terminals WHERE tid = ? AND mid = ?", (tid, mid)
+            ).fetchone()[0]
+            return batch
+
+        result: int = await self._submit(work)
+        return result
+
+    async def transactions(self, where: TransactionFilter) -> list[TransactionRecord]:
+        return await asyncio.to_thread(read_transactions, self.path, where)
+
+    def _writer(self, connection: sqlite3.Connection) -> None:
+        # The writer's loop: it ends only when close() queues _STOP.
+        stopping = False
+        while not stopping:
+            group: list[_Job] = []
+            first = self._jobs.get()
+            if first is _STOP:
+                break
+            assert isinstance(first, _Job)
+            group.append(first)
+            while len(group) < self.max_group_jobs:
+                try:
+                    job = self._jobs.get_nowait()
+                except queue.Empty:
+                    break
+                if job is _STOP:
+                    stopping = True
+                    break
+                assert isinstance(job, _Job)
+                group.append(job)
+            self._commit_group(connection, group)
+        connection.close()
+
+    def _commit_group(self, connection: sqlite3.Connection, group: list[_Job]) -> None:
+        try:
+            connection.execute("BEGIN IMMEDIATE")
+            for job in group:
+                connection.execute("SAVEPOINT job")
+                try:
+                    job.result = job.work(connection)
+                except sqlite3.Error as error:
+                    connection.execute("ROLLBACK TO job")
+                    job.error = StoreError(f"ledger write failed: {error}")
+                connection.execute("RELEASE job")
+            connection.execute("COMMIT")
+            self.commits += 1
+        except sqlite3.Error as error:
+            with contextlib.suppress(sqlite3.Error):
+                connection.execute("ROLLBACK")
+            for job in group:
+                job.error = StoreError(f"ledger commit failed: {error}")
+        for job in group:
+            job.loop.call_soon_threadsafe(_resolve, job)
+
+
+def read_transactions(path: Path, where: TransactionFilter) -> list[TransactionRecord]:
+    """Read transactions through a separate connection (safe while a host is writing, thanks to WAL)."""
+    if not path.exists():
+        raise StoreError(f"ledger {path} does not exist")
+    clauses, parameters = [], []
+    for column, value in (("tid", where.tid), ("batch_number", where.batch_number), ("status", where.status)):
+        if value is not None:
+            clauses.append(f"{column} = ?")
+            parameters.append(value.value if isinstance(value, Status) else value)
+    sql = "SELECT * FROM transactions"
+    if clauses:
+        sql += " WHERE " + " AND ".join(clauses)
+    sql += " ORDER BY id LIMIT ?"
+    parameters.append(where.limit)
+    connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        connection.row_factory = sqlite3.Row
+        return [_row_to_record(row) for row in connection.execute(sql, parameters)]
+    except sqlite3.Error as error:
+        raise StoreError(f"ledger {path}: {error}") from None
+    finally:
+        connection.close()

@@ -1,0 +1,63 @@
+"""Logging: structlog, JSON lines for machines and a console renderer for people, card data redacted."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import MutableMapping
+from typing import Any, Final, TextIO
+
+import structlog
+
+from iso_host.cards import mask_pan
+
+# Keys whose values must never reach a log line, whoever puts them there.
+DROPPED_KEYS: Final = frozenset(
+    {"track2", "track3", "pin_block", "cvv", "key", "tmk", "tak", "tpk", "tdk", "bdk", "mac_key", "clear_key"}
+)
+PAN_KEYS: Final = frozenset({"pan", "card"})
+
+
+def redact(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """Mask PANs to first 6 / last 4 and drop track data, PIN blocks, CVV and key material."""
+    for key in DROPPED_KEYS.intersection(event):
+        event[key] = "[redacted]"
+    for key in PAN_KEYS.intersection(event):
+        value = event[key]
+        if isinstance(value, str) and value.isdigit():
+            event[key] = mask_pan(value)
+    return event
+
+
+def configure(log_format: str = "auto", level: str = "info", stream: TextIO | None = None) -> None:
+    """Set up structlog once per process.
+
+    Args:
+        log_format: ``json``, ``console`` or ``auto`` (console when the stream is a terminal).
+        level: minimum level name (``debug``, ``info``, ``warning``, ``error``).
+        stream: where lines go; standard output by default.
+    """
+    output = stream if stream is not None else sys.stdout
+    if log_format == "auto":
+        log_format = "console" if output.isatty() else "json"
+    renderer: Any = (
+        structlog.dev.ConsoleRenderer(colors=output.isatty())
+        if log_format == "console"
+        else structlog.processors.JSONRenderer()
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            redact,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
+        logger_factory=structlog.PrintLoggerFactory(output),
+        cache_logger_on_first_use=False,
+    )
+
+
+def get_logger(**bound: Any) -> Any:
+    return structlog.get_logger("iso_host").bind(**bound)
