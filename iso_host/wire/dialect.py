@@ -340,11 +340,11 @@ def parse_dialect(source: str, document: dict[str, Any]) -> Dialect:
 
 
 def specs_directory() -> Path:
-    """``specs/`` of a checkout, else the copy shipped inside the installed package."""
-    checkout = Path(__file__).resolve().parents[2] / "specs"
-    if checkout.is_dir():
-        return checkout
-    return Path(str(resources.files("iso_host") / "specs"))
+    """The copy shipped inside an installed wheel, else ``specs/`` of the checkout (editable installs)."""
+    packaged = Path(str(resources.files("iso_host") / "specs"))
+    if packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parents[2] / "specs"
 
 
 def builtin_dialect_names() -> list[str]:

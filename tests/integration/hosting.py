@@ -1,0 +1,69 @@
+"""Helpers that run a real host on a loopback port with a real SQLite ledger."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from iso_host.client import TerminalClient
+from iso_host.host import Host, TerminalState
+from iso_host.ledger.sqlite import SqliteStore
+from iso_host.limits import Limits
+from iso_host.server import Server
+from iso_host.wire import Dialect, load_dialect
+
+TID, MID = "TERM0001", "MERCHANT0000001"
+TEST_PAN = "4761739001010010"
+
+
+@dataclass
+class RunningHost:
+    address: tuple[str, int]
+    dialect: Dialect
+    server: Server
+    store: SqliteStore
+    ledger_path: Path
+
+    def client(self, tid: str = TID, mid: str = MID) -> TerminalClient:
+        return TerminalClient(self.dialect, tid, mid)
+
+    async def connected_client(self, tid: str = TID, mid: str = MID) -> TerminalClient:
+        client = self.client(tid, mid)
+        await client.connect(*self.address)
+        return client
+
+    def ledger_rows(self) -> list[sqlite3.Row]:
+        connection = sqlite3.connect(self.ledger_path)
+        connection.row_factory = sqlite3.Row
+        try:
+            return connection.execute("SELECT * FROM transactions ORDER BY id").fetchall()
+        finally:
+            connection.close()
+
+
+def local_now() -> datetime:
+    return datetime.now().astimezone()
+
+
+@asynccontextmanager
+async def running_host(
+    tmp_path: Path, dialect_name: str, limits: Limits | None = None, clock: Callable[[], datetime] = local_now
+) -> AsyncIterator[RunningHost]:
+    dialect = load_dialect(dialect_name)
+    ledger_path = tmp_path / f"{dialect_name}.db"
+    store = SqliteStore(str(ledger_path))
+    await store.open()
+    terminals = {
+        tid: TerminalState(tid, MID, await store.register_terminal(tid, MID)) for tid in (TID, "TERM0002")
+    }
+    server = Server(Host(dialect, store, terminals, clock), limits or Limits())
+    address = await server.start("127.0.0.1", 0)
+    try:
+        yield RunningHost(address, dialect, server, store, ledger_path)
+    finally:
+        await server.stop(grace_s=2.0)
+        await store.close()

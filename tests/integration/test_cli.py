@@ -1,0 +1,134 @@
+"""The user-facing commands, run as a newcomer runs them: separate processes over a real socket."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+ISO_HOST = [sys.executable, "-m", "iso_host.cli"]
+TEST_PAN = "4761739001010010"
+
+
+@contextmanager
+def serving(tmp_path: Path, *extra: str) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    """Start ``iso-host serve --port 0`` and yield its address once it prints ``listening on``."""
+    process = subprocess.Popen(
+        [*ISO_HOST, "serve", "--port", "0", "--log-format", "json", *extra],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert process.stdout is not None
+    address = None
+    for _ in range(50):
+        line = process.stdout.readline()
+        if not line:
+            break
+        event = json.loads(line)["event"]
+        if event.startswith("listening on "):
+            address = event.removeprefix("listening on ")
+            break
+    try:
+        assert address is not None, f"no 'listening on' line; stderr: {process.stderr.read() if process.stderr else ''}"
+        yield address, process
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=15)  # also closes the pipes
+
+
+def terminal(tmp_path: Path, address: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*ISO_HOST, "terminal", "--to", address, "--state", str(tmp_path / "terminal.json"), *args],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("dialect", ["iso87binary", "iso87ascii", "cup"])
+def test_serve_then_terminal_sale(tmp_path: Path, dialect: str) -> None:
+    """`iso-host serve --port 0` and `iso-host terminal ... sale` approve a sale that `ledger list` shows."""
+    with serving(tmp_path, "--dialect", dialect) as (address, process):
+        result = terminal(tmp_path, address, "--dialect", dialect, "sale", "12.34", "--pan", TEST_PAN)
+        assert result.returncode == 0, result.stderr
+        assert "F39" in result.stdout
+        assert "476173******0010" in result.stdout
+        assert TEST_PAN not in result.stdout
+        echo = terminal(tmp_path, address, "--dialect", dialect, "echo")
+        assert echo.returncode == 0, echo.stderr
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=15)
+        assert process.returncode == 0
+    assert TEST_PAN not in output, "the host's log must never show a clear PAN"
+    events = [json.loads(line)["event"] for line in output.splitlines()]
+    assert "request_decided" in events
+    assert "host_stopped" in events
+    listing = subprocess.run(
+        [*ISO_HOST, "ledger", "list", "--json", "--ledger", f"sqlite:///{tmp_path / 'iso-host.db'}"],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    rows = [json.loads(line) for line in listing.stdout.splitlines()]
+    assert [(row["amount_minor"], row["status"]) for row in rows] == [(1234, "APPROVED")]
+
+
+def test_terminal_declined_exit_code(tmp_path: Path) -> None:
+    """An unknown terminal is declined and `iso-host terminal` exits 1."""
+    with serving(tmp_path) as (address, _):
+        result = terminal(tmp_path, address, "--tid", "UNKNOWN1", "sale", "1.00")
+    assert result.returncode == 1
+    assert "03" in result.stdout
+
+
+def test_terminal_connection_refused_exit_code(tmp_path: Path) -> None:
+    """No host listening: one line on stderr naming the address, exit code 2."""
+    result = terminal(tmp_path, "127.0.0.1:1", "echo")
+    assert result.returncode == 2
+    assert "cannot connect to 127.0.0.1:1" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("config", "expected"),
+    [
+        pytest.param('[server]\nport = "x"\n', "server.port", id="bad-port"),
+        pytest.param('[server]\ndialect = "nope"\n', "dialect 'nope'", id="unknown-dialect"),
+        pytest.param('[ledger]\nurl = "mysql://x"\n', "ledger.url", id="bad-ledger-url"),
+        pytest.param('[[terminals]]\ntid = "SHORT"\nmid = "MERCHANT0000001"\n', "terminals[0].tid", id="short-tid"),
+        pytest.param("[surprise]\n", "surprise: unknown section", id="unknown-section"),
+    ],
+)
+def test_bad_config_fails_at_start_with_one_line(tmp_path: Path, config: str, expected: str) -> None:
+    """A bad config file stops `iso-host serve` before it binds, with one line naming the key."""
+    path = tmp_path / "host.toml"
+    path.write_text(config)
+    result = subprocess.run(
+        [*ISO_HOST, "serve", "--config", str(path), "--port", "0"],
+        capture_output=True, text=True, timeout=60, check=False, cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert expected in lines[0]
+
+
+def test_second_host_on_same_sqlite_ledger_is_refused(tmp_path: Path) -> None:
+    """Two hosts must not share one SQLite file: the second one says which file is in use."""
+    with serving(tmp_path):
+        result = subprocess.run(
+            [*ISO_HOST, "serve", "--port", "0"], capture_output=True, text=True, timeout=60, check=False, cwd=tmp_path
+        )
+    assert result.returncode == 2
+    assert "in use by another iso-host process" in result.stderr
+
+
+def test_installed_command_runs(tmp_path: Path) -> None:
+    """The console script is installed and lists the three built-in dialects."""
+    env = {**os.environ}
+    result = subprocess.run(["iso-host", "dialects"], capture_output=True, text=True, timeout=60, check=True, env=env)
+    names = [line.split()[0] for line in result.stdout.splitlines()]
+    assert names == ["cup", "iso87ascii", "iso87binary"]

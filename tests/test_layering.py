@@ -1,0 +1,73 @@
+"""The one-way dependencies of DESIGN.md, checked by reading imports (no module is executed)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "iso_host"
+
+# Which iso_host modules each layer may import (besides itself). Prefix match on dotted names.
+ALLOWED: dict[str, tuple[str, ...]] = {
+    "iso_host.wire": ("iso_host.errors",),
+    "iso_host.security": (),
+    "iso_host.ledger": ("iso_host.errors",),
+    "iso_host.flows": ("iso_host.ledger", "iso_host.wire", "iso_host.security", "iso_host.errors"),
+    "iso_host.host": ("iso_host.cards", "iso_host.errors", "iso_host.flows", "iso_host.ledger", "iso_host.wire",
+                      "iso_host.security"),
+}  # fmt: skip
+# Modules that may do I/O with asyncio, threads, sockets or the clock.
+EDGE_MODULES = ("iso_host.server", "iso_host.client", "iso_host.cli", "iso_host.ledger.sqlite", "iso_host.events")
+IO_IMPORTS = ("asyncio", "socket", "threading", "sqlite3", "aiomqtt", "psycopg")
+
+
+def module_name(path: Path) -> str:
+    relative = path.relative_to(PACKAGE.parent).with_suffix("")
+    parts = relative.parts[:-1] if relative.name == "__init__" else relative.parts
+    return ".".join(parts)
+
+
+def imports_of(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return names
+
+
+MODULES = sorted(PACKAGE.rglob("*.py"))
+
+
+@pytest.mark.parametrize("path", MODULES, ids=module_name)
+def test_layer_imports_only_what_it_may(path: Path) -> None:
+    """A layer imports only the iso_host layers below it."""
+    name = module_name(path)
+    layer = next((prefix for prefix in ALLOWED if name == prefix or name.startswith(prefix + ".")), None)
+    if layer is None:
+        return
+    ours = {i for i in imports_of(path) if i.startswith("iso_host")}
+    foreign = {
+        i for i in ours if not (i == layer or i.startswith(layer + ".")) and not i.startswith(ALLOWED[layer])
+    }
+    assert not foreign, f"{name} imports {sorted(foreign)}"
+
+
+@pytest.mark.parametrize("path", MODULES, ids=module_name)
+def test_io_stays_at_the_edge(path: Path) -> None:
+    """asyncio, sockets, threads and database drivers appear only in edge modules."""
+    name = module_name(path)
+    if name.startswith(EDGE_MODULES):
+        return
+    io = {i for i in imports_of(path) if i.split(".")[0] in IO_IMPORTS}
+    assert not io, f"{name} imports {sorted(io)}; only {', '.join(EDGE_MODULES)} may"
+
+
+def test_the_layering_check_sees_the_package() -> None:
+    """The checks above found the modules they are meant to check."""
+    names = {module_name(p) for p in MODULES}
+    assert {"iso_host.wire.codec", "iso_host.host", "iso_host.server", "iso_host.flows.sale"} <= names
