@@ -14,7 +14,6 @@ class Limits:
     idle_timeout_s: float | None = None  # terminals may hold a connection open all day
     max_connections: int = 10_000  # beyond this new connections are closed at once
     read_chunk_bytes: int = 65_536  # one socket read; frames larger than this span reads
-    request_deadline_s: float = 5.0  # ledger commit + encode share this budget
 
 
 DEFAULT_LIMITS = Limits()

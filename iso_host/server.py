@@ -90,6 +90,9 @@ class Server:
             log.info("connection_closed", why="host stopping")
         except (ConnectionError, ssl.SSLError) as error:
             log.info("connection_closed", why=f"peer: {error.__class__.__name__}")
+        except Exception:
+            # A bug in the host: this connection ends, every other one carries on.
+            log.exception("connection_failed")
         finally:
             del self._connections[conn_id]
             writer.close()

@@ -252,7 +252,9 @@ class SqliteStore:
             for job in group:
                 job.error = StoreError(f"ledger commit failed: {error}")
         for job in group:
-            job.loop.call_soon_threadsafe(_resolve, job)
+            # A caller whose event loop has already closed (shutdown) has nobody left to tell.
+            with contextlib.suppress(RuntimeError):
+                job.loop.call_soon_threadsafe(_resolve, job)
 
 
 def read_transactions(path: Path, where: TransactionFilter) -> list[TransactionRecord]:
