@@ -24,8 +24,11 @@ def redact(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> Mutab
         event[key] = "[redacted]"
     for key in PAN_KEYS.intersection(event):
         value = event[key]
-        if isinstance(value, str) and value.isdigit():
-            event[key] = mask_pan(value)
+        text = value.decode("ascii", errors="replace") if isinstance(value, bytes | bytearray) else str(value)
+        digits = "".join(character for character in text if character.isdigit())
+        already_masked = isinstance(value, str) and "*" in value
+        if not already_masked:
+            event[key] = mask_pan(digits) if digits else "[redacted]"
     return event
 
 

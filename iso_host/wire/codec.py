@@ -35,12 +35,19 @@ class WireDecodeError(WireError):
         self.partial = partial
 
 
-def _partial_message(doc: dict[str, str], failed_field: str) -> Message | None:
+def _partial_message(doc: dict[str, str], failed_field: str | None) -> Message | None:
+    """The MTI and the fields decoded whole before ``failed_field`` (None: every field decoded whole)."""
     mti = doc.get("t", "")
     if len(mti) != 4 or not mti.isdigit() or failed_field == "t":
         return None
     fields = {k: v for k, v in doc.items() if k not in _NOT_FIELDS and k != failed_field}
     return Message(mti, fields)
+
+
+def _mti_of(body: bytes, dialect: Dialect) -> str:
+    if dialect.spec["t"]["data_enc"] == "b":
+        return body[:2].hex()
+    return body[:4].decode("ascii", errors="replace")
 
 
 def decode(frame: bytes, dialect: Dialect) -> tuple[Envelope, Message]:
@@ -62,7 +69,9 @@ def decode(frame: bytes, dialect: Dialect) -> tuple[Envelope, Message]:
     try:
         decoded, _ = iso8583.decode(body, dialect.spec)
     except iso8583.DecodeError as error:
-        partial = _partial_message(error.doc_dec, error.field)
+        # After "Extra data after last field" pyiso8583 names the last field, which decoded whole.
+        trailing = error.msg.startswith("Extra data")
+        partial = _partial_message(error.doc_dec, None if trailing else error.field)
         raise WireDecodeError(
             error.msg, field=error.field, offset=error.pos + skip, envelope=envelope, partial=partial
         ) from None
@@ -71,7 +80,7 @@ def decode(frame: bytes, dialect: Dialect) -> tuple[Envelope, Message]:
         raise WireDecodeError(
             f"bitmap has field {error.args[0]} which dialect {dialect.name} does not define",
             field="p", offset=skip + (2 if dialect.spec["t"]["data_enc"] == "b" else 4),
-            envelope=envelope, partial=None,
+            envelope=envelope, partial=_partial_message({"t": _mti_of(body, dialect)}, None),
         ) from None  # fmt: skip
     fields = {k: v for k, v in decoded.items() if k not in _NOT_FIELDS}
     return envelope, Message(decoded["t"], fields)
@@ -90,5 +99,8 @@ def encode(message: Message, envelope: Envelope, dialect: Dialect) -> bytes:
         encoded, _ = iso8583.encode(document, dialect.spec)
     except iso8583.EncodeError as error:
         msg = f"cannot encode {message.mti} field {error.field}: {error.msg}"
+        raise ValueError(msg) from None
+    except KeyError as error:
+        msg = f"cannot encode {message.mti}: field {error.args[0]} is not defined by dialect {dialect.name}"
         raise ValueError(msg) from None
     return bytes(envelope) + bytes(encoded)

@@ -128,12 +128,31 @@ def _check_keys(source: str, where: str, table: dict[str, Any], allowed: frozens
         raise _fail(source, f"{prefix}{unknown[0]}", f"unknown key (expected one of {', '.join(sorted(allowed))})")
 
 
-def _is_codec(name: str) -> bool:
-    try:
-        codecs.lookup(name)
-    except LookupError:
+def _is_text_codec(name: object) -> bool:
+    """A Python codec that turns str into bytes and back (``base64`` or ``zlib`` do not)."""
+    if not isinstance(name, str):
         return False
-    return True
+    try:
+        return codecs.lookup(name)._is_text_encoding and "0".encode(name).decode(name) == "0"
+    except (LookupError, UnicodeError):
+        return False
+
+
+def _is_whole_number(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _prefix_capacity(len_enc: str, len_type: int) -> int:
+    """The largest length a prefix of ``len_type`` bytes can express."""
+    if len_enc == "b":
+        return int(256**len_type - 1)
+    if len_enc == "bcd":
+        return int(10 ** (2 * len_type) - 1)
+    return int(10**len_type - 1)
+
+
+def _string_list(value: object) -> bool:
+    return isinstance(value, list) and all(isinstance(item, str) for item in value)
 
 
 def _validate_field(source: str, field_id: str, spec: Any) -> dict[str, Any]:
@@ -144,17 +163,20 @@ def _validate_field(source: str, field_id: str, spec: Any) -> dict[str, Any]:
     for required in ("data_enc", "len_enc", "len_type", "max_len"):
         if required not in spec:
             raise _fail(source, f"{key}.{required}", "missing")
-    if spec["data_enc"] != "b" and not _is_codec(str(spec["data_enc"])):
-        raise _fail(source, f"{key}.data_enc", f"must be 'b' or a Python codec, got {spec['data_enc']!r}")
-    if spec["len_enc"] not in ("b", "bcd") and not _is_codec(str(spec["len_enc"])):
-        raise _fail(source, f"{key}.len_enc", f"must be 'b', 'bcd' or a Python codec, got {spec['len_enc']!r}")
+    if spec["data_enc"] != "b" and not _is_text_codec(spec["data_enc"]):
+        raise _fail(source, f"{key}.data_enc", f"must be 'b' or a Python text codec, got {spec['data_enc']!r}")
+    if spec["len_enc"] not in ("b", "bcd") and not _is_text_codec(spec["len_enc"]):
+        raise _fail(source, f"{key}.len_enc", f"must be 'b', 'bcd' or a Python text codec, got {spec['len_enc']!r}")
     len_type, max_len = spec["len_type"], spec["max_len"]
-    if not isinstance(len_type, int) or not 0 <= len_type <= 4:
+    if not _is_whole_number(len_type) or not 0 <= len_type <= 4:
         raise _fail(source, f"{key}.len_type", f"must be 0..4, got {len_type!r}")
-    if not isinstance(max_len, int) or max_len < 0 or max_len > 9_999:
+    if not _is_whole_number(max_len) or max_len < 0 or max_len > 9_999:
         raise _fail(source, f"{key}.max_len", f"must be 0..9999, got {max_len!r}")
     if max_len == 0 and field_id != "h":
         raise _fail(source, f"{key}.max_len", "must be > 0")
+    if len_type and max_len > _prefix_capacity(spec["len_enc"], len_type):
+        capacity = _prefix_capacity(spec["len_enc"], len_type)
+        raise _fail(source, f"{key}.max_len", f"must be at most {capacity} for len_type {len_type}, got {max_len}")
     if spec.get("len_count", "bytes") not in ("bytes", "nibbles"):
         raise _fail(source, f"{key}.len_count", f"must be 'bytes' or 'nibbles', got {spec['len_count']!r}")
     for pad in ("left_pad", "right_pad"):
@@ -201,42 +223,39 @@ def _field_reference_ok(reference: str, fields: dict[str, Any], subfields: dict[
     return not sub or any(name == sub for name, _ in subfields.get(head, ()))
 
 
+def _validate_kind(source: str, key: str, entry: Any, fields: dict[str, Any], subfields: dict[str, Any]) -> KindRule:
+    if not isinstance(entry, dict):
+        raise _fail(source, key, "must be a table")
+    _check_keys(source, key, entry, KIND_KEYS)
+    kind, mti, match = entry.get("kind"), entry.get("mti"), entry.get("match", {})
+    if not isinstance(kind, str) or not kind:
+        raise _fail(source, f"{key}.kind", "missing or not a string")
+    if not isinstance(mti, str) or not re.fullmatch(r"\d{4}", mti):
+        raise _fail(source, f"{key}.mti", f"must be 4 digits, got {mti!r}")
+    if not isinstance(match, dict):
+        raise _fail(source, f"{key}.match", "must be a table of field = pattern")
+    for list_key in ("required", "card_fields"):
+        if not _string_list(entry.get(list_key, [])):
+            raise _fail(source, f"{key}.{list_key}", 'must be an array of field ids such as ["3", "60.1"]')
+    patterns = []
+    for reference, pattern in match.items():
+        if not _field_reference_ok(reference, fields, subfields):
+            raise _fail(source, f"{key}.match.{reference}", "names an undefined field or sub-field")
+        try:
+            patterns.append((reference, re.compile(pattern)))
+        except (re.error, TypeError) as error:
+            raise _fail(source, f"{key}.match.{reference}", f"bad pattern: {error}") from None
+    required, card_fields = tuple(entry.get("required", [])), tuple(entry.get("card_fields", []))
+    for reference in (*required, *card_fields):
+        if not _field_reference_ok(reference, fields, subfields):
+            raise _fail(source, key, f"required/card_fields names an undefined field {reference!r}")
+    return KindRule(kind=kind, mti=mti, match=tuple(patterns), required=required, card_fields=card_fields)
+
+
 def _validate_kinds(source: str, raw: Any, fields: dict[str, Any], subfields: dict[str, Any]) -> tuple[KindRule, ...]:
     if not isinstance(raw, list) or not raw:
         raise _fail(source, "kinds", "must be a non-empty array of tables")
-    rules = []
-    for index, entry in enumerate(raw):
-        key = f"kinds[{index}]"
-        if not isinstance(entry, dict):
-            raise _fail(source, key, "must be a table")
-        _check_keys(source, key, entry, KIND_KEYS)
-        kind, mti = entry.get("kind"), entry.get("mti")
-        if not isinstance(kind, str) or not kind:
-            raise _fail(source, f"{key}.kind", "missing or not a string")
-        if not isinstance(mti, str) or not re.fullmatch(r"\d{4}", mti):
-            raise _fail(source, f"{key}.mti", f"must be 4 digits, got {mti!r}")
-        patterns = []
-        for reference, pattern in entry.get("match", {}).items():
-            if not _field_reference_ok(reference, fields, subfields):
-                raise _fail(source, f"{key}.match.{reference}", "names an undefined field or sub-field")
-            try:
-                patterns.append((reference, re.compile(pattern)))
-            except (re.error, TypeError) as error:
-                raise _fail(source, f"{key}.match.{reference}", f"bad pattern: {error}") from None
-        references = [*entry.get("required", []), *entry.get("card_fields", [])]
-        for reference in references:
-            if not isinstance(reference, str) or not _field_reference_ok(reference, fields, subfields):
-                raise _fail(source, key, f"required/card_fields names an undefined field {reference!r}")
-        rules.append(
-            KindRule(
-                kind=kind,
-                mti=mti,
-                match=tuple(patterns),
-                required=tuple(entry.get("required", [])),
-                card_fields=tuple(entry.get("card_fields", [])),
-            )
-        )
-    return tuple(rules)
+    return tuple(_validate_kind(source, f"kinds[{i}]", entry, fields, subfields) for i, entry in enumerate(raw))
 
 
 def _validate_reasons(source: str, raw: Any) -> dict[str, str]:
@@ -264,12 +283,14 @@ def _validate_templates(source: str, raw: Any, fields: dict[str, Any]) -> dict[s
         mti, values = entry.get("mti"), entry.get("fields", {})
         if not isinstance(mti, str) or not re.fullmatch(r"\d{4}", mti):
             raise _fail(source, f"{key}.mti", f"must be 4 digits, got {mti!r}")
+        if not isinstance(values, dict):
+            raise _fail(source, f"{key}.fields", "must be a table of field = template text")
         for field_id, text in values.items():
             if field_id not in fields or not isinstance(text, str):
                 raise _fail(source, f"{key}.fields.{field_id}", "undefined field or value not a string")
             try:
                 text.format(**TEMPLATE_SAMPLE)
-            except (KeyError, ValueError, IndexError) as error:
+            except (KeyError, ValueError, IndexError, AttributeError, TypeError) as error:
                 raise _fail(source, f"{key}.fields.{field_id}", f"bad placeholder: {error}") from None
         templates[name] = Message(mti, dict(values))
     return templates
@@ -280,7 +301,7 @@ def _validate_framing(source: str, raw: Any) -> tuple[LengthHeader, bool, int]:
         raise _fail(source, "framing", "must be a table")
     _check_keys(source, "framing", raw, FRAMING_KEYS)
     length = raw.get("length")
-    if length not in LENGTH_HEADERS:
+    if not isinstance(length, str) or length not in LENGTH_HEADERS:
         raise _fail(source, "framing.length", f"must be one of {', '.join(LENGTH_HEADERS)}, got {length!r}")
     tpdu = raw.get("tpdu", False)
     header_bytes = raw.get("header_bytes", 0)
@@ -307,8 +328,12 @@ def parse_dialect(source: str, document: dict[str, Any]) -> Dialect:
     kinds = _validate_kinds(source, document.get("kinds"), fields, subfields)
     reasons = _validate_reasons(source, document.get("reasons"))
     response = document.get("response", {})
+    if not isinstance(response, dict):
+        raise _fail(source, "response", "must be a table")
     _check_keys(source, "response", response, RESPONSE_KEYS)
     echo = response.get("echo", [])
+    if not _string_list(echo):
+        raise _fail(source, "response.echo", 'must be an array of field ids such as ["3", "11"]')
     for field_id in echo:
         if field_id not in fields:
             raise _fail(source, "response.echo", f"names undefined field {field_id!r}")
@@ -358,7 +383,7 @@ def load_dialect(name_or_path: str) -> Dialect:
         ConfigError: the file is missing, is not TOML, or has a bad key.
     """
     path = Path(name_or_path)
-    if path.suffix != ".toml":
+    if path.suffix != ".toml" and "/" not in name_or_path:
         path = specs_directory() / f"{name_or_path}.toml"
         if not path.is_file():
             known = ", ".join(builtin_dialect_names())
@@ -369,4 +394,6 @@ def load_dialect(name_or_path: str) -> Dialect:
         raise ConfigError(f"{path}: cannot read dialect file: {error.strerror}") from None
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{path}: not valid TOML: {error}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not valid TOML: not UTF-8 text") from None
     return parse_dialect(str(path), document)
