@@ -21,7 +21,7 @@ from iso_host.errors import ConfigError, IsoHostError, StoreError
 from iso_host.host import Host
 from iso_host.host import TerminalState as HostTerminal
 from iso_host.ledger import Status, TransactionFilter, open_store
-from iso_host.log import configure, get_logger
+from iso_host.log import announce, configure, get_logger
 from iso_host.server import Server
 from iso_host.wire import Message, builtin_dialect_names, load_dialect
 
@@ -50,7 +50,7 @@ async def _serve(config: Config) -> int:
         raise ConfigError(f"server.port: cannot listen on {config.host}:{config.port}: {error.strerror}") from None
     if config.source == "defaults":
         log.info("demo_terminal", tid=DEMO_TID, mid=DEMO_MID, hint="iso-host terminal --tid TERM0001 ...")
-    log.info(f"listening on {bound_host}:{bound_port}", dialect=dialect.name, ledger=config.ledger_url,
+    announce(f"listening on {bound_host}:{bound_port}", dialect=dialect.name, ledger=config.ledger_url,
              terminals=len(terminals), version=__version__)  # fmt: skip
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -32,6 +32,10 @@ def redact(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> Mutab
     return event
 
 
+_ANNOUNCE_PROCESSORS: list[Any] = []
+_ANNOUNCE_STREAM: list[TextIO] = []
+
+
 def configure(log_format: str = "auto", level: str = "info", stream: TextIO | None = None) -> None:
     """Set up structlog once per process.
 
@@ -48,19 +52,32 @@ def configure(log_format: str = "auto", level: str = "info", stream: TextIO | No
         if log_format == "console"
         else structlog.processors.JSONRenderer()
     )
+    processors = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        redact,
+        structlog.processors.format_exc_info,
+        renderer,
+    ]
+    _ANNOUNCE_PROCESSORS[:] = processors
+    _ANNOUNCE_STREAM[:] = [output]
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            redact,
-            structlog.processors.format_exc_info,
-            renderer,
-        ],
+        processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
         logger_factory=structlog.PrintLoggerFactory(output),
         cache_logger_on_first_use=False,
     )
+
+
+def announce(event: str, **fields: Any) -> None:
+    """Log a line that operators and scripts rely on (``listening on ...``) whatever the log level."""
+    if not _ANNOUNCE_PROCESSORS:
+        configure()
+    logger = structlog.wrap_logger(
+        structlog.PrintLogger(_ANNOUNCE_STREAM[0]), processors=_ANNOUNCE_PROCESSORS, wrapper_class=structlog.BoundLogger
+    )
+    logger.info(event, **fields)
 
 
 def get_logger(**bound: Any) -> Any:

@@ -50,6 +50,11 @@ def _resolve(job: _Job) -> None:
         job.future.set_result(job.result)
 
 
+def _resolve_all(jobs: list[_Job]) -> None:
+    for job in jobs:
+        _resolve(job)
+
+
 def _insert_transaction(connection: sqlite3.Connection, record: TransactionRecord) -> None:
     card = record.card
     connection.execute(
@@ -169,7 +174,8 @@ class SqliteStore:
             self._lock_file = None
 
     async def _submit(self, work: Callable[[sqlite3.Connection], Any]) -> Any:
-        assert self._thread is not None, "store not open"
+        if self._thread is None:
+            raise StoreError(f"ledger {self.path} is closed")
         loop = asyncio.get_running_loop()
         job = _Job(work, loop, loop.create_future())
         try:
@@ -232,29 +238,60 @@ class SqliteStore:
                 group.append(job)
             self._commit_group(connection, group)
         connection.close()
+        self._fail_leftovers()
+
+    def _fail_leftovers(self) -> None:
+        """Jobs queued behind the stop marker are answered with an error, never left waiting."""
+        while True:
+            try:
+                job = self._jobs.get_nowait()
+            except queue.Empty:
+                return
+            if isinstance(job, _Job):
+                job.error = StoreError(f"ledger {self.path} is closing")
+                with contextlib.suppress(RuntimeError):
+                    job.loop.call_soon_threadsafe(_resolve, job)
 
     def _commit_group(self, connection: sqlite3.Connection, group: list[_Job]) -> None:
+        """Commit a group in one transaction. The fast path runs the jobs back to back; only when one
+        fails is the group rolled back and replayed job by job under savepoints, so it fails alone."""
         try:
             connection.execute("BEGIN IMMEDIATE")
-            for job in group:
-                connection.execute("SAVEPOINT job")
-                try:
-                    job.result = job.work(connection)
-                except sqlite3.Error as error:
-                    connection.execute("ROLLBACK TO job")
-                    job.error = StoreError(f"ledger write failed: {error}")
-                connection.execute("RELEASE job")
+            if not self._run_jobs(connection, group, isolated=False):
+                connection.execute("ROLLBACK")
+                connection.execute("BEGIN IMMEDIATE")
+                self._run_jobs(connection, group, isolated=True)
             connection.execute("COMMIT")
             self.commits += 1
         except sqlite3.Error as error:
             with contextlib.suppress(sqlite3.Error):
                 connection.execute("ROLLBACK")
             for job in group:
-                job.error = StoreError(f"ledger commit failed: {error}")
+                job.result, job.error = None, StoreError(f"ledger commit failed: {error}")
+        by_loop: dict[asyncio.AbstractEventLoop, list[_Job]] = {}
         for job in group:
+            by_loop.setdefault(job.loop, []).append(job)
+        for loop, jobs in by_loop.items():
             # A caller whose event loop has already closed (shutdown) has nobody left to tell.
             with contextlib.suppress(RuntimeError):
-                job.loop.call_soon_threadsafe(_resolve, job)
+                loop.call_soon_threadsafe(_resolve_all, jobs)
+
+    @staticmethod
+    def _run_jobs(connection: sqlite3.Connection, group: list[_Job], *, isolated: bool) -> bool:
+        """Run every job; returns False at the first failure when not isolated."""
+        for job in group:
+            if isolated:
+                connection.execute("SAVEPOINT job")
+            try:
+                job.result, job.error = job.work(connection), None
+            except Exception as error:  # whatever a job raises, it fails alone
+                if not isolated:
+                    return False
+                connection.execute("ROLLBACK TO job")
+                job.error = StoreError(f"ledger write failed: {error.__class__.__name__}: {error}")
+            if isolated:
+                connection.execute("RELEASE job")
+        return True
 
 
 def read_transactions(path: Path, where: TransactionFilter) -> list[TransactionRecord]:

@@ -148,3 +148,29 @@ class TestOpenStore:
         """Ledger URLs the host cannot use are configuration errors naming ledger.url."""
         with pytest.raises(ConfigError, match=r"ledger\.url"):
             open_store(url)
+
+
+class TestWriterResilience:
+    async def test_a_job_that_raises_anything_fails_alone(self, tmp_path: Path) -> None:
+        """A bug in one job (not a database error) fails that job; the writer keeps serving the next."""
+        store = SqliteStore(str(tmp_path / "l.db"))
+        await store.open()
+        try:
+
+            def broken(_connection: sqlite3.Connection) -> None:
+                raise TypeError("a bug in a job")
+
+            with pytest.raises(StoreError, match="TypeError"):
+                await store._submit(broken)
+            await store.apply([sale(store.next_rrn())])
+            assert len(await store.transactions(TransactionFilter())) == 1
+        finally:
+            await store.close()
+
+    async def test_apply_after_close_is_a_store_error(self, tmp_path: Path) -> None:
+        """Writing to a closed ledger is refused with StoreError, not left waiting."""
+        store = SqliteStore(str(tmp_path / "l.db"))
+        await store.open()
+        await store.close()
+        with pytest.raises(StoreError, match="closed"):
+            await store.apply([sale("000000000001")])

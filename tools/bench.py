@@ -1,0 +1,352 @@
+"""Throughput and latency of iso-host beside a bare pyiso8583 responder, under the same load.
+
+``python tools/bench.py`` starts ``iso-host serve`` (temporary SQLite ledger, one terminal per connection) and
+``tools/baseline_server.py`` on 127.0.0.1 and drives each in turn from spawned load processes: strict
+request/response sales, real client bytes encoded before the clock starts, responses checked (0210, F11 echoed,
+F39 "00") after it stops. Runs alternate and medians are reported, because the machine is shared. Every wait is
+bounded, and every subprocess is stopped on the way out, error or not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import math
+import multiprocessing
+import queue
+import re
+import shlex
+import shutil
+import signal
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from multiprocessing.process import BaseProcess
+from multiprocessing.queues import Queue
+from multiprocessing.synchronize import Barrier
+from pathlib import Path
+from typing import Any, Final
+
+from iso_host.client import MAX_STAN, TerminalClient, TerminalState
+from iso_host.wire import Dialect, LengthHeader, WireDecodeError, decode, load_dialect
+
+LOOPBACK: Final = "127.0.0.1"
+DIALECT_NAME: Final = "iso87binary"
+MID: Final = "BENCHMERCHANT01"  # field 42 is 15 characters
+PAN: Final = "4761739001010010"  # a Luhn-valid test card
+MAX_TERMINALS: Final = 9_999_999  # tids are "T" + 7 digits (field 41 is 8 characters)
+LISTENING: Final = re.compile(r"listening on [\w.:\[\]-]+:(\d+)")  # in the JSON line's "event", or plain
+POLL_S: Final = 0.05  # how often a waiting parent looks again
+READY_TIMEOUT_S: Final = 30.0  # a server that has not bound its port by then has failed
+STOP_TIMEOUT_S: Final = 20.0  # after SIGTERM; then SIGKILL
+BARRIER_TIMEOUT_S: Final = 60.0  # spawning the load processes and connecting every terminal
+REQUEST_TIMEOUT_S: Final = 10.0  # one response; a later one fails the rest of that connection
+RUN_TIMEOUT_S: Final = 600.0  # one whole run, all load processes together
+FIGURES: Final = ("tps", "p50_ms", "p99_ms")  # reported as medians of the runs
+assert len(MID) == 15
+assert POLL_S < READY_TIMEOUT_S < RUN_TIMEOUT_S
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerReport:
+    """One load process's figures. ``*_s`` stamps are ``time.monotonic()``, one clock machine-wide."""
+
+    started_s: float
+    finished_s: float
+    latencies_s: list[float]  # one per response received
+    approved: int  # responses that are 0210s for the right STAN with F39 "00"
+    failures: int  # planned requests that were not approved
+    error: str | None = None
+
+
+def sale_frames(dialect: Dialect, terminal: int, count: int, stan_start: int) -> tuple[list[bytes], list[str]]:
+    """``count`` framed sales from terminal ``T{terminal:07d}``, with their STANs (``stan_start + 1`` on)."""
+    client = TerminalClient(dialect, f"T{terminal:07d}", MID, TerminalState(stan=stan_start))
+    now = datetime.now().astimezone()
+    messages = [client.build("sale", now, amount=100 + n, pan=PAN) for n in range(count)]
+    return [client.frame(message) for message in messages], [message.fields["11"] for message in messages]
+
+
+async def exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, frames: list[bytes],
+                   header: LengthHeader) -> tuple[list[float], list[bytes]]:  # fmt: skip
+    """Send each frame and await its response before the next, as a terminal does; stop at the first failure."""
+    latencies_s: list[float] = []
+    responses: list[bytes] = []
+    with contextlib.suppress(OSError, asyncio.IncompleteReadError):  # TimeoutError is an OSError
+        for frame in frames:
+            sent_s = time.perf_counter()
+            writer.write(frame)  # one request in flight, so the buffer never grows: no drain needed
+            async with asyncio.timeout(REQUEST_TIMEOUT_S):
+                length = header.read(await reader.readexactly(header.size_bytes))
+                responses.append(await reader.readexactly(length))
+            latencies_s.append(time.perf_counter() - sent_s)
+    assert len(latencies_s) == len(responses) <= len(frames)
+    return latencies_s, responses
+
+
+def count_approved(dialect: Dialect, responses: list[bytes], stans: list[str]) -> int:
+    approved = 0
+    for body, stan in zip(responses, stans[: len(responses)], strict=True):
+        with contextlib.suppress(WireDecodeError):
+            _, message = decode(body, dialect)
+            fields = message.fields
+            approved += message.mti == "0210" and fields.get("11") == stan and fields.get("39") == "00"
+    return approved
+
+
+async def drive(port: int, first_terminal: int, connections: int, count: int, stan_start: int,
+                barrier: Barrier) -> WorkerReport:  # fmt: skip
+    dialect = load_dialect(DIALECT_NAME)
+    plans = [sale_frames(dialect, first_terminal + i, count, stan_start) for i in range(connections)]
+    streams = [await asyncio.open_connection(LOOPBACK, port) for _ in plans]
+    try:
+        barrier.wait(BARRIER_TIMEOUT_S)  # every load process starts sending at the same moment
+        started_s = time.monotonic()
+        outcomes = await asyncio.gather(
+            *(exchange(r, w, frames, dialect.length_header) for (r, w), (frames, _) in zip(streams, plans, strict=True))
+        )
+        finished_s = time.monotonic()
+    finally:
+        for _, writer in streams:
+            writer.close()
+    approved = sum(count_approved(dialect, o[1], stans) for o, (_, stans) in zip(outcomes, plans, strict=True))
+    latencies_s = [latency for outcome in outcomes for latency in outcome[0]]
+    return WorkerReport(started_s, finished_s, latencies_s, approved, connections * count - approved)
+
+
+def load_process(port: int, first_terminal: int, connections: int, count: int, stan_start: int,
+                 barrier: Barrier, results: Queue[dict[str, Any]]) -> None:  # fmt: skip
+    """Entry point of a load process: it always puts exactly one report, so the parent never waits in vain."""
+    try:
+        report = asyncio.run(drive(port, first_terminal, connections, count, stan_start, barrier))
+    except Exception as error:  # the parent must hear about any failure rather than time out
+        barrier.abort()  # and the other load processes must not wait for this one
+        report = WorkerReport(0.0, 0.0, [], 0, connections * count, f"{type(error).__name__}: {error}")
+    results.put(asdict(report))  # a dict: a class defined in __mp_main__ does not unpickle in the parent
+
+
+def collect(results: Queue[dict[str, Any]], processes: Sequence[BaseProcess], barrier: Barrier) -> list[WorkerReport]:
+    reports: list[WorkerReport] = []
+    for _ in range(int(RUN_TIMEOUT_S / POLL_S)):
+        if len(reports) == len(processes):
+            return reports
+        try:
+            reports.append(WorkerReport(**results.get(timeout=POLL_S)))
+        except queue.Empty:
+            if any(p.exitcode not in (None, 0) for p in processes):
+                barrier.abort()  # release the processes still waiting for the one that died
+                raise RuntimeError("a load process died without reporting") from None
+    raise TimeoutError(f"the load processes did not finish within {RUN_TIMEOUT_S:g} s")
+
+
+def percentile(ordered: list[float], fraction: float) -> float:
+    """Nearest-rank percentile of an ascending list (NaN when it is empty)."""
+    assert 0 < fraction <= 1
+    return ordered[max(0, math.ceil(fraction * len(ordered)) - 1)] if ordered else math.nan
+
+
+def run_load(port: int, connections: int, count: int, process_count: int, stan_start: int) -> dict[str, Any]:
+    """One run against the server on ``port``: its tps, p50_ms, p99_ms, counts and load-process errors."""
+    context = multiprocessing.get_context("spawn")
+    shares = [connections // process_count + (i < connections % process_count) for i in range(process_count)]
+    barrier = context.Barrier(process_count)
+    results: Queue[dict[str, Any]] = context.Queue()
+    processes = [
+        context.Process(target=load_process, daemon=True,
+                        args=(port, sum(shares[:i]), share, count, stan_start, barrier, results))
+        for i, share in enumerate(shares)
+    ]  # fmt: skip
+    try:
+        for process in processes:
+            process.start()
+        reports = collect(results, processes, barrier)
+    finally:
+        for process in processes:
+            process.join(STOP_TIMEOUT_S)
+            if process.is_alive():
+                process.kill()
+                process.join(STOP_TIMEOUT_S)
+    latencies_ms = sorted(latency * 1000 for report in reports for latency in report.latencies_s)
+    timed = [r for r in reports if r.error is None] or [WorkerReport(0.0, 0.0, [], 0, 0)]
+    wall_s = max(r.finished_s for r in timed) - min(r.started_s for r in timed)
+    return {
+        "tps": len(latencies_ms) / wall_s if wall_s > 0 else 0.0, "p50_ms": percentile(latencies_ms, 0.50),
+        "p99_ms": percentile(latencies_ms, 0.99), "completed": len(latencies_ms), "wall_s": wall_s,
+        "approved": sum(r.approved for r in reports), "failures": sum(r.failures for r in reports),
+        "errors": [r.error for r in reports if r.error is not None],
+    }  # fmt: skip
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind((LOOPBACK, 0))
+        return int(probe.getsockname()[1])
+
+
+def stop_server(process: subprocess.Popen[bytes]) -> int:
+    """SIGTERM, wait, SIGKILL if need be; returns the exit status."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(STOP_TIMEOUT_S)
+    return process.returncode
+
+
+def wait_listening(process: subprocess.Popen[bytes], log_path: Path, probe_port: int | None) -> int:
+    """The server's port once it accepts: from its ``listening on`` line, else from a connect to ``probe_port``."""
+    for _ in range(int(READY_TIMEOUT_S / POLL_S)):
+        output = log_path.read_text(encoding="utf-8", errors="replace")
+        if match := LISTENING.search(output):
+            return int(match.group(1))
+        if process.poll() is not None:
+            raise RuntimeError(f"{log_path.stem} exited {process.returncode} before listening:\n{output[-2000:]}")
+        if probe_port is not None:
+            with contextlib.suppress(OSError), socket.create_connection((LOOPBACK, probe_port), timeout=POLL_S):
+                return probe_port
+        time.sleep(POLL_S)
+    raise TimeoutError(f"{log_path.stem} was not listening after {READY_TIMEOUT_S:g} s")
+
+
+def start_server(command: list[str], log_path: Path, probe_port: int | None) -> tuple[subprocess.Popen[bytes], int]:
+    """Start a server whose output goes to ``log_path``; return it once it accepts, with its port."""
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        return process, wait_listening(process, log_path, probe_port)
+    except BaseException:
+        stop_server(process)
+        raise
+
+
+def write_host_config(directory: Path, connections: int) -> Path:
+    ledger_url = json.dumps(f"sqlite:///{directory / 'bench.db'}")  # a JSON string is a TOML basic string
+    parts = [f"[ledger]\nurl = {ledger_url}\n"]
+    parts += [f'\n[[terminals]]\ntid = "T{i:07d}"\nmid = "{MID}"\n' for i in range(connections)]
+    path = directory / "bench.toml"
+    path.write_text("".join(parts), encoding="utf-8")
+    return path
+
+
+def ledger_rows(path: Path) -> int:
+    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as connection:
+        rows: int = connection.execute("SELECT COUNT(*) FROM transactions").fetchone()[0]
+        return rows
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="iso-host beside a bare pyiso8583 responder: sales/s, latency")
+    parser.add_argument("--connections", type=int, default=64, help="concurrent terminals in all (64)")
+    parser.add_argument("--count", type=int, default=600, help="sales per connection per run (600)")
+    parser.add_argument("--processes", type=int, default=2, help="load processes (2)")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per target; medians are reported (3)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    parser.add_argument("--host-args", default="", help="extra arguments for iso-host serve, one shell string")
+    options = parser.parse_args(argv)
+    for name in ("connections", "count", "processes", "repeat"):
+        if getattr(options, name) < 1:
+            parser.error(f"--{name}: must be a whole number >= 1, got {getattr(options, name)}")
+    if options.connections > MAX_TERMINALS:
+        parser.error(f"--connections: at most {MAX_TERMINALS}, got {options.connections}")
+    if options.count * options.repeat > MAX_STAN:
+        parser.error(f"--count x --repeat must stay within {MAX_STAN} STANs per terminal")
+    options.processes = min(options.processes, options.connections)
+    return options
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with NaN (no latencies: every request failed) as null, which strict JSON readers accept."""
+    if isinstance(value, dict):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [json_safe(item) for item in value]
+    return None if isinstance(value, float) and math.isnan(value) else value
+
+
+def report(summary: dict[str, Any]) -> None:
+    host, baseline, ratio = summary["host"], summary["baseline"], summary["host/baseline"]
+    print(f"iso-host bench: {summary['connections']} connections x {summary['count']} sales, "
+          f"{summary['processes']} load processes, {summary['repeat']} runs each (medians)")  # fmt: skip
+    print(f"{'target':<10} {'tps':>9} {'p50_ms':>8} {'p99_ms':>8}")
+    for name, figures in (("host", host), ("baseline", baseline)):
+        print(f"{name:<10} {figures['tps']:>9.0f} {figures['p50_ms']:>8.2f} {figures['p99_ms']:>8.2f}")
+    print(f"host/baseline: tps {ratio['tps']:.2f}, p50 {ratio['p50_ms']:.2f}, p99 {ratio['p99_ms']:.2f}")
+    print(f"ledger: {summary['ledger_rows']} rows for {summary['host_approved']} approved host sales "
+          f"({'ok' if summary['ledger_rows'] == summary['host_approved'] else 'MISMATCH'}); failures "
+          f"{summary['failures']}; exit codes {summary['exit_codes']}; {summary['runtime_s']:.1f} s")  # fmt: skip
+
+
+def bench(options: argparse.Namespace, executable: str, directory: Path) -> dict[str, Any]:
+    """Start both servers, run the alternating loads, stop the servers; the figures and checks as a dict."""
+    runs: dict[str, list[dict[str, Any]]] = {"host": [], "baseline": []}
+    servers: dict[str, subprocess.Popen[bytes]] = {}
+    exit_codes: dict[str, int] = {}
+    # iso-host logs "listening on" at info, which --log-level warning hides: so the port is picked here and
+    # readiness is a connect that succeeds (the line still wins if it appears, e.g. with --host-args).
+    host_port = free_port()
+    host_command = [executable, "serve", "--config", str(write_host_config(directory, options.connections)),
+                    "--port", str(host_port), "--log-level", "warning", "--log-format", "json",
+                    *shlex.split(options.host_args)]  # fmt: skip
+    baseline_command = [sys.executable, str(Path(__file__).with_name("baseline_server.py")), "--port", "0"]
+    try:
+        servers["host"], host_port = start_server(host_command, directory / "host.log", host_port)
+        servers["baseline"], baseline_port = start_server(baseline_command, directory / "baseline.log", None)
+        for index in range(options.repeat):
+            for target, port in (("host", host_port), ("baseline", baseline_port)):
+                result = run_load(port, options.connections, options.count, options.processes,
+                                  stan_start=index * options.count)  # fmt: skip
+                runs[target].append(result)
+                print(f"run {index + 1}/{options.repeat} {target:<8} {result['tps']:>7.0f} tps  p50 "
+                      f"{result['p50_ms']:.2f} ms  p99 {result['p99_ms']:.2f} ms  {result['wall_s']:.1f} s  "
+                      f"failures {result['failures']} {'; '.join(result['errors'])}", file=sys.stderr)  # fmt: skip
+    finally:
+        for name, process in servers.items():
+            exit_codes[name] = stop_server(process)
+    host, baseline = ({key: statistics.median(r[key] for r in runs[target]) for key in FIGURES}
+                      for target in ("host", "baseline"))  # fmt: skip
+    return {
+        "connections": options.connections, "count": options.count, "processes": options.processes,
+        "repeat": options.repeat, "host": host, "baseline": baseline,
+        "host/baseline": {key: host[key] / baseline[key] if baseline[key] else math.nan for key in host},
+        "ledger_rows": ledger_rows(directory / "bench.db"), "host_approved": sum(r["approved"] for r in runs["host"]),
+        "failures": sum(r["failures"] for results in runs.values() for r in results), "exit_codes": exit_codes,
+        "runs": runs,
+    }  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    options = parse_args(argv)
+    executable = shutil.which("iso-host")
+    if executable is None:
+        print("bench: iso-host is not on PATH (pip install -e .)", file=sys.stderr)
+        return 2
+    begun_s = time.monotonic()
+    try:
+        with tempfile.TemporaryDirectory(prefix="iso-host-bench-") as directory:
+            summary = bench(options, executable, Path(directory))
+    except (OSError, RuntimeError, sqlite3.Error) as error:  # TimeoutError is an OSError
+        print(f"bench: {error}", file=sys.stderr)
+        return 2
+    summary["runtime_s"] = round(time.monotonic() - begun_s, 1)
+    exits_ok = set(summary["exit_codes"].values()) == {0}
+    summary["ok"] = summary["failures"] == 0 and summary["ledger_rows"] == summary["host_approved"] and exits_ok
+    if options.json:
+        print(json.dumps(json_safe(summary), allow_nan=False))
+    else:
+        report(summary)
+    return 0 if summary["ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
