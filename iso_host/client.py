@@ -1,4 +1,8 @@
-"""A terminal: framing, STAN, requests from the dialect's templates. Used by the CLI, tests and tools."""
+"""A terminal: framing, STAN, requests from the dialect's templates, sign-on keys, MAC and PIN blocks.
+
+Used by the CLI, the tests and the tools. Its state file keeps the STAN counter, the batch number and the
+working keys as the host sent them, wrapped under the TMK; clear keys exist only in memory.
+"""
 
 from __future__ import annotations
 
@@ -6,63 +10,117 @@ import asyncio
 import contextlib
 import json
 import ssl
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from iso_host.errors import IsoHostError
+from iso_host.errors import IsoHostError, WireError
+from iso_host.message_auth import MAC_PLACEHOLDER, has_mac, mac_field_of, seal, verify_message_mac
+from iso_host.security import (
+    CupWorkingKeys,
+    SecurityError,
+    encode_pin_block,
+    encrypt_pin_block,
+    mac_request_key,
+    mac_response_key,
+    parse_cup_key_block,
+    parse_iso87_key_block,
+    pin_key,
+    unwrap_key,
+    wrap_key,
+)
 from iso_host.wire import NEED_DATA, Dialect, Envelope, FrameDecoder, Message, decode, encode, encode_frame
 
 DEFAULT_TPDU = bytes.fromhex("6000030000")  # 60 + destination NII 0003 + source NII 0000
 DEFAULT_CUP_HEADER = bytes.fromhex("603100000000")  # magstripe application, software version 31
+DEFAULT_KSN = bytes.fromhex("FFFF9876543210E00000")  # ANSI X9.24-1 Annex A test KSN, counter 0
 MAX_STAN = 999_999
+DUKPT_MAC_ALGORITHM = "x9.19"
 
 
 class ClientError(IsoHostError):
-    """The host could not be reached or answered with something we cannot read."""
+    """The host could not be reached or answered with something we cannot read or trust."""
 
 
 @dataclass
-class TerminalState:
-    """What a terminal keeps between runs: its STAN counter and batch number."""
+class ClientState:
+    """What a terminal keeps between runs. Keys are stored as the host sent them: wrapped under the TMK."""
 
     stan: int = 0
     batch: int = 1
+    ksn_counter: int = 0
+    tpk_under_tmk: str | None = field(default=None, repr=False)
+    tak_under_tmk: str | None = field(default=None, repr=False)
 
     def next_stan(self) -> int:
         self.stan = self.stan % MAX_STAN + 1
         return self.stan
 
+    def next_ksn(self, base: bytes = DEFAULT_KSN) -> bytes:
+        """The next DUKPT KSN: the base with its 21-bit counter advanced."""
+        self.ksn_counter += 1
+        counter = (int.from_bytes(base, "big") & ~0x1FFFFF) | (self.ksn_counter & 0x1FFFFF)
+        return counter.to_bytes(len(base), "big")
+
+    def store_keys(self, tmk: bytes, keys: CupWorkingKeys) -> None:
+        self.tpk_under_tmk = wrap_key(tmk, keys.tpk).hex().upper()
+        self.tak_under_tmk = wrap_key(tmk, keys.tak).hex().upper()
+
+    def keys(self, tmk: bytes) -> tuple[bytes, bytes] | None:
+        """The clear TPK and TAK, or None before sign-on."""
+        if self.tpk_under_tmk is None or self.tak_under_tmk is None:
+            return None
+        return unwrap_key(tmk, bytes.fromhex(self.tpk_under_tmk)), unwrap_key(tmk, bytes.fromhex(self.tak_under_tmk))
+
     @classmethod
-    def load(cls, path: Path) -> TerminalState:
+    def load(cls, path: Path) -> ClientState:
         if not path.exists():
             return cls()
         try:
-            raw = json.loads(path.read_text(encoding="utf-8"))
-            return cls(stan=int(raw["stan"]), batch=int(raw["batch"]))
-        except (OSError, ValueError, KeyError, TypeError) as error:
+            return cls(**json.loads(path.read_text(encoding="utf-8")))
+        except (OSError, ValueError, TypeError) as error:
             raise ClientError(f"{path}: unreadable terminal state file ({error.__class__.__name__})") from None
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         temporary = path.with_suffix(".tmp")
-        temporary.write_text(json.dumps({"stan": self.stan, "batch": self.batch}), encoding="utf-8")
+        temporary.write_text(json.dumps(asdict(self)), encoding="utf-8")
         temporary.replace(path)
+
+
+@dataclass(frozen=True, slots=True)
+class MacKeys:
+    """How a terminal MACs a request and checks the response's MAC."""
+
+    algorithm: str
+    request_key: bytes = field(repr=False)
+    response_key: bytes = field(repr=False)
+
+
+def dukpt_keys(bdk: bytes, ksn: bytes) -> tuple[bytes, MacKeys]:
+    """The PIN key and MAC keys a DUKPT terminal uses for one KSN (test labs derive them from the BDK)."""
+    return pin_key(bdk, ksn), MacKeys(DUKPT_MAC_ALGORITHM, mac_request_key(bdk, ksn), mac_response_key(bdk, ksn))
+
+
+def pin_block_field(tpk: bytes, pin: str, pan: str, pin_format: int) -> str:
+    """F52: the PIN block for this PAN, encrypted under the PIN key, as hex."""
+    return encrypt_pin_block(tpk, encode_pin_block(pin, pan, pin_format)).hex().upper()
 
 
 class TerminalClient:
     """One connection to a host, speaking one dialect as one terminal."""
 
-    def __init__(self, dialect: Dialect, tid: str, mid: str, state: TerminalState | None = None) -> None:
+    def __init__(self, dialect: Dialect, tid: str, mid: str, state: ClientState | None = None) -> None:
         self.dialect = dialect
         self.tid = tid
         self.mid = mid
-        self.state = state or TerminalState()
+        self.state = state or ClientState()
         self.envelope = Envelope(
             DEFAULT_TPDU if dialect.tpdu else b"",
             DEFAULT_CUP_HEADER[: dialect.header_bytes].ljust(dialect.header_bytes, b"\0"),
         )
+        self.mac: MacKeys | None = None  # once set, requests of the dialect's MAC'd kinds carry a MAC
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._decoder = FrameDecoder(dialect.length_header, max_frame_bytes=dialect.length_header.max_length)
@@ -71,7 +129,9 @@ class TerminalClient:
                       timeout_s: float = 10.0) -> None:  # fmt: skip
         try:
             async with asyncio.timeout(timeout_s):
-                self._reader, self._writer = await asyncio.open_connection(host, port, ssl=ssl_context)
+                self._reader, self._writer = await asyncio.open_connection(
+                    host, port, ssl=ssl_context, server_hostname=host if ssl_context else None
+                )
         except (OSError, TimeoutError) as error:
             raise ClientError(f"cannot connect to {host}:{port}: {error}") from None
 
@@ -92,21 +152,35 @@ class TerminalClient:
         """A request from the dialect's template, with the next STAN."""
         defaults: dict[str, Any] = {
             "pan": "", "amount": 0, "tid": self.tid, "mid": self.mid, "currency": self.dialect.default_currency,
-            "batch": self.state.batch, "expiry": "", "now": now,
+            "batch": self.state.batch, "expiry": "", "now": now, "operator": "001",
         }  # fmt: skip
         return self.dialect.render(template, {**defaults, **values, "stan": self.state.next_stan()})
 
-    def frame(self, message: Message) -> bytes:
-        return encode_frame(self.dialect.length_header, encode(message, self.envelope, self.dialect))
+    def mac_for(self, message: Message) -> MacKeys | None:
+        """The terminal's MAC keys if the dialect MACs this kind of message, else None."""
+        rule = self.dialect.classify(message)
+        return self.mac if rule is not None and rule.kind in self.dialect.security.mac_kinds else None
+
+    def frame(self, message: Message, mac: MacKeys | None = None) -> bytes:
+        """The framed request; with ``mac`` (or the terminal's own, for MAC'd kinds) a MAC is added."""
+        mac = mac or self.mac_for(message)
+        if mac is None:
+            return encode_frame(self.dialect.length_header, encode(message, self.envelope, self.dialect))
+        message.fields[mac_field_of(message)] = MAC_PLACEHOLDER
+        body = seal(encode(message, Envelope(), self.dialect), message, self.dialect, mac.algorithm, mac.request_key)
+        return encode_frame(self.dialect.length_header, bytes(self.envelope) + body)
 
     async def send_raw(self, data: bytes) -> None:
         if self._writer is None:
             raise ClientError("not connected")
-        self._writer.write(data)
-        await self._writer.drain()
+        try:
+            self._writer.write(data)
+            await self._writer.drain()
+        except (ConnectionError, ssl.SSLError) as error:
+            raise ClientError(f"the host closed the connection: {error.__class__.__name__}") from None
 
-    async def receive(self, timeout_s: float = 30.0) -> Message:
-        """The next response frame, decoded."""
+    async def receive_frame(self, timeout_s: float = 30.0) -> bytes:
+        """The next whole frame from the host (length header removed)."""
         if self._reader is None:
             raise ClientError("not connected")
         try:
@@ -118,11 +192,64 @@ class TerminalClient:
                     self._decoder.receive_data(data)
         except TimeoutError:
             raise ClientError(f"no response within {timeout_s:g} s") from None
+        except (ConnectionError, ssl.SSLError) as error:
+            raise ClientError(f"the host closed the connection: {error.__class__.__name__}") from None
+        except WireError as error:
+            raise ClientError(f"unreadable response frame: {error}") from None
         assert isinstance(frame, bytes)
-        _, message = decode(frame, self.dialect)
+        return frame
+
+    def decode_response(self, frame: bytes, mac: MacKeys | None = None) -> Message:
+        """Decode a response; with ``mac`` an approved response must carry a MAC that verifies.
+
+        Raises:
+            ClientError: an undecodable response, or a response MAC that is missing or wrong.
+        """
+        try:
+            _, message = decode(frame, self.dialect)
+        except WireError as error:
+            raise ClientError(f"unreadable response: {error}") from None
+        if mac is None:
+            return message
+        if has_mac(message):
+            body = frame[self.dialect.envelope_bytes :]
+            if not verify_message_mac(body, message, self.dialect, mac.algorithm, mac.response_key):
+                raise ClientError(f"the response MAC (field {mac_field_of(message)}) does not verify")
+        elif message.fields.get("39") == "00":
+            raise ClientError("the approved response carries no MAC")
         return message
 
-    async def request(self, message: Message, timeout_s: float = 30.0) -> Message:
-        """Send one request and wait for its response."""
-        await self.send_raw(self.frame(message))
-        return await self.receive(timeout_s)
+    async def receive(self, timeout_s: float = 30.0, mac: MacKeys | None = None) -> Message:
+        return self.decode_response(await self.receive_frame(timeout_s), mac)
+
+    async def request(self, message: Message, timeout_s: float = 30.0, mac: MacKeys | None = None) -> Message:
+        """Send one request (MAC'd with ``mac``, or the terminal's own keys) and wait for its response."""
+        mac = mac or self.mac_for(message)
+        await self.send_raw(self.frame(message, mac))
+        return await self.receive(timeout_s, mac)
+
+    def accept_signon(self, response: Message, request: Message, tmk: bytes) -> CupWorkingKeys:
+        """Unwrap the sign-on response's keys, check them against their check values, keep them wrapped.
+
+        Raises:
+            ClientError: no key block, or a check value that does not match (wrong TMK).
+        """
+        key_field = self.dialect.security.signon_key_field
+        block = response.fields.get(key_field or "")
+        if block is None:
+            raise ClientError(f"the sign-on response has no key block in field {key_field}")
+        try:
+            if self.dialect.security.key_block == "cup":
+                layout = self.dialect.value_of(request, "60.3") or ""
+                keys = parse_cup_key_block(tmk, layout, bytes.fromhex(block))
+            else:
+                keys = parse_iso87_key_block(tmk, bytes.fromhex(block))
+        except (SecurityError, ValueError) as error:
+            raise ClientError(f"sign-on key block rejected: {error}") from None
+        self.state.store_keys(tmk, keys)
+        algorithm = self.dialect.security.mac_algorithm
+        self.mac = MacKeys(algorithm, keys.tak, keys.tak) if algorithm else None
+        batch = self.dialect.value_of(request, self.dialect.batch_field) if self.dialect.batch_field else None
+        if batch is not None and batch.isdigit():
+            self.state.batch = int(batch)
+        return keys

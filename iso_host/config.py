@@ -26,7 +26,27 @@ _HEX_KEY: Final = re.compile(r"(?:[0-9A-Fa-f]{16}){1,3}")
 class TerminalConfig:
     tid: str
     mid: str
-    tmk: str | None = None  # terminal master key, hex; used from sign-on on
+    tmk: str | None = field(default=None, repr=False)  # terminal master key, hex: wraps sign-on keys
+    tak: str | None = field(default=None, repr=False)  # static MAC key, hex (test labs with fixed keys)
+    tpk: str | None = field(default=None, repr=False)  # static PIN key, hex
+    bdk: str | None = field(default=None, repr=False)  # DUKPT base derivation key, hex
+    mac: str | None = None  # MAC algorithm, overriding the dialect's
+    require_signon: bool | None = None  # overrides the dialect's
+
+
+@dataclass(frozen=True, slots=True)
+class CardConfig:
+    """A test card: a PIN block for this PAN must carry this PIN."""
+
+    pan: str = field(repr=False)
+    pin: str = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class TlsConfig:
+    cert: str
+    key: str
+    client_ca: str | None = None  # makes TLS mutual
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,16 +59,20 @@ class Config:
     log_level: str = "info"
     limits: Limits = field(default_factory=Limits)
     terminals: tuple[TerminalConfig, ...] = (TerminalConfig(DEMO_TID, DEMO_MID, DEMO_TMK),)
+    cards: tuple[CardConfig, ...] = ()
+    tls: TlsConfig | None = None
     source: str = "defaults"
 
 
 SECTIONS: Final = {
-    "server": {"host", "port", "dialect"},
+    "server": {"host", "port", "dialect", "tls_cert", "tls_key", "tls_client_ca"},
     "ledger": {"url"},
     "log": {"format", "level"},
     "limits": {f.name for f in fields(Limits)},
 }
-TERMINAL_KEYS: Final = {"tid", "mid", "tmk"}
+TERMINAL_KEYS: Final = {"tid", "mid", "tmk", "tak", "tpk", "bdk", "mac", "require_signon"}
+CARD_KEYS: Final = {"pan", "pin"}
+MAC_ALGORITHMS: Final = ("aes-cmac", "cup-ecb", "x9.19", "x9.9")
 
 
 class _Problems:
@@ -99,16 +123,59 @@ def _terminal(problems: _Problems, index: int, entry: Any) -> TerminalConfig | N
         return None
     for unknown in sorted(set(entry) - TERMINAL_KEYS):
         problems.add(f"{key}.{unknown}", f"unknown key (expected one of {', '.join(sorted(TERMINAL_KEYS))})")
-    tid, mid, tmk = entry.get("tid"), entry.get("mid"), entry.get("tmk")
+    tid, mid = entry.get("tid"), entry.get("mid")
     if not isinstance(tid, str) or len(tid) != TID_LENGTH:
         problems.add(f"{key}.tid", f"must be {TID_LENGTH} characters (field 41), got {tid!r}")
     if not isinstance(mid, str) or len(mid) != MID_LENGTH:
         problems.add(f"{key}.mid", f"must be {MID_LENGTH} characters (field 42), got {mid!r}")
-    if tmk is not None and (not isinstance(tmk, str) or not _HEX_KEY.fullmatch(tmk)):
-        problems.add(f"{key}.tmk", "must be 16, 32 or 48 hex digits")  # never echo a key
+    keys: dict[str, str | None] = {}
+    for name in ("tmk", "tak", "tpk", "bdk"):
+        value = entry.get(name)
+        if value is not None and (not isinstance(value, str) or not _HEX_KEY.fullmatch(value)):
+            problems.add(f"{key}.{name}", "must be 16, 32 or 48 hex digits")  # never echo a key
+            value = None
+        keys[name] = value.upper() if isinstance(value, str) else None
+    if keys["bdk"] is not None and len(keys["bdk"]) != 32:
+        problems.add(f"{key}.bdk", "must be 32 hex digits (a double-length TDES key)")
+    mac, require_signon = entry.get("mac"), entry.get("require_signon")
+    if mac is not None and mac not in MAC_ALGORITHMS:
+        problems.add(f"{key}.mac", f"must be one of {', '.join(MAC_ALGORITHMS)}, got {mac!r}")
+    if require_signon is not None and not isinstance(require_signon, bool):
+        problems.add(f"{key}.require_signon", f"must be true or false, got {require_signon!r}")
     if not (isinstance(tid, str) and isinstance(mid, str)):
         return None
-    return TerminalConfig(tid, mid, tmk.upper() if isinstance(tmk, str) else None)
+    return TerminalConfig(tid, mid, **keys, mac=mac, require_signon=require_signon)
+
+
+def _card(problems: _Problems, index: int, entry: Any) -> CardConfig | None:
+    key = f"cards[{index}]"
+    if not isinstance(entry, dict):
+        problems.add(key, "must be a table")
+        return None
+    for unknown in sorted(set(entry) - CARD_KEYS):
+        problems.add(f"{key}.{unknown}", f"unknown key (expected one of {', '.join(sorted(CARD_KEYS))})")
+    pan, pin = entry.get("pan"), entry.get("pin")
+    if not isinstance(pan, str) or not pan.isdigit() or not 12 <= len(pan) <= 19:
+        problems.add(f"{key}.pan", "must be 12 to 19 digits")  # never echo a PAN
+        return None
+    if not isinstance(pin, str) or not pin.isdigit() or not 4 <= len(pin) <= 12:
+        problems.add(f"{key}.pin", "must be 4 to 12 digits")  # never echo a PIN
+        return None
+    return CardConfig(pan, pin)
+
+
+def _tls(problems: _Problems, server: dict[str, Any]) -> TlsConfig | None:
+    cert, key, client_ca = server.get("tls_cert"), server.get("tls_key"), server.get("tls_client_ca")
+    if cert is None and key is None and client_ca is None:
+        return None
+    for name, value in (("tls_cert", cert), ("tls_key", key)):
+        if not isinstance(value, str) or not value:
+            problems.add(f"server.{name}", "TLS needs both tls_cert and tls_key (PEM file paths)")
+    if client_ca is not None and (not isinstance(client_ca, str) or not client_ca):
+        problems.add("server.tls_client_ca", f"must be a PEM file path, got {client_ca!r}")
+    if not (isinstance(cert, str) and isinstance(key, str)):
+        return None
+    return TlsConfig(cert, key, client_ca if isinstance(client_ca, str) else None)
 
 
 def _scalar_settings(problems: _Problems, tables: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -145,8 +212,8 @@ def parse_config(document: dict[str, Any], source: str) -> Config:
         ConfigError: one line per bad key, each naming ``source`` and the key.
     """
     problems = _Problems(source)
-    for unknown in sorted(set(document) - {*SECTIONS, "terminals"}):
-        problems.add(unknown, f"unknown section (expected one of {', '.join([*SECTIONS, 'terminals'])})")
+    for unknown in sorted(set(document) - {*SECTIONS, "terminals", "cards"}):
+        problems.add(unknown, f"unknown section (expected one of {', '.join([*SECTIONS, 'terminals', 'cards'])})")
     tables: dict[str, dict[str, Any]] = {}
     for section, allowed in SECTIONS.items():
         table = document.get(section, {})
@@ -171,6 +238,13 @@ def parse_config(document: dict[str, Any], source: str) -> Config:
                     problems.add("terminals", f"tid {terminal.tid!r} is configured twice")
                 seen.add(terminal.tid)
             changes["terminals"] = terminals
+    if "cards" in document:
+        raw_cards = document["cards"]
+        if not isinstance(raw_cards, list):
+            problems.add("cards", "must be an array of tables ([[cards]])")
+        else:
+            changes["cards"] = tuple(c for i, e in enumerate(raw_cards) if (c := _card(problems, i, e)) is not None)
+    changes["tls"] = _tls(problems, tables["server"])
     problems.raise_if_any()
     return replace(config, **changes)
 

@@ -36,7 +36,7 @@ from multiprocessing.synchronize import Barrier
 from pathlib import Path
 from typing import Any, Final
 
-from iso_host.client import MAX_STAN, TerminalClient, TerminalState
+from iso_host.client import MAX_STAN, ClientState, TerminalClient
 from iso_host.wire import Dialect, LengthHeader, WireDecodeError, decode, load_dialect
 
 LOOPBACK: Final = "127.0.0.1"
@@ -70,7 +70,7 @@ class WorkerReport:
 
 def sale_frames(dialect: Dialect, terminal: int, count: int, stan_start: int) -> tuple[list[bytes], list[str]]:
     """``count`` framed sales from terminal ``T{terminal:07d}``, with their STANs (``stan_start + 1`` on)."""
-    client = TerminalClient(dialect, f"T{terminal:07d}", MID, TerminalState(stan=stan_start))
+    client = TerminalClient(dialect, f"T{terminal:07d}", MID, ClientState(stan=stan_start))
     now = datetime.now().astimezone()
     messages = [client.build("sale", now, amount=100 + n, pan=PAN) for n in range(count)]
     return [client.frame(message) for message in messages], [message.fields["11"] for message in messages]

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from iso_host.ledger.model import Card, Kind, LedgerCommand, Reason
-from iso_host.wire.message import Message
+from iso_host.terminals import WorkingKeys
+from iso_host.wire import Dialect, Message
 
 MAX_COMMANDS_PER_DECISION = 8
 
@@ -25,18 +26,31 @@ class Request:
     amount_minor: int | None
     currency: str
     card: Card | None
+    operator: str | None = None  # where the dialect carries one (CUP F63)
 
 
 @dataclass(frozen=True, slots=True)
 class Context:
-    """What the host hands a flow besides the request: the time and fresh references."""
+    """What the host hands a flow besides the request: the time, fresh references and fresh keys."""
 
     now: datetime
     rrn: str | None
-    response_codes: Mapping[str, str]
+    dialect: Dialect
+    tmk: bytes | None = field(default=None, repr=False)  # sign-on only: the terminal's master key
+    fresh_keys: WorkingKeys | None = None  # sign-on only: random double-length keys to issue
 
     def __post_init__(self) -> None:
         assert self.now.tzinfo is not None, "flows compute with aware times only"
+
+
+@dataclass(frozen=True, slots=True)
+class SessionUpdate:
+    """The terminal's new session after sign-on or sign-off."""
+
+    signed_on: bool
+    keys: WorkingKeys
+    batch_number: int
+    operator: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +60,7 @@ class Decision:
     reason: Reason
     fields: dict[str, str] = field(default_factory=dict)
     commands: tuple[LedgerCommand, ...] = ()
+    session: SessionUpdate | None = None  # applied to the terminal in memory once the commands are committed
 
     def __post_init__(self) -> None:
         assert len(self.commands) <= MAX_COMMANDS_PER_DECISION

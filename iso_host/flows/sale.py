@@ -32,7 +32,7 @@ def sale(request: Request, context: Context) -> Decision:
         currency=request.currency,
         card=request.card,
         status=Status.APPROVED,
-        response_code=context.response_codes[Reason.APPROVED],
+        response_code=context.dialect.response_code(Reason.APPROVED),
         reason=Reason.APPROVED,
         mti=request.message.mti,
         processing_code=request.message.fields.get("3", ""),

@@ -37,6 +37,8 @@ class Kind(enum.StrEnum):
 
     SALE = "sale"
     ECHO = "echo"
+    SIGNON = "signon"
+    SIGNOFF = "signoff"
 
 
 class Status(enum.StrEnum):
@@ -91,4 +93,34 @@ class RecordTransaction:
     transaction: TransactionRecord
 
 
-LedgerCommand = RecordTransaction
+@dataclass(frozen=True, slots=True)
+class SaveSession:
+    """Ledger command: a terminal signed on (working keys wrapped under its TMK) or off (no keys)."""
+
+    tid: str
+    mid: str
+    signed_on: bool
+    batch_number: int
+    operator: str | None
+    tpk_under_tmk: bytes | None
+    tak_under_tmk: bytes | None
+    tdk_under_tmk: bytes | None
+    at: datetime
+
+    def __post_init__(self) -> None:
+        assert self.signed_on or self.tak_under_tmk is None, "a signed-off terminal keeps no keys"
+
+
+@dataclass(frozen=True, slots=True)
+class TerminalRecord:
+    """A terminal's row: its open batch and its session, keys still wrapped under the TMK."""
+
+    batch_number: int
+    signed_on: bool = False
+    operator: str | None = None
+    tpk_under_tmk: bytes | None = None
+    tak_under_tmk: bytes | None = None
+    tdk_under_tmk: bytes | None = None
+
+
+LedgerCommand = RecordTransaction | SaveSession

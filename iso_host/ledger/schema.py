@@ -22,4 +22,12 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         " created_at TEXT NOT NULL, updated_at TEXT NOT NULL)",
         "CREATE INDEX transactions_by_terminal ON transactions (tid, mid, batch_number, stan)",
     ),
+    (  # 2: sign-on sessions; working keys are stored only wrapped under the terminal's TMK (hex)
+        "ALTER TABLE terminals ADD COLUMN signed_on INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE terminals ADD COLUMN operator TEXT",
+        "ALTER TABLE terminals ADD COLUMN tpk_under_tmk TEXT",
+        "ALTER TABLE terminals ADD COLUMN tak_under_tmk TEXT",
+        "ALTER TABLE terminals ADD COLUMN tdk_under_tmk TEXT",
+        "ALTER TABLE terminals ADD COLUMN session_at TEXT",
+    ),
 )

@@ -21,7 +21,17 @@ from pathlib import Path
 from typing import Any, Final, TextIO
 
 from iso_host.errors import StoreError
-from iso_host.ledger.model import Card, Kind, LedgerCommand, Reason, RecordTransaction, Status, TransactionRecord
+from iso_host.ledger.model import (
+    Card,
+    Kind,
+    LedgerCommand,
+    Reason,
+    RecordTransaction,
+    SaveSession,
+    Status,
+    TerminalRecord,
+    TransactionRecord,
+)
 from iso_host.ledger.schema import MIGRATIONS
 from iso_host.ledger.store import TransactionFilter
 
@@ -70,6 +80,35 @@ def _insert_transaction(connection: sqlite3.Connection, record: TransactionRecor
             record.created_at.isoformat(), record.created_at.isoformat(),
         ),
     )  # fmt: skip
+
+
+def _hex(value: bytes | None) -> str | None:
+    return value.hex().upper() if value is not None else None
+
+
+def _unhex(value: str | None) -> bytes | None:
+    return bytes.fromhex(value) if value is not None else None
+
+
+def _save_session(connection: sqlite3.Connection, session: SaveSession) -> None:
+    cursor = connection.execute(
+        "UPDATE terminals SET signed_on = ?, batch_number = ?, operator = ?, tpk_under_tmk = ?, tak_under_tmk = ?,"
+        " tdk_under_tmk = ?, session_at = ? WHERE tid = ? AND mid = ?",
+        (
+            int(session.signed_on), session.batch_number, session.operator, _hex(session.tpk_under_tmk),
+            _hex(session.tak_under_tmk), _hex(session.tdk_under_tmk), session.at.isoformat(), session.tid, session.mid,
+        ),
+    )  # fmt: skip
+    if cursor.rowcount != 1:
+        msg = f"terminal {session.tid} is not registered in the ledger"
+        raise sqlite3.IntegrityError(msg)
+
+
+def _apply_command(connection: sqlite3.Connection, command: LedgerCommand) -> None:
+    if isinstance(command, RecordTransaction):
+        _insert_transaction(connection, command.transaction)
+    else:
+        _save_session(connection, command)
 
 
 def _row_to_record(row: sqlite3.Row) -> TransactionRecord:
@@ -187,8 +226,7 @@ class SqliteStore:
     async def apply(self, commands: Sequence[LedgerCommand]) -> None:
         def work(connection: sqlite3.Connection) -> None:
             for command in commands:
-                assert isinstance(command, RecordTransaction)
-                _insert_transaction(connection, command.transaction)
+                _apply_command(connection, command)
 
         await self._submit(work)
 
@@ -197,20 +235,26 @@ class SqliteStore:
         assert self._last_rrn < 10**RRN_DIGITS
         return f"{self._last_rrn:0{RRN_DIGITS}d}"
 
-    async def register_terminal(self, tid: str, mid: str) -> int:
-        def work(connection: sqlite3.Connection) -> int:
+    async def register_terminal(self, tid: str, mid: str) -> TerminalRecord:
+        def work(connection: sqlite3.Connection) -> TerminalRecord:
             now = datetime.now(UTC).isoformat()
             connection.execute(
                 "INSERT INTO terminals (tid, mid, batch_number, created_at) VALUES (?, ?, 1, ?)"
                 " ON CONFLICT (tid, mid) DO NOTHING",
                 (tid, mid, now),
             )
-            batch: int = connection.execute(
-                "SELECT batch_number FROM terminals WHERE tid = ? AND mid = ?", (tid, mid)
-            ).fetchone()[0]
-            return batch
+            row = connection.execute(
+                "SELECT batch_number, signed_on, operator, tpk_under_tmk, tak_under_tmk, tdk_under_tmk"
+                " FROM terminals WHERE tid = ? AND mid = ?",
+                (tid, mid),
+            ).fetchone()
+            return TerminalRecord(
+                batch_number=row["batch_number"], signed_on=bool(row["signed_on"]), operator=row["operator"],
+                tpk_under_tmk=_unhex(row["tpk_under_tmk"]), tak_under_tmk=_unhex(row["tak_under_tmk"]),
+                tdk_under_tmk=_unhex(row["tdk_under_tmk"]),
+            )  # fmt: skip
 
-        result: int = await self._submit(work)
+        result: TerminalRecord = await self._submit(work)
         return result
 
     async def transactions(self, where: TransactionFilter) -> list[TransactionRecord]:

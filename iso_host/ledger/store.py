@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from iso_host.errors import ConfigError
-from iso_host.ledger.model import LedgerCommand, Status, TransactionRecord
+from iso_host.ledger.model import LedgerCommand, Status, TerminalRecord, TransactionRecord
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,8 +34,8 @@ class Store(Protocol):
     def next_rrn(self) -> str:
         """A retrieval reference number never handed out before by this ledger."""
 
-    async def register_terminal(self, tid: str, mid: str) -> int:
-        """Make the terminal known; returns its open batch number."""
+    async def register_terminal(self, tid: str, mid: str) -> TerminalRecord:
+        """Make the terminal known; returns its open batch and its last session."""
 
     async def transactions(self, where: TransactionFilter) -> list[TransactionRecord]: ...
 

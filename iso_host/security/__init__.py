@@ -5,7 +5,7 @@ only outside input is ``os.urandom`` for fresh keys and PIN block fill. Key mate
 PANs never appear in an error message.
 """
 
-from iso_host.security.dukpt import derive_ipek, derive_transaction_key, mac_request_key, pin_key
+from iso_host.security.dukpt import derive_ipek, derive_transaction_key, mac_request_key, mac_response_key, pin_key
 from iso_host.security.errors import KeyLengthError, PinBlockError, SecurityError
 from iso_host.security.keys import (
     CUP_KEY_BLOCK_LAYOUTS,
@@ -53,6 +53,7 @@ __all__ = [
     "generate_des_key",
     "key_check_value",
     "mac_request_key",
+    "mac_response_key",
     "parse_cup_key_block",
     "parse_iso87_key_block",
     "pin_key",

@@ -19,6 +19,7 @@ COUNTER_MASK = (1 << COUNTER_BITS) - 1
 KEY_REGISTER_MASK = bytes.fromhex("C0C0C0C000000000C0C0C0C000000000")
 PIN_VARIANT = bytes.fromhex("00000000000000FF00000000000000FF")
 MAC_REQUEST_VARIANT = bytes.fromhex("000000000000FF00000000000000FF00")
+MAC_RESPONSE_VARIANT = bytes.fromhex("00000000FF00000000000000FF000000")  # ANSI X9.24-1 response MAC
 
 assert len(KEY_REGISTER_MASK) == len(PIN_VARIANT) == len(MAC_REQUEST_VARIANT) == BDK_BYTES
 assert COUNTER_BITS < 8 * KSN_REGISTER_BYTES < 8 * KSN_BYTES
@@ -116,3 +117,13 @@ def mac_request_key(bdk: bytes, ksn: bytes) -> bytes:
         SecurityError: If the KSN is not 10 bytes.
     """
     return xor_bytes(derive_transaction_key(bdk, ksn), MAC_REQUEST_VARIANT)
+
+
+def mac_response_key(bdk: bytes, ksn: bytes) -> bytes:
+    """Derive the response MAC key for this KSN (transaction key XOR the MAC response variant).
+
+    Raises:
+        KeyLengthError: If the BDK is not 16 bytes.
+        SecurityError: If the KSN is not 10 bytes.
+    """
+    return xor_bytes(derive_transaction_key(bdk, ksn), MAC_RESPONSE_VARIANT)

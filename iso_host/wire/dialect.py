@@ -26,13 +26,20 @@ FIELD_SPEC_KEYS: Final = frozenset(
 )
 TOP_LEVEL_KEYS: Final = frozenset(
     {"name", "description", "framing", "fields", "subfields", "kinds", "response", "reasons", "batch_field",
-     "templates"}
+     "templates", "security"}
 )
+SECURITY_KEYS: Final = frozenset(
+    {"mac_algorithm", "mac_policy", "mac_kinds", "require_signon", "signon_key_field", "ksn_field", "pin_block_format",
+     "key_block"}
+)
+# The names iso_host.security.MAC_ALGORITHMS implements (wire may not import it; a test keeps them equal).
+MAC_ALGORITHM_NAMES: Final = ("aes-cmac", "cup-ecb", "x9.19", "x9.9")
+MAC_POLICIES: Final = ("always", "when-keyed")
 TEMPLATE_KEYS: Final = frozenset({"mti", "fields"})
 # Values a request template may use; a client fills them in (see ``Dialect.render``).
 TEMPLATE_SAMPLE: Final[dict[str, Any]] = {
     "pan": "4761739001010010", "amount": 1234, "stan": 1, "tid": "TERM0001", "mid": "MERCHANT0000001",
-    "currency": "840", "batch": 1, "expiry": "2912", "now": datetime(2025, 1, 1, tzinfo=UTC),
+    "currency": "840", "batch": 1, "expiry": "2912", "now": datetime(2025, 1, 1, tzinfo=UTC), "operator": "001",
 }  # fmt: skip
 KIND_KEYS: Final = frozenset({"kind", "mti", "match", "required", "card_fields"})
 RESPONSE_KEYS: Final = frozenset({"echo", "default_currency"})
@@ -58,6 +65,20 @@ class KindRule:
 
 
 @dataclass(frozen=True, slots=True)
+class SecurityPolicy:
+    """How a dialect authenticates: which MAC, on which kinds, and whether sign-on comes first."""
+
+    mac_algorithm: str | None = None  # None: the dialect carries no MAC at all
+    mac_policy: str = "when-keyed"  # "always": every mac_kinds request; "when-keyed": once the terminal has a TAK
+    mac_kinds: tuple[str, ...] = ()
+    require_signon: bool = False  # financial requests before sign-on get NOT_SIGNED_ON
+    signon_key_field: str | None = None  # where the 0810 carries the key block
+    ksn_field: str | None = None  # DUKPT key serial number, 10 bytes
+    pin_block_format: int = 0  # ISO 9564 format of F52
+    key_block: str = "iso87"  # sign-on key block layout: "iso87", or "cup" (layout chosen by 60.3)
+
+
+@dataclass(frozen=True, slots=True)
 class Dialect:
     """A loaded, validated dialect."""
 
@@ -74,6 +95,7 @@ class Dialect:
     default_currency: str
     batch_field: str | None = None
     templates: dict[str, Message] = field(default_factory=dict)
+    security: SecurityPolicy = field(default_factory=SecurityPolicy)
     description: str = ""
 
     @property
@@ -296,6 +318,42 @@ def _validate_templates(source: str, raw: Any, fields: dict[str, Any]) -> dict[s
     return templates
 
 
+def _validate_security(source: str, raw: Any, fields: dict[str, Any]) -> SecurityPolicy:
+    if not isinstance(raw, dict):
+        raise _fail(source, "security", "must be a table")
+    _check_keys(source, "security", raw, SECURITY_KEYS)
+    algorithm = raw.get("mac_algorithm")
+    if algorithm is not None and algorithm not in MAC_ALGORITHM_NAMES:
+        names = ", ".join(MAC_ALGORITHM_NAMES)
+        raise _fail(source, "security.mac_algorithm", f"must be one of {names}, got {algorithm!r}")
+    if algorithm is not None and "64" not in fields:
+        raise _fail(source, "security.mac_algorithm", "needs field 64 in [fields]")
+    policy = raw.get("mac_policy", "when-keyed")
+    if policy not in MAC_POLICIES:
+        raise _fail(source, "security.mac_policy", f"must be one of {', '.join(MAC_POLICIES)}, got {policy!r}")
+    kinds = raw.get("mac_kinds", [])
+    if not _string_list(kinds):
+        raise _fail(source, "security.mac_kinds", 'must be an array of kind names such as ["sale"]')
+    require_signon = raw.get("require_signon", False)
+    if not isinstance(require_signon, bool):
+        raise _fail(source, "security.require_signon", f"must be true or false, got {require_signon!r}")
+    for key in ("signon_key_field", "ksn_field"):
+        value = raw.get(key)
+        if value is not None and (not isinstance(value, str) or value not in fields):
+            raise _fail(source, f"security.{key}", f"names a field the dialect does not define: {value!r}")
+    key_block = raw.get("key_block", "iso87")
+    if key_block not in ("iso87", "cup"):
+        raise _fail(source, "security.key_block", f"must be iso87 or cup, got {key_block!r}")
+    pin_format = raw.get("pin_block_format", 0)
+    if pin_format not in (0, 3) or isinstance(pin_format, bool):
+        raise _fail(source, "security.pin_block_format", f"must be 0 or 3 (ISO 9564), got {pin_format!r}")
+    return SecurityPolicy(
+        mac_algorithm=algorithm, mac_policy=policy, mac_kinds=tuple(kinds), require_signon=require_signon,
+        signon_key_field=raw.get("signon_key_field"), ksn_field=raw.get("ksn_field"), pin_block_format=pin_format,
+        key_block=key_block,
+    )  # fmt: skip
+
+
 def _validate_framing(source: str, raw: Any) -> tuple[LengthHeader, bool, int]:
     if not isinstance(raw, dict):
         raise _fail(source, "framing", "must be a table")
@@ -343,6 +401,7 @@ def parse_dialect(source: str, document: dict[str, Any]) -> Dialect:
     ):
         raise _fail(source, "batch_field", f"names an undefined field or sub-field: {batch_field!r}")
     templates = _validate_templates(source, document.get("templates", {}), fields)
+    security = _validate_security(source, document.get("security", {}), fields)
     currency = response.get("default_currency", "840")
     if not isinstance(currency, str) or not re.fullmatch(r"\d{3}", currency):
         raise _fail(source, "response.default_currency", f"must be 3 digits, got {currency!r}")
@@ -361,6 +420,7 @@ def parse_dialect(source: str, document: dict[str, Any]) -> Dialect:
         default_currency=currency,
         batch_field=batch_field,
         templates=templates,
+        security=security,
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import ssl
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -10,10 +11,12 @@ from datetime import datetime
 from pathlib import Path
 
 from iso_host.client import TerminalClient
-from iso_host.host import Host, TerminalState
+from iso_host.config import DEMO_TMK
+from iso_host.host import Host
 from iso_host.ledger.sqlite import SqliteStore
 from iso_host.limits import Limits
 from iso_host.server import Server
+from iso_host.terminals import TerminalState, random_working_keys
 from iso_host.wire import Dialect, load_dialect
 
 TID, MID = "TERM0001", "MERCHANT0000001"
@@ -31,9 +34,15 @@ class RunningHost:
     def client(self, tid: str = TID, mid: str = MID) -> TerminalClient:
         return TerminalClient(self.dialect, tid, mid)
 
-    async def connected_client(self, tid: str = TID, mid: str = MID) -> TerminalClient:
+    async def connected_client(self, tid: str = TID, mid: str = MID, *, signon: bool | None = None) -> TerminalClient:
+        """A connected terminal; signed on (keys unwrapped, MAC on) where the dialect requires it."""
         client = self.client(tid, mid)
         await client.connect(*self.address)
+        if signon if signon is not None else self.dialect.security.require_signon:
+            request = client.build("signon", local_now())
+            response = await client.request(request)
+            assert response.fields["39"] == "00", response
+            client.accept_signon(response, request, bytes.fromhex(DEMO_TMK))
         return client
 
     def ledger_rows(self) -> list[sqlite3.Row]:
@@ -51,16 +60,28 @@ def local_now() -> datetime:
 
 @asynccontextmanager
 async def running_host(
-    tmp_path: Path, dialect_name: str, limits: Limits | None = None, clock: Callable[[], datetime] = local_now
+    tmp_path: Path,
+    dialect_name: str,
+    limits: Limits | None = None,
+    clock: Callable[[], datetime] = local_now,
+    *,
+    extra_terminals: dict[str, TerminalState] | None = None,
+    cards: dict[str, str] | None = None,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> AsyncIterator[RunningHost]:
     dialect = load_dialect(dialect_name)
     ledger_path = tmp_path / f"{dialect_name}.db"
     store = SqliteStore(str(ledger_path))
     await store.open()
     terminals = {
-        tid: TerminalState(tid, MID, await store.register_terminal(tid, MID)) for tid in (TID, "TERM0002")
+        tid: TerminalState(
+            tid, MID, (await store.register_terminal(tid, MID)).batch_number, tmk=bytes.fromhex(DEMO_TMK)
+        )
+        for tid in (TID, "TERM0002")
     }
-    server = Server(Host(dialect, store, terminals, clock), limits or Limits())
+    terminals.update(extra_terminals or {})
+    host = Host(dialect, store, terminals, clock, cards=cards, key_source=random_working_keys)
+    server = Server(host, limits or Limits(), ssl_context=ssl_context)
     address = await server.start("127.0.0.1", 0)
     try:
         yield RunningHost(address, dialect, server, store, ledger_path)

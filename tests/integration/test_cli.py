@@ -52,10 +52,16 @@ def terminal(tmp_path: Path, address: str, *args: str) -> subprocess.CompletedPr
 
 @pytest.mark.parametrize("dialect", ["iso87binary", "iso87ascii", "cup"])
 def test_serve_then_terminal_sale(tmp_path: Path, dialect: str) -> None:
-    """`iso-host serve --port 0` and `iso-host terminal ... sale` approve a sale that `ledger list` shows."""
+    """`iso-host terminal signon` then `sale 12.34` (MAC'd, response MAC checked) against `iso-host serve`."""
     with serving(tmp_path, "--dialect", dialect) as (address, process):
+        signon = terminal(tmp_path, address, "--dialect", dialect, "signon")
+        assert signon.returncode == 0, signon.stderr
+        assert "check values match" in signon.stdout
+        state = (tmp_path / "terminal.json").read_text()
+        assert "tak_under_tmk" in state
         result = terminal(tmp_path, address, "--dialect", dialect, "sale", "12.34", "--pan", TEST_PAN)
         assert result.returncode == 0, result.stderr
+        assert "response MAC verified" in result.stdout
         assert "F39" in result.stdout
         assert "476173******0010" in result.stdout
         assert TEST_PAN not in result.stdout

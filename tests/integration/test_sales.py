@@ -68,7 +68,7 @@ class TestRefusals:
     async def test_unknown_terminal(self, tmp_path: Path, dialect_name: str) -> None:
         """A terminal the host does not know is refused with the dialect's code and nothing is recorded."""
         async with running_host(tmp_path, dialect_name) as host:
-            async with await host.connected_client(tid="NOSUCHT1") as client:
+            async with await host.connected_client(tid="NOSUCHT1", signon=False) as client:
                 response = await client.request(client.build("sale", local_now(), amount=1, pan=TEST_PAN))
             expected = host.dialect.response_code("UNKNOWN_TERMINAL")
             assert response.fields["39"] == expected

@@ -53,7 +53,7 @@ ECHO = Request(
 
 
 def _context(now: datetime = NOW, rrn: str | None = RRN, dialect: str = "cup") -> Context:
-    return Context(now=now, rrn=rrn, response_codes=DIALECTS[dialect].response_codes)
+    return Context(now=now, rrn=rrn, dialect=DIALECTS[dialect])
 
 
 def _record(decision: Decision) -> TransactionRecord:
@@ -206,4 +206,4 @@ class TestContext:
     def test_refuses_naive_time(self) -> None:
         """A naive datetime is a bug at the edge, caught when the context is built."""
         with pytest.raises(AssertionError, match="aware"):
-            Context(now=datetime(2025, 1, 1, 12, 30), rrn=RRN, response_codes=CUP.response_codes)
+            Context(now=datetime(2025, 1, 1, 12, 30), rrn=RRN, dialect=CUP)

@@ -1,0 +1,54 @@
+"""Terminals as the host knows them: static configuration plus the session that sign-on sets up.
+
+Clear working keys live only in this process's memory; the ledger keeps them wrapped under the TMK.
+Key fields are left out of ``repr`` so that no log line or traceback can show them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from iso_host.security import generate_des_key
+
+
+@dataclass(frozen=True, slots=True)
+class WorkingKeys:
+    """A PIN key, a MAC key and (CUP 60.3=004) a track data key."""
+
+    tpk: bytes | None = field(default=None, repr=False)
+    tak: bytes | None = field(default=None, repr=False)
+    tdk: bytes | None = field(default=None, repr=False)
+
+
+NO_KEYS = WorkingKeys()
+
+
+@dataclass(slots=True)
+class TerminalState:
+    """A configured terminal and what the host remembers about it between messages."""
+
+    tid: str
+    mid: str
+    batch_number: int = 1
+    tmk: bytes | None = field(default=None, repr=False)
+    static_keys: WorkingKeys = NO_KEYS  # from the config file (test labs with fixed keys)
+    bdk: bytes | None = field(default=None, repr=False)  # DUKPT base derivation key (test-lab shortcut)
+    mac_algorithm: str | None = None  # overrides the dialect's
+    require_signon: bool | None = None  # overrides the dialect's
+    signed_on: bool = False
+    session_keys: WorkingKeys = NO_KEYS  # from the last sign-on
+    operator: str | None = None
+
+    @property
+    def keys(self) -> WorkingKeys:
+        """The keys in force: the session's after sign-on, else the static ones."""
+        return self.session_keys if self.signed_on else self.static_keys
+
+    @property
+    def has_mac_key(self) -> bool:
+        return self.keys.tak is not None or self.bdk is not None
+
+
+def random_working_keys() -> WorkingKeys:
+    """Fresh double-length DES keys (odd parity) for a sign-on; flows shorten them to the layout's lengths."""
+    return WorkingKeys(generate_des_key(16), generate_des_key(16), generate_des_key(16))
