@@ -16,7 +16,8 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "iso_host.ledger": ("iso_host.errors",),
     "iso_host.terminals": ("iso_host.security",),
     "iso_host.message_auth": ("iso_host.security", "iso_host.wire"),
-    "iso_host.flows": ("iso_host.ledger", "iso_host.wire", "iso_host.security", "iso_host.errors", "iso_host.terminals"),
+    "iso_host.flows": ("iso_host.ledger", "iso_host.wire", "iso_host.security", "iso_host.errors",
+                       "iso_host.terminals"),
     "iso_host.host": ("iso_host.cards", "iso_host.errors", "iso_host.flows", "iso_host.ledger", "iso_host.wire",
                       "iso_host.security", "iso_host.message_auth", "iso_host.terminals"),
 }  # fmt: skip
