@@ -10,8 +10,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from iso_host.cli import terminal_state
 from iso_host.client import TerminalClient
-from iso_host.config import DEMO_TMK
+from iso_host.config import DEMO_TMK, TerminalConfig
 from iso_host.host import Host
 from iso_host.ledger.sqlite import SqliteStore
 from iso_host.limits import Limits
@@ -73,10 +74,9 @@ async def running_host(
     ledger_path = tmp_path / f"{dialect_name}.db"
     store = SqliteStore(str(ledger_path))
     await store.open()
+    # The same path `iso-host serve` takes: configured terminals plus the sessions the ledger remembers.
     terminals = {
-        tid: TerminalState(
-            tid, MID, (await store.register_terminal(tid, MID)).batch_number, tmk=bytes.fromhex(DEMO_TMK)
-        )
+        tid: terminal_state(TerminalConfig(tid, MID, DEMO_TMK), await store.register_terminal(tid, MID))
         for tid in (TID, "TERM0002")
     }
     terminals.update(extra_terminals or {})
