@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from log_audit import remember_secret
+
 from iso_host.cli import terminal_state
 from iso_host.client import TerminalClient
 from iso_host.config import DEMO_TMK, TerminalConfig
@@ -43,7 +45,8 @@ class RunningHost:
             request = client.build("signon", local_now())
             response = await client.request(request)
             assert response.fields["39"] == "00", response
-            client.accept_signon(response, request, bytes.fromhex(DEMO_TMK))
+            keys = client.accept_signon(response, request, bytes.fromhex(DEMO_TMK))
+            remember_secret(keys.tpk, keys.tak, keys.tdk)
         return client
 
     def ledger_rows(self) -> list[sqlite3.Row]:

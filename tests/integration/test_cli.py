@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from tls_material import make_tls_files
 
 ISO_HOST = [sys.executable, "-m", "iso_host.cli"]
 TEST_PAN = "4761739001010010"
@@ -138,3 +139,17 @@ def test_installed_command_runs(tmp_path: Path) -> None:
     result = subprocess.run(["iso-host", "dialects"], capture_output=True, text=True, timeout=60, check=True, env=env)
     names = [line.split()[0] for line in result.stdout.splitlines()]
     assert names == ["cup", "iso87ascii", "iso87binary"]
+
+
+def test_cli_over_mutual_tls(tmp_path: Path) -> None:
+    """`serve --tls-cert --tls-key --tls-client-ca` and `terminal --tls --tls-ca --tls-cert --tls-key`."""
+    files = make_tls_files(tmp_path)
+    server_flags = ["--tls-cert", str(files.server_cert), "--tls-key", str(files.server_key),
+                    "--tls-client-ca", str(files.ca)]  # fmt: skip
+    with serving(tmp_path, *server_flags) as (address, _):
+        trusted = terminal(tmp_path, address, "--tls", "--tls-ca", str(files.ca), "--tls-cert", str(files.client_cert),
+                           "--tls-key", str(files.client_key), "sale", "3.00")  # fmt: skip
+        anonymous = terminal(tmp_path, address, "--tls", "--tls-ca", str(files.ca), "--timeout", "5", "echo")
+    assert trusted.returncode == 0, trusted.stderr
+    assert anonymous.returncode == 2
+    assert len(anonymous.stderr.strip().splitlines()) == 1, anonymous.stderr

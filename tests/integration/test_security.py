@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from hosting import MID, TEST_PAN, TID, local_now, running_host
+from log_audit import remember_secret
 
 from iso_host.client import MacKeys, dukpt_keys, pin_block_field
 from iso_host.config import DEMO_TMK
@@ -18,6 +19,7 @@ KSN = bytes.fromhex("FFFF9876543210E00001")
 STATIC_TAK = bytes.fromhex("0123456789ABCDEFFEDCBA9876543210")
 STATIC_TPK = bytes.fromhex("FEDCBA98765432100123456789ABCDEF")
 CARDS = {TEST_PAN: "1234"}
+remember_secret(DUKPT_BDK, STATIC_TAK, STATIC_TPK)
 
 
 def flipped_mac(mac: MacKeys) -> MacKeys:
@@ -130,6 +132,7 @@ class TestPin:
                 for pin in ("1234", "9999"):
                     request = client.build("sale", local_now(), amount=700, pan=TEST_PAN)
                     request.fields["52"] = pin_block_field(tpk[0], pin, TEST_PAN, pin_format)
+                    remember_secret(request.fields["52"])
                     results.append((await client.request(request)).fields["39"])
             assert results == ["00", "55"]
             assert len(host.ledger_rows()) == 1
@@ -169,6 +172,7 @@ class TestStaticAndDukpt:
                     request = client.build("sale", local_now(), amount=900, pan=TEST_PAN)
                     request.fields["53"] = KSN.hex().upper()
                     request.fields["52"] = pin_block_field(pin_key, "1234", TEST_PAN, 0)
+                    remember_secret(request.fields["52"], pin_key, mac.request_key)
                     response = await client.request(request, mac=mac if mac_ok else flipped_mac(mac))
                     answers.append(response.fields["39"])
             assert answers == ["00", "63"]

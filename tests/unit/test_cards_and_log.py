@@ -161,11 +161,12 @@ class TestRedact:
 
 @pytest.fixture
 def configured_stream() -> Iterator[io.StringIO]:
-    """A stream that log.configure writes JSON lines to; structlog's defaults come back afterwards."""
+    """A stream that log.configure writes JSON lines to; the run's audited configuration comes back afterwards."""
+    previous = structlog.get_config()
     stream = io.StringIO()
     log.configure("json", "info", stream=stream)
     yield stream
-    structlog.reset_defaults()
+    structlog.configure(**previous)
 
 
 class TestConfigure:

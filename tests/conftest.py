@@ -1,0 +1,29 @@
+"""Run-wide fixtures: every in-process log line of the test run goes to one JSON file, checked at the end."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import structlog
+from log_audit import SECRETS, remember_secret
+
+from iso_host.config import DEMO_TMK
+from iso_host.log import configure
+
+remember_secret(DEMO_TMK, "4761739001010010")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def audited_log(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Logs of the whole run contain no clear PAN, key or PIN block that a test registered."""
+    path = tmp_path_factory.mktemp("logs") / "run.jsonl"
+    with path.open("w", encoding="utf-8") as stream:
+        configure("json", "debug", stream)
+        yield path
+        structlog.reset_defaults()
+    text = path.read_text(encoding="utf-8").upper()
+    assert text, "the audited log is empty: the log redirection is broken"
+    leaked = sorted(secret for secret in SECRETS if secret in text)
+    assert not leaked, f"{len(leaked)} secret(s) appear in the test run's log, e.g. one of length {len(leaked[0])}"
