@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import signal
 import sys
 from dataclasses import asdict, replace
@@ -186,6 +187,8 @@ async def _terminal(args: argparse.Namespace) -> int:
     if args.action == "signon" and response.fields.get("39") == "00":
         client.accept_signon(response, message, tmk)
         print("working keys received; check values match")
+    if args.action == "signoff" and response.fields.get("39") == "00":
+        state.tpk_under_tmk = state.tak_under_tmk = None
     state.save(state_path)
     print_response(response, dialect.spec)
     if mac is not None and response.fields.get("39") == "00":
@@ -311,6 +314,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"iso-host: {error.__class__.__name__}: {error}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
+        return EXIT_ERROR
+    except BrokenPipeError:
+        # `iso-host terminal ... | head` left early; silence the flush at exit (Python docs, "SIGPIPE").
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_ERROR
     return result
 
