@@ -8,6 +8,7 @@ K1||K2||K1, so ``cryptography`` only ever sees 24-byte keys and never warns. Err
 
 from __future__ import annotations
 
+import functools
 import hmac
 import os
 from dataclasses import dataclass, field
@@ -26,11 +27,13 @@ TDES_KEY_BYTES = 24  # what the cipher is given after expansion
 assert TDES_KEY_BYTES == 3 * DES_BLOCK_BYTES
 assert all(length % DES_BLOCK_BYTES == 0 for length in DES_KEY_LENGTHS)
 
+CIPHER_CACHE_SIZE = 4_096  # distinct (key, mode) pairs kept; a host has a few keys per terminal
+
 
 def xor_bytes(left: bytes, right: bytes) -> bytes:
     """Return the bytewise XOR of two equal-length byte strings."""
     assert len(left) == len(right), "xor_bytes needs equal lengths"
-    return bytes(a ^ b for a, b in zip(left, right, strict=True))
+    return (int.from_bytes(left, "big") ^ int.from_bytes(right, "big")).to_bytes(len(left), "big")
 
 
 def _triple_des_key(key: bytes, key_name: str) -> bytes:
@@ -52,8 +55,14 @@ def _require_whole_blocks(data: bytes, block_bytes: int) -> None:
         raise SecurityError(msg)
 
 
-def _des_cipher(key: bytes, mode: modes.ECB | modes.CBC, key_name: str) -> Cipher[modes.ECB | modes.CBC]:
-    """Return a triple-DES cipher for the key, expanded to 24 bytes."""
+@functools.lru_cache(maxsize=CIPHER_CACHE_SIZE)
+def _des_cipher(key: bytes, iv: bytes | None, key_name: str) -> Cipher[modes.ECB | modes.CBC]:
+    """Return a triple-DES cipher (ECB, or CBC with ``iv``) for the key, expanded to 24 bytes.
+
+    Cached: building a Cipher costs about as much as a whole MAC's worth of DES, and a host MACs with
+    the same few keys all day. Cipher objects are immutable; every use makes its own context.
+    """
+    mode: modes.ECB | modes.CBC = modes.CBC(iv) if iv is not None else modes.ECB()  # noqa: S305
     return Cipher(TripleDES(_triple_des_key(key, key_name)), mode)
 
 
@@ -78,13 +87,13 @@ def tdes_ecb_encrypt(key: bytes, data: bytes, *, key_name: str = "DES key") -> b
     """
     _require_whole_blocks(data, DES_BLOCK_BYTES)
     # ECB is what the payment standards prescribe for key wrapping, check values and PIN blocks.
-    return _run(_des_cipher(key, modes.ECB(), key_name).encryptor(), data)  # noqa: S305
+    return _run(_des_cipher(key, None, key_name).encryptor(), data)
 
 
 def tdes_ecb_decrypt(key: bytes, data: bytes, *, key_name: str = "DES key") -> bytes:
     """Decrypt whole blocks with (triple) DES in ECB mode; arguments as ``tdes_ecb_encrypt``."""
     _require_whole_blocks(data, DES_BLOCK_BYTES)
-    return _run(_des_cipher(key, modes.ECB(), key_name).decryptor(), data)  # noqa: S305
+    return _run(_des_cipher(key, None, key_name).decryptor(), data)
 
 
 def tdes_cbc_encrypt(
@@ -93,7 +102,7 @@ def tdes_cbc_encrypt(
     """Encrypt whole blocks with (triple) DES in CBC mode (zero IV by default, as CBC-MACs use)."""
     assert len(iv) == DES_BLOCK_BYTES, "a DES IV is 8 bytes"
     _require_whole_blocks(data, DES_BLOCK_BYTES)
-    return _run(_des_cipher(key, modes.CBC(iv), key_name).encryptor(), data)
+    return _run(_des_cipher(key, iv, key_name).encryptor(), data)
 
 
 def key_check_value(key: bytes, length: int = 3) -> bytes:
