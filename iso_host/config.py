@@ -155,12 +155,16 @@ def _card(problems: _Problems, index: int, entry: Any) -> CardConfig | None:
     for unknown in sorted(set(entry) - CARD_KEYS):
         problems.add(f"{key}.{unknown}", f"unknown key (expected one of {', '.join(sorted(CARD_KEYS))})")
     pan, pin = entry.get("pan"), entry.get("pin")
-    if not isinstance(pan, str) or not pan.isdigit() or not 12 <= len(pan) <= 19:
+    pan_ok = isinstance(pan, str) and pan.isdigit() and 12 <= len(pan) <= 19
+    pin_ok = isinstance(pin, str) and pin.isdigit() and 4 <= len(pin) <= 12
+    if not pan_ok:
         problems.add(f"{key}.pan", "must be 12 to 19 digits")  # never echo a PAN
-        return None
-    if not isinstance(pin, str) or not pin.isdigit() or not 4 <= len(pin) <= 12:
+    if not pin_ok:
         problems.add(f"{key}.pin", "must be 4 to 12 digits")  # never echo a PIN
+    if not (pan_ok and pin_ok):
         return None
+    assert isinstance(pan, str)
+    assert isinstance(pin, str)
     return CardConfig(pan, pin)
 
 

@@ -44,3 +44,11 @@ class FrameTooLarge(WireError):
 
 class StoreError(IsoHostError):
     """The ledger database failed; the request gets SYSTEM_ERROR and nothing is half-written."""
+
+
+class ConflictError(StoreError):
+    """A command's condition no longer held at commit (another request got there first); decide again."""
+
+
+class DuplicateError(ConflictError):
+    """A financial request with this terminal, merchant, batch and STAN is already in the ledger."""

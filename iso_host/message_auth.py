@@ -37,9 +37,12 @@ def _to_wire(dialect: Dialect, field_id: str, mac: bytes) -> bytes:
 def _from_wire(dialect: Dialect, field_id: str, raw: bytes) -> bytes | None:
     if dialect.spec[field_id]["data_enc"] == "b":
         return raw
+    text = raw.decode("ascii", errors="replace")
+    if not text.isalnum() or text != text.upper():
+        return None  # only the uppercase hex a MAC is sealed with: any other byte is a different MAC
     try:
-        return bytes.fromhex(raw.decode("ascii"))
-    except (UnicodeDecodeError, ValueError):
+        return bytes.fromhex(text)
+    except ValueError:
         return None
 
 

@@ -38,6 +38,13 @@ class TerminalState:
     signed_on: bool = False
     session_keys: WorkingKeys = NO_KEYS  # from the last sign-on
     operator: str | None = None
+    operators: dict[str, bool] | None = None  # operator id → may void; None: every operator may
+
+    def may_void(self, operator: str | None) -> bool:
+        """Whether this operator may void here; without an operator table anyone may."""
+        if self.operators is None:
+            return True
+        return operator is not None and self.operators.get(operator, False)
 
     @property
     def keys(self) -> WorkingKeys:

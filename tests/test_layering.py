@@ -18,8 +18,10 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "iso_host.message_auth": ("iso_host.security", "iso_host.wire"),
     "iso_host.flows": ("iso_host.ledger", "iso_host.wire", "iso_host.security", "iso_host.errors",
                        "iso_host.terminals"),
-    "iso_host.host": ("iso_host.cards", "iso_host.errors", "iso_host.flows", "iso_host.ledger", "iso_host.wire",
-                      "iso_host.security", "iso_host.message_auth", "iso_host.terminals"),
+    "iso_host.admission": ("iso_host.cards", "iso_host.flows", "iso_host.ledger", "iso_host.message_auth",
+                           "iso_host.security", "iso_host.terminals", "iso_host.wire"),
+    "iso_host.host": ("iso_host.admission", "iso_host.errors", "iso_host.flows", "iso_host.ledger", "iso_host.wire",
+                      "iso_host.message_auth", "iso_host.terminals"),
 }  # fmt: skip
 # Modules that may do I/O with asyncio, threads, sockets or the clock.
 EDGE_MODULES = ("iso_host.server", "iso_host.client", "iso_host.cli", "iso_host.ledger.sqlite", "iso_host.events")

@@ -2,14 +2,22 @@
 
 from typing import Final
 
-from iso_host.flows.base import Context, Decision, Flow, Request, SessionUpdate
+from iso_host.flows.base import NO_VIEW, Context, Decision, Flow, Request, SessionUpdate
+from iso_host.flows.cancel import refund, reversal, void
 from iso_host.flows.echo import echo
 from iso_host.flows.sale import sale
 from iso_host.flows.signon import signoff, signon
 from iso_host.ledger.model import Kind
 
-FLOWS: Final[dict[Kind, Flow]] = {Kind.SALE: sale, Kind.ECHO: echo, Kind.SIGNON: signon, Kind.SIGNOFF: signoff}
-# Kinds that move money: they get an RRN, need F4 and a card, and are recorded in the ledger.
-FINANCIAL_KINDS: Final = frozenset({Kind.SALE})
+FLOWS: Final[dict[Kind, Flow]] = {
+    Kind.SALE: sale, Kind.ECHO: echo, Kind.SIGNON: signon, Kind.SIGNOFF: signoff,
+    Kind.VOID: void, Kind.REVERSAL: reversal, Kind.REFUND: refund,
+}  # fmt: skip
+# Kinds that move money: they get an RRN, need F4, and are recorded in the ledger.
+FINANCIAL_KINDS: Final = frozenset({Kind.SALE, Kind.VOID, Kind.REVERSAL, Kind.REFUND})
+# Kinds that name an original transaction: the host loads it (the LedgerView) before the flow decides.
+ORIGINAL_KINDS: Final = frozenset({Kind.VOID, Kind.REVERSAL, Kind.REFUND})
 
-__all__ = ["FINANCIAL_KINDS", "FLOWS", "Context", "Decision", "Flow", "Request", "SessionUpdate"]
+__all__ = [
+    "FINANCIAL_KINDS", "FLOWS", "NO_VIEW", "ORIGINAL_KINDS", "Context", "Decision", "Flow", "Request", "SessionUpdate",
+]  # fmt: skip

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from iso_host.ledger.model import Card, Kind, LedgerCommand, Reason
+from iso_host.ledger.model import Card, Kind, LedgerCommand, LedgerView, Reason, Status, TransactionRecord
+from iso_host.ledger.rules import Attempt, RuleSettings
 from iso_host.terminals import WorkingKeys
 from iso_host.wire import Dialect, Message
 
@@ -27,6 +29,13 @@ class Request:
     currency: str
     card: Card | None
     operator: str | None = None  # where the dialect carries one (CUP F63)
+    operator_permitted: bool = True  # may this operator void (terminal configuration)
+    original_date_mmdd: str | None = None  # CUP refunds name the original's date (61.3)
+
+    def attempt(self) -> Attempt:
+        """What the eligibility rules see of a void, reversal or refund."""
+        assert self.amount_minor is not None, "the pipeline requires F4 for these kinds"
+        return Attempt(self.amount_minor, self.card.pan_hash if self.card else None, self.operator_permitted)
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +45,7 @@ class Context:
     now: datetime
     rrn: str | None
     dialect: Dialect
+    rules: RuleSettings = field(default_factory=RuleSettings)
     tmk: bytes | None = field(default=None, repr=False)  # sign-on only: the terminal's master key
     fresh_keys: WorkingKeys | None = None  # sign-on only: random double-length keys to issue
 
@@ -67,4 +77,38 @@ class Decision:
         assert "39" not in self.fields, "field 39 comes from the dialect's reason table"
 
 
-Flow = Callable[[Request, Context], Decision]
+Flow = Callable[[Request, LedgerView, Context], Decision]
+NO_VIEW = LedgerView()
+
+
+def authorization_code(rrn: str) -> str:
+    """A six-digit approval code derived from the RRN, so replays of one ledger see the same codes."""
+    digest = hashlib.sha256(rrn.encode("ascii")).digest()
+    return f"{int.from_bytes(digest[:4], 'big') % 1_000_000:06d}"
+
+
+def new_record(request: Request, context: Context, reason: Reason, *, original_rrn: str | None = None,
+               amount_minor: int | None = None) -> TransactionRecord:  # fmt: skip
+    """The ledger row for this request: APPROVED or DECLINED with its reason and response code."""
+    assert context.rrn is not None, "the pipeline allocates an RRN for every financial request"
+    amount = request.amount_minor if amount_minor is None else amount_minor
+    assert amount is not None
+    return TransactionRecord(
+        kind=request.kind, tid=request.tid, mid=request.mid, batch_number=request.batch_number, stan=request.stan,
+        rrn=context.rrn, auth_code=authorization_code(context.rrn) if reason is Reason.APPROVED else "",
+        amount_minor=amount, currency=request.currency, card=request.card,
+        status=Status.APPROVED if reason is Reason.APPROVED else Status.DECLINED,
+        response_code=context.dialect.response_code(reason), reason=reason, mti=request.message.mti,
+        processing_code=request.message.fields.get("3", ""), created_at=context.now, original_rrn=original_rrn,
+        operator=request.operator,
+    )  # fmt: skip
+
+
+def reply_fields(context: Context, record: TransactionRecord | None = None) -> dict[str, str]:
+    """Host time, and for a recorded transaction its RRN and (when approved) its approval code."""
+    fields = {"12": context.now.strftime("%H%M%S"), "13": context.now.strftime("%m%d")}
+    if record is not None:
+        fields["37"] = record.rrn
+        if record.auth_code:
+            fields["38"] = record.auth_code
+    return fields

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from iso_host.flows.base import Context, Decision, Request
-from iso_host.ledger.model import Kind, Reason
+from iso_host.ledger.model import Kind, LedgerView, Reason
 
 
-def echo(request: Request, context: Context) -> Decision:
+def echo(request: Request, _view: LedgerView, context: Context) -> Decision:
     """The terminal checks the link is alive; the host answers and records nothing."""
     assert request.kind is Kind.ECHO
     assert context.rrn is None, "echo is not financial and takes no RRN"

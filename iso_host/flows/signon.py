@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from iso_host.flows.base import Context, Decision, Request, SessionUpdate
-from iso_host.ledger.model import Kind, Reason, SaveSession
+from iso_host.ledger.model import Kind, LedgerView, Reason, SaveSession
 from iso_host.security import build_cup_key_block, build_iso87_key_block, wrap_key
 from iso_host.terminals import NO_KEYS, WorkingKeys
 
@@ -37,7 +37,7 @@ def _wrapped(tmk: bytes, key: bytes | None) -> bytes | None:
     return wrap_key(tmk, key) if key is not None else None
 
 
-def signon(request: Request, context: Context) -> Decision:
+def signon(request: Request, _view: LedgerView, context: Context) -> Decision:
     """Issue fresh working keys wrapped under the TMK, with check values, and record the session."""
     assert request.kind is Kind.SIGNON
     if context.tmk is None:
@@ -62,7 +62,7 @@ def signon(request: Request, context: Context) -> Decision:
     return Decision(Reason.APPROVED, fields, (session,), update)
 
 
-def signoff(request: Request, context: Context) -> Decision:
+def signoff(request: Request, _view: LedgerView, context: Context) -> Decision:
     """Forget the session: later financial requests need a new sign-on (where the dialect asks for one)."""
     assert request.kind is Kind.SIGNOFF
     session = SaveSession(

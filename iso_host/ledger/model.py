@@ -39,6 +39,9 @@ class Kind(enum.StrEnum):
     ECHO = "echo"
     SIGNON = "signon"
     SIGNOFF = "signoff"
+    VOID = "void"
+    REVERSAL = "reversal"
+    REFUND = "refund"
 
 
 class Status(enum.StrEnum):
@@ -79,9 +82,12 @@ class TransactionRecord:
     processing_code: str
     created_at: datetime
     original_rrn: str | None = None
+    refunded_minor: int = 0  # of a sale: how much of it has been refunded so far
+    operator: str | None = None
 
     def __post_init__(self) -> None:
         assert self.amount_minor >= 0, "amounts are unsigned minor units"
+        assert 0 <= self.refunded_minor <= self.amount_minor, "a sale is refunded at most in full"
         assert len(self.rrn) == 12, "an RRN is 12 characters (ISO 8583:1987 field 37)"
         assert self.created_at.tzinfo is not None, "ledger times are timezone-aware"
 
@@ -91,6 +97,34 @@ class RecordTransaction:
     """Ledger command: insert a transaction row."""
 
     transaction: TransactionRecord
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeStatus:
+    """Ledger command: move a transaction from one status to another, only if it still has ``expected``.
+
+    The condition is checked by the database in the same transaction, so of two hosts racing to cancel
+    one sale exactly one succeeds; the other gets ``ConflictError`` and decides again.
+    """
+
+    rrn: str
+    expected: Status
+    new: Status
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class RecordRefund:
+    """Ledger command: add a refund to a sale whose refunded amount is still ``expected_refunded_minor``."""
+
+    rrn: str
+    expected_refunded_minor: int
+    refunded_minor: int
+    new_status: Status
+    at: datetime
+
+    def __post_init__(self) -> None:
+        assert self.refunded_minor > self.expected_refunded_minor, "a refund refunds something"
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,4 +157,36 @@ class TerminalRecord:
     tdk_under_tmk: bytes | None = None
 
 
-LedgerCommand = RecordTransaction | SaveSession
+@dataclass(frozen=True, slots=True)
+class Original:
+    """A transaction a void, reversal or refund refers to, with what the rules need to know about it."""
+
+    record: TransactionRecord
+    batch_settled: bool = False
+    refused_void_attempts: int = 0
+    effective_reversal: bool = False  # an approved reversal already points at it
+
+
+@dataclass(frozen=True, slots=True)
+class OriginalQuery:
+    """How a request names its original; always within one terminal and merchant."""
+
+    tid: str
+    mid: str
+    rrn: str | None = None
+    stan: str | None = None
+    batch_number: int | None = None
+
+    def __post_init__(self) -> None:
+        assert self.rrn is not None or self.stan is not None, "an original is named by RRN or STAN"
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerView:
+    """What a flow may know of the ledger when it decides; loaded by the host, never by the flow."""
+
+    original: Original | None = None
+    voids_today: int = 0  # approved voids of this terminal in the current business day
+
+
+LedgerCommand = RecordTransaction | SaveSession | ChangeStatus | RecordRefund

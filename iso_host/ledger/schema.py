@@ -30,4 +30,19 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         "ALTER TABLE terminals ADD COLUMN tdk_under_tmk TEXT",
         "ALTER TABLE terminals ADD COLUMN session_at TEXT",
     ),
+    (  # 3: voids, reversals, refunds, duplicates, batches
+        "ALTER TABLE transactions ADD COLUMN refunded_minor BIGINT NOT NULL DEFAULT 0",
+        "ALTER TABLE transactions ADD COLUMN operator TEXT",
+        # A repeated STAN in one batch is a duplicate. Reversals repeat their original's STAN, so they are
+        # left out; at most one reversal takes effect per original.
+        "CREATE UNIQUE INDEX transactions_one_per_stan ON transactions (tid, mid, batch_number, stan)"
+        " WHERE kind <> 'reversal'",
+        "CREATE UNIQUE INDEX transactions_one_reversal ON transactions (original_rrn)"
+        " WHERE kind = 'reversal' AND status = 'APPROVED'",
+        "CREATE INDEX transactions_by_original ON transactions (original_rrn)",
+        "CREATE INDEX transactions_by_day ON transactions (tid, mid, kind, created_at)",
+        "CREATE TABLE batches ("
+        " tid TEXT NOT NULL, mid TEXT NOT NULL, batch_number INTEGER NOT NULL, status TEXT NOT NULL,"
+        " opened_at TEXT NOT NULL, settled_at TEXT, PRIMARY KEY (tid, mid, batch_number))",
+    ),
 )

@@ -20,12 +20,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, TextIO
 
-from iso_host.errors import StoreError
+from iso_host.errors import ConflictError, DuplicateError, StoreError
 from iso_host.ledger.model import (
     Card,
+    ChangeStatus,
     Kind,
     LedgerCommand,
+    Original,
+    OriginalQuery,
     Reason,
+    RecordRefund,
     RecordTransaction,
     SaveSession,
     Status,
@@ -65,21 +69,54 @@ def _resolve_all(jobs: list[_Job]) -> None:
         _resolve(job)
 
 
+def utc_text(moment: datetime) -> str:
+    """Times are stored as UTC ISO 8601 text, so that comparing the text compares the times."""
+    return moment.astimezone(UTC).isoformat()
+
+
 def _insert_transaction(connection: sqlite3.Connection, record: TransactionRecord) -> None:
     card = record.card
-    connection.execute(
-        "INSERT INTO transactions (kind, tid, mid, batch_number, stan, rrn, auth_code, amount_minor, currency,"
-        " masked_pan, pan_hash, status, response_code, reason, mti, processing_code, original_rrn,"
-        " created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-        (
-            record.kind.value, record.tid, record.mid, record.batch_number, record.stan, record.rrn,
-            record.auth_code, record.amount_minor, record.currency,
-            card.masked_pan if card else None, card.pan_hash if card else None,
-            record.status.value, record.response_code, record.reason.value, record.mti,
-            record.processing_code, record.original_rrn,
-            record.created_at.isoformat(), record.created_at.isoformat(),
-        ),
+    try:
+        connection.execute(
+            "INSERT INTO transactions (kind, tid, mid, batch_number, stan, rrn, auth_code, amount_minor, currency,"
+            " masked_pan, pan_hash, status, response_code, reason, mti, processing_code, original_rrn,"
+            " refunded_minor, operator, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                record.kind.value, record.tid, record.mid, record.batch_number, record.stan, record.rrn,
+                record.auth_code, record.amount_minor, record.currency,
+                card.masked_pan if card else None, card.pan_hash if card else None,
+                record.status.value, record.response_code, record.reason.value, record.mti,
+                record.processing_code, record.original_rrn, record.refunded_minor, record.operator,
+                utc_text(record.created_at), utc_text(record.created_at),
+            ),
+        )  # fmt: skip
+    except sqlite3.IntegrityError as error:
+        text = str(error)
+        if "transactions.stan" in text:
+            raise DuplicateError(f"{record.tid} batch {record.batch_number} STAN {record.stan} exists") from None
+        if "transactions.original_rrn" in text:
+            raise ConflictError(f"transaction {record.original_rrn} is already reversed") from None
+        raise
+
+
+def _change_status(connection: sqlite3.Connection, command: ChangeStatus) -> None:
+    cursor = connection.execute(
+        "UPDATE transactions SET status = ?, updated_at = ? WHERE rrn = ? AND status = ?",
+        (command.new.value, utc_text(command.at), command.rrn, command.expected.value),
+    )
+    if cursor.rowcount != 1:
+        raise ConflictError(f"transaction {command.rrn} is no longer {command.expected.value}")
+
+
+def _record_refund(connection: sqlite3.Connection, command: RecordRefund) -> None:
+    cursor = connection.execute(
+        "UPDATE transactions SET refunded_minor = ?, status = ?, updated_at = ?"
+        " WHERE rrn = ? AND refunded_minor = ? AND status IN ('APPROVED', 'PARTIALLY_REFUNDED')",
+        (command.refunded_minor, command.new_status.value, utc_text(command.at), command.rrn,
+         command.expected_refunded_minor),
     )  # fmt: skip
+    if cursor.rowcount != 1:
+        raise ConflictError(f"transaction {command.rrn} changed while it was being refunded")
 
 
 def _hex(value: bytes | None) -> str | None:
@@ -107,8 +144,40 @@ def _save_session(connection: sqlite3.Connection, session: SaveSession) -> None:
 def _apply_command(connection: sqlite3.Connection, command: LedgerCommand) -> None:
     if isinstance(command, RecordTransaction):
         _insert_transaction(connection, command.transaction)
+    elif isinstance(command, ChangeStatus):
+        _change_status(connection, command)
+    elif isinstance(command, RecordRefund):
+        _record_refund(connection, command)
     else:
         _save_session(connection, command)
+
+
+_ORIGINAL_SQL: Final = (
+    "SELECT t.*,"
+    " (SELECT COUNT(*) FROM transactions v WHERE v.original_rrn = t.rrn AND v.kind = 'void'"
+    "  AND v.status = 'DECLINED') AS refused_void_attempts,"
+    " EXISTS (SELECT 1 FROM transactions r WHERE r.original_rrn = t.rrn AND r.kind = 'reversal'"
+    "  AND r.status = 'APPROVED') AS effective_reversal,"
+    " EXISTS (SELECT 1 FROM batches b WHERE b.tid = t.tid AND b.mid = t.mid AND b.batch_number = t.batch_number"
+    "  AND b.status = 'settled') AS batch_settled"
+    " FROM transactions t WHERE t.tid = ? AND t.mid = ? AND t.kind <> 'reversal'"
+)
+
+
+def find_original(connection: sqlite3.Connection, query: OriginalQuery) -> Original | None:
+    sql = _ORIGINAL_SQL
+    parameters: list[object] = [query.tid, query.mid]
+    for column, value in (("rrn", query.rrn), ("stan", query.stan), ("batch_number", query.batch_number)):
+        if value is not None:
+            sql += f" AND t.{column} = ?"
+            parameters.append(value)
+    row = connection.execute(sql + " ORDER BY t.id DESC LIMIT 1", parameters).fetchone()
+    if row is None:
+        return None
+    return Original(
+        record=_row_to_record(row), batch_settled=bool(row["batch_settled"]),
+        refused_void_attempts=row["refused_void_attempts"], effective_reversal=bool(row["effective_reversal"]),
+    )  # fmt: skip
 
 
 def _row_to_record(row: sqlite3.Row) -> TransactionRecord:
@@ -119,6 +188,7 @@ def _row_to_record(row: sqlite3.Row) -> TransactionRecord:
         currency=row["currency"], card=card, status=Status(row["status"]), response_code=row["response_code"],
         reason=Reason(row["reason"]), mti=row["mti"], processing_code=row["processing_code"],
         created_at=datetime.fromisoformat(row["created_at"]), original_rrn=row["original_rrn"],
+        refunded_minor=row["refunded_minor"], operator=row["operator"],
     )  # fmt: skip
 
 
@@ -230,7 +300,23 @@ class SqliteStore:
 
         await self._submit(work)
 
-    def next_rrn(self) -> str:
+    async def find_original(self, query: OriginalQuery) -> Original | None:
+        result: Original | None = await self._submit(lambda connection: find_original(connection, query))
+        return result
+
+    async def count_voids(self, tid: str, mid: str, since: datetime) -> int:
+        def work(connection: sqlite3.Connection) -> int:
+            row = connection.execute(
+                "SELECT COUNT(*) FROM transactions WHERE tid = ? AND mid = ? AND kind = 'void'"
+                " AND status = 'APPROVED' AND created_at >= ?",
+                (tid, mid, utc_text(since)),
+            ).fetchone()
+            return int(row[0])
+
+        result: int = await self._submit(work)
+        return result
+
+    async def next_rrn(self) -> str:
         self._last_rrn += 1
         assert self._last_rrn < 10**RRN_DIGITS
         return f"{self._last_rrn:0{RRN_DIGITS}d}"
@@ -332,7 +418,10 @@ class SqliteStore:
                 if not isolated:
                     return False
                 connection.execute("ROLLBACK TO job")
-                job.error = StoreError(f"ledger write failed: {error.__class__.__name__}: {error}")
+                job.error = (
+                    error if isinstance(error, StoreError)
+                    else StoreError(f"ledger write failed: {error.__class__.__name__}: {error}")
+                )  # fmt: skip
             if isolated:
                 connection.execute("RELEASE job")
         return True

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol
 
 from iso_host.errors import ConfigError
-from iso_host.ledger.model import LedgerCommand, Status, TerminalRecord, TransactionRecord
+from iso_host.ledger.model import LedgerCommand, Original, OriginalQuery, Status, TerminalRecord, TransactionRecord
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,10 +30,22 @@ class Store(Protocol):
     async def close(self) -> None: ...
 
     async def apply(self, commands: Sequence[LedgerCommand]) -> None:
-        """Commit the commands atomically; raises ``StoreError`` and leaves nothing behind on failure."""
+        """Commit the commands atomically, or nothing of them.
 
-    def next_rrn(self) -> str:
-        """A retrieval reference number never handed out before by this ledger."""
+        Raises:
+            DuplicateError: a financial row with the same TID, MID, batch and STAN exists.
+            ConflictError: a ChangeStatus or RecordRefund condition no longer held (decide again).
+            StoreError: the database failed.
+        """
+
+    async def next_rrn(self) -> str:
+        """A retrieval reference number never handed out before by this ledger (across host processes)."""
+
+    async def find_original(self, query: OriginalQuery) -> Original | None:
+        """The newest non-reversal transaction the query names, within its terminal and merchant."""
+
+    async def count_voids(self, tid: str, mid: str, since: datetime) -> int:
+        """Approved voids of this terminal since ``since`` (the start of the business day)."""
 
     async def register_terminal(self, tid: str, mid: str) -> TerminalRecord:
         """Make the terminal known; returns its open batch and its last session."""

@@ -40,8 +40,12 @@ TEMPLATE_KEYS: Final = frozenset({"mti", "fields"})
 TEMPLATE_SAMPLE: Final[dict[str, Any]] = {
     "pan": "4761739001010010", "amount": 1234, "stan": 1, "tid": "TERM0001", "mid": "MERCHANT0000001",
     "currency": "840", "batch": 1, "expiry": "2912", "now": datetime(2025, 1, 1, tzinfo=UTC), "operator": "001",
+    "rrn": "000000000001", "original_stan": 1, "original_batch": 1, "original_date": "0101",
+    "original_processing_code": "000000", "original_type": "22",
 }  # fmt: skip
-KIND_KEYS: Final = frozenset({"kind", "mti", "match", "required", "card_fields"})
+KIND_KEYS: Final = frozenset({"kind", "mti", "match", "required", "card_fields", "card_required", "original_by"})
+# How a void, reversal or refund names its original: each lookup is a table of these keys → fields.
+ORIGINAL_KEYS: Final = frozenset({"rrn", "stan", "batch", "data_elements", "date"})
 RESPONSE_KEYS: Final = frozenset({"echo", "default_currency"})
 FRAMING_KEYS: Final = frozenset({"length", "tpdu", "header_bytes"})
 # Reasons a flow can return; the dialect maps each to a field 39 response code.
@@ -62,6 +66,8 @@ class KindRule:
     match: tuple[tuple[str, re.Pattern[str]], ...]
     required: tuple[str, ...]
     card_fields: tuple[str, ...]  # the card may come from any one of these (PAN, track 2)
+    card_required: bool = True  # with card_fields: a request without a card is a format error
+    original_by: tuple[tuple[tuple[str, str], ...], ...] = ()  # lookups tried in order, e.g. (("rrn", "37"),)
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,7 +277,31 @@ def _validate_kind(source: str, key: str, entry: Any, fields: dict[str, Any], su
     for reference in (*required, *card_fields):
         if not _field_reference_ok(reference, fields, subfields):
             raise _fail(source, key, f"required/card_fields names an undefined field {reference!r}")
-    return KindRule(kind=kind, mti=mti, match=tuple(patterns), required=required, card_fields=card_fields)
+    card_required = entry.get("card_required", True)
+    if not isinstance(card_required, bool):
+        raise _fail(source, f"{key}.card_required", f"must be true or false, got {card_required!r}")
+    original_by = _validate_original_by(source, f"{key}.original_by", entry.get("original_by", []), fields, subfields)
+    return KindRule(
+        kind=kind, mti=mti, match=tuple(patterns), required=required, card_fields=card_fields,
+        card_required=card_required, original_by=original_by,
+    )  # fmt: skip
+
+
+def _validate_original_by(
+    source: str, key: str, raw: Any, fields: dict[str, Any], subfields: dict[str, Any]
+) -> tuple[tuple[tuple[str, str], ...], ...]:
+    if not isinstance(raw, list) or not all(isinstance(lookup, dict) and lookup for lookup in raw):
+        raise _fail(source, key, 'must be an array of tables such as [{ rrn = "37" }]')
+    lookups = []
+    for index, lookup in enumerate(raw):
+        _check_keys(source, f"{key}[{index}]", lookup, ORIGINAL_KEYS)
+        if "rrn" not in lookup and "stan" not in lookup and "data_elements" not in lookup:
+            raise _fail(source, f"{key}[{index}]", "needs rrn, stan or data_elements")
+        for name, reference in lookup.items():
+            if not isinstance(reference, str) or not _field_reference_ok(reference, fields, subfields):
+                raise _fail(source, f"{key}[{index}].{name}", f"names an undefined field {reference!r}")
+        lookups.append(tuple(sorted(lookup.items())))
+    return tuple(lookups)
 
 
 def _validate_kinds(source: str, raw: Any, fields: dict[str, Any], subfields: dict[str, Any]) -> tuple[KindRule, ...]:

@@ -26,7 +26,8 @@ from iso_host.ledger.sqlite import SqliteStore
 NOW = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
 
 
-def sale(rrn: str, stan: str = "000001", amount_minor: int = 100) -> RecordTransaction:
+def sale(rrn: str, stan: str | None = None, amount_minor: int = 100) -> RecordTransaction:
+    stan = stan or rrn[-6:]
     return RecordTransaction(
         TransactionRecord(
             kind=Kind.SALE, tid="TERM0001", mid="MERCHANT0000001", batch_number=1, stan=stan, rrn=rrn,
@@ -42,7 +43,7 @@ class TestSqliteStore:
         """What apply() returned for is on disk: a new store on the same file reads it back."""
         store = SqliteStore(str(tmp_path / "l.db"))
         await store.open()
-        rrn = store.next_rrn()
+        rrn = await store.next_rrn()
         await store.apply([sale(rrn)])
         key = store.pan_hash_key
         await store.close()
@@ -53,7 +54,7 @@ class TestSqliteStore:
             assert [r.rrn for r in records] == [rrn]
             assert records[0].card == Card("476173******0010", "ab" * 32)
             assert reopened.pan_hash_key == key, "the PAN hash key must persist, or card matching breaks"
-            assert reopened.next_rrn() > rrn, "RRNs continue after a restart"
+            assert await reopened.next_rrn() > rrn, "RRNs continue after a restart"
         finally:
             await reopened.close()
 
@@ -62,7 +63,8 @@ class TestSqliteStore:
         store = SqliteStore(str(tmp_path / "l.db"))
         await store.open()
         try:
-            await asyncio.gather(*(store.apply([sale(store.next_rrn(), stan=f"{i:06d}")]) for i in range(300)))
+            rrns = [await store.next_rrn() for _ in range(300)]
+            await asyncio.gather(*(store.apply([sale(rrn, stan=f"{i:06d}")]) for i, rrn in enumerate(rrns)))
             assert len(await store.transactions(TransactionFilter())) == 300
             assert store.commits < 300
         finally:
@@ -73,7 +75,8 @@ class TestSqliteStore:
         store = SqliteStore(str(tmp_path / "l.db"), group_commit=False)
         await store.open()
         try:
-            await asyncio.gather(*(store.apply([sale(store.next_rrn())]) for _ in range(20)))
+            rrns = [await store.next_rrn() for _ in range(20)]
+            await asyncio.gather(*(store.apply([sale(rrn, stan=f"{i:06d}")]) for i, rrn in enumerate(rrns)))
             assert store.commits == 20
         finally:
             await store.close()
@@ -86,7 +89,7 @@ class TestSqliteStore:
             await store.apply([sale("000000000001")])
             results = await asyncio.gather(
                 store.apply([sale("000000000002")]),
-                store.apply([sale("000000000001")]),  # duplicate RRN
+                store.apply([sale("000000000001", stan="000009")]),  # duplicate RRN
                 store.apply([sale("000000000003")]),
                 return_exceptions=True,
             )
@@ -105,7 +108,7 @@ class TestSqliteStore:
         try:
             await store.apply([sale("000000000001")])
             with pytest.raises(StoreError):
-                await store.apply([sale("000000000002"), sale("000000000001")])
+                await store.apply([sale("000000000002"), sale("000000000001", stan="000009")])
             rrns = [r.rrn for r in await store.transactions(TransactionFilter())]
             assert rrns == ["000000000001"]
         finally:
@@ -162,7 +165,7 @@ class TestWriterResilience:
 
             with pytest.raises(StoreError, match="TypeError"):
                 await store._submit(broken)
-            await store.apply([sale(store.next_rrn())])
+            await store.apply([sale(await store.next_rrn())])
             assert len(await store.transactions(TransactionFilter())) == 1
         finally:
             await store.close()

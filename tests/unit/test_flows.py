@@ -11,8 +11,9 @@ from hypothesis import strategies as st
 
 from iso_host.cards import mask_pan, pan_hash
 from iso_host.flows import FINANCIAL_KINDS, FLOWS, Context, Decision, Request
+from iso_host.flows.base import NO_VIEW, authorization_code
 from iso_host.flows.echo import echo
-from iso_host.flows.sale import authorization_code, sale
+from iso_host.flows.sale import sale
 from iso_host.ledger.model import Card, Kind, Reason, RecordTransaction, Status, TransactionRecord
 from iso_host.wire import Message, builtin_dialect_names, load_dialect
 
@@ -77,13 +78,13 @@ class TestSale:
 
     def test_approved_with_reply_fields(self) -> None:
         """The reply carries local time (F12), date (F13), the RRN (F37) and the approval code (F38)."""
-        decision = sale(SALE, _context())
+        decision = sale(SALE, NO_VIEW, _context())
         assert decision.reason is Reason.APPROVED
         assert decision.fields == {"12": "123000", "13": "0101", "37": RRN, "38": authorization_code(RRN)}
 
     def test_records_one_transaction_matching_the_request(self) -> None:
         """One RecordTransaction holds the amount, masked card, STAN, batch and references of the request."""
-        decision = sale(SALE, _context())
+        decision = sale(SALE, NO_VIEW, _context())
         record = _record(decision)
         assert record == TransactionRecord(
             kind=Kind.SALE,
@@ -108,17 +109,17 @@ class TestSale:
 
     def test_deterministic(self) -> None:
         """The same request and context give an equal Decision, every time."""
-        assert sale(SALE, _context()) == sale(SALE, _context())
+        assert sale(SALE, NO_VIEW, _context()) == sale(SALE, NO_VIEW, _context())
 
     def test_does_not_change_the_request(self) -> None:
         """The flow reads the request and leaves its message as it was."""
         before = dict(SALE.message.fields)
-        sale(SALE, _context())
+        sale(SALE, NO_VIEW, _context())
         assert SALE.message.fields == before
 
     def test_no_clear_pan_in_the_decision(self) -> None:
         """Nothing the flow returns holds the clear PAN."""
-        assert PAN not in repr(sale(SALE, _context()))
+        assert PAN not in repr(sale(SALE, NO_VIEW, _context()))
 
     @pytest.mark.parametrize(
         ("now", "time", "date"),
@@ -130,24 +131,24 @@ class TestSale:
     )
     def test_time_and_date_come_from_context(self, now: datetime, time: str, date: str) -> None:
         """F12 and F13 are the context's now, hhmmss and MMDD; the record keeps the same instant."""
-        decision = sale(SALE, _context(now=now))
+        decision = sale(SALE, NO_VIEW, _context(now=now))
         assert (decision.fields["12"], decision.fields["13"]) == (time, date)
         assert _record(decision).created_at == now
 
     @pytest.mark.parametrize("dialect", builtin_dialect_names())
     def test_response_code_from_the_dialect(self, dialect: str) -> None:
         """The recorded response code is the dialect's code for APPROVED."""
-        decision = sale(SALE, _context(dialect=dialect))
+        decision = sale(SALE, NO_VIEW, _context(dialect=dialect))
         assert _record(decision).response_code == DIALECTS[dialect].response_code(Reason.APPROVED)
 
     def test_sale_without_card(self) -> None:
         """A request without a card (none required by the dialect) is recorded without one."""
-        assert _record(sale(replace(SALE, card=None), _context())).card is None
+        assert _record(sale(replace(SALE, card=None), NO_VIEW, _context())).card is None
 
     def test_refuses_a_request_without_rrn(self) -> None:
         """A financial flow without an RRN is a pipeline bug, caught by an assertion."""
         with pytest.raises(AssertionError, match="RRN"):
-            sale(SALE, _context(rrn=None))
+            sale(SALE, NO_VIEW, _context(rrn=None))
 
     @settings(max_examples=200, deadline=None)
     @given(
@@ -159,7 +160,7 @@ class TestSale:
     def test_record_follows_the_request(self, amount: int, stan: int, batch: int, rrn: str) -> None:
         """For any amount, STAN, batch and RRN, the record repeats them and the approval code is 6 digits."""
         request = replace(SALE, amount_minor=amount, stan=f"{stan:06d}", batch_number=batch)
-        decision = sale(request, _context(rrn=rrn))
+        decision = sale(request, NO_VIEW, _context(rrn=rrn))
         record = _record(decision)
         assert (record.amount_minor, record.stan, record.batch_number, record.rrn) == (
             amount,
@@ -189,7 +190,7 @@ class TestEcho:
 
     def test_approved_without_commands(self) -> None:
         """An echo is approved with no ledger command and no extra reply field."""
-        decision = echo(ECHO, _context(rrn=None))
+        decision = echo(ECHO, NO_VIEW, _context(rrn=None))
         assert decision == Decision(Reason.APPROVED)
         assert decision.commands == ()
         assert decision.fields == {}
@@ -197,7 +198,7 @@ class TestEcho:
     def test_deterministic(self) -> None:
         """The same echo gives the same answer at any time."""
         later = datetime(2030, 6, 1, tzinfo=UTC)
-        assert echo(ECHO, _context(rrn=None)) == echo(ECHO, _context(now=later, rrn=None))
+        assert echo(ECHO, NO_VIEW, _context(rrn=None)) == echo(ECHO, NO_VIEW, _context(now=later, rrn=None))
 
 
 class TestContext:

@@ -1,0 +1,221 @@
+"""Admission: everything a request must pass before a flow sees it. Raises ``Rejected``; never does I/O.
+
+Terminal and merchant, classification, sign-on and MAC, mandatory fields, card and PIN, and how the
+request names its original. The clear PAN is read here, checked against the PIN block, masked and hashed,
+and goes no further.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Final
+
+from iso_host.cards import is_valid_pan, mask_pan, pan_from_track2, pan_hash
+from iso_host.flows import FLOWS, Request
+from iso_host.ledger.model import Card, Kind, OriginalQuery, Reason
+from iso_host.message_auth import has_mac, mac_field_of, verify_message_mac
+from iso_host.security import SecurityError, decode_pin_block, decrypt_pin_block, mac_request_key, mac_response_key
+from iso_host.security import pin_key as dukpt_pin_key
+from iso_host.terminals import TerminalState
+from iso_host.wire import Dialect, KindRule, Message
+
+KINDS_BY_NAME: Final = {kind.value: kind for kind in Kind}
+DUKPT_MAC_ALGORITHM: Final = "x9.19"  # DUKPT MAC keys are double-length TDES keys
+KSN_BYTES: Final = 10
+F90_STAN: Final = slice(4, 10)  # ISO 8583:1987 F90: original MTI n4, then original STAN n6, ...
+
+
+class Rejected(Exception):
+    """A request refused before any flow runs (missing field, unknown terminal, bad MAC)."""
+
+    def __init__(self, reason: Reason, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseMac:
+    """How to MAC the response to a request whose MAC checked."""
+
+    algorithm: str
+    key: bytes = field(repr=False)
+
+
+class Admission:
+    """The checks of one dialect, with the host's test card table."""
+
+    def __init__(self, dialect: Dialect, terminals: Mapping[str, TerminalState], cards: Mapping[str, str]) -> None:
+        self.dialect = dialect
+        self.terminals = terminals
+        self.cards = cards  # test card table: PAN → PIN
+
+    def terminal(self, message: Message) -> TerminalState:
+        tid, mid = message.fields.get("41"), message.fields.get("42")
+        terminal = self.terminals.get(tid) if tid is not None else None
+        if terminal is None:
+            raise Rejected(Reason.UNKNOWN_TERMINAL, "terminal (field 41) is not configured")
+        if mid is not None and mid != terminal.mid:
+            raise Rejected(Reason.UNKNOWN_MERCHANT, "merchant (field 42) does not match the terminal's")
+        return terminal
+
+    def classify(self, message: Message) -> tuple[KindRule, Kind]:
+        rule = self.dialect.classify(message)
+        if rule is None:
+            raise Rejected(Reason.INVALID_TRANSACTION, f"no transaction kind matches MTI {message.mti}")
+        kind = KINDS_BY_NAME.get(rule.kind)
+        if kind is None or kind not in FLOWS:
+            raise Rejected(Reason.INVALID_TRANSACTION, f"transaction kind {rule.kind} is not supported")
+        return rule, kind
+
+    def authenticate(
+        self, message: Message, body: bytes, rule: KindRule, terminal: TerminalState
+    ) -> ResponseMac | None:
+        """Sign-on and MAC checks for the kinds the dialect protects; returns how to MAC the response.
+
+        Raises:
+            Rejected: NOT_SIGNED_ON, MAC_FAILED, or FORMAT_ERROR for an unreadable KSN.
+        """
+        policy = self.dialect.security
+        if rule.kind not in policy.mac_kinds:
+            return None
+        require_signon = policy.require_signon if terminal.require_signon is None else terminal.require_signon
+        if require_signon and not terminal.signed_on:
+            raise Rejected(Reason.NOT_SIGNED_ON, "the terminal has not signed on")
+        if policy.mac_algorithm is None:
+            return None
+        if not terminal.has_mac_key:
+            if policy.mac_policy == "always" or has_mac(message):
+                raise Rejected(Reason.MAC_FAILED, "the terminal has no MAC key (sign on first)")
+            return None
+        if not has_mac(message):
+            raise Rejected(Reason.MAC_FAILED, f"MAC (field {mac_field_of(message)}) is missing")
+        algorithm, request_key, response_key = self._mac_keys(message, terminal, policy.mac_algorithm)
+        if not verify_message_mac(body, message, self.dialect, algorithm, request_key):
+            raise Rejected(Reason.MAC_FAILED, f"MAC (field {mac_field_of(message)}) does not verify")
+        return ResponseMac(algorithm, response_key)
+
+    def _ksn(self, message: Message) -> bytes:
+        ksn_field = self.dialect.security.ksn_field
+        raw = message.fields.get(ksn_field) if ksn_field else None
+        try:
+            ksn = bytes.fromhex(raw) if raw is not None else b""
+        except ValueError:
+            ksn = b""
+        if len(ksn) != KSN_BYTES:
+            raise Rejected(Reason.FORMAT_ERROR, f"field {ksn_field} must hold a {KSN_BYTES}-byte DUKPT KSN")
+        return ksn
+
+    def _mac_keys(self, message: Message, terminal: TerminalState, dialect_algorithm: str) -> tuple[str, bytes, bytes]:
+        """The algorithm, the key that checks the request and the key that MACs the response."""
+        if terminal.bdk is not None:
+            ksn = self._ksn(message)
+            algorithm = terminal.mac_algorithm or DUKPT_MAC_ALGORITHM
+            return algorithm, mac_request_key(terminal.bdk, ksn), mac_response_key(terminal.bdk, ksn)
+        tak = terminal.keys.tak
+        assert tak is not None, "has_mac_key said so"
+        return terminal.mac_algorithm or dialect_algorithm, tak, tak
+
+    def request(self, message: Message, rule: KindRule, kind: Kind, terminal: TerminalState, pan_key: bytes) -> Request:
+        """Validate a routed message into a Request.
+
+        Raises:
+            Rejected: a missing or malformed mandatory field, no valid PAN, a wrong PIN.
+        """
+        for reference in rule.required:
+            if self.dialect.value_of(message, reference) is None:
+                raise Rejected(Reason.FORMAT_ERROR, f"mandatory field {reference} is missing")
+        stan = message.fields.get("11", "")
+        if stan and not stan.isdigit():
+            raise Rejected(Reason.FORMAT_ERROR, "field 11 (STAN) is not numeric")
+        amount = message.fields.get("4")
+        if amount is not None and not amount.isdigit():
+            raise Rejected(Reason.FORMAT_ERROR, "field 4 (amount) is not numeric")
+        operator = message.fields.get("63") if self.dialect.security.key_block == "cup" else None
+        operator = operator.strip()[:3] if operator else None
+        return Request(
+            kind=kind,
+            message=message,
+            tid=terminal.tid,
+            mid=terminal.mid,
+            batch_number=self._batch_number(message, terminal),
+            stan=stan,
+            amount_minor=int(amount, 10) if amount is not None else None,
+            currency=message.fields.get("49") or self.dialect.default_currency,
+            card=self._card(message, rule, terminal, pan_key),
+            operator=operator,
+            operator_permitted=terminal.may_void(operator) if kind is Kind.VOID else True,
+            original_date_mmdd=self._lookup_value(message, rule, "date"),
+        )
+
+    def _batch_number(self, message: Message, terminal: TerminalState) -> int:
+        if self.dialect.batch_field is None:
+            return terminal.batch_number
+        return self._number(message, self.dialect.batch_field, "batch") or terminal.batch_number
+
+    def _number(self, message: Message, reference: str, what: str) -> int | None:
+        value = self.dialect.value_of(message, reference)
+        if value is None:
+            return None
+        if not value.isdigit():
+            raise Rejected(Reason.FORMAT_ERROR, f"field {reference} ({what}) is not numeric")
+        return int(value, 10)
+
+    def _lookup_value(self, message: Message, rule: KindRule, key: str) -> str | None:
+        for lookup in rule.original_by:
+            for name, reference in lookup:
+                if name == key:
+                    return self.dialect.value_of(message, reference)
+        return None
+
+    def original_queries(self, message: Message, rule: KindRule, terminal: TerminalState) -> list[OriginalQuery]:
+        """The lookups the dialect names for this request's original, those whose fields are present."""
+        queries = []
+        for lookup in rule.original_by:
+            names = dict(lookup)
+            values = {name: self.dialect.value_of(message, reference) for name, reference in lookup}
+            if any(value is None for value in values.values()):
+                continue
+            stan = values.get("stan")
+            if "data_elements" in names:
+                stan = (values["data_elements"] or "")[F90_STAN]
+                if not stan.isdigit():
+                    continue
+            batch = self._number(message, names["batch"], "original batch") if "batch" in names else None
+            query = OriginalQuery(terminal.tid, terminal.mid, rrn=values.get("rrn"), stan=stan, batch_number=batch)
+            queries.append(query)
+        return queries
+
+    def _card(self, message: Message, rule: KindRule, terminal: TerminalState, pan_key: bytes) -> Card | None:
+        """Check the PIN and then mask and hash the PAN, so that nothing past here sees it in clear."""
+        for field_id in rule.card_fields:
+            raw = message.fields.get(field_id)
+            if raw is None:
+                continue
+            pan = raw if field_id == "2" else pan_from_track2(raw)
+            if pan is None or not is_valid_pan(pan):
+                raise Rejected(Reason.FORMAT_ERROR, f"field {field_id} holds no valid PAN")
+            if "52" in message.fields:
+                self._check_pin(message, pan, terminal)
+            return Card(mask_pan(pan), pan_hash(pan, pan_key))
+        if rule.card_fields and rule.card_required:
+            raise Rejected(Reason.FORMAT_ERROR, f"no card: none of fields {', '.join(rule.card_fields)} is present")
+        return None
+
+    def _check_pin(self, message: Message, pan: str, terminal: TerminalState) -> None:
+        """Decrypt F52 and compare it with the test card table; a card not in the table passes."""
+        if terminal.bdk is not None:
+            key: bytes | None = dukpt_pin_key(terminal.bdk, self._ksn(message))
+        else:
+            key = terminal.keys.tpk
+        if key is None:
+            raise Rejected(Reason.NOT_SIGNED_ON, "a PIN block arrived but the terminal has no PIN key")
+        try:
+            clear = decrypt_pin_block(key, bytes.fromhex(message.fields["52"]))
+            pin = decode_pin_block(clear, pan, self.dialect.security.pin_block_format)
+        except (ValueError, SecurityError):
+            raise Rejected(Reason.FORMAT_ERROR, "field 52 is not a valid PIN block") from None
+        expected = self.cards.get(pan)
+        if expected is not None and pin != expected:
+            raise Rejected(Reason.PIN_INCORRECT, "the PIN does not match the test card table")

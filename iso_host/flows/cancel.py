@@ -1,0 +1,91 @@
+"""Void, reversal and refund: decisions about an original sale. Pure: the view and `now` come in."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from iso_host.flows.base import Context, Decision, Request, new_record, reply_fields
+from iso_host.ledger.model import ChangeStatus, Kind, LedgerView, Reason, RecordRefund, RecordTransaction, Status
+from iso_host.ledger.rules import REFUND_RULES, VOID_RULES, first_failing
+
+
+def void(request: Request, view: LedgerView, context: Context) -> Decision:
+    """Cancel an unsettled sale under the void rules; a refused attempt is recorded (it counts to the limit)."""
+    assert request.kind is Kind.VOID
+    original = view.original
+    reason = first_failing(VOID_RULES, request.attempt(), view, context.now, context.rules)
+    original_rrn = original.record.rrn if original else None
+    record = new_record(request, context, reason or Reason.APPROVED, original_rrn=original_rrn)
+    if reason is not None:
+        return Decision(reason, reply_fields(context, record), (RecordTransaction(record),))
+    assert original is not None
+    cancel = ChangeStatus(original.record.rrn, Status.APPROVED, Status.VOIDED, context.now)
+    return Decision(Reason.APPROVED, reply_fields(context, record), (RecordTransaction(record), cancel))
+
+
+def _reversal_without_effect(request: Request, view: LedgerView, context: Context) -> Reason | None:  # noqa: PLR0911
+    """The answer for a reversal that changes nothing, or None when it takes effect (DESIGN.md "Reversal")."""
+    original = view.original
+    if original is None:
+        return Reason.ORIGINAL_NOT_FOUND if context.rules.unknown_reversal == "decline" else Reason.APPROVED
+    record = original.record
+    if original.effective_reversal or record.status in (Status.REVERSED, Status.VOIDED):
+        return Reason.APPROVED  # a repeat gets the same answer as the first time, and no second effect
+    if record.status is Status.DECLINED:
+        return Reason.APPROVED  # nothing was taken, so there is nothing to give back
+    if request.amount_minor != record.amount_minor:
+        return Reason.AMOUNT_MISMATCH
+    if original.batch_settled:
+        return Reason.BATCH_CLOSED
+    if record.kind not in (Kind.SALE, Kind.VOID) or record.status is not Status.APPROVED:
+        return Reason.NOT_VOIDABLE
+    return None
+
+
+def reversal(request: Request, view: LedgerView, context: Context) -> Decision:
+    """Undo a sale or a void whose outcome the terminal never learned. Idempotent: a repeat changes nothing."""
+    assert request.kind is Kind.REVERSAL
+    answer = _reversal_without_effect(request, view, context)
+    if answer is not None:
+        return Decision(answer, reply_fields(context))
+    assert view.original is not None
+    record = view.original.record
+    row = new_record(request, context, Reason.APPROVED, original_rrn=record.rrn)
+    commands: list[ChangeStatus | RecordTransaction] = [
+        RecordTransaction(row), ChangeStatus(record.rrn, Status.APPROVED, Status.REVERSED, context.now)
+    ]
+    if record.kind is Kind.VOID:
+        assert record.original_rrn is not None, "an approved void names its sale"
+        commands.append(ChangeStatus(record.original_rrn, Status.VOIDED, Status.APPROVED, context.now))
+    return Decision(Reason.APPROVED, reply_fields(context, row), tuple(commands))
+
+
+def _local_mmdd(moment: datetime, context: Context) -> str:
+    zone = context.rules.timezone or context.now.tzinfo
+    return moment.astimezone(zone).strftime("%m%d")
+
+
+def refund(request: Request, view: LedgerView, context: Context) -> Decision:
+    """Give back part or all of a sale, up to what remains refundable, within the refund age."""
+    assert request.kind is Kind.REFUND
+    original = view.original
+    named_date = request.original_date_mmdd
+    if (
+        original is not None
+        and named_date is not None
+        and _local_mmdd(original.record.created_at, context) != named_date
+    ):
+        original = None  # the terminal named another day's transaction
+        view = LedgerView(None, view.voids_today)
+    reason = first_failing(REFUND_RULES, request.attempt(), view, context.now, context.rules)
+    original_rrn = original.record.rrn if original else None
+    record = new_record(request, context, reason or Reason.APPROVED, original_rrn=original_rrn)
+    if reason is not None:
+        return Decision(reason, reply_fields(context, record), (RecordTransaction(record),))
+    assert original is not None
+    assert request.amount_minor is not None
+    before = original.record.refunded_minor
+    after = before + request.amount_minor
+    status = Status.REFUNDED if after == original.record.amount_minor else Status.PARTIALLY_REFUNDED
+    refunded = RecordRefund(original.record.rrn, before, after, status, context.now)
+    return Decision(Reason.APPROVED, reply_fields(context, record), (RecordTransaction(record), refunded))
