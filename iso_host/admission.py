@@ -134,6 +134,9 @@ class Admission:
             raise Rejected(Reason.FORMAT_ERROR, "field 4 (amount) is not numeric")
         operator = message.fields.get("63") if self.dialect.security.key_block == "cup" else None
         operator = operator.strip()[:3] if operator else None
+        card, pin_ok = self._card(message, rule, terminal, pan_key)
+        if not pin_ok and kind is not Kind.SALE:
+            raise Rejected(Reason.PIN_INCORRECT, "the PIN does not match the test card table")
         return Request(
             kind=kind,
             message=message,
@@ -143,7 +146,8 @@ class Admission:
             stan=stan,
             amount_minor=int(amount, 10) if amount is not None else None,
             currency=message.fields.get("49") or self.dialect.default_currency,
-            card=self._card(message, rule, terminal, pan_key),
+            card=card,
+            pin_incorrect=not pin_ok,
             operator=operator,
             operator_permitted=terminal.may_void(operator) if kind is Kind.VOID else True,
             original_date_mmdd=self._lookup_value(message, rule, "date"),
@@ -187,8 +191,14 @@ class Admission:
             queries.append(query)
         return queries
 
-    def _card(self, message: Message, rule: KindRule, terminal: TerminalState, pan_key: bytes) -> Card | None:
-        """Check the PIN and then mask and hash the PAN, so that nothing past here sees it in clear."""
+    def _card(
+        self, message: Message, rule: KindRule, terminal: TerminalState, pan_key: bytes
+    ) -> tuple[Card | None, bool]:
+        """Check the PIN, then mask and hash the PAN so that nothing past here sees it in clear.
+
+        Returns:
+            The card (None when the request carries none) and whether the PIN, if any, was right.
+        """
         for field_id in rule.card_fields:
             raw = message.fields.get(field_id)
             if raw is None:
@@ -196,14 +206,13 @@ class Admission:
             pan = raw if field_id == "2" else pan_from_track2(raw)
             if pan is None or not is_valid_pan(pan):
                 raise Rejected(Reason.FORMAT_ERROR, f"field {field_id} holds no valid PAN")
-            if "52" in message.fields:
-                self._check_pin(message, pan, terminal)
-            return Card(mask_pan(pan), pan_hash(pan, pan_key))
+            pin_ok = self._pin_matches(message, pan, terminal) if "52" in message.fields else True
+            return Card(mask_pan(pan), pan_hash(pan, pan_key)), pin_ok
         if rule.card_fields and rule.card_required:
             raise Rejected(Reason.FORMAT_ERROR, f"no card: none of fields {', '.join(rule.card_fields)} is present")
-        return None
+        return None, True
 
-    def _check_pin(self, message: Message, pan: str, terminal: TerminalState) -> None:
+    def _pin_matches(self, message: Message, pan: str, terminal: TerminalState) -> bool:
         """Decrypt F52 and compare it with the test card table; a card not in the table passes."""
         if terminal.bdk is not None:
             key: bytes | None = dukpt_pin_key(terminal.bdk, self._ksn(message))
@@ -217,5 +226,4 @@ class Admission:
         except (ValueError, SecurityError):
             raise Rejected(Reason.FORMAT_ERROR, "field 52 is not a valid PIN block") from None
         expected = self.cards.get(pan)
-        if expected is not None and pin != expected:
-            raise Rejected(Reason.PIN_INCORRECT, "the PIN does not match the test card table")
+        return expected is None or pin == expected

@@ -43,7 +43,9 @@ async def _serve(config: Config) -> int:
     await store.open()
     terminals = {t.tid: terminal_state(t, await store.register_terminal(t.tid, t.mid)) for t in config.terminals}
     cards = {card.pan: card.pin for card in config.cards}
-    host = Host(dialect, store, terminals, local_now, cards=cards, key_source=random_working_keys)
+    host = Host(
+        dialect, store, terminals, local_now, cards=cards, key_source=random_working_keys, rules=config.rules
+    )
     ssl_context = server_context(config.tls.cert, config.tls.key, config.tls.client_ca) if config.tls else None
     server = Server(host, config.limits, ssl_context=ssl_context)
     try:
@@ -85,6 +87,7 @@ def terminal_state(configured: TerminalConfig, record: TerminalRecord) -> Termin
         static_keys=WorkingKeys(key(configured.tpk), key(configured.tak)), bdk=key(configured.bdk),
         mac_algorithm=configured.mac, require_signon=configured.require_signon, signed_on=signed_on,
         session_keys=session, operator=record.operator,
+        operators=dict(configured.operators) if configured.operators is not None else None,
     )  # fmt: skip
 
 

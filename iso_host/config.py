@@ -8,10 +8,13 @@ from __future__ import annotations
 import re
 import tomllib
 from dataclasses import dataclass, field, fields, replace
+from datetime import time
 from pathlib import Path
 from typing import Any, Final
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from iso_host.errors import ConfigError
+from iso_host.ledger.rules import SAME_BUSINESS_DAY, RuleSettings
 from iso_host.limits import Limits
 
 DEMO_TID: Final = "TERM0001"
@@ -32,6 +35,7 @@ class TerminalConfig:
     bdk: str | None = field(default=None, repr=False)  # DUKPT base derivation key, hex
     mac: str | None = None  # MAC algorithm, overriding the dialect's
     require_signon: bool | None = None  # overrides the dialect's
+    operators: tuple[tuple[str, bool], ...] | None = None  # (id, can_void); None: every operator may void
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,16 +65,22 @@ class Config:
     terminals: tuple[TerminalConfig, ...] = (TerminalConfig(DEMO_TID, DEMO_MID, DEMO_TMK),)
     cards: tuple[CardConfig, ...] = ()
     tls: TlsConfig | None = None
+    rules: RuleSettings = field(default_factory=RuleSettings)
     source: str = "defaults"
 
 
+RULE_KEYS: Final = {
+    "void_window", "business_day_cutoff", "timezone", "max_void_age_h", "max_refused_void_attempts",
+    "max_voids_per_day", "unknown_reversal", "refund_max_age_days",
+}  # fmt: skip
 SECTIONS: Final = {
     "server": {"host", "port", "dialect", "tls_cert", "tls_key", "tls_client_ca"},
     "ledger": {"url"},
     "log": {"format", "level"},
     "limits": {f.name for f in fields(Limits)},
+    "rules": RULE_KEYS,
 }
-TERMINAL_KEYS: Final = {"tid", "mid", "tmk", "tak", "tpk", "bdk", "mac", "require_signon"}
+TERMINAL_KEYS: Final = {"tid", "mid", "tmk", "tak", "tpk", "bdk", "mac", "require_signon", "operators"}
 CARD_KEYS: Final = {"pan", "pin"}
 MAC_ALGORITHMS: Final = ("aes-cmac", "cup-ecb", "x9.19", "x9.9")
 
@@ -142,9 +152,75 @@ def _terminal(problems: _Problems, index: int, entry: Any) -> TerminalConfig | N
         problems.add(f"{key}.mac", f"must be one of {', '.join(MAC_ALGORITHMS)}, got {mac!r}")
     if require_signon is not None and not isinstance(require_signon, bool):
         problems.add(f"{key}.require_signon", f"must be true or false, got {require_signon!r}")
+    operators = _operators(problems, f"{key}.operators", entry.get("operators"))
     if not (isinstance(tid, str) and isinstance(mid, str)):
         return None
-    return TerminalConfig(tid, mid, **keys, mac=mac, require_signon=require_signon)
+    return TerminalConfig(tid, mid, **keys, mac=mac, require_signon=require_signon, operators=operators)
+
+
+def _operators(problems: _Problems, key: str, raw: Any) -> tuple[tuple[str, bool], ...] | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, list):
+        problems.add(key, "must be an array of tables ([[terminals.operators]] id = \"01\", can_void = true)")
+        return None
+    operators = []
+    for index, entry in enumerate(raw):
+        where = f"{key}[{index}]"
+        if not isinstance(entry, dict) or set(entry) - {"id", "can_void"}:
+            problems.add(where, "must be a table with id and can_void")
+            continue
+        operator_id, can_void = entry.get("id"), entry.get("can_void", False)
+        if not isinstance(operator_id, str) or not operator_id:
+            problems.add(f"{where}.id", f"must be a non-empty string, got {operator_id!r}")
+        elif not isinstance(can_void, bool):
+            problems.add(f"{where}.can_void", f"must be true or false, got {can_void!r}")
+        else:
+            operators.append((operator_id, can_void))
+    return tuple(operators)
+
+
+def _rule_day(problems: _Problems, table: dict[str, Any], values: dict[str, Any]) -> None:
+    """The void window, the business day's cut-off and its time zone."""
+    window = table.get("void_window", SAME_BUSINESS_DAY)
+    if window != SAME_BUSINESS_DAY and (isinstance(window, bool) or not isinstance(window, int | float) or window <= 0):
+        problems.add("rules.void_window", f'must be "{SAME_BUSINESS_DAY}" or hours > 0, got {window!r}')
+    else:
+        values["void_window"] = window if window == SAME_BUSINESS_DAY else float(window)
+    cutoff = table.get("business_day_cutoff", "00:00")
+    try:
+        values["business_day_cutoff"] = time.fromisoformat(cutoff)
+    except (TypeError, ValueError):
+        problems.add("rules.business_day_cutoff", f'must be a time such as "23:00", got {cutoff!r}')
+    if "timezone" in table:
+        try:
+            values["timezone"] = ZoneInfo(str(table["timezone"]))
+        except (ZoneInfoNotFoundError, ValueError):
+            zone = table["timezone"]
+            problems.add("rules.timezone", f"must be an IANA time zone such as Asia/Shanghai, got {zone!r}")
+
+
+def _rules(problems: _Problems, table: dict[str, Any]) -> RuleSettings:
+    values: dict[str, Any] = {}
+    _rule_day(problems, table, values)
+    for name in ("max_void_age_h", "max_refused_void_attempts", "refund_max_age_days"):
+        if name in table:
+            value = table[name]
+            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+                problems.add(f"rules.{name}", f"must be a number >= 0, got {value!r}")
+            else:
+                values[name] = value
+    per_day = table.get("max_voids_per_day", False)
+    if per_day is not False and (isinstance(per_day, bool) or not isinstance(per_day, int) or per_day < 0):
+        problems.add("rules.max_voids_per_day", f"must be a whole number >= 0 or false (unlimited), got {per_day!r}")
+    elif per_day is not False:
+        values["max_voids_per_day"] = per_day
+    unknown = table.get("unknown_reversal", "approve")
+    if unknown not in ("approve", "decline"):
+        problems.add("rules.unknown_reversal", f"must be approve or decline, got {unknown!r}")
+    else:
+        values["unknown_reversal"] = unknown
+    return RuleSettings(**values)
 
 
 def _card(problems: _Problems, index: int, entry: Any) -> CardConfig | None:
@@ -249,6 +325,7 @@ def parse_config(document: dict[str, Any], source: str) -> Config:
         else:
             changes["cards"] = tuple(c for i, e in enumerate(raw_cards) if (c := _card(problems, i, e)) is not None)
     changes["tls"] = _tls(problems, tables["server"])
+    changes["rules"] = _rules(problems, tables["rules"])
     problems.raise_if_any()
     return replace(config, **changes)
 

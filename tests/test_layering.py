@@ -24,7 +24,10 @@ ALLOWED: dict[str, tuple[str, ...]] = {
                       "iso_host.message_auth", "iso_host.terminals"),
 }  # fmt: skip
 # Modules that may do I/O with asyncio, threads, sockets or the clock.
-EDGE_MODULES = ("iso_host.server", "iso_host.client", "iso_host.cli", "iso_host.ledger.sqlite", "iso_host.events")
+EDGE_MODULES = (
+    "iso_host.server", "iso_host.client", "iso_host.cli", "iso_host.ledger.sqlite", "iso_host.ledger.postgres",
+    "iso_host.events",
+)  # fmt: skip
 IO_IMPORTS = ("asyncio", "socket", "threading", "sqlite3", "aiomqtt", "psycopg")
 
 

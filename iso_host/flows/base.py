@@ -28,6 +28,7 @@ class Request:
     amount_minor: int | None
     currency: str
     card: Card | None
+    pin_incorrect: bool = False  # F52 carried a PIN the test card table does not know for this card
     operator: str | None = None  # where the dialect carries one (CUP F63)
     operator_permitted: bool = True  # may this operator void (terminal configuration)
     original_date_mmdd: str | None = None  # CUP refunds name the original's date (61.3)

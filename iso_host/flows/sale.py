@@ -7,8 +7,9 @@ from iso_host.ledger.model import Kind, LedgerView, Reason, RecordTransaction
 
 
 def sale(request: Request, _view: LedgerView, context: Context) -> Decision:
-    """Approve the sale and record it; the reply carries the RRN (F37) and approval code (F38)."""
+    """Approve the sale (or decline a wrong PIN) and record it; the reply carries the RRN and approval code."""
     assert request.kind is Kind.SALE
     assert request.amount_minor is not None, "the pipeline requires F4 for a sale"
-    record = new_record(request, context, Reason.APPROVED)
-    return Decision(Reason.APPROVED, reply_fields(context, record), (RecordTransaction(record),))
+    reason = Reason.PIN_INCORRECT if request.pin_incorrect else Reason.APPROVED
+    record = new_record(request, context, reason)
+    return Decision(reason, reply_fields(context, record), (RecordTransaction(record),))

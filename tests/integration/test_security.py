@@ -122,7 +122,7 @@ class TestSignOnAndMac:
 
 class TestPin:
     async def test_right_and_wrong_pin(self, tmp_path: Path, dialect_name: str) -> None:
-        """The right PIN is approved, a wrong one gets 55 and leaves no ledger row."""
+        """The right PIN is approved; a wrong one gets 55 and is recorded as a declined sale."""
         async with running_host(tmp_path, dialect_name, cards=CARDS) as host:
             async with await host.connected_client(signon=True) as client:
                 tpk = client.state.keys(bytes.fromhex(DEMO_TMK))
@@ -135,7 +135,10 @@ class TestPin:
                     remember_secret(request.fields["52"])
                     results.append((await client.request(request)).fields["39"])
             assert results == ["00", "55"]
-            assert len(host.ledger_rows()) == 1
+            rows = host.ledger_rows()
+            assert [(row["status"], row["reason"]) for row in rows] == [
+                ("APPROVED", "APPROVED"), ("DECLINED", "PIN_INCORRECT")
+            ], "a declined sale is recorded as declined"
 
     async def test_malformed_pin_block(self, tmp_path: Path) -> None:
         """A PIN block that does not decode is a format error."""
