@@ -16,7 +16,8 @@ from iso_host.cli import terminal_state
 from iso_host.client import TerminalClient
 from iso_host.config import DEMO_TMK, TerminalConfig
 from iso_host.host import Host
-from iso_host.ledger.sqlite import SqliteStore
+from iso_host.ledger import Store, TransactionFilter, TransactionRecord, open_store
+from iso_host.ledger.rules import RuleSettings
 from iso_host.limits import Limits
 from iso_host.server import Server
 from iso_host.terminals import TerminalState, random_working_keys
@@ -31,8 +32,12 @@ class RunningHost:
     address: tuple[str, int]
     dialect: Dialect
     server: Server
-    store: SqliteStore
+    store: Store
     ledger_path: Path
+
+    async def records(self) -> list[TransactionRecord]:
+        """Every transaction in the ledger, oldest first, whichever store backs the host."""
+        return await self.store.transactions(TransactionFilter())
 
     def client(self, tid: str = TID, mid: str = MID) -> TerminalClient:
         return TerminalClient(self.dialect, tid, mid)
@@ -58,6 +63,10 @@ class RunningHost:
             connection.close()
 
 
+def _operator_table(operators: dict[str, bool] | None) -> tuple[tuple[str, bool], ...] | None:
+    return tuple(operators.items()) if operators is not None else None
+
+
 def local_now() -> datetime:
     return datetime.now().astimezone()
 
@@ -72,18 +81,21 @@ async def running_host(
     extra_terminals: dict[str, TerminalState] | None = None,
     cards: dict[str, str] | None = None,
     ssl_context: ssl.SSLContext | None = None,
+    ledger_url: str | None = None,
+    rules: RuleSettings | None = None,
+    operators: dict[str, bool] | None = None,
 ) -> AsyncIterator[RunningHost]:
     dialect = load_dialect(dialect_name)
     ledger_path = tmp_path / f"{dialect_name}.db"
-    store = SqliteStore(str(ledger_path))
+    store = open_store(ledger_url or f"sqlite:///{ledger_path}")
     await store.open()
     # The same path `iso-host serve` takes: configured terminals plus the sessions the ledger remembers.
-    terminals = {
-        tid: terminal_state(TerminalConfig(tid, MID, DEMO_TMK), await store.register_terminal(tid, MID))
-        for tid in (TID, "TERM0002")
-    }
+    configured = [TerminalConfig(tid, MID, DEMO_TMK, operators=_operator_table(operators)) for tid in (TID, "TERM0002")]
+    terminals = {t.tid: terminal_state(t, await store.register_terminal(t.tid, t.mid)) for t in configured}
+    for extra in (extra_terminals or {}).values():
+        await store.register_terminal(extra.tid, extra.mid)
     terminals.update(extra_terminals or {})
-    host = Host(dialect, store, terminals, clock, cards=cards, key_source=random_working_keys)
+    host = Host(dialect, store, terminals, clock, cards=cards, key_source=random_working_keys, rules=rules)
     server = Server(host, limits or Limits(), ssl_context=ssl_context)
     address = await server.start("127.0.0.1", 0)
     try:
