@@ -39,7 +39,7 @@ def local_now() -> datetime:
 async def _serve(config: Config) -> int:
     log = get_logger()
     dialect = load_dialect(config.dialect)
-    store = open_store(config.ledger_url)
+    store = open_store(config.ledger_url, group_commit=config.group_commit)
     await store.open()
     terminals = {t.tid: terminal_state(t, await store.register_terminal(t.tid, t.mid)) for t in config.terminals}
     cards = {card.pan: card.pin for card in config.cards}

@@ -59,6 +59,7 @@ class Config:
     port: int = 8583
     dialect: str = "iso87binary"
     ledger_url: str = "sqlite:///iso-host.db"
+    group_commit: bool = True  # false: one database transaction (and fsync) per request, for comparison
     log_format: str = "auto"
     log_level: str = "info"
     limits: Limits = field(default_factory=Limits)
@@ -75,7 +76,7 @@ RULE_KEYS: Final = {
 }  # fmt: skip
 SECTIONS: Final = {
     "server": {"host", "port", "dialect", "tls_cert", "tls_key", "tls_client_ca"},
-    "ledger": {"url"},
+    "ledger": {"url", "group_commit"},
     "log": {"format", "level"},
     "limits": {f.name for f in fields(Limits)},
     "rules": RULE_KEYS,
@@ -326,6 +327,11 @@ def parse_config(document: dict[str, Any], source: str) -> Config:
             changes["cards"] = tuple(c for i, e in enumerate(raw_cards) if (c := _card(problems, i, e)) is not None)
     changes["tls"] = _tls(problems, tables["server"])
     changes["rules"] = _rules(problems, tables["rules"])
+    group_commit = tables["ledger"].get("group_commit", True)
+    if not isinstance(group_commit, bool):
+        problems.add("ledger.group_commit", f"must be true or false, got {group_commit!r}")
+    else:
+        changes["group_commit"] = group_commit
     problems.raise_if_any()
     return replace(config, **changes)
 
