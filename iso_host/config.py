@@ -274,6 +274,11 @@ def _scalar_settings(problems: _Problems, tables: dict[str, dict[str, Any]]) -> 
             problems.add("server.port", f"must be 0..65535, got {port!r}")
         else:
             changes["port"] = port
+    group_commit = ledger.get("group_commit", True)
+    if not isinstance(group_commit, bool):
+        problems.add("ledger.group_commit", f"must be true or false, got {group_commit!r}")
+    else:
+        changes["group_commit"] = group_commit
     for name, attribute, allowed in (
         ("format", "log_format", ("auto", "json", "console")),
         ("level", "log_level", ("debug", "info", "warning", "error")),
@@ -284,6 +289,20 @@ def _scalar_settings(problems: _Problems, tables: dict[str, dict[str, Any]]) -> 
             else:
                 changes[attribute] = log[name]
     return changes
+
+
+def _terminals(problems: _Problems, raw: Any) -> tuple[TerminalConfig, ...]:
+    if not isinstance(raw, list) or not raw:
+        problems.add("terminals", "must be a non-empty array of tables ([[terminals]])")
+        return ()
+    parsed = [_terminal(problems, i, entry) for i, entry in enumerate(raw)]
+    terminals = tuple(t for t in parsed if t is not None)
+    seen: set[str] = set()
+    for terminal in terminals:
+        if terminal.tid in seen:
+            problems.add("terminals", f"tid {terminal.tid!r} is configured twice")
+        seen.add(terminal.tid)
+    return terminals
 
 
 def parse_config(document: dict[str, Any], source: str) -> Config:
@@ -307,18 +326,7 @@ def parse_config(document: dict[str, Any], source: str) -> Config:
     config = Config(source=source, limits=_limits(problems, tables["limits"]))
     changes = _scalar_settings(problems, tables)
     if "terminals" in document:
-        raw_terminals = document["terminals"]
-        if not isinstance(raw_terminals, list) or not raw_terminals:
-            problems.add("terminals", "must be a non-empty array of tables ([[terminals]])")
-        else:
-            parsed = [_terminal(problems, i, entry) for i, entry in enumerate(raw_terminals)]
-            terminals = tuple(t for t in parsed if t is not None)
-            seen: set[str] = set()
-            for terminal in terminals:
-                if terminal.tid in seen:
-                    problems.add("terminals", f"tid {terminal.tid!r} is configured twice")
-                seen.add(terminal.tid)
-            changes["terminals"] = terminals
+        changes["terminals"] = _terminals(problems, document["terminals"])
     if "cards" in document:
         raw_cards = document["cards"]
         if not isinstance(raw_cards, list):
@@ -327,11 +335,6 @@ def parse_config(document: dict[str, Any], source: str) -> Config:
             changes["cards"] = tuple(c for i, e in enumerate(raw_cards) if (c := _card(problems, i, e)) is not None)
     changes["tls"] = _tls(problems, tables["server"])
     changes["rules"] = _rules(problems, tables["rules"])
-    group_commit = tables["ledger"].get("group_commit", True)
-    if not isinstance(group_commit, bool):
-        problems.add("ledger.group_commit", f"must be true or false, got {group_commit!r}")
-    else:
-        changes["group_commit"] = group_commit
     problems.raise_if_any()
     return replace(config, **changes)
 
