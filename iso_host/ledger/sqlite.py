@@ -22,26 +22,32 @@ from typing import Any, Final, TextIO
 
 from iso_host.errors import ConflictError, DuplicateError, StoreError
 from iso_host.ledger.model import (
-    Card,
-    ChangeStatus,
-    Kind,
     LedgerCommand,
     Original,
     OriginalQuery,
-    Reason,
-    RecordRefund,
     RecordTransaction,
-    SaveSession,
-    Status,
     TerminalRecord,
     TransactionRecord,
 )
 from iso_host.ledger.schema import MIGRATIONS
+from iso_host.ledger.sql import (
+    COUNT_VOIDS,
+    MAX_GROUP_JOBS,
+    MAX_QUEUED_JOBS,
+    REGISTER_TERMINAL,
+    RRN_DIGITS,
+    SELECT_TERMINAL,
+    condition_error,
+    original_from_row,
+    original_select,
+    qmark,
+    record_from_row,
+    statement,
+    terminal_from_row,
+    transactions_select,
+    utc_text,
+)
 from iso_host.ledger.store import TransactionFilter
-
-MAX_GROUP_JOBS: Final = 1_024  # one commit covers at most this many requests
-MAX_QUEUED_JOBS: Final = 65_536  # beyond this, callers wait for room (back-pressure, not memory growth)
-RRN_DIGITS: Final = 12
 
 _STOP: Final = object()
 
@@ -69,127 +75,26 @@ def _resolve_all(jobs: list[_Job]) -> None:
         _resolve(job)
 
 
-def utc_text(moment: datetime) -> str:
-    """Times are stored as UTC ISO 8601 text, so that comparing the text compares the times."""
-    return moment.astimezone(UTC).isoformat()
-
-
-def _insert_transaction(connection: sqlite3.Connection, record: TransactionRecord) -> None:
-    card = record.card
-    try:
-        connection.execute(
-            "INSERT INTO transactions (kind, tid, mid, batch_number, stan, rrn, auth_code, amount_minor, currency,"
-            " masked_pan, pan_hash, status, response_code, reason, mti, processing_code, original_rrn,"
-            " refunded_minor, operator, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            (
-                record.kind.value, record.tid, record.mid, record.batch_number, record.stan, record.rrn,
-                record.auth_code, record.amount_minor, record.currency,
-                card.masked_pan if card else None, card.pan_hash if card else None,
-                record.status.value, record.response_code, record.reason.value, record.mti,
-                record.processing_code, record.original_rrn, record.refunded_minor, record.operator,
-                utc_text(record.created_at), utc_text(record.created_at),
-            ),
-        )  # fmt: skip
-    except sqlite3.IntegrityError as error:
-        text = str(error)
-        if "transactions.stan" in text:
-            raise DuplicateError(f"{record.tid} batch {record.batch_number} STAN {record.stan} exists") from None
-        if "transactions.original_rrn" in text:
-            raise ConflictError(f"transaction {record.original_rrn} is already reversed") from None
-        raise
-
-
-def _change_status(connection: sqlite3.Connection, command: ChangeStatus) -> None:
-    cursor = connection.execute(
-        "UPDATE transactions SET status = ?, updated_at = ? WHERE rrn = ? AND status = ?",
-        (command.new.value, utc_text(command.at), command.rrn, command.expected.value),
-    )
-    if cursor.rowcount != 1:
-        raise ConflictError(f"transaction {command.rrn} is no longer {command.expected.value}")
-
-
-def _record_refund(connection: sqlite3.Connection, command: RecordRefund) -> None:
-    cursor = connection.execute(
-        "UPDATE transactions SET refunded_minor = ?, status = ?, updated_at = ?"
-        " WHERE rrn = ? AND refunded_minor = ? AND status IN ('APPROVED', 'PARTIALLY_REFUNDED')",
-        (command.refunded_minor, command.new_status.value, utc_text(command.at), command.rrn,
-         command.expected_refunded_minor),
-    )  # fmt: skip
-    if cursor.rowcount != 1:
-        raise ConflictError(f"transaction {command.rrn} changed while it was being refunded")
-
-
-def _hex(value: bytes | None) -> str | None:
-    return value.hex().upper() if value is not None else None
-
-
-def _unhex(value: str | None) -> bytes | None:
-    return bytes.fromhex(value) if value is not None else None
-
-
-def _save_session(connection: sqlite3.Connection, session: SaveSession) -> None:
-    cursor = connection.execute(
-        "UPDATE terminals SET signed_on = ?, batch_number = ?, operator = ?, tpk_under_tmk = ?, tak_under_tmk = ?,"
-        " tdk_under_tmk = ?, session_at = ? WHERE tid = ? AND mid = ?",
-        (
-            int(session.signed_on), session.batch_number, session.operator, _hex(session.tpk_under_tmk),
-            _hex(session.tak_under_tmk), _hex(session.tdk_under_tmk), session.at.isoformat(), session.tid, session.mid,
-        ),
-    )  # fmt: skip
-    if cursor.rowcount != 1:
-        msg = f"terminal {session.tid} is not registered in the ledger"
-        raise sqlite3.IntegrityError(msg)
-
-
 def _apply_command(connection: sqlite3.Connection, command: LedgerCommand) -> None:
+    sql, parameters = statement(command)
+    try:
+        cursor = connection.execute(qmark(sql), parameters)
+    except sqlite3.IntegrityError as error:
+        raise _integrity_error(command, error) from None
+    if (failed := condition_error(command, cursor.rowcount)) is not None:
+        raise failed
+
+
+def _integrity_error(command: LedgerCommand, error: sqlite3.IntegrityError) -> StoreError:
+    """SQLite names the index's columns: (…, stan) is the duplicate check, (original_rrn) the one-reversal one."""
+    text = str(error)
     if isinstance(command, RecordTransaction):
-        _insert_transaction(connection, command.transaction)
-    elif isinstance(command, ChangeStatus):
-        _change_status(connection, command)
-    elif isinstance(command, RecordRefund):
-        _record_refund(connection, command)
-    else:
-        _save_session(connection, command)
-
-
-_ORIGINAL_SQL: Final = (
-    "SELECT t.*,"
-    " (SELECT COUNT(*) FROM transactions v WHERE v.original_rrn = t.rrn AND v.kind = 'void'"
-    "  AND v.status = 'DECLINED') AS refused_void_attempts,"
-    " EXISTS (SELECT 1 FROM transactions r WHERE r.original_rrn = t.rrn AND r.kind = 'reversal'"
-    "  AND r.status = 'APPROVED') AS effective_reversal,"
-    " EXISTS (SELECT 1 FROM batches b WHERE b.tid = t.tid AND b.mid = t.mid AND b.batch_number = t.batch_number"
-    "  AND b.status = 'settled') AS batch_settled"
-    " FROM transactions t WHERE t.tid = ? AND t.mid = ? AND t.kind <> 'reversal'"
-)
-
-
-def find_original(connection: sqlite3.Connection, query: OriginalQuery) -> Original | None:
-    sql = _ORIGINAL_SQL
-    parameters: list[object] = [query.tid, query.mid]
-    for column, value in (("rrn", query.rrn), ("stan", query.stan), ("batch_number", query.batch_number)):
-        if value is not None:
-            sql += f" AND t.{column} = ?"
-            parameters.append(value)
-    row = connection.execute(sql + " ORDER BY t.id DESC LIMIT 1", parameters).fetchone()
-    if row is None:
-        return None
-    return Original(
-        record=_row_to_record(row), batch_settled=bool(row["batch_settled"]),
-        refused_void_attempts=row["refused_void_attempts"], effective_reversal=bool(row["effective_reversal"]),
-    )  # fmt: skip
-
-
-def _row_to_record(row: sqlite3.Row) -> TransactionRecord:
-    card = Card(row["masked_pan"], row["pan_hash"]) if row["masked_pan"] is not None else None
-    return TransactionRecord(
-        kind=Kind(row["kind"]), tid=row["tid"], mid=row["mid"], batch_number=row["batch_number"],
-        stan=row["stan"], rrn=row["rrn"], auth_code=row["auth_code"], amount_minor=row["amount_minor"],
-        currency=row["currency"], card=card, status=Status(row["status"]), response_code=row["response_code"],
-        reason=Reason(row["reason"]), mti=row["mti"], processing_code=row["processing_code"],
-        created_at=datetime.fromisoformat(row["created_at"]), original_rrn=row["original_rrn"],
-        refunded_minor=row["refunded_minor"], operator=row["operator"],
-    )  # fmt: skip
+        record = command.transaction
+        if "transactions.stan" in text:
+            return DuplicateError(f"{record.tid} batch {record.batch_number} STAN {record.stan} exists")
+        if "transactions.original_rrn" in text:
+            return ConflictError(f"transaction {record.original_rrn} is already reversed")
+    return StoreError(f"ledger write failed: {text}")
 
 
 def migrate(connection: sqlite3.Connection) -> int:
@@ -200,8 +105,8 @@ def migrate(connection: sqlite3.Connection) -> int:
         raise StoreError(msg)
     for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
         connection.execute("BEGIN IMMEDIATE")
-        for statement in script:
-            connection.execute(statement)
+        for sql in script:
+            connection.execute(sql)
         connection.execute(f"PRAGMA user_version = {number}")
         connection.execute("COMMIT")
     return len(MIGRATIONS)
@@ -301,16 +206,16 @@ class SqliteStore:
         await self._submit(work)
 
     async def find_original(self, query: OriginalQuery) -> Original | None:
-        result: Original | None = await self._submit(lambda connection: find_original(connection, query))
+        def work(connection: sqlite3.Connection) -> Original | None:
+            row = connection.execute(*_qmarked(original_select(query))).fetchone()
+            return original_from_row(row) if row is not None else None
+
+        result: Original | None = await self._submit(work)
         return result
 
     async def count_voids(self, tid: str, mid: str, since: datetime) -> int:
         def work(connection: sqlite3.Connection) -> int:
-            row = connection.execute(
-                "SELECT COUNT(*) FROM transactions WHERE tid = ? AND mid = ? AND kind = 'void'"
-                " AND status = 'APPROVED' AND created_at >= ?",
-                (tid, mid, utc_text(since)),
-            ).fetchone()
+            row = connection.execute(qmark(COUNT_VOIDS), (tid, mid, utc_text(since))).fetchone()
             return int(row[0])
 
         result: int = await self._submit(work)
@@ -323,22 +228,8 @@ class SqliteStore:
 
     async def register_terminal(self, tid: str, mid: str) -> TerminalRecord:
         def work(connection: sqlite3.Connection) -> TerminalRecord:
-            now = datetime.now(UTC).isoformat()
-            connection.execute(
-                "INSERT INTO terminals (tid, mid, batch_number, created_at) VALUES (?, ?, 1, ?)"
-                " ON CONFLICT (tid, mid) DO NOTHING",
-                (tid, mid, now),
-            )
-            row = connection.execute(
-                "SELECT batch_number, signed_on, operator, tpk_under_tmk, tak_under_tmk, tdk_under_tmk"
-                " FROM terminals WHERE tid = ? AND mid = ?",
-                (tid, mid),
-            ).fetchone()
-            return TerminalRecord(
-                batch_number=row["batch_number"], signed_on=bool(row["signed_on"]), operator=row["operator"],
-                tpk_under_tmk=_unhex(row["tpk_under_tmk"]), tak_under_tmk=_unhex(row["tak_under_tmk"]),
-                tdk_under_tmk=_unhex(row["tdk_under_tmk"]),
-            )  # fmt: skip
+            connection.execute(qmark(REGISTER_TERMINAL), (tid, mid, datetime.now(UTC).isoformat()))
+            return terminal_from_row(connection.execute(qmark(SELECT_TERMINAL), (tid, mid)).fetchone())
 
         result: TerminalRecord = await self._submit(work)
         return result
@@ -427,24 +318,18 @@ class SqliteStore:
         return True
 
 
+def _qmarked(select: tuple[str, tuple[object, ...]]) -> tuple[str, tuple[object, ...]]:
+    return qmark(select[0]), select[1]
+
+
 def read_transactions(path: Path, where: TransactionFilter) -> list[TransactionRecord]:
     """Read transactions through a separate connection (safe while a host is writing, thanks to WAL)."""
     if not path.exists():
         raise StoreError(f"ledger {path} does not exist")
-    clauses, parameters = [], []
-    for column, value in (("tid", where.tid), ("batch_number", where.batch_number), ("status", where.status)):
-        if value is not None:
-            clauses.append(f"{column} = ?")
-            parameters.append(value.value if isinstance(value, Status) else value)
-    sql = "SELECT * FROM transactions"
-    if clauses:
-        sql += " WHERE " + " AND ".join(clauses)
-    sql += " ORDER BY id LIMIT ?"
-    parameters.append(where.limit)
     connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
         connection.row_factory = sqlite3.Row
-        return [_row_to_record(row) for row in connection.execute(sql, parameters)]
+        return [record_from_row(row) for row in connection.execute(*_qmarked(transactions_select(where)))]
     except sqlite3.Error as error:
         raise StoreError(f"ledger {path}: {error}") from None
     finally:

@@ -67,5 +67,7 @@ def open_store(url: str, *, group_commit: bool = True) -> Store:
             raise ConfigError(f"ledger.url: sqlite URL needs a file path, got {url!r}")
         return SqliteStore(path, group_commit=group_commit)
     if url.startswith(("postgresql://", "postgres://")):
-        raise ConfigError("ledger.url: the PostgreSQL ledger is not available yet; use sqlite:///FILE")
+        from iso_host.ledger.postgres import PostgresStore  # noqa: PLC0415 - only the backend that is used
+
+        return PostgresStore(url, group_commit=group_commit)
     raise ConfigError(f"ledger.url: expected sqlite:///FILE, got {url!r}")
