@@ -15,6 +15,7 @@ import contextlib
 import json
 import math
 import multiprocessing
+import os
 import queue
 import re
 import shlex
@@ -27,7 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from multiprocessing.process import BaseProcess
@@ -35,6 +36,7 @@ from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Barrier
 from pathlib import Path
 from typing import Any, Final
+from urllib.parse import urlsplit, urlunsplit
 
 from iso_host.client import MAX_STAN, ClientState, TerminalClient
 from iso_host.wire import Dialect, LengthHeader, WireDecodeError, decode, load_dialect
@@ -186,12 +188,6 @@ def run_load(port: int, connections: int, count: int, process_count: int, stan_s
     }  # fmt: skip
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind((LOOPBACK, 0))
-        return int(probe.getsockname()[1])
-
-
 def stop_server(process: subprocess.Popen[bytes]) -> int:
     """SIGTERM, wait, SIGKILL if need be; returns the exit status."""
     if process.poll() is None:
@@ -230,19 +226,63 @@ def start_server(command: list[str], log_path: Path, probe_port: int | None) -> 
         raise
 
 
-def write_host_config(directory: Path, connections: int) -> Path:
-    ledger_url = json.dumps(f"sqlite:///{directory / 'bench.db'}")  # a JSON string is a TOML basic string
-    parts = [f"[ledger]\nurl = {ledger_url}\n"]
+@dataclass(frozen=True, slots=True)
+class HostTarget:
+    """One iso-host configuration under test: its ledger and whether it group-commits."""
+
+    name: str
+    ledger: str  # "sqlite" or "postgresql"
+    group_commit: bool
+
+
+def host_targets(ledgers: list[str], group_commit: str) -> list[HostTarget]:
+    modes = {"on": [True], "off": [False], "both": [True, False]}[group_commit]
+    return [
+        HostTarget(f"{ledger}{'' if on else '-nogc'}", ledger, on)
+        for ledger in ledgers for on in modes
+    ]  # fmt: skip
+
+
+@contextlib.contextmanager
+def ledger_url(target: HostTarget, directory: Path, postgres_base: str) -> Iterator[str]:
+    """A fresh, empty ledger for one target: a SQLite file, or a PostgreSQL database dropped afterwards."""
+    if target.ledger == "sqlite":
+        yield f"sqlite:///{directory / (target.name + '.db')}"
+        return
+    import psycopg  # noqa: PLC0415 - only when PostgreSQL is benchmarked
+
+    name = f"iso_host_bench_{target.name.replace('-', '_')}_{os.getpid()}"
+    base = urlsplit(postgres_base)
+    with psycopg.connect(postgres_base, autocommit=True) as connection:
+        connection.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        connection.execute(f"CREATE DATABASE {name}")
+    try:
+        yield urlunsplit((base.scheme, base.netloc, f"/{name}", base.query, ""))
+    finally:
+        with psycopg.connect(postgres_base, autocommit=True) as connection:
+            connection.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def write_host_config(directory: Path, target: HostTarget, url: str, connections: int) -> Path:
+    parts = [f"[ledger]\nurl = {json.dumps(url)}\ngroup_commit = {str(target.group_commit).lower()}\n"]
     parts += [f'\n[[terminals]]\ntid = "T{i:07d}"\nmid = "{MID}"\n' for i in range(connections)]
-    path = directory / "bench.toml"
+    path = directory / f"{target.name}.toml"
     path.write_text("".join(parts), encoding="utf-8")
     return path
 
 
-def ledger_rows(path: Path) -> int:
-    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as connection:
-        rows: int = connection.execute("SELECT COUNT(*) FROM transactions").fetchone()[0]
-        return rows
+def ledger_rows(url: str) -> int:
+    """Rows in the ledger's transactions table (the durability check: one per approved sale)."""
+    if url.startswith("sqlite:///"):
+        path = url.removeprefix("sqlite:///")
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as connection:
+            rows: int = connection.execute("SELECT COUNT(*) FROM transactions").fetchone()[0]
+            return rows
+    import psycopg  # noqa: PLC0415
+
+    with psycopg.connect(url) as connection:
+        row = connection.execute("SELECT COUNT(*) FROM transactions").fetchone()
+        return int(row[0]) if row else 0
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -253,6 +293,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--repeat", type=int, default=3, help="runs per target; medians are reported (3)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     parser.add_argument("--host-args", default="", help="extra arguments for iso-host serve, one shell string")
+    parser.add_argument("--ledgers", default="sqlite", help="comma-separated: sqlite, postgresql (sqlite)")
+    parser.add_argument("--group-commit", choices=["on", "off", "both"], default="on",
+                        help="run each ledger with group commit on, off, or both (on)")
+    parser.add_argument("--postgres", default="postgresql://postgres@127.0.0.1:5432/postgres",
+                        help="PostgreSQL server to create the bench databases on")
     options = parser.parse_args(argv)
     for name in ("connections", "count", "processes", "repeat"):
         if getattr(options, name) < 1:
@@ -262,6 +307,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if options.count * options.repeat > MAX_STAN:
         parser.error(f"--count x --repeat must stay within {MAX_STAN} STANs per terminal")
     options.processes = min(options.processes, options.connections)
+    options.ledgers = [name.strip() for name in options.ledgers.split(",") if name.strip()]
+    if not options.ledgers or set(options.ledgers) - {"sqlite", "postgresql"}:
+        parser.error(f"--ledgers: sqlite and/or postgresql, got {options.ledgers}")
     return options
 
 
@@ -275,51 +323,58 @@ def json_safe(value: Any) -> Any:
 
 
 def report(summary: dict[str, Any]) -> None:
-    host, baseline, ratio = summary["host"], summary["baseline"], summary["host/baseline"]
     print(f"iso-host bench: {summary['connections']} connections x {summary['count']} sales, "
           f"{summary['processes']} load processes, {summary['repeat']} runs each (medians)")  # fmt: skip
-    print(f"{'target':<10} {'tps':>9} {'p50_ms':>8} {'p99_ms':>8}")
-    for name, figures in (("host", host), ("baseline", baseline)):
-        print(f"{name:<10} {figures['tps']:>9.0f} {figures['p50_ms']:>8.2f} {figures['p99_ms']:>8.2f}")
-    print(f"host/baseline: tps {ratio['tps']:.2f}, p50 {ratio['p50_ms']:.2f}, p99 {ratio['p99_ms']:.2f}")
-    print(f"ledger: {summary['ledger_rows']} rows for {summary['host_approved']} approved host sales "
-          f"({'ok' if summary['ledger_rows'] == summary['host_approved'] else 'MISMATCH'}); failures "
-          f"{summary['failures']}; exit codes {summary['exit_codes']}; {summary['runtime_s']:.1f} s")  # fmt: skip
+    print(f"{'target':<16} {'tps':>9} {'p50_ms':>8} {'p99_ms':>8} {'tps/baseline':>13}")
+    baseline_tps = summary["targets"]["baseline"]["tps"]
+    for name, figures in summary["targets"].items():
+        ratio = figures["tps"] / baseline_tps if baseline_tps else math.nan
+        print(f"{name:<16} {figures['tps']:>9.0f} {figures['p50_ms']:>8.2f} {figures['p99_ms']:>8.2f} {ratio:>13.2f}")
+    for name, check in summary["ledgers"].items():
+        verdict = "ok" if check["rows"] == check["approved"] else "MISMATCH"
+        print(f"ledger {name}: {check['rows']} rows for {check['approved']} approved sales ({verdict})")
+    print(f"failures {summary['failures']}; exit codes {summary['exit_codes']}; {summary['runtime_s']:.1f} s")
+
+
+def run_target(options: argparse.Namespace, name: str, port: int, runs: dict[str, list[dict[str, Any]]],
+               index: int) -> None:  # fmt: skip
+    result = run_load(port, options.connections, options.count, options.processes, stan_start=index * options.count)
+    runs.setdefault(name, []).append(result)
+    print(f"run {index + 1}/{options.repeat} {name:<16} {result['tps']:>7.0f} tps  p50 {result['p50_ms']:.2f} ms  "
+          f"p99 {result['p99_ms']:.2f} ms  {result['wall_s']:.1f} s  failures {result['failures']} "
+          f"{'; '.join(result['errors'])}", file=sys.stderr)  # fmt: skip
 
 
 def bench(options: argparse.Namespace, executable: str, directory: Path) -> dict[str, Any]:
-    """Start both servers, run the alternating loads, stop the servers; the figures and checks as a dict."""
-    runs: dict[str, list[dict[str, Any]]] = {"host": [], "baseline": []}
+    """Start every server, run the alternating loads, stop the servers; the figures and checks as a dict."""
+    runs: dict[str, list[dict[str, Any]]] = {}
     servers: dict[str, subprocess.Popen[bytes]] = {}
+    ports: dict[str, int] = {}
+    urls: dict[str, str] = {}
     exit_codes: dict[str, int] = {}
-    # iso-host logs "listening on" at info, which --log-level warning hides: so the port is picked here and
-    # readiness is a connect that succeeds (the line still wins if it appears, e.g. with --host-args).
-    host_port = free_port()
-    host_command = [executable, "serve", "--config", str(write_host_config(directory, options.connections)),
-                    "--port", str(host_port), "--log-level", "warning", "--log-format", "json",
-                    *shlex.split(options.host_args)]  # fmt: skip
-    baseline_command = [sys.executable, str(Path(__file__).with_name("baseline_server.py")), "--port", "0"]
-    try:
-        servers["host"], host_port = start_server(host_command, directory / "host.log", host_port)
-        servers["baseline"], baseline_port = start_server(baseline_command, directory / "baseline.log", None)
-        for index in range(options.repeat):
-            for target, port in (("host", host_port), ("baseline", baseline_port)):
-                result = run_load(port, options.connections, options.count, options.processes,
-                                  stan_start=index * options.count)  # fmt: skip
-                runs[target].append(result)
-                print(f"run {index + 1}/{options.repeat} {target:<8} {result['tps']:>7.0f} tps  p50 "
-                      f"{result['p50_ms']:.2f} ms  p99 {result['p99_ms']:.2f} ms  {result['wall_s']:.1f} s  "
-                      f"failures {result['failures']} {'; '.join(result['errors'])}", file=sys.stderr)  # fmt: skip
-    finally:
-        for name, process in servers.items():
-            exit_codes[name] = stop_server(process)
-    host, baseline = ({key: statistics.median(r[key] for r in runs[target]) for key in FIGURES}
-                      for target in ("host", "baseline"))  # fmt: skip
+    with contextlib.ExitStack() as stack:
+        try:
+            for target in host_targets(options.ledgers, options.group_commit):
+                urls[target.name] = stack.enter_context(ledger_url(target, directory, options.postgres))
+                config = write_host_config(directory, target, urls[target.name], options.connections)
+                command = [executable, "serve", "--config", str(config), "--port", "0", "--log-level", "warning",
+                           "--log-format", "json", *shlex.split(options.host_args)]  # fmt: skip
+                servers[target.name], ports[target.name] = start_server(command, directory / f"{target.name}.log", None)
+            baseline_command = [sys.executable, str(Path(__file__).with_name("baseline_server.py")), "--port", "0"]
+            servers["baseline"], ports["baseline"] = start_server(baseline_command, directory / "baseline.log", None)
+            for index in range(options.repeat):
+                for name, port in ports.items():
+                    run_target(options, name, port, runs, index)
+        finally:
+            for name, process in servers.items():
+                exit_codes[name] = stop_server(process)
+        ledgers = {name: {"rows": ledger_rows(url), "approved": sum(r["approved"] for r in runs.get(name, []))}
+                   for name, url in urls.items()}  # fmt: skip
+    targets = {name: {key: statistics.median(r[key] for r in results) for key in FIGURES}
+               for name, results in runs.items()}  # fmt: skip
     return {
         "connections": options.connections, "count": options.count, "processes": options.processes,
-        "repeat": options.repeat, "host": host, "baseline": baseline,
-        "host/baseline": {key: host[key] / baseline[key] if baseline[key] else math.nan for key in host},
-        "ledger_rows": ledger_rows(directory / "bench.db"), "host_approved": sum(r["approved"] for r in runs["host"]),
+        "repeat": options.repeat, "targets": targets, "ledgers": ledgers,
         "failures": sum(r["failures"] for results in runs.values() for r in results), "exit_codes": exit_codes,
         "runs": runs,
     }  # fmt: skip
@@ -335,12 +390,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with tempfile.TemporaryDirectory(prefix="iso-host-bench-") as directory:
             summary = bench(options, executable, Path(directory))
-    except (OSError, RuntimeError, sqlite3.Error) as error:  # TimeoutError is an OSError
+    except (OSError, RuntimeError, sqlite3.Error, ImportError) as error:  # TimeoutError is an OSError
         print(f"bench: {error}", file=sys.stderr)
         return 2
     summary["runtime_s"] = round(time.monotonic() - begun_s, 1)
     exits_ok = set(summary["exit_codes"].values()) == {0}
-    summary["ok"] = summary["failures"] == 0 and summary["ledger_rows"] == summary["host_approved"] and exits_ok
+    durable = all(check["rows"] == check["approved"] for check in summary["ledgers"].values())
+    summary["ok"] = summary["failures"] == 0 and durable and exits_ok
     if options.json:
         print(json.dumps(json_safe(summary), allow_nan=False))
     else:
