@@ -20,7 +20,7 @@ from iso_host.client import ClientError, ClientState, MacKeys, TerminalClient, d
 from iso_host.config import DEMO_MID, DEMO_TID, DEMO_TMK, Config, TerminalConfig, TlsConfig, load_config, with_overrides
 from iso_host.errors import ConfigError, IsoHostError, StoreError
 from iso_host.host import Host
-from iso_host.ledger import Status, TerminalRecord, TransactionFilter, open_store
+from iso_host.ledger import Status, TerminalRecord, TransactionFilter, TransactionRecord, open_store
 from iso_host.log import announce, configure, get_logger
 from iso_host.security import unwrap_key
 from iso_host.server import Server
@@ -214,11 +214,22 @@ def command_terminal(args: argparse.Namespace) -> int:
     return asyncio.run(_terminal(args))
 
 
+async def _read_transactions(url: str, where: TransactionFilter) -> list[TransactionRecord]:
+    """Read a ledger that a host may be using right now: SQLite directly (WAL), PostgreSQL through the store."""
+    store = open_store(url)
+    if url.startswith("sqlite:///"):
+        return await store.transactions(where)  # no lock file taken: a running host keeps it
+    await store.open()
+    try:
+        return await store.transactions(where)
+    finally:
+        await store.close()
+
+
 def command_ledger_list(args: argparse.Namespace) -> int:
-    store = open_store(args.ledger)
     status = Status(args.status) if args.status else None
-    where = TransactionFilter(tid=args.tid, batch_number=args.batch, status=status)
-    records = asyncio.run(store.transactions(where))
+    where = TransactionFilter(tid=args.tid, batch_number=args.batch, status=status, limit=args.limit)
+    records = asyncio.run(_read_transactions(args.ledger, where))
     if args.json:
         for record in records:
             row = asdict(record)
@@ -226,12 +237,12 @@ def command_ledger_list(args: argparse.Namespace) -> int:
             print(json.dumps(row, default=str))
         return 0
     print(f"{'RRN':<12} {'TID':<8} {'BATCH':>5} {'STAN':<6} {'KIND':<8} {'AMOUNT':>12} {'CUR':<3} "
-          f"{'PAN':<19} {'STATUS':<10} {'RC':<2} REASON")  # fmt: skip
+          f"{'PAN':<19} {'STATUS':<18} {'RC':<2} {'REASON':<22} ORIGINAL")  # fmt: skip
     for r in records:
         pan = r.card.masked_pan if r.card else "-"
         print(f"{r.rrn:<12} {r.tid:<8} {r.batch_number:>5} {r.stan:<6} {r.kind.value:<8} "
-              f"{r.amount_minor / 100:>12.2f} {r.currency:<3} {pan:<19} {r.status.value:<10} "
-              f"{r.response_code:<2} {r.reason.value}")  # fmt: skip
+              f"{r.amount_minor / 100:>12.2f} {r.currency:<3} {pan:<19} {r.status.value:<18} "
+              f"{r.response_code:<2} {r.reason.value:<22} {r.original_rrn or '-'}")  # fmt: skip
     return 0
 
 
@@ -298,6 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--tid")
     listing.add_argument("--batch", type=int)
     listing.add_argument("--status", choices=[s.value for s in Status])
+    listing.add_argument("--limit", type=int, default=1_000, help="at most this many rows, oldest first (1000)")
     listing.add_argument("--json", action="store_true", help="one JSON object per line")
     listing.set_defaults(handler=command_ledger_list)
 
