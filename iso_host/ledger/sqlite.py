@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import functools
 import os
 import queue
 import sqlite3
@@ -37,6 +38,7 @@ from iso_host.ledger.sql import (
     REGISTER_TERMINAL,
     RRN_DIGITS,
     SELECT_TERMINAL,
+    TRANSACTION_COLUMNS,
     condition_error,
     original_from_row,
     original_select,
@@ -44,17 +46,21 @@ from iso_host.ledger.sql import (
     record_from_row,
     statement,
     terminal_from_row,
+    transaction_values,
     transactions_select,
     utc_text,
 )
 from iso_host.ledger.store import TransactionFilter
 
 _STOP: Final = object()
+MAX_BATCH_ROWS: Final = 1_000  # SQLite binds at most 32,766 parameters in one statement (3.32+)
+assert MAX_BATCH_ROWS * len(TRANSACTION_COLUMNS) <= 32_766
 
 
 @dataclass(slots=True)
 class _Job:
     work: Callable[[sqlite3.Connection], Any]
+    commands: tuple[LedgerCommand, ...] | None  # an apply() job: the fast path batches its inserts
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[Any]
     result: Any = None
@@ -187,11 +193,13 @@ class SqliteStore:
             self._lock_file.close()
             self._lock_file = None
 
-    async def _submit(self, work: Callable[[sqlite3.Connection], Any]) -> Any:
+    async def _submit(
+        self, work: Callable[[sqlite3.Connection], Any], commands: tuple[LedgerCommand, ...] | None = None
+    ) -> Any:
         if self._thread is None:
             raise StoreError(f"ledger {self.path} is closed")
         loop = asyncio.get_running_loop()
-        job = _Job(work, loop, loop.create_future())
+        job = _Job(work, commands, loop, loop.create_future())
         try:
             self._jobs.put_nowait(job)
         except queue.Full:
@@ -203,7 +211,7 @@ class SqliteStore:
             for command in commands:
                 _apply_command(connection, command)
 
-        await self._submit(work)
+        await self._submit(work, tuple(commands))
 
     async def find_original(self, query: OriginalQuery) -> Original | None:
         def work(connection: sqlite3.Connection) -> Original | None:
@@ -300,22 +308,64 @@ class SqliteStore:
     @staticmethod
     def _run_jobs(connection: sqlite3.Connection, group: list[_Job], *, isolated: bool) -> bool:
         """Run every job; returns False at the first failure when not isolated."""
+        if not isolated:
+            return _run_batched(connection, group)
         for job in group:
-            if isolated:
-                connection.execute("SAVEPOINT job")
+            connection.execute("SAVEPOINT job")
             try:
                 job.result, job.error = job.work(connection), None
             except Exception as error:  # whatever a job raises, it fails alone
-                if not isolated:
-                    return False
                 connection.execute("ROLLBACK TO job")
                 job.error = (
                     error if isinstance(error, StoreError)
                     else StoreError(f"ledger write failed: {error.__class__.__name__}: {error}")
                 )  # fmt: skip
-            if isolated:
-                connection.execute("RELEASE job")
+            connection.execute("RELEASE job")
         return True
+
+
+@functools.lru_cache(maxsize=64)
+def _insert_rows_sql(count: int) -> str:
+    """An INSERT of ``count`` rows (statement text from constants only)."""
+    assert 0 < count <= MAX_BATCH_ROWS
+    row = "(" + ", ".join(["?"] * len(TRANSACTION_COLUMNS)) + ")"
+    return f"INSERT INTO transactions ({', '.join(TRANSACTION_COLUMNS)}) VALUES " + ", ".join([row] * count)  # noqa: S608
+
+
+def _run_batched(connection: sqlite3.Connection, group: list[_Job]) -> bool:
+    """The fast path: runs of inserts go to SQLite in one ``executemany``; False at the first failure.
+
+    The writer thread shares the GIL with the event loop, so Python work per row is what group commit
+    saves after the fsync: one call for a whole run of inserts instead of one per row.
+    """
+    inserts: list[tuple[object, ...]] = []
+
+    def flush() -> None:
+        # One multi-row INSERT: SQLite then runs the whole run of rows in one call that releases the GIL
+        # once, where executemany gives it up and waits to take it back for every row.
+        if inserts:
+            for start in range(0, len(inserts), MAX_BATCH_ROWS):
+                rows = inserts[start : start + MAX_BATCH_ROWS]
+                connection.execute(_insert_rows_sql(len(rows)), [value for row in rows for value in row])
+            inserts.clear()
+
+    try:
+        for job in group:
+            job.result, job.error = None, None
+            if job.commands is None:
+                flush()
+                job.result = job.work(connection)
+                continue
+            for command in job.commands:
+                if isinstance(command, RecordTransaction):
+                    inserts.append(transaction_values(command.transaction))
+                    continue
+                flush()
+                _apply_command(connection, command)
+        flush()
+    except Exception:  # replayed job by job under savepoints, where the failure is told to its own job
+        return False
+    return True
 
 
 def _qmarked(select: tuple[str, tuple[object, ...]]) -> tuple[str, tuple[object, ...]]:

@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from databases import fresh_postgres_database
 from tls_material import make_tls_files
 
 ISO_HOST = [sys.executable, "-m", "iso_host.cli"]
@@ -153,3 +154,18 @@ def test_cli_over_mutual_tls(tmp_path: Path) -> None:
     assert trusted.returncode == 0, trusted.stderr
     assert anonymous.returncode == 2
     assert len(anonymous.stderr.strip().splitlines()) == 1, anonymous.stderr
+
+
+def test_postgresql_ledger_from_the_command_line(tmp_path: Path) -> None:
+    """`serve --ledger postgresql://...` records a sale that `ledger list --ledger postgresql://...` shows."""
+    with fresh_postgres_database() as url:
+        with serving(tmp_path, "--ledger", url) as (address, _):
+            assert terminal(tmp_path, address, "sale", "7.50").returncode == 0
+            declined = terminal(tmp_path, address, "--tid", "UNKNOWN1", "sale", "1.00")
+            assert declined.returncode == 1
+        listing = subprocess.run(
+            [*ISO_HOST, "ledger", "list", "--ledger", url, "--status", "APPROVED", "--json"],
+            capture_output=True, text=True, timeout=60, check=True,
+        )  # fmt: skip
+    rows = [json.loads(line) for line in listing.stdout.splitlines()]
+    assert [(row["amount_minor"], row["kind"]) for row in rows] == [(750, "sale")]
