@@ -127,13 +127,20 @@ def _limits(problems: _Problems, table: dict[str, Any]) -> Limits:
     return limits
 
 
-def _terminal(problems: _Problems, index: int, entry: Any) -> TerminalConfig | None:
-    key = f"terminals[{index}]"
+def _table(problems: _Problems, key: str, entry: Any, allowed: set[str]) -> bool:
+    """Whether ``entry`` is a table; its unknown keys are reported either way."""
     if not isinstance(entry, dict):
         problems.add(key, "must be a table")
+        return False
+    for unknown in sorted(set(entry) - allowed):
+        problems.add(f"{key}.{unknown}", f"unknown key (expected one of {', '.join(sorted(allowed))})")
+    return True
+
+
+def _terminal(problems: _Problems, index: int, entry: Any) -> TerminalConfig | None:
+    key = f"terminals[{index}]"
+    if not _table(problems, key, entry, TERMINAL_KEYS):
         return None
-    for unknown in sorted(set(entry) - TERMINAL_KEYS):
-        problems.add(f"{key}.{unknown}", f"unknown key (expected one of {', '.join(sorted(TERMINAL_KEYS))})")
     tid, mid = entry.get("tid"), entry.get("mid")
     if not isinstance(tid, str) or len(tid) != TID_LENGTH:
         problems.add(f"{key}.tid", f"must be {TID_LENGTH} characters (field 41), got {tid!r}")
@@ -226,11 +233,8 @@ def _rules(problems: _Problems, table: dict[str, Any]) -> RuleSettings:
 
 def _card(problems: _Problems, index: int, entry: Any) -> CardConfig | None:
     key = f"cards[{index}]"
-    if not isinstance(entry, dict):
-        problems.add(key, "must be a table")
+    if not _table(problems, key, entry, CARD_KEYS):
         return None
-    for unknown in sorted(set(entry) - CARD_KEYS):
-        problems.add(f"{key}.{unknown}", f"unknown key (expected one of {', '.join(sorted(CARD_KEYS))})")
     pan, pin = entry.get("pan"), entry.get("pin")
     pan_ok = isinstance(pan, str) and pan.isdigit() and 12 <= len(pan) <= 19
     pin_ok = isinstance(pin, str) and pin.isdigit() and 4 <= len(pin) <= 12

@@ -5,19 +5,38 @@ from __future__ import annotations
 from datetime import datetime
 
 from iso_host.flows.base import Context, Decision, Request, new_record, reply_fields
-from iso_host.ledger.model import ChangeStatus, Kind, LedgerView, Reason, RecordRefund, RecordTransaction, Status
-from iso_host.ledger.rules import REFUND_RULES, VOID_RULES, first_failing
+from iso_host.ledger.model import (
+    ChangeStatus,
+    Kind,
+    LedgerView,
+    Reason,
+    RecordRefund,
+    RecordTransaction,
+    Status,
+    TransactionRecord,
+)
+from iso_host.ledger.rules import REFUND_RULES, VOID_RULES, Rule, first_failing
+
+
+def _apply_rules(
+    rules: tuple[Rule, ...], request: Request, view: LedgerView, context: Context
+) -> tuple[TransactionRecord, Decision | None]:
+    """The request's ledger row under the first failing rule's reason, and the refusal (recorded) if one failed."""
+    reason = first_failing(rules, request.attempt(), view, context.now, context.rules)
+    original_rrn = view.original.record.rrn if view.original else None
+    record = new_record(request, context, reason or Reason.APPROVED, original_rrn=original_rrn)
+    if reason is None:
+        return record, None
+    return record, Decision(reason, reply_fields(context, record), (RecordTransaction(record),))
 
 
 def void(request: Request, view: LedgerView, context: Context) -> Decision:
     """Cancel an unsettled sale under the void rules; a refused attempt is recorded (it counts to the limit)."""
     assert request.kind is Kind.VOID
+    record, refusal = _apply_rules(VOID_RULES, request, view, context)
+    if refusal is not None:
+        return refusal
     original = view.original
-    reason = first_failing(VOID_RULES, request.attempt(), view, context.now, context.rules)
-    original_rrn = original.record.rrn if original else None
-    record = new_record(request, context, reason or Reason.APPROVED, original_rrn=original_rrn)
-    if reason is not None:
-        return Decision(reason, reply_fields(context, record), (RecordTransaction(record),))
     assert original is not None
     cancel = ChangeStatus(original.record.rrn, Status.APPROVED, Status.VOIDED, context.now)
     return Decision(Reason.APPROVED, reply_fields(context, record), (RecordTransaction(record), cancel))
@@ -77,11 +96,9 @@ def refund(request: Request, view: LedgerView, context: Context) -> Decision:
     ):
         original = None  # the terminal named another day's transaction
         view = LedgerView(None, view.voids_today)
-    reason = first_failing(REFUND_RULES, request.attempt(), view, context.now, context.rules)
-    original_rrn = original.record.rrn if original else None
-    record = new_record(request, context, reason or Reason.APPROVED, original_rrn=original_rrn)
-    if reason is not None:
-        return Decision(reason, reply_fields(context, record), (RecordTransaction(record),))
+    record, refusal = _apply_rules(REFUND_RULES, request, view, context)
+    if refusal is not None:
+        return refusal
     assert original is not None
     assert request.amount_minor is not None
     before = original.record.refunded_minor

@@ -144,10 +144,6 @@ VOID_RULES: Final[tuple[Rule, ...]] = (
 )
 
 
-def refundable(_attempt: Attempt, view: LedgerView, _now: datetime, _settings: RuleSettings) -> bool:
-    return voidable(_attempt, view, _now, _settings)
-
-
 def not_voided_or_fully_refunded(_attempt: Attempt, view: LedgerView, _now: datetime, _settings: RuleSettings) -> bool:
     original = _original(view)
     return original.record.status in (Status.APPROVED, Status.PARTIALLY_REFUNDED) and not original.effective_reversal
@@ -164,7 +160,7 @@ def within_refundable_amount(attempt: Attempt, view: LedgerView, _now: datetime,
 
 REFUND_RULES: Final[tuple[Rule, ...]] = (
     Rule(Reason.ORIGINAL_NOT_FOUND, original_found),
-    Rule(Reason.NOT_VOIDABLE, refundable),
+    Rule(Reason.NOT_VOIDABLE, voidable),  # only an approved sale can be refunded, as only one can be voided
     Rule(Reason.ALREADY_CANCELLED, not_voided_or_fully_refunded),
     Rule(Reason.VOID_WINDOW_EXPIRED, within_refund_age),
     Rule(Reason.AMOUNT_MISMATCH, within_refundable_amount),
