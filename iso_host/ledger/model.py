@@ -28,6 +28,7 @@ class Reason(enum.StrEnum):
     OPERATOR_NOT_PERMITTED = "OPERATOR_NOT_PERMITTED"
     VOID_LIMIT_EXCEEDED = "VOID_LIMIT_EXCEEDED"
     OUT_OF_BALANCE = "OUT_OF_BALANCE"
+    BATCH_OUT_OF_SYNC = "BATCH_OUT_OF_SYNC"
     INVALID_TRANSACTION = "INVALID_TRANSACTION"
     SYSTEM_ERROR = "SYSTEM_ERROR"
 
@@ -42,6 +43,9 @@ class Kind(enum.StrEnum):
     VOID = "void"
     REVERSAL = "reversal"
     REFUND = "refund"
+    SETTLEMENT = "settlement"
+    BATCH_UPLOAD = "batch_upload"
+    UPLOAD_END = "upload_end"
 
 
 class Status(enum.StrEnum):
@@ -187,6 +191,123 @@ class LedgerView:
 
     original: Original | None = None
     voids_today: int = 0  # approved voids of this terminal in the current business day
+    batch: BatchView | None = None  # settlement and batch upload
 
 
-LedgerCommand = RecordTransaction | SaveSession | ChangeStatus | RecordRefund
+@dataclass(frozen=True, slots=True)
+class Totals:
+    """Gross batch totals, CUP convention: debits = approved sales (a voided sale stays), credits = approved
+    voids and refunds; reversed transactions count nowhere. Amounts in minor units."""
+
+    debit_count: int = 0
+    debit_minor: int = 0
+    credit_count: int = 0
+    credit_minor: int = 0
+
+    def __add__(self, other: Totals) -> Totals:
+        return Totals(self.debit_count + other.debit_count, self.debit_minor + other.debit_minor,
+                      self.credit_count + other.credit_count, self.credit_minor + other.credit_minor)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class BatchTotals:
+    """A batch's totals split as CUP splits them: domestic (UnionPay, BIN 62) and foreign cards."""
+
+    domestic: Totals = Totals()
+    foreign: Totals = Totals()
+
+    @property
+    def overall(self) -> Totals:
+        return self.domestic + self.foreign
+
+
+@dataclass(frozen=True, slots=True)
+class BatchItem:
+    """One transaction of a batch as either side knows it, for finding differences after an upload."""
+
+    stan: str
+    amount_minor: int
+    masked_pan: str | None = None
+    rrn: str | None = None
+
+
+class Difference(enum.StrEnum):
+    MISSING_ON_HOST = "missing_on_host"  # the terminal uploaded it; the host never approved it
+    MISSING_ON_TERMINAL = "missing_on_terminal"  # the host approved it; the terminal did not upload it
+    AMOUNT_DIFFERS = "amount_differs"
+
+
+@dataclass(frozen=True, slots=True)
+class BatchDifference:
+    stan: str
+    difference: Difference
+    host_amount_minor: int | None
+    terminal_amount_minor: int | None
+    rrn: str | None = None
+    masked_pan: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BatchView:
+    """What settlement decides from: the batch's state, the host's totals, what the terminal uploaded."""
+
+    tid: str
+    mid: str
+    batch_number: int
+    status: str  # open | uploading | settled
+    host_totals: BatchTotals
+    host_items: tuple[BatchItem, ...] = ()  # loaded only at the end of an upload
+    uploaded: tuple[BatchItem, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class SettleBatch:
+    """Ledger command: record a settlement attempt; close the batch and open the next, or start an upload.
+
+    Only a batch that is not settled yet can be settled (the database checks), so a repeated 0500 cannot
+    close a batch twice.
+    """
+
+    tid: str
+    mid: str
+    batch_number: int
+    result: str  # balanced | out_of_balance
+    close: bool  # True: status settled and the terminal's open batch becomes batch_number + 1
+    host_totals_json: str
+    terminal_totals_json: str
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class AdvanceBatch:
+    """Ledger command: the terminal's open batch becomes ``batch_number`` (after a settled batch)."""
+
+    tid: str
+    mid: str
+    batch_number: int
+
+
+@dataclass(frozen=True, slots=True)
+class RecordUpload:
+    """Ledger command: keep uploaded batch records (a record sent again replaces the first copy)."""
+
+    tid: str
+    mid: str
+    batch_number: int
+    items: tuple[tuple[BatchItem, str | None, bool], ...]  # (item, pan hash, foreign card)
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class RecordDifferences:
+    tid: str
+    mid: str
+    batch_number: int
+    differences: tuple[BatchDifference, ...]
+    at: datetime
+
+
+LedgerCommand = (
+    RecordTransaction | SaveSession | ChangeStatus | RecordRefund | SettleBatch | AdvanceBatch | RecordUpload
+    | RecordDifferences
+)

@@ -27,6 +27,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from iso_host.errors import ConflictError, DuplicateError, StoreError
 from iso_host.ledger.model import (
+    BatchView,
     LedgerCommand,
     Original,
     OriginalQuery,
@@ -36,6 +37,10 @@ from iso_host.ledger.model import (
 )
 from iso_host.ledger.schema import MIGRATIONS
 from iso_host.ledger.sql import (
+    BATCH_ITEMS,
+    BATCH_STATUS,
+    BATCH_TOTALS,
+    BATCH_UPLOADED,
     COUNT_VOIDS,
     MAX_GROUP_JOBS,
     MAX_QUEUED_JOBS,
@@ -43,6 +48,7 @@ from iso_host.ledger.sql import (
     RRN_DIGITS,
     SELECT_TERMINAL,
     TRANSACTION_COLUMNS,
+    batch_view_from_rows,
     condition_error,
     original_from_row,
     original_select,
@@ -289,6 +295,14 @@ class PostgresStore:
         if self._stopped:  # the queue had no room until after close() had drained it
             raise StoreError(f"ledger {self._name} is closing")
         await job.future
+
+    async def batch_view(self, tid: str, mid: str, batch_number: int, *, with_items: bool) -> BatchView:
+        """A batch's state and host totals; with its debits and the uploaded records when ``with_items``."""
+        key = (tid, mid, batch_number)
+        status, totals = await self._query((BATCH_STATUS, key)), await self._query((BATCH_TOTALS, key))
+        items = await self._query((BATCH_ITEMS, key)) if with_items else []
+        uploaded = await self._query((BATCH_UPLOADED, key)) if with_items else []
+        return batch_view_from_rows(key, status, totals, items, uploaded)
 
     async def next_rrn(self) -> str:
         """The next RRN of this process's block; a block comes from ``rrn_sequence`` in one round trip."""

@@ -47,4 +47,17 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         " tid TEXT NOT NULL, mid TEXT NOT NULL, batch_number INTEGER NOT NULL, status TEXT NOT NULL,"
         " opened_at TEXT NOT NULL, settled_at TEXT, PRIMARY KEY (tid, mid, batch_number))",
     ),
+    (  # 4: settlement: the totals both sides reported, the uploaded batch, the differences found
+        "ALTER TABLE batches ADD COLUMN result TEXT",  # balanced | out_of_balance
+        "ALTER TABLE batches ADD COLUMN host_totals TEXT",  # JSON: the host's totals when the terminal settled
+        "ALTER TABLE batches ADD COLUMN terminal_totals TEXT",  # JSON: what the terminal sent
+        "CREATE TABLE batch_uploads ("
+        " tid TEXT NOT NULL, mid TEXT NOT NULL, batch_number INTEGER NOT NULL, stan TEXT NOT NULL,"
+        " amount_minor BIGINT NOT NULL, masked_pan TEXT, pan_hash TEXT, foreign_card INTEGER NOT NULL,"
+        " uploaded_at TEXT NOT NULL, PRIMARY KEY (tid, mid, batch_number, stan))",
+        "CREATE TABLE batch_differences ("
+        " tid TEXT NOT NULL, mid TEXT NOT NULL, batch_number INTEGER NOT NULL, stan TEXT NOT NULL,"
+        " difference TEXT NOT NULL, rrn TEXT, host_amount_minor BIGINT, terminal_amount_minor BIGINT,"
+        " masked_pan TEXT, recorded_at TEXT NOT NULL, PRIMARY KEY (tid, mid, batch_number, stan))",
+    ),
 )

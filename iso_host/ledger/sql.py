@@ -5,12 +5,16 @@ One copy of every statement, so that SQLite and PostgreSQL cannot drift apart in
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Final
 
 from iso_host.errors import ConflictError, StoreError
 from iso_host.ledger.model import (
+    AdvanceBatch,
+    BatchItem,
+    BatchTotals,
+    BatchView,
     Card,
     ChangeStatus,
     Kind,
@@ -18,10 +22,15 @@ from iso_host.ledger.model import (
     Original,
     OriginalQuery,
     Reason,
+    RecordDifferences,
     RecordRefund,
     RecordTransaction,
+    RecordUpload,
+    SaveSession,
+    SettleBatch,
     Status,
     TerminalRecord,
+    Totals,
     TransactionRecord,
 )
 from iso_host.ledger.store import TransactionFilter
@@ -74,6 +83,49 @@ _SELECT_ORIGINAL: Final = (
 )
 
 
+# Gross totals (DESIGN.md): a voided sale stays in debits, voids and refunds are credits, reversed rows count
+# nowhere. Foreign cards are all but UnionPay's (BIN 62), as CUP settlement splits them.
+_DEBIT: Final = "kind = 'sale' AND status IN ('APPROVED', 'VOIDED', 'PARTIALLY_REFUNDED', 'REFUNDED')"
+_CREDIT: Final = "kind IN ('void', 'refund') AND status = 'APPROVED'"
+_SUMS: Final = ", ".join(
+    f"SUM(CASE WHEN {condition} THEN {value} ELSE 0 END) AS {name}"
+    for name, condition, value in (
+        ("debit_count", _DEBIT, "1"), ("debit_minor", _DEBIT, "amount_minor"),
+        ("credit_count", _CREDIT, "1"), ("credit_minor", _CREDIT, "amount_minor"),
+    )
+)  # fmt: skip
+BATCH_TOTALS: Final = " ".join((
+    "SELECT CASE WHEN masked_pan LIKE '62%%' THEN 0 ELSE 1 END AS foreign_card,", _SUMS,
+    "FROM transactions WHERE tid = %s AND mid = %s AND batch_number = %s GROUP BY 1",
+))  # fmt: skip
+# What the terminal is expected to upload: the batch's debits.
+BATCH_ITEMS: Final = (
+    f"SELECT stan, amount_minor, masked_pan, rrn FROM transactions WHERE tid = %s AND mid = %s"  # noqa: S608
+    f" AND batch_number = %s AND {_DEBIT} ORDER BY stan"
+)
+BATCH_UPLOADED: Final = (
+    "SELECT stan, amount_minor, masked_pan, NULL AS rrn FROM batch_uploads"
+    " WHERE tid = %s AND mid = %s AND batch_number = %s ORDER BY stan"
+)
+BATCH_STATUS: Final = "SELECT status FROM batches WHERE tid = %s AND mid = %s AND batch_number = %s"
+SETTLE_BATCH: Final = (
+    "INSERT INTO batches (tid, mid, batch_number, status, opened_at, settled_at, result, host_totals,"
+    " terminal_totals) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+    " ON CONFLICT (tid, mid, batch_number) DO UPDATE SET status = excluded.status, settled_at = excluded.settled_at,"
+    " result = excluded.result, host_totals = excluded.host_totals, terminal_totals = excluded.terminal_totals"
+    " WHERE batches.status <> 'settled'"
+)
+ADVANCE_BATCH: Final = "UPDATE terminals SET batch_number = %s WHERE tid = %s AND mid = %s"
+_UPLOAD_COLUMNS: Final = "tid, mid, batch_number, stan, amount_minor, masked_pan, pan_hash, foreign_card, uploaded_at"
+_DIFFERENCE_COLUMNS: Final = (
+    "tid, mid, batch_number, stan, difference, rrn, host_amount_minor, terminal_amount_minor, masked_pan, recorded_at"
+)
+
+
+def _rows(count: int, width: int) -> str:
+    return ", ".join(["(" + ", ".join(["%s"] * width) + ")"] * count)
+
+
 def qmark(sql: str) -> str:
     """The statement with SQLite's ``?`` placeholders."""
     return sql.replace("%s", "?")
@@ -104,24 +156,109 @@ def transaction_values(record: TransactionRecord) -> tuple[object, ...]:
     )  # fmt: skip
 
 
-def statement(command: LedgerCommand) -> tuple[str, tuple[object, ...]]:
-    """The one SQL statement that carries out a command, and its parameters."""
-    if isinstance(command, RecordTransaction):
-        return INSERT_TRANSACTION, transaction_values(command.transaction)
-    if isinstance(command, ChangeStatus):
-        return CHANGE_STATUS, (command.new.value, utc_text(command.at), command.rrn, command.expected.value)
-    if isinstance(command, RecordRefund):
-        return RECORD_REFUND, (command.refunded_minor, command.new_status.value, utc_text(command.at), command.rrn,
-                               command.expected_refunded_minor)  # fmt: skip
-    s = command
+def _settle_statement(c: SettleBatch) -> tuple[str, tuple[object, ...]]:
+    at, status = utc_text(c.at), "settled" if c.close else "uploading"
+    return SETTLE_BATCH, (c.tid, c.mid, c.batch_number, status, at, at if c.close else None, c.result,
+                          c.host_totals_json, c.terminal_totals_json)  # fmt: skip
+
+
+def _session_statement(s: SaveSession) -> tuple[str, tuple[object, ...]]:
     keys = (hex_text(s.tpk_under_tmk), hex_text(s.tak_under_tmk), hex_text(s.tdk_under_tmk))
     return SAVE_SESSION, (int(s.signed_on), s.batch_number, s.operator, *keys, s.at.isoformat(), s.tid, s.mid)
 
 
+def statement(command: LedgerCommand) -> tuple[str, tuple[object, ...]]:  # noqa: PLR0911 - one case per command
+    """The one SQL statement that carries out a command, and its parameters."""
+    match command:
+        case RecordTransaction():
+            return INSERT_TRANSACTION, transaction_values(command.transaction)
+        case ChangeStatus():
+            return CHANGE_STATUS, (command.new.value, utc_text(command.at), command.rrn, command.expected.value)
+        case RecordRefund():
+            return RECORD_REFUND, (command.refunded_minor, command.new_status.value, utc_text(command.at),
+                                   command.rrn, command.expected_refunded_minor)  # fmt: skip
+        case SettleBatch():
+            return _settle_statement(command)
+        case AdvanceBatch():
+            return ADVANCE_BATCH, (command.batch_number, command.tid, command.mid)
+        case RecordUpload():
+            return _upload_statement(command)
+        case RecordDifferences():
+            return _differences_statement(command)
+        case SaveSession():
+            return _session_statement(command)
+
+
+def _upload_statement(command: RecordUpload) -> tuple[str, tuple[object, ...]]:
+    assert command.items, "an upload command carries records"
+    at = utc_text(command.at)
+    values = [
+        value
+        for item, pan_hash, foreign in command.items
+        for value in (command.tid, command.mid, command.batch_number, item.stan, item.amount_minor, item.masked_pan,
+                      pan_hash, int(foreign), at)
+    ]  # fmt: skip
+    sql = (
+        f"INSERT INTO batch_uploads ({_UPLOAD_COLUMNS}) VALUES {_rows(len(command.items), 9)}"  # noqa: S608
+        " ON CONFLICT (tid, mid, batch_number, stan) DO UPDATE SET amount_minor = excluded.amount_minor,"
+        " masked_pan = excluded.masked_pan, pan_hash = excluded.pan_hash, foreign_card = excluded.foreign_card"
+    )
+    return sql, tuple(values)
+
+
+def _differences_statement(command: RecordDifferences) -> tuple[str, tuple[object, ...]]:
+    assert command.differences, "a differences command carries differences"
+    at = utc_text(command.at)
+    values = [
+        value
+        for d in command.differences
+        for value in (command.tid, command.mid, command.batch_number, d.stan, d.difference.value, d.rrn,
+                      d.host_amount_minor, d.terminal_amount_minor, d.masked_pan, at)
+    ]  # fmt: skip
+    sql = f"INSERT INTO batch_differences ({_DIFFERENCE_COLUMNS}) VALUES {_rows(len(command.differences), 10)}"  # noqa: S608
+    return sql, tuple(values)
+
+
+def batch_totals_from_rows(rows: Sequence[Row]) -> BatchTotals:
+    totals = {0: Totals(), 1: Totals()}
+    for row in rows:
+        totals[int(row["foreign_card"])] = Totals(
+            int(row["debit_count"] or 0), int(row["debit_minor"] or 0),
+            int(row["credit_count"] or 0), int(row["credit_minor"] or 0),
+        )  # fmt: skip
+    return BatchTotals(domestic=totals[0], foreign=totals[1])
+
+
+def batch_view_from_rows(
+    key: tuple[str, str, int],
+    status_rows: Sequence[Row],
+    totals_rows: Sequence[Row],
+    items: Sequence[Row],
+    uploaded: Sequence[Row],
+) -> BatchView:
+    """Assemble a BatchView from the rows of BATCH_STATUS, BATCH_TOTALS, BATCH_ITEMS and BATCH_UPLOADED."""
+    tid, mid, batch_number = key
+    return BatchView(
+        tid=tid, mid=mid, batch_number=batch_number,
+        status=str(status_rows[0]["status"]) if status_rows else "open",
+        host_totals=batch_totals_from_rows(totals_rows),
+        host_items=tuple(batch_item_from_row(row) for row in items),
+        uploaded=tuple(batch_item_from_row(row) for row in uploaded),
+    )  # fmt: skip
+
+
+def batch_item_from_row(row: Row) -> BatchItem:
+    return BatchItem(str(row["stan"]), int(row["amount_minor"]), row["masked_pan"], row["rrn"])
+
+
 def condition_error(command: LedgerCommand, rowcount: int) -> StoreError | None:
     """The error of an UPDATE whose condition no longer held (it changed no row), else None."""
-    if rowcount == 1 or isinstance(command, RecordTransaction):
+    if rowcount == 1 or isinstance(command, RecordTransaction | RecordUpload | RecordDifferences):
         return None
+    if isinstance(command, SettleBatch):
+        return ConflictError(f"batch {command.batch_number} of {command.tid} is already settled")
+    if isinstance(command, AdvanceBatch):
+        return StoreError(f"ledger write failed: terminal {command.tid} is not registered in the ledger")
     if isinstance(command, ChangeStatus):
         return ConflictError(f"transaction {command.rrn} is no longer {command.expected.value}")
     if isinstance(command, RecordRefund):

@@ -23,6 +23,7 @@ from typing import Any, Final, TextIO
 
 from iso_host.errors import ConflictError, DuplicateError, StoreError
 from iso_host.ledger.model import (
+    BatchView,
     LedgerCommand,
     Original,
     OriginalQuery,
@@ -32,6 +33,10 @@ from iso_host.ledger.model import (
 )
 from iso_host.ledger.schema import MIGRATIONS
 from iso_host.ledger.sql import (
+    BATCH_ITEMS,
+    BATCH_STATUS,
+    BATCH_TOTALS,
+    BATCH_UPLOADED,
     COUNT_VOIDS,
     MAX_GROUP_JOBS,
     MAX_QUEUED_JOBS,
@@ -39,6 +44,7 @@ from iso_host.ledger.sql import (
     RRN_DIGITS,
     SELECT_TERMINAL,
     TRANSACTION_COLUMNS,
+    batch_view_from_rows,
     condition_error,
     original_from_row,
     original_select,
@@ -227,6 +233,19 @@ class SqliteStore:
             return int(row[0])
 
         result: int = await self._submit(work)
+        return result
+
+    async def batch_view(self, tid: str, mid: str, batch_number: int, *, with_items: bool) -> BatchView:
+        key = (tid, mid, batch_number)
+
+        def work(connection: sqlite3.Connection) -> BatchView:
+            def rows(sql: str) -> list[sqlite3.Row]:
+                return connection.execute(qmark(sql), key).fetchall()
+
+            items = (rows(BATCH_ITEMS), rows(BATCH_UPLOADED)) if with_items else ([], [])
+            return batch_view_from_rows(key, rows(BATCH_STATUS), rows(BATCH_TOTALS), *items)
+
+        result: BatchView = await self._submit(work)
         return result
 
     async def next_rrn(self) -> str:

@@ -8,7 +8,15 @@ from datetime import datetime
 from typing import Protocol
 
 from iso_host.errors import ConfigError
-from iso_host.ledger.model import LedgerCommand, Original, OriginalQuery, Status, TerminalRecord, TransactionRecord
+from iso_host.ledger.model import (
+    BatchView,
+    LedgerCommand,
+    Original,
+    OriginalQuery,
+    Status,
+    TerminalRecord,
+    TransactionRecord,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +54,9 @@ class Store(Protocol):
 
     async def count_voids(self, tid: str, mid: str, since: datetime) -> int:
         """Approved voids of this terminal since ``since`` (the start of the business day)."""
+
+    async def batch_view(self, tid: str, mid: str, batch_number: int, *, with_items: bool) -> BatchView:
+        """A batch's state and host totals; with its debits and the uploaded records when ``with_items``."""
 
     async def register_terminal(self, tid: str, mid: str) -> TerminalRecord:
         """Make the terminal known; returns its open batch and its last session."""
