@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 
 from iso_host.cards import is_valid_pan, mask_pan, pan_from_track2, pan_hash
 from iso_host.flows import FLOWS, Request
-from iso_host.ledger.model import Card, Kind, OriginalQuery, Reason
+from iso_host.flows.batch_fields import BatchFieldError, is_after_upload, read_totals, read_upload
+from iso_host.ledger.model import BatchItem, Card, Kind, OriginalQuery, Reason
 from iso_host.message_auth import has_mac, mac_field_of, verify_message_mac
 from iso_host.security import SecurityError, decode_pin_block, decrypt_pin_block, mac_request_key, mac_response_key
 from iso_host.security import pin_key as dukpt_pin_key
@@ -151,6 +152,8 @@ class Admission:
             operator=operator,
             operator_permitted=terminal.may_void(operator) if kind is Kind.VOID else True,
             original_date_mmdd=self._lookup_value(message, rule, "date"),
+            open_batch=terminal.batch_number,
+            **self.batch_fields(message, rule, kind, pan_key),
         )
 
     def _batch_number(self, message: Message, terminal: TerminalState) -> int:
@@ -199,6 +202,18 @@ class Admission:
         Returns:
             The card (None when the request carries none) and whether the PIN, if any, was right.
         """
+        pan = self._clear_pan(message, rule)
+        if pan is None:
+            if rule.card_fields and rule.card_required:
+                fields = ", ".join(rule.card_fields)
+                raise Rejected(Reason.FORMAT_ERROR, f"no card: none of fields {fields} is present")
+            return None, True
+        pin_ok = self._pin_matches(message, pan, terminal) if "52" in message.fields else True
+        return Card(mask_pan(pan), pan_hash(pan, pan_key)), pin_ok
+
+    @staticmethod
+    def _clear_pan(message: Message, rule: KindRule) -> str | None:
+        """The PAN from the first of the kind's card fields that is present (F2, or track 2)."""
         for field_id in rule.card_fields:
             raw = message.fields.get(field_id)
             if raw is None:
@@ -206,11 +221,25 @@ class Admission:
             pan = raw if field_id == "2" else pan_from_track2(raw)
             if pan is None or not is_valid_pan(pan):
                 raise Rejected(Reason.FORMAT_ERROR, f"field {field_id} holds no valid PAN")
-            pin_ok = self._pin_matches(message, pan, terminal) if "52" in message.fields else True
-            return Card(mask_pan(pan), pan_hash(pan, pan_key)), pin_ok
-        if rule.card_fields and rule.card_required:
-            raise Rejected(Reason.FORMAT_ERROR, f"no card: none of fields {', '.join(rule.card_fields)} is present")
-        return None, True
+            return pan
+        return None
+
+    def batch_fields(self, message: Message, rule: KindRule, kind: Kind, pan_key: bytes) -> dict[str, Any]:
+        """Settlement totals and upload records, with every uploaded PAN masked and hashed here."""
+        try:
+            if kind is Kind.SETTLEMENT:
+                return {"terminal_totals": read_totals(message, self.dialect),
+                        "after_upload": is_after_upload(message, self.dialect)}  # fmt: skip
+            if kind is Kind.BATCH_UPLOAD:
+                records = read_upload(message, self.dialect, self._clear_pan(message, rule))
+                upload = tuple(
+                    (BatchItem(r.stan, r.amount_minor, mask_pan(r.pan)), pan_hash(r.pan, pan_key), r.foreign_card)
+                    for r in records
+                )
+                return {"upload": upload}
+        except BatchFieldError as error:
+            raise Rejected(Reason.FORMAT_ERROR, str(error)) from None
+        return {}
 
     def _pin_matches(self, message: Message, pan: str, terminal: TerminalState) -> bool:
         """Decrypt F52 and compare it with the test card table; a card not in the table passes."""

@@ -14,7 +14,7 @@ from typing import Final
 
 from iso_host.admission import Admission, Rejected, ResponseMac
 from iso_host.errors import ConflictError, DuplicateError, StoreError, WireError
-from iso_host.flows import FINANCIAL_KINDS, FLOWS, NO_VIEW, ORIGINAL_KINDS, Context, Decision, Request
+from iso_host.flows import BATCH_KINDS, FINANCIAL_KINDS, FLOWS, NO_VIEW, ORIGINAL_KINDS, Context, Decision, Request
 from iso_host.ledger.model import Kind, LedgerView, Reason
 from iso_host.ledger.rules import RuleSettings, business_day_start
 from iso_host.ledger.store import Store
@@ -87,6 +87,8 @@ class Host:
             session = decision.session
             terminal.signed_on, terminal.session_keys = session.signed_on, session.keys
             terminal.batch_number, terminal.operator = session.batch_number, session.operator
+        if decision.next_batch is not None:
+            terminal.batch_number = decision.next_batch
         if "37" in decision.fields:
             outcome.log["rrn"] = decision.fields["37"]
         return self._respond(outcome, envelope, message, decision, response_mac)
@@ -115,6 +117,10 @@ class Host:
         return Decision(Reason.SYSTEM_ERROR)
 
     async def _view(self, request: Request, rule: KindRule, terminal: TerminalState, now: datetime) -> LedgerView:
+        if request.kind in BATCH_KINDS:
+            closing = request.kind is Kind.UPLOAD_END or request.after_upload
+            batch = await self.store.batch_view(terminal.tid, terminal.mid, request.batch_number, with_items=closing)
+            return LedgerView(batch=batch)
         if request.kind not in ORIGINAL_KINDS:
             return NO_VIEW
         original = None

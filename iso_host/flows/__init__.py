@@ -6,18 +6,31 @@ from iso_host.flows.base import NO_VIEW, Context, Decision, Flow, Request, Sessi
 from iso_host.flows.cancel import refund, reversal, void
 from iso_host.flows.echo import echo
 from iso_host.flows.sale import sale
+from iso_host.flows.settlement import batch_upload, settlement, upload_end
 from iso_host.flows.signon import signoff, signon
 from iso_host.ledger.model import Kind
 
 FLOWS: Final[dict[Kind, Flow]] = {
     Kind.SALE: sale, Kind.ECHO: echo, Kind.SIGNON: signon, Kind.SIGNOFF: signoff,
     Kind.VOID: void, Kind.REVERSAL: reversal, Kind.REFUND: refund,
+    Kind.SETTLEMENT: settlement, Kind.BATCH_UPLOAD: batch_upload, Kind.UPLOAD_END: upload_end,
 }  # fmt: skip
+# Kinds that decide from a batch: the host loads its BatchView first.
+BATCH_KINDS: Final = frozenset({Kind.SETTLEMENT, Kind.BATCH_UPLOAD, Kind.UPLOAD_END})
 # Kinds that move money: they get an RRN, need F4, and are recorded in the ledger.
 FINANCIAL_KINDS: Final = frozenset({Kind.SALE, Kind.VOID, Kind.REVERSAL, Kind.REFUND})
 # Kinds that name an original transaction: the host loads it (the LedgerView) before the flow decides.
 ORIGINAL_KINDS: Final = frozenset({Kind.VOID, Kind.REVERSAL, Kind.REFUND})
 
 __all__ = [
-    "FINANCIAL_KINDS", "FLOWS", "NO_VIEW", "ORIGINAL_KINDS", "Context", "Decision", "Flow", "Request", "SessionUpdate",
-]  # fmt: skip
+    "BATCH_KINDS",
+    "FINANCIAL_KINDS",
+    "FLOWS",
+    "NO_VIEW",
+    "ORIGINAL_KINDS",
+    "Context",
+    "Decision",
+    "Flow",
+    "Request",
+    "SessionUpdate",
+]

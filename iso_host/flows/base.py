@@ -7,7 +7,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from iso_host.ledger.model import Card, Kind, LedgerCommand, LedgerView, Reason, Status, TransactionRecord
+from iso_host.ledger.model import (
+    BatchItem,
+    BatchTotals,
+    Card,
+    Kind,
+    LedgerCommand,
+    LedgerView,
+    Reason,
+    Status,
+    TransactionRecord,
+)
 from iso_host.ledger.rules import Attempt, RuleSettings
 from iso_host.terminals import WorkingKeys
 from iso_host.wire import Dialect, Message
@@ -32,6 +42,10 @@ class Request:
     operator: str | None = None  # where the dialect carries one (CUP F63)
     operator_permitted: bool = True  # may this operator void (terminal configuration)
     original_date_mmdd: str | None = None  # CUP refunds name the original's date (61.3)
+    open_batch: int = 1  # the batch the host holds open for this terminal
+    terminal_totals: BatchTotals | None = None  # settlement: what the terminal counted
+    after_upload: bool = False  # iso87 settlement 96xxxx: the upload is over
+    upload: tuple[tuple[BatchItem, str | None, bool], ...] | None = None  # batch upload: (item, PAN hash, foreign)
 
     def attempt(self) -> Attempt:
         """What the eligibility rules see of a void, reversal or refund."""
@@ -72,6 +86,7 @@ class Decision:
     fields: dict[str, str] = field(default_factory=dict)
     commands: tuple[LedgerCommand, ...] = ()
     session: SessionUpdate | None = None  # applied to the terminal in memory once the commands are committed
+    next_batch: int | None = None  # settlement closed the batch: the terminal's open batch from now on
 
     def __post_init__(self) -> None:
         assert len(self.commands) <= MAX_COMMANDS_PER_DECISION

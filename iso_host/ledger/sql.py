@@ -5,9 +5,9 @@ One copy of every statement, so that SQLite and PostgreSQL cannot drift apart in
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from iso_host.errors import ConflictError, StoreError
 from iso_host.ledger.model import (
@@ -39,7 +39,10 @@ MAX_GROUP_JOBS: Final = 1_024  # one commit covers at most this many requests
 MAX_QUEUED_JOBS: Final = 65_536  # beyond this, callers wait for room (back-pressure, not memory growth)
 RRN_DIGITS: Final = 12
 
-Row = Mapping[str, Any]  # sqlite3.Row and psycopg's dict rows both read by column name
+class Row(Protocol):
+    """sqlite3.Row and psycopg's dict rows: both read by column name."""
+
+    def __getitem__(self, key: str, /) -> Any: ...
 
 TRANSACTION_COLUMNS: Final = (
     "kind", "tid", "mid", "batch_number", "stan", "rrn", "auth_code", "amount_minor", "currency", "masked_pan",

@@ -26,7 +26,7 @@ FIELD_SPEC_KEYS: Final = frozenset(
 )
 TOP_LEVEL_KEYS: Final = frozenset(
     {"name", "description", "framing", "fields", "subfields", "kinds", "response", "reasons", "batch_field",
-     "templates", "security"}
+     "templates", "security", "settlement"}
 )
 SECURITY_KEYS: Final = frozenset(
     {"mac_algorithm", "mac_policy", "mac_kinds", "require_signon", "signon_key_field", "ksn_field", "pin_block_format",
@@ -41,7 +41,8 @@ TEMPLATE_SAMPLE: Final[dict[str, Any]] = {
     "pan": "4761739001010010", "amount": 1234, "stan": 1, "tid": "TERM0001", "mid": "MERCHANT0000001",
     "currency": "840", "batch": 1, "expiry": "2912", "now": datetime(2025, 1, 1, tzinfo=UTC), "operator": "001",
     "rrn": "000000000001", "original_stan": 1, "original_batch": 1, "original_date": "0101",
-    "original_processing_code": "000000", "original_type": "22",
+    "original_processing_code": "000000", "original_type": "22", "processing_code": "920000", "totals": "0" * 62,
+    "records": "00", "count": 0, "debit_count": 0, "debit_amount": 0, "credit_count": 0, "credit_amount": 0,
 }  # fmt: skip
 KIND_KEYS: Final = frozenset({"kind", "mti", "match", "required", "card_fields", "card_required", "original_by"})
 # How a void, reversal or refund names its original: each lookup is a table of these keys → fields.
@@ -53,7 +54,7 @@ REASONS: Final = (
     "APPROVED", "FORMAT_ERROR", "UNKNOWN_TERMINAL", "UNKNOWN_MERCHANT", "NOT_SIGNED_ON", "MAC_FAILED",
     "PIN_INCORRECT", "DUPLICATE", "ORIGINAL_NOT_FOUND", "ALREADY_CANCELLED", "NOT_VOIDABLE", "BATCH_CLOSED",
     "VOID_WINDOW_EXPIRED", "AMOUNT_MISMATCH", "CARD_MISMATCH", "OPERATOR_NOT_PERMITTED",
-    "VOID_LIMIT_EXCEEDED", "OUT_OF_BALANCE", "INVALID_TRANSACTION", "SYSTEM_ERROR",
+    "VOID_LIMIT_EXCEEDED", "OUT_OF_BALANCE", "BATCH_OUT_OF_SYNC", "INVALID_TRANSACTION", "SYSTEM_ERROR",
 )  # fmt: skip
 
 
@@ -102,6 +103,7 @@ class Dialect:
     batch_field: str | None = None
     templates: dict[str, Message] = field(default_factory=dict)
     security: SecurityPolicy = field(default_factory=SecurityPolicy)
+    settlement: str = "iso87"  # how totals and batch uploads are carried: "iso87" (F74/76/86/88) or "cup" (F48)
     description: str = ""
 
     @property
@@ -432,6 +434,9 @@ def parse_dialect(source: str, document: dict[str, Any]) -> Dialect:
         raise _fail(source, "batch_field", f"names an undefined field or sub-field: {batch_field!r}")
     templates = _validate_templates(source, document.get("templates", {}), fields)
     security = _validate_security(source, document.get("security", {}), fields)
+    settlement = document.get("settlement", "iso87")
+    if settlement not in ("iso87", "cup"):
+        raise _fail(source, "settlement", f"must be iso87 or cup, got {settlement!r}")
     currency = response.get("default_currency", "840")
     if not isinstance(currency, str) or not re.fullmatch(r"\d{3}", currency):
         raise _fail(source, "response.default_currency", f"must be 3 digits, got {currency!r}")
@@ -451,6 +456,7 @@ def parse_dialect(source: str, document: dict[str, Any]) -> Dialect:
         batch_field=batch_field,
         templates=templates,
         security=security,
+        settlement=settlement,
     )
 
 

@@ -1,0 +1,118 @@
+"""Settlement (0500), batch upload (0320) and the end of an upload. Pure: the batch view and `now` come in.
+
+Balanced totals close the batch and open the next. Totals that disagree leave the batch open for an upload;
+at the upload's end the host records every difference (missing on host, missing on terminal, amount
+differs) and closes the batch anyway, as an acquirer does.
+"""
+
+from __future__ import annotations
+
+from iso_host.flows.base import Context, Decision, Request, reply_fields
+from iso_host.flows.batch_fields import compare
+from iso_host.ledger.model import (
+    AdvanceBatch,
+    BatchDifference,
+    BatchItem,
+    BatchView,
+    Difference,
+    Kind,
+    LedgerCommand,
+    LedgerView,
+    Reason,
+    RecordDifferences,
+    RecordUpload,
+    SettleBatch,
+)
+from iso_host.ledger.totals_json import totals_to_json
+
+BALANCED, OUT_OF_BALANCE = "balanced", "out_of_balance"
+
+
+def find_differences(host: tuple[BatchItem, ...], uploaded: tuple[BatchItem, ...]) -> tuple[BatchDifference, ...]:
+    """Every STAN where the host's batch and the terminal's upload disagree, in STAN order."""
+    host_by_stan = {item.stan: item for item in host}
+    terminal_by_stan = {item.stan: item for item in uploaded}
+    differences = []
+    for stan in sorted(host_by_stan.keys() | terminal_by_stan.keys()):
+        ours, theirs = host_by_stan.get(stan), terminal_by_stan.get(stan)
+        if ours is None:
+            assert theirs is not None
+            differences.append(BatchDifference(stan, Difference.MISSING_ON_HOST, None, theirs.amount_minor,
+                                               masked_pan=theirs.masked_pan))  # fmt: skip
+        elif theirs is None:
+            differences.append(BatchDifference(stan, Difference.MISSING_ON_TERMINAL, ours.amount_minor, None,
+                                               rrn=ours.rrn, masked_pan=ours.masked_pan))  # fmt: skip
+        elif ours.amount_minor != theirs.amount_minor:
+            differences.append(BatchDifference(stan, Difference.AMOUNT_DIFFERS, ours.amount_minor,
+                                               theirs.amount_minor, ours.rrn, ours.masked_pan))  # fmt: skip
+    return tuple(differences)
+
+
+def _batch(request: Request, view: LedgerView) -> BatchView | None:
+    """The batch being settled, or None when the terminal names one the host does not expect."""
+    batch = view.batch
+    assert batch is not None, "the host loads the batch view for settlement kinds"
+    if request.batch_number != request.open_batch or batch.status == "settled":
+        return None
+    return batch
+
+
+def _close(
+    request: Request, batch: BatchView, context: Context, result: str, terminal_json: str
+) -> list[LedgerCommand]:
+    settle = SettleBatch(request.tid, request.mid, batch.batch_number, result, True,
+                         totals_to_json(batch.host_totals), terminal_json, context.now)  # fmt: skip
+    return [settle, AdvanceBatch(request.tid, request.mid, batch.batch_number + 1)]
+
+
+def settlement(request: Request, view: LedgerView, context: Context) -> Decision:
+    """Compare the terminal's totals with the host's: close the batch, or ask for an upload (iso87: after
+    the upload, 96xxxx closes the batch with the differences recorded)."""
+    assert request.kind is Kind.SETTLEMENT
+    assert request.terminal_totals is not None, "admission reads the totals"
+    batch = _batch(request, view)
+    if batch is None:
+        return Decision(Reason.BATCH_OUT_OF_SYNC, reply_fields(context))
+    balanced, fields = compare(batch.host_totals, request.terminal_totals, context.dialect)
+    fields |= reply_fields(context)
+    terminal_json = totals_to_json(request.terminal_totals)
+    if request.after_upload:
+        return _end_of_upload(request, batch, context, fields, terminal_json)
+    if balanced:
+        return Decision(Reason.APPROVED, fields, tuple(_close(request, batch, context, BALANCED, terminal_json)),
+                        next_batch=batch.batch_number + 1)  # fmt: skip
+    settle = SettleBatch(request.tid, request.mid, batch.batch_number, OUT_OF_BALANCE, False,
+                         totals_to_json(batch.host_totals), terminal_json, context.now)  # fmt: skip
+    return Decision(Reason.OUT_OF_BALANCE, fields, (settle,))
+
+
+def _end_of_upload(
+    request: Request, batch: BatchView, context: Context, fields: dict[str, str], terminal_json: str
+) -> Decision:
+    differences = find_differences(batch.host_items, batch.uploaded)
+    commands = _close(request, batch, context, OUT_OF_BALANCE if differences else BALANCED, terminal_json)
+    if differences:
+        commands.append(RecordDifferences(request.tid, request.mid, batch.batch_number, differences, context.now))
+    return Decision(Reason.APPROVED, fields, tuple(commands), next_batch=batch.batch_number + 1)
+
+
+def batch_upload(request: Request, view: LedgerView, context: Context) -> Decision:
+    """Keep the uploaded records (a record sent again replaces its first copy)."""
+    assert request.kind is Kind.BATCH_UPLOAD
+    assert request.upload is not None, "admission reads the records"
+    batch = _batch(request, view)
+    if batch is None:
+        return Decision(Reason.BATCH_OUT_OF_SYNC, reply_fields(context))
+    if not request.upload:
+        return Decision(Reason.APPROVED, reply_fields(context))
+    upload = RecordUpload(request.tid, request.mid, batch.batch_number, request.upload, context.now)
+    return Decision(Reason.APPROVED, reply_fields(context), (upload,))
+
+
+def upload_end(request: Request, view: LedgerView, context: Context) -> Decision:
+    """CUP 0320 60.3 = 202/207: record the differences and close the batch."""
+    assert request.kind is Kind.UPLOAD_END
+    batch = _batch(request, view)
+    if batch is None:
+        return Decision(Reason.BATCH_OUT_OF_SYNC, reply_fields(context))
+    return _end_of_upload(request, batch, context, reply_fields(context), "{}")
