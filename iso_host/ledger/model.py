@@ -220,6 +220,9 @@ class BatchTotals:
     def overall(self) -> Totals:
         return self.domestic + self.foreign
 
+    def __add__(self, other: BatchTotals) -> BatchTotals:
+        return BatchTotals(self.domestic + other.domestic, self.foreign + other.foreign)
+
 
 @dataclass(frozen=True, slots=True)
 class BatchItem:
