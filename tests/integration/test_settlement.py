@@ -205,4 +205,4 @@ async def test_cup_counts_are_compared_as_the_field_carries_them(tmp_path: Path)
             await t.sell(1)
         response = await t.settle(BatchTotals(foreign=Totals(1_005, 5)))
         assert response.fields["39"] == "00"
-        assert response.fields["48"][31:34] == "005"
+        assert response.fields["48"][43:46] == "005", "foreign debit count, n3"
