@@ -10,26 +10,22 @@ import signal
 import sys
 from dataclasses import asdict, replace
 from datetime import datetime
-from decimal import Decimal, InvalidOperation
-from pathlib import Path
-from typing import Any
 
 from iso_host import __version__
-from iso_host.cards import mask_pan
-from iso_host.client import ClientError, ClientState, MacKeys, TerminalClient, dukpt_keys, pin_block_field
-from iso_host.config import DEMO_MID, DEMO_TID, DEMO_TMK, Config, TerminalConfig, TlsConfig, load_config, with_overrides
+from iso_host.client import ClientError
+from iso_host.config import DEMO_MID, DEMO_TID, Config, TerminalConfig, TlsConfig, load_config, with_overrides
 from iso_host.errors import ConfigError, IsoHostError, StoreError
 from iso_host.host import Host
 from iso_host.ledger import Status, TerminalRecord, TransactionFilter, TransactionRecord, open_store
 from iso_host.log import announce, configure, get_logger
 from iso_host.security import unwrap_key
 from iso_host.server import Server
+from iso_host.terminal_cli import add_terminal_parser
 from iso_host.terminals import NO_KEYS, TerminalState, WorkingKeys, random_working_keys
-from iso_host.tls import client_context, server_context
-from iso_host.wire import Dialect, Message, builtin_dialect_names, load_dialect
+from iso_host.tls import server_context
+from iso_host.wire import builtin_dialect_names, load_dialect
 
-EXIT_APPROVED, EXIT_DECLINED, EXIT_ERROR = 0, 1, 2
-SENSITIVE_FIELDS = frozenset({"35", "36", "52", "55", "62", "64"})  # never printed, even to the terminal's owner
+EXIT_ERROR = 2
 
 
 def local_now() -> datetime:
@@ -104,116 +100,6 @@ def command_serve(args: argparse.Namespace) -> int:
     return asyncio.run(_serve(config))
 
 
-def parse_amount(text: str) -> int:
-    """``12.34`` → 1234 minor units (two decimals, as for most currencies)."""
-    try:
-        value = Decimal(text)
-    except InvalidOperation:
-        raise ConfigError(f"AMOUNT: expected a number such as 12.34, got {text!r}") from None
-    minor = value * 100
-    if minor != minor.to_integral_value() or minor < 0 or minor >= 10**12:
-        raise ConfigError(f"AMOUNT: expected 0.00 to 9999999999.99 with at most two decimals, got {text!r}")
-    return int(minor)
-
-
-def print_response(message: Message, dialect_spec: dict[str, dict[str, Any]]) -> None:
-    print(f"{'MTI':<5} {'':<32} {message.mti}")
-    for field_id in sorted(message.fields, key=int):
-        value = message.fields[field_id]
-        if field_id in SENSITIVE_FIELDS:
-            value = "[not shown]"
-        elif field_id == "2":
-            value = mask_pan(value)
-        description = str(dialect_spec.get(field_id, {}).get("desc", ""))[:32]
-        print(f"F{field_id:<4} {description:<32} {value}")
-
-
-def _mac_keys(args: argparse.Namespace, dialect: Dialect, state: ClientState, tmk: bytes) -> MacKeys | None:
-    """The MAC keys in force: DUKPT (--bdk), a static --tak, or the keys from the last sign-on."""
-    algorithm = args.mac or dialect.security.mac_algorithm
-    if args.tak:
-        tak = bytes.fromhex(args.tak)
-        return MacKeys(algorithm or "x9.19", tak, tak)
-    keys = state.keys(tmk)
-    if keys is None or algorithm is None:
-        return None
-    return MacKeys(algorithm, keys[1], keys[1])
-
-
-def _sale(args: argparse.Namespace, client: TerminalClient, tmk: bytes) -> tuple[Message, MacKeys | None]:
-    dialect, state = client.dialect, client.state
-    fields: dict[str, str] = {}
-    mac = _mac_keys(args, dialect, state, tmk)
-    pin_key_in_force: bytes | None = None
-    if args.bdk:
-        ksn = state.next_ksn()
-        pin_key_in_force, mac = dukpt_keys(bytes.fromhex(args.bdk), ksn)
-        ksn_field = dialect.security.ksn_field
-        if ksn_field is None:
-            raise ConfigError(f"--bdk: dialect {dialect.name} has no KSN field for DUKPT")
-        fields[ksn_field] = ksn.hex().upper()
-    elif args.pin and (keys := state.keys(tmk)) is not None:
-        pin_key_in_force = keys[0]
-    if args.pin:
-        if pin_key_in_force is None:
-            raise ConfigError("--pin: no PIN key; sign on first (iso-host terminal signon) or give --bdk")
-        fields["52"] = pin_block_field(pin_key_in_force, args.pin, args.pan, dialect.security.pin_block_format)
-    amount = parse_amount(args.amount)
-    message = client.build("sale", local_now(), amount=amount, pan=args.pan, expiry=args.expiry or "")
-    message.fields.update(fields)
-    return message, mac
-
-
-async def _terminal(args: argparse.Namespace) -> int:
-    dialect = load_dialect(args.dialect)
-    host, _, port = args.to.rpartition(":")
-    if not host or not port.isdigit():
-        raise ConfigError(f"--to: expected HOST:PORT, got {args.to!r}")
-    tmk = _hex_key("--tmk", args.tmk)
-    state_path = Path(args.state or Path.home() / ".iso-host" / f"terminal-{args.tid}.json")
-    state = ClientState.load(state_path)
-    client = TerminalClient(dialect, args.tid, args.mid, state)
-    mac: MacKeys | None = None
-    if args.action == "sale":
-        message, mac = _sale(args, client, tmk)
-    elif args.action == "signon":
-        message = client.build("signon", local_now(), operator=args.operator)
-    else:
-        message = client.build(args.action, local_now())
-    state.save(state_path)  # the STAN is spent even if the host never answers
-    ssl_context = client_context(args.tls_ca, args.tls_cert, args.tls_key) if args.tls else None
-    await client.connect(host, int(port), ssl_context=ssl_context, timeout_s=args.timeout)
-    try:
-        response = await client.request(message, timeout_s=args.timeout, mac=mac)
-    finally:
-        await client.close()
-    if args.action == "signon" and response.fields.get("39") == "00":
-        client.accept_signon(response, message, tmk)
-        print("working keys received; check values match")
-    if args.action == "signoff" and response.fields.get("39") == "00":
-        state.tpk_under_tmk = state.tak_under_tmk = None
-    state.save(state_path)
-    print_response(response, dialect.spec)
-    if mac is not None and response.fields.get("39") == "00":
-        print("response MAC verified")
-    return EXIT_APPROVED if response.fields.get("39") == "00" else EXIT_DECLINED
-
-
-def _hex_key(flag: str, text: str) -> bytes:
-    try:
-        key = bytes.fromhex(text)
-    except ValueError:
-        raise ConfigError(f"{flag}: must be hex digits") from None
-    if len(key) not in (8, 16, 24):
-        raise ConfigError(f"{flag}: must be 16, 32 or 48 hex digits")
-    return key
-
-
-def command_terminal(args: argparse.Namespace) -> int:
-    configure("console" if sys.stderr.isatty() else "json", "warning", sys.stderr)
-    return asyncio.run(_terminal(args))
-
-
 async def _read_transactions(url: str, where: TransactionFilter) -> list[TransactionRecord]:
     """Read a ledger that a host may be using right now: SQLite directly (WAL), PostgreSQL through the store."""
     store = open_store(url)
@@ -253,35 +139,6 @@ def command_dialects(_args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_terminal_parser(commands: Any) -> None:
-    terminal = commands.add_parser("terminal", help="act as a terminal: send one request, print the response")
-    terminal.add_argument("--to", default="127.0.0.1:8583", help="HOST:PORT of the host")
-    terminal.add_argument("--dialect", default="iso87binary")
-    terminal.add_argument("--tid", default=DEMO_TID)
-    terminal.add_argument("--mid", default=DEMO_MID)
-    terminal.add_argument("--state", help="terminal state file (default ~/.iso-host/terminal-TID.json)")
-    terminal.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the host")
-    terminal.add_argument("--tmk", default=DEMO_TMK, help="terminal master key, hex (unwraps sign-on keys)")
-    terminal.add_argument("--tls", action="store_true", help="connect with TLS")
-    terminal.add_argument("--tls-ca", help="PEM CA that signed the host's certificate")
-    terminal.add_argument("--tls-cert", help="PEM client certificate (mutual TLS)")
-    terminal.add_argument("--tls-key", help="PEM key of --tls-cert")
-    actions = terminal.add_subparsers(dest="action", required=True)
-    sale = actions.add_parser("sale", help="purchase")
-    sale.add_argument("amount", help="amount in major units, e.g. 12.34")
-    sale.add_argument("--pan", default="4761739001010010", help="card number (default: a test card)")
-    sale.add_argument("--expiry", help="YYMM")
-    sale.add_argument("--pin", help="PIN: sends an encrypted PIN block (F52) under the PIN key in force")
-    sale.add_argument("--mac", help="MAC algorithm, overriding the dialect's")
-    sale.add_argument("--tak", help="static MAC key, hex (instead of the keys from sign-on)")
-    sale.add_argument("--bdk", help="DUKPT base derivation key, hex (test labs): sends a KSN, DUKPT PIN and MAC")
-    actions.add_parser("echo", help="network test")
-    signon = actions.add_parser("signon", help="sign on: receive working keys and keep them (wrapped) in --state")
-    signon.add_argument("--operator", default="001", help="operator code (CUP F63)")
-    actions.add_parser("signoff", help="sign off: the host forgets the session")
-    terminal.set_defaults(handler=command_terminal)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="iso-host", description="ISO 8583 acquirer host emulator")
     parser.add_argument("--version", action="version", version=f"iso-host {__version__}")
@@ -300,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--tls-client-ca", help="PEM CA: require client certificates it signed (mutual TLS)")
     serve.set_defaults(handler=command_serve)
 
-    _add_terminal_parser(commands)
+    add_terminal_parser(commands)
 
     ledger = commands.add_parser("ledger", help="inspect the ledger")
     ledger_commands = ledger.add_subparsers(dest="ledger_command", required=True)

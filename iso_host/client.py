@@ -52,6 +52,7 @@ class ClientState:
     ksn_counter: int = 0
     tpk_under_tmk: str | None = field(default=None, repr=False)
     tak_under_tmk: str | None = field(default=None, repr=False)
+    items: list[dict[str, Any]] = field(default_factory=list, repr=False)  # the open batch (terminal_batch.py)
 
     def next_stan(self) -> int:
         self.stan = self.stan % MAX_STAN + 1

@@ -169,3 +169,46 @@ def test_postgresql_ledger_from_the_command_line(tmp_path: Path) -> None:
         )  # fmt: skip
     rows = [json.loads(line) for line in listing.stdout.splitlines()]
     assert [(row["amount_minor"], row["kind"]) for row in rows] == [(750, "sale")]
+
+
+@pytest.mark.parametrize("dialect", ["iso87binary", "cup"])
+def test_business_day_from_the_command_line(tmp_path: Path, dialect: str) -> None:
+    """sale, void, reverse, refund and settle as commands; then a batch the terminal got wrong is uploaded."""
+    state_file = tmp_path / "terminal.json"
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        result = terminal(tmp_path, address, "--dialect", dialect, *args)
+        assert result.returncode == 0, f"{args}: {result.stdout} {result.stderr}"
+        return result
+
+    def stans() -> list[str]:
+        return [item["stan"] for item in json.loads(state_file.read_text())["items"] if item["kind"] == "sale"]
+
+    with serving(tmp_path, "--dialect", dialect) as (address, _):
+        run("signon")
+        for amount in ("10.00", "20.00", "30.00"):
+            run("sale", amount)
+        first, second, third = stans()
+        run("void", "--stan", second)
+        run("reverse", "--stan", third)
+        run("refund", "5.00", "--stan", first)
+        settled = run("settle")
+        assert "batch settled; batch 2 is open" in settled.stdout
+        assert "uploading" not in settled.stdout
+        run("sale", "1.00")
+        run("sale", "2.00")
+        state = json.loads(state_file.read_text())
+        state["items"][0]["amount"] = 150  # the terminal's record of one sale is wrong
+        state_file.write_text(json.dumps(state))
+        uploaded = run("settle")
+        assert "out of balance: uploading the batch" in uploaded.stdout
+        assert "batch settled; batch 3 is open" in uploaded.stdout
+    listing = subprocess.run(
+        [*ISO_HOST, "ledger", "list", "--json", "--ledger", f"sqlite:///{tmp_path / 'iso-host.db'}"],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    rows = [json.loads(line) for line in listing.stdout.splitlines()]
+    assert [(row["kind"], row["status"]) for row in rows if row["batch_number"] == 1] == [
+        ("sale", "PARTIALLY_REFUNDED"), ("sale", "VOIDED"), ("sale", "REVERSED"),
+        ("void", "APPROVED"), ("reversal", "APPROVED"), ("refund", "APPROVED"),
+    ]

@@ -1,0 +1,332 @@
+"""`iso-host terminal`: one terminal, talking to a host, keeping its state (STAN, keys, batch) in a file."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any, Final
+
+from iso_host import terminal_batch as book
+from iso_host.cards import mask_pan
+from iso_host.client import ClientError, ClientState, MacKeys, TerminalClient, dukpt_keys, pin_block_field
+from iso_host.config import DEMO_MID, DEMO_TID, DEMO_TMK
+from iso_host.errors import ConfigError
+from iso_host.flows.batch_fields import RESULT_BALANCED, terminal_totals_field, upload_records_field
+from iso_host.log import configure
+from iso_host.tls import client_context
+from iso_host.wire import Dialect, Message, load_dialect
+
+EXIT_APPROVED, EXIT_DECLINED = 0, 1
+SENSITIVE_FIELDS: Final = frozenset({"35", "36", "52", "55", "62", "64"})  # never printed, even to their owner
+CUP_RECORDS_PER_UPLOAD: Final = 8  # F48 holds 322 digits
+
+
+def local_now() -> datetime:
+    return datetime.now().astimezone()
+
+
+def parse_amount(text: str) -> int:
+    """``12.34`` → 1234 minor units (two decimals, as for most currencies)."""
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        raise ConfigError(f"AMOUNT: expected a number such as 12.34, got {text!r}") from None
+    minor = value * 100
+    if minor != minor.to_integral_value() or minor < 0 or minor >= 10**12:
+        raise ConfigError(f"AMOUNT: expected 0.00 to 9999999999.99 with at most two decimals, got {text!r}")
+    return int(minor)
+
+
+def print_response(message: Message, dialect: Dialect) -> None:
+    print(f"{'MTI':<5} {'':<32} {message.mti}")
+    for field_id in sorted(message.fields, key=int):
+        value = message.fields[field_id]
+        if field_id in SENSITIVE_FIELDS:
+            value = "[not shown]"
+        elif field_id == "2":
+            value = mask_pan(value)
+        description = str(dialect.spec.get(field_id, {}).get("desc", ""))[:32]
+        print(f"F{field_id:<4} {description:<32} {value}")
+
+
+def _hex_key(flag: str, text: str) -> bytes:
+    try:
+        key = bytes.fromhex(text)
+    except ValueError:
+        raise ConfigError(f"{flag}: must be hex digits") from None
+    if len(key) not in (8, 16, 24):
+        raise ConfigError(f"{flag}: must be 16, 32 or 48 hex digits")
+    return key
+
+
+@dataclass
+class Session:
+    """One run of the command: the client, its state file and the keys in force."""
+
+    args: argparse.Namespace
+    client: TerminalClient
+    state_path: Path
+    tmk: bytes
+
+    @property
+    def dialect(self) -> Dialect:
+        return self.client.dialect
+
+    @property
+    def state(self) -> ClientState:
+        return self.client.state
+
+    def mac_keys(self) -> MacKeys | None:
+        """The MAC keys in force: a static --tak, or the keys from the last sign-on."""
+        algorithm = getattr(self.args, "mac", None) or self.dialect.security.mac_algorithm
+        if getattr(self.args, "tak", None):
+            tak = bytes.fromhex(self.args.tak)
+            return MacKeys(algorithm or "x9.19", tak, tak)
+        keys = self.state.keys(self.tmk)
+        return MacKeys(algorithm, keys[1], keys[1]) if keys is not None and algorithm else None
+
+    async def send(self, message: Message, mac: MacKeys | None) -> Message:
+        """Send a request (MAC'd with ``mac`` when given) and keep the state file current."""
+        self.state.save(self.state_path)  # the STAN is spent even if the host never answers
+        response = await self.client.request(message, timeout_s=self.args.timeout, mac=mac)
+        self.state.save(self.state_path)
+        return response
+
+
+def _sale(session: Session) -> tuple[Message, MacKeys | None]:
+    args, dialect, state = session.args, session.dialect, session.state
+    fields: dict[str, str] = {}
+    mac = session.mac_keys()
+    pin_key: bytes | None = None
+    if args.bdk:
+        ksn = state.next_ksn()
+        pin_key, mac = dukpt_keys(bytes.fromhex(args.bdk), ksn)
+        if dialect.security.ksn_field is None:
+            raise ConfigError(f"--bdk: dialect {dialect.name} has no KSN field for DUKPT")
+        fields[dialect.security.ksn_field] = ksn.hex().upper()
+    elif args.pin and (keys := state.keys(session.tmk)) is not None:
+        pin_key = keys[0]
+    if args.pin:
+        if pin_key is None:
+            raise ConfigError("--pin: no PIN key; sign on first (iso-host terminal signon) or give --bdk")
+        fields["52"] = pin_block_field(pin_key, args.pin, args.pan, dialect.security.pin_block_format)
+    amount = parse_amount(args.amount)
+    message = session.client.build("sale", local_now(), amount=amount, pan=args.pan, expiry=args.expiry or "")
+    message.fields.update(fields)
+    return message, mac
+
+
+async def _do_sale(session: Session) -> Message:
+    message, mac = _sale(session)
+    response = await session.send(message, mac)
+    if response.fields.get("39") == "00":
+        session.state.items.append({
+            "kind": "sale", "stan": message.fields["11"], "rrn": response.fields.get("37", ""),
+            "amount": int(message.fields["4"]), "pan": session.args.pan, "date": local_now().strftime("%m%d"),
+            "status": book.APPROVED,
+        })  # fmt: skip
+    return response
+
+
+def _target(session: Session, kind: str | None = None) -> book.Item:
+    try:
+        return book.find(session.state.items, stan=session.args.stan, rrn=session.args.rrn, kind=kind)
+    except LookupError as error:
+        raise ConfigError(f"--stan/--rrn: {error}") from None
+
+
+async def _do_void(session: Session) -> Message:
+    sale = _target(session, "sale")
+    message = session.client.build(
+        "void", local_now(), amount=sale["amount"], pan=sale["pan"], rrn=sale["rrn"], original_stan=int(sale["stan"]),
+        original_batch=session.state.batch, operator=session.args.operator,
+    )  # fmt: skip
+    response = await session.send(message, session.mac_keys())
+    if response.fields.get("39") == "00":
+        sale["status"] = book.VOIDED
+        session.state.items.append({"kind": "void", "stan": message.fields["11"], "rrn": response.fields.get("37", ""),
+                                    "amount": sale["amount"], "pan": sale["pan"], "status": book.APPROVED,
+                                    "original_stan": sale["stan"]})  # fmt: skip
+    return response
+
+
+async def _do_reverse(session: Session) -> Message:
+    target = _target(session)
+    values: dict[str, Any] = {"amount": target["amount"], "pan": target["pan"], "original_stan": int(target["stan"])}
+    if session.dialect.settlement == "cup":
+        values |= {"original_processing_code": "200000" if target["kind"] == "void" else "000000",
+                   "original_type": "23" if target["kind"] == "void" else "22"}  # fmt: skip
+    response = await session.send(session.client.build("reversal", local_now(), **values), session.mac_keys())
+    if response.fields.get("39") == "00" and target["status"] != book.REVERSED:
+        book.apply_reversal(session.state.items, target)
+    return response
+
+
+async def _do_refund(session: Session) -> Message:
+    sale = _target(session, "sale")
+    amount = parse_amount(session.args.amount)
+    message = session.client.build("refund", local_now(), amount=amount, pan=sale["pan"], rrn=sale["rrn"],
+                                   original_date=sale.get("date", ""))  # fmt: skip
+    response = await session.send(message, session.mac_keys())
+    if response.fields.get("39") == "00":
+        session.state.items.append({
+            "kind": "refund", "stan": message.fields["11"], "amount": amount, "rrn": response.fields.get("37", ""),
+            "pan": sale["pan"], "status": book.APPROVED,
+        })  # fmt: skip
+    return response
+
+
+def _balanced(response: Message, dialect: Dialect) -> bool:
+    if response.fields.get("39") != "00":
+        return False
+    digits = response.fields.get("48", "")
+    return dialect.settlement != "cup" or (digits[30:31] == RESULT_BALANCED and digits[61:62] == RESULT_BALANCED)
+
+
+async def _settle_message(session: Session, processing_code: str) -> Message:
+    totals = book.totals(session.state.items)
+    fields = terminal_totals_field(totals, session.dialect)
+    overall = totals.overall
+    message = session.client.build(
+        "settlement", local_now(), processing_code=processing_code, totals=fields.get("48", ""),
+        debit_count=overall.debit_count, debit_amount=overall.debit_minor, credit_count=overall.credit_count,
+        credit_amount=overall.credit_minor, operator="001",
+    )  # fmt: skip
+    message.fields.update(fields)
+    return await session.send(message, mac=None)
+
+
+async def _upload(session: Session) -> Message:
+    """Send the batch, then the end of the upload (cup 0320 60.3=202, iso87 0500 96xxxx)."""
+    records = book.upload_records(session.state.items)
+    if session.dialect.settlement == "cup":
+        for start in range(0, len(records), CUP_RECORDS_PER_UPLOAD):
+            chunk = records[start : start + CUP_RECORDS_PER_UPLOAD]
+            message = session.client.build("batch_upload", local_now(), records=upload_records_field(chunk))
+            if (await session.send(message, mac=None)).fields.get("39") != "00":
+                raise ClientError("the host refused a batch upload message")
+        end = session.client.build("upload_end", local_now(), count=len(records), processing_code="202")
+        return await session.send(end, mac=None)
+    for record in records:
+        message = session.client.build("batch_upload", local_now(), original_stan=int(record.stan), pan=record.pan,
+                                       amount=record.amount_minor)  # fmt: skip
+        if (await session.send(message, mac=None)).fields.get("39") != "00":
+            raise ClientError(f"the host refused the upload of STAN {record.stan}")
+    return await _settle_message(session, "960000")
+
+
+async def _do_settle(session: Session) -> Message:
+    response = await _settle_message(session, "920000")
+    if not _balanced(response, session.dialect):
+        if response.fields.get("39") not in ("00", session.dialect.response_code("OUT_OF_BALANCE")):
+            return response  # refused outright (a batch the host does not hold open)
+        print("out of balance: uploading the batch")
+        response = await _upload(session)
+    if response.fields.get("39") == "00":
+        session.state.batch += 1
+        session.state.items = []
+        session.state.save(session.state_path)
+        print(f"batch settled; batch {session.state.batch} is open")
+    return response
+
+
+async def _run(args: argparse.Namespace) -> int:
+    dialect = load_dialect(args.dialect)
+    host, _, port = args.to.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"--to: expected HOST:PORT, got {args.to!r}")
+    state_path = Path(args.state or Path.home() / ".iso-host" / f"terminal-{args.tid}.json")
+    client = TerminalClient(dialect, args.tid, args.mid, ClientState.load(state_path))
+    session = Session(args, client, state_path, _hex_key("--tmk", args.tmk))
+    ssl_context = client_context(args.tls_ca, args.tls_cert, args.tls_key) if args.tls else None
+    await client.connect(host, int(port), ssl_context=ssl_context, timeout_s=args.timeout)
+    async with client:
+        response = await ACTIONS[args.action](session)
+    session.state.save(state_path)  # the batch as the action left it
+    if args.action == "signon" and response.fields.get("39") == "00":
+        print("working keys received; check values match")
+    print_response(response, dialect)
+    if session.mac_keys() is not None and response.fields.get("39") == "00" and "64" in response.fields:
+        print("response MAC verified")
+    return EXIT_APPROVED if response.fields.get("39") == "00" else EXIT_DECLINED
+
+
+async def _do_signon(session: Session) -> Message:
+    message = session.client.build("signon", local_now(), operator=session.args.operator)
+    response = await session.send(message, mac=None)
+    if response.fields.get("39") == "00":
+        session.client.accept_signon(response, message, session.tmk)
+        session.state.save(session.state_path)
+    return response
+
+
+async def _do_signoff(session: Session) -> Message:
+    response = await session.send(session.client.build("signoff", local_now()), mac=None)
+    if response.fields.get("39") == "00":
+        session.state.tpk_under_tmk = session.state.tak_under_tmk = None
+        session.state.save(session.state_path)
+    return response
+
+
+async def _do_echo(session: Session) -> Message:
+    return await session.send(session.client.build("echo", local_now()), mac=None)
+
+
+ACTIONS: Final = {
+    "sale": _do_sale, "void": _do_void, "reverse": _do_reverse, "refund": _do_refund, "settle": _do_settle,
+    "signon": _do_signon, "signoff": _do_signoff, "echo": _do_echo,
+}  # fmt: skip
+
+
+def command_terminal(args: argparse.Namespace) -> int:
+    configure("console" if sys.stderr.isatty() else "json", "warning", sys.stderr)
+    return asyncio.run(_run(args))
+
+
+def _original_options(parser: argparse.ArgumentParser) -> None:
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--stan", help="the original's STAN, from this terminal's batch")
+    which.add_argument("--rrn", help="the original's RRN, from this terminal's batch")
+
+
+def add_terminal_parser(commands: Any) -> None:
+    terminal = commands.add_parser("terminal", help="act as a terminal: send a request, print the response")
+    terminal.add_argument("--to", default="127.0.0.1:8583", help="HOST:PORT of the host")
+    terminal.add_argument("--dialect", default="iso87binary")
+    terminal.add_argument("--tid", default=DEMO_TID)
+    terminal.add_argument("--mid", default=DEMO_MID)
+    terminal.add_argument("--state", help="terminal state file (default ~/.iso-host/terminal-TID.json)")
+    terminal.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the host")
+    terminal.add_argument("--tmk", default=DEMO_TMK, help="terminal master key, hex (unwraps sign-on keys)")
+    terminal.add_argument("--tls", action="store_true", help="connect with TLS")
+    terminal.add_argument("--tls-ca", help="PEM CA that signed the host's certificate")
+    terminal.add_argument("--tls-cert", help="PEM client certificate (mutual TLS)")
+    terminal.add_argument("--tls-key", help="PEM key of --tls-cert")
+    actions = terminal.add_subparsers(dest="action", required=True)
+    sale = actions.add_parser("sale", help="purchase")
+    sale.add_argument("amount", help="amount in major units, e.g. 12.34")
+    sale.add_argument("--pan", default="4761739001010010", help="card number (default: a test card)")
+    sale.add_argument("--expiry", help="YYMM")
+    sale.add_argument("--pin", help="PIN: sends an encrypted PIN block (F52) under the PIN key in force")
+    sale.add_argument("--mac", help="MAC algorithm, overriding the dialect's")
+    sale.add_argument("--tak", help="static MAC key, hex (instead of the keys from sign-on)")
+    sale.add_argument("--bdk", help="DUKPT base derivation key, hex (test labs): sends a KSN, DUKPT PIN and MAC")
+    void = actions.add_parser("void", help="void a sale of this terminal's open batch")
+    _original_options(void)
+    void.add_argument("--operator", default="001", help="operator code (CUP F63)")
+    reverse = actions.add_parser("reverse", help="reverse a sale or a void (as after a lost response)")
+    _original_options(reverse)
+    refund = actions.add_parser("refund", help="refund part or all of a sale")
+    refund.add_argument("amount", help="amount in major units")
+    _original_options(refund)
+    actions.add_parser("settle", help="settle the open batch; uploads it when the host's totals differ")
+    actions.add_parser("echo", help="network test")
+    signon = actions.add_parser("signon", help="sign on: receive working keys and keep them (wrapped) in --state")
+    signon.add_argument("--operator", default="001", help="operator code (CUP F63)")
+    actions.add_parser("signoff", help="sign off: the host forgets the session")
+    terminal.set_defaults(handler=command_terminal)
