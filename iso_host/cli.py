@@ -17,6 +17,7 @@ from iso_host.config import DEMO_MID, DEMO_TID, Config, TerminalConfig, TlsConfi
 from iso_host.errors import ConfigError, IsoHostError, StoreError
 from iso_host.host import Host
 from iso_host.ledger import Status, TerminalRecord, TransactionFilter, TransactionRecord, open_store
+from iso_host.ledger_commands import add_ledger_commands
 from iso_host.log import announce, configure, get_logger
 from iso_host.security import unwrap_key
 from iso_host.server import Server
@@ -169,6 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--limit", type=int, default=1_000, help="at most this many rows, oldest first (1000)")
     listing.add_argument("--json", action="store_true", help="one JSON object per line")
     listing.set_defaults(handler=command_ledger_list)
+    add_ledger_commands(ledger_commands)
 
     dialects = commands.add_parser("dialects", help="list the built-in dialects")
     dialects.set_defaults(handler=command_dialects)

@@ -23,7 +23,7 @@ from iso_host.ledger.model import (
     RecordUpload,
     SettleBatch,
 )
-from iso_host.ledger.totals_json import totals_to_json
+from iso_host.ledger.totals_json import NO_TOTALS_JSON, totals_to_json
 
 BALANCED, OUT_OF_BALANCE = "balanced", "out_of_balance"
 
@@ -115,4 +115,4 @@ def upload_end(request: Request, view: LedgerView, context: Context) -> Decision
     batch = _batch(request, view)
     if batch is None:
         return Decision(Reason.BATCH_OUT_OF_SYNC, reply_fields(context))
-    return _end_of_upload(request, batch, context, reply_fields(context), "{}")
+    return _end_of_upload(request, batch, context, reply_fields(context), NO_TOTALS_JSON)

@@ -99,12 +99,13 @@ _SUMS: Final = ", ".join(
 )  # fmt: skip
 BATCH_TOTALS: Final = " ".join((
     "SELECT CASE WHEN masked_pan LIKE '62%%' THEN 0 ELSE 1 END AS foreign_card,", _SUMS,
-    "FROM transactions WHERE tid = %s AND mid = %s AND batch_number = %s GROUP BY 1",
+    # kind <> 'reversal' adds nothing to the result and lets the planner use transactions_one_per_stan.
+    "FROM transactions WHERE tid = %s AND mid = %s AND batch_number = %s AND kind <> 'reversal' GROUP BY 1",
 ))  # fmt: skip
 # What the terminal is expected to upload: the batch's debits.
 BATCH_ITEMS: Final = (
     f"SELECT stan, amount_minor, masked_pan, rrn FROM transactions WHERE tid = %s AND mid = %s"  # noqa: S608
-    f" AND batch_number = %s AND {_DEBIT} ORDER BY stan"
+    f" AND batch_number = %s AND kind <> 'reversal' AND {_DEBIT} ORDER BY stan"
 )
 BATCH_UPLOADED: Final = (
     "SELECT stan, amount_minor, masked_pan, NULL AS rrn FROM batch_uploads"
@@ -167,7 +168,7 @@ def _settle_statement(c: SettleBatch) -> tuple[str, tuple[object, ...]]:
 
 def _session_statement(s: SaveSession) -> tuple[str, tuple[object, ...]]:
     keys = (hex_text(s.tpk_under_tmk), hex_text(s.tak_under_tmk), hex_text(s.tdk_under_tmk))
-    return SAVE_SESSION, (int(s.signed_on), s.batch_number, s.operator, *keys, s.at.isoformat(), s.tid, s.mid)
+    return SAVE_SESSION, (int(s.signed_on), s.batch_number, s.operator, *keys, utc_text(s.at), s.tid, s.mid)
 
 
 def statement(command: LedgerCommand) -> tuple[str, tuple[object, ...]]:  # noqa: PLR0911 - one case per command

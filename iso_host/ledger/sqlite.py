@@ -395,7 +395,7 @@ def read_transactions(path: Path, where: TransactionFilter) -> list[TransactionR
     """Read transactions through a separate connection (safe while a host is writing, thanks to WAL)."""
     if not path.exists():
         raise StoreError(f"ledger {path} does not exist")
-    connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    connection = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
     try:
         connection.row_factory = sqlite3.Row
         return [record_from_row(row) for row in connection.execute(*_qmarked(transactions_select(where)))]

@@ -29,7 +29,7 @@ def totals_to_json(totals: BatchTotals) -> str:
 def _side(document: dict[str, Any], side: str) -> Totals:
     values = document.get(side)
     if not isinstance(values, dict):
-        raise ValueError(f"not a batch totals document: {side!r} is missing or not an object")
+        raise ValueError(f"not a batch totals document: {side!r} is missing or not an object")  # noqa: TRY004 - bad data
     if sorted(values) != sorted(TOTALS_KEYS):
         raise ValueError(f"not a batch totals document: {side!r} must have exactly {', '.join(TOTALS_KEYS)}")
     for key in TOTALS_KEYS:
@@ -51,7 +51,7 @@ def totals_from_json(text: str) -> BatchTotals:
     except json.JSONDecodeError as error:
         raise ValueError(f"not a batch totals document: not JSON ({error.msg} at character {error.pos})") from None
     if not isinstance(document, dict):
-        raise ValueError("not a batch totals document: expected an object")
+        raise ValueError("not a batch totals document: expected an object")  # noqa: TRY004 - bad data, not a bug
     return BatchTotals(_side(document, "domestic"), _side(document, "foreign"))
 
 

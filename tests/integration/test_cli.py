@@ -212,3 +212,11 @@ def test_business_day_from_the_command_line(tmp_path: Path, dialect: str) -> Non
         ("sale", "PARTIALLY_REFUNDED"), ("sale", "VOIDED"), ("sale", "REVERSED"),
         ("void", "APPROVED"), ("reversal", "APPROVED"), ("refund", "APPROVED"),
     ]
+    ledger = f"sqlite:///{tmp_path / 'iso-host.db'}"
+    verify = subprocess.run([*ISO_HOST, "ledger", "verify", "--ledger", ledger], capture_output=True, text=True,
+                            timeout=60, check=False)  # fmt: skip
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    assert "ledger ok" in verify.stdout
+    report = subprocess.run([*ISO_HOST, "ledger", "report", "--json", "--ledger", ledger, "--batch", "2"],
+                            capture_output=True, text=True, timeout=60, check=True)  # fmt: skip
+    assert "amount_differs" in report.stdout
