@@ -119,7 +119,10 @@ class Host:
     async def _view(self, request: Request, rule: KindRule, terminal: TerminalState, now: datetime) -> LedgerView:
         if request.kind in BATCH_KINDS:
             closing = request.kind is Kind.UPLOAD_END or request.after_upload
-            batch = await self.store.batch_view(terminal.tid, terminal.mid, request.batch_number, with_items=closing)
+            batch = await self.store.batch_view(
+                terminal.tid, terminal.mid, request.batch_number,
+                with_totals=request.kind is not Kind.BATCH_UPLOAD, with_items=closing,
+            )  # fmt: skip
             return LedgerView(batch=batch)
         if request.kind not in ORIGINAL_KINDS:
             return NO_VIEW

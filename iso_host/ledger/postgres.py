@@ -296,10 +296,13 @@ class PostgresStore:
             raise StoreError(f"ledger {self._name} is closing")
         await job.future
 
-    async def batch_view(self, tid: str, mid: str, batch_number: int, *, with_items: bool) -> BatchView:
-        """A batch's state and host totals; with its debits and the uploaded records when ``with_items``."""
+    async def batch_view(
+        self, tid: str, mid: str, batch_number: int, *, with_totals: bool = True, with_items: bool = False
+    ) -> BatchView:
+        """A batch's state; its host totals and its items when asked (see ``Store.batch_view``)."""
         key = (tid, mid, batch_number)
-        status, totals = await self._query((BATCH_STATUS, key)), await self._query((BATCH_TOTALS, key))
+        status = await self._query((BATCH_STATUS, key))
+        totals = await self._query((BATCH_TOTALS, key)) if with_totals else []
         items = await self._query((BATCH_ITEMS, key)) if with_items else []
         uploaded = await self._query((BATCH_UPLOADED, key)) if with_items else []
         return batch_view_from_rows(key, status, totals, items, uploaded)

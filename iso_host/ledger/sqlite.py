@@ -235,15 +235,19 @@ class SqliteStore:
         result: int = await self._submit(work)
         return result
 
-    async def batch_view(self, tid: str, mid: str, batch_number: int, *, with_items: bool) -> BatchView:
+    async def batch_view(
+        self, tid: str, mid: str, batch_number: int, *, with_totals: bool = True, with_items: bool = False
+    ) -> BatchView:
         key = (tid, mid, batch_number)
 
         def work(connection: sqlite3.Connection) -> BatchView:
-            def rows(sql: str) -> list[sqlite3.Row]:
-                return connection.execute(qmark(sql), key).fetchall()
+            def rows(sql: str, wanted: bool = True) -> list[sqlite3.Row]:
+                return connection.execute(qmark(sql), key).fetchall() if wanted else []
 
-            items = (rows(BATCH_ITEMS), rows(BATCH_UPLOADED)) if with_items else ([], [])
-            return batch_view_from_rows(key, rows(BATCH_STATUS), rows(BATCH_TOTALS), *items)
+            return batch_view_from_rows(
+                key, rows(BATCH_STATUS), rows(BATCH_TOTALS, with_totals), rows(BATCH_ITEMS, with_items),
+                rows(BATCH_UPLOADED, with_items),
+            )
 
         result: BatchView = await self._submit(work)
         return result

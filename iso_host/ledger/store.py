@@ -55,8 +55,13 @@ class Store(Protocol):
     async def count_voids(self, tid: str, mid: str, since: datetime) -> int:
         """Approved voids of this terminal since ``since`` (the start of the business day)."""
 
-    async def batch_view(self, tid: str, mid: str, batch_number: int, *, with_items: bool) -> BatchView:
-        """A batch's state and host totals; with its debits and the uploaded records when ``with_items``."""
+    async def batch_view(
+        self, tid: str, mid: str, batch_number: int, *, with_totals: bool = True, with_items: bool = False
+    ) -> BatchView:
+        """A batch's state; its host totals when ``with_totals``; its debits and uploaded records when ``with_items``.
+
+        Totals read the whole batch: a batch upload message, which needs only the state, asks for none.
+        """
 
     async def register_terminal(self, tid: str, mid: str) -> TerminalRecord:
         """Make the terminal known; returns its open batch and its last session."""
