@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 
 import psycopg
 import pytest
-from databases import BACKENDS, store_url
+from databases import store_url
 from hosting import TEST_PAN, RunningHost, running_host
 
 from iso_host.client import TerminalClient, pin_block_field
@@ -102,14 +102,6 @@ def sold_amount(sold: Sold) -> int:
     return int(sold.request.fields["4"])
 
 
-@pytest.fixture(params=BACKENDS)
-def backend(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
-@pytest.fixture(params=["iso87binary", "cup"])
-def family(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
 
 
 @asynccontextmanager

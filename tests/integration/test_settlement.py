@@ -10,8 +10,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import pytest
-from databases import BACKENDS, store_url
+from databases import store_url
 from hosting import TEST_PAN, RunningHost, running_host
 from test_cancellations import RULES, UTC, FakeClock, Sold, Till
 
@@ -23,14 +22,6 @@ from iso_host.wire import Message
 UNIONPAY_PAN = "6225880012345678"
 
 
-@pytest.fixture(params=BACKENDS)
-def backend(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
-@pytest.fixture(params=["iso87binary", "cup"])
-def family(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
 
 
 class Terminal(Till):
