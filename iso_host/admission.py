@@ -19,6 +19,7 @@ from iso_host.message_auth import has_mac, mac_field_of, verify_message_mac
 from iso_host.security import SecurityError, decode_pin_block, decrypt_pin_block, mac_request_key, mac_response_key
 from iso_host.security import pin_key as dukpt_pin_key
 from iso_host.terminals import TerminalState
+from iso_host.test_cards import CardBook, TestCard
 from iso_host.wire import Dialect, KindRule, Message
 
 KINDS_BY_NAME: Final = {kind.value: kind for kind in Kind}
@@ -47,10 +48,10 @@ class ResponseMac:
 class Admission:
     """The checks of one dialect, with the host's test card table."""
 
-    def __init__(self, dialect: Dialect, terminals: Mapping[str, TerminalState], cards: Mapping[str, str]) -> None:
+    def __init__(self, dialect: Dialect, terminals: Mapping[str, TerminalState], cards: CardBook) -> None:
         self.dialect = dialect
         self.terminals = terminals
-        self.cards = cards  # test card table: PAN → PIN
+        self.cards = cards
 
     def terminal(self, message: Message) -> TerminalState:
         tid, mid = message.fields.get("41"), message.fields.get("42")
@@ -135,7 +136,7 @@ class Admission:
             raise Rejected(Reason.FORMAT_ERROR, "field 4 (amount) is not numeric")
         operator = message.fields.get("63") if self.dialect.security.key_block == "cup" else None
         operator = operator.strip()[:3] if operator else None
-        card, pin_ok = self._card(message, rule, terminal, pan_key)
+        card, pin_ok, test_card = self._card(message, rule, terminal, pan_key)
         if not pin_ok and kind is not Kind.SALE:
             raise Rejected(Reason.PIN_INCORRECT, "the PIN does not match the test card table")
         return Request(
@@ -148,6 +149,7 @@ class Admission:
             amount_minor=int(amount, 10) if amount is not None else None,
             currency=message.fields.get("49") or self.dialect.default_currency,
             card=card,
+            test_card=test_card,
             pin_incorrect=not pin_ok,
             operator=operator,
             operator_permitted=terminal.may_void(operator) if kind is Kind.VOID else True,
@@ -196,20 +198,21 @@ class Admission:
 
     def _card(
         self, message: Message, rule: KindRule, terminal: TerminalState, pan_key: bytes
-    ) -> tuple[Card | None, bool]:
+    ) -> tuple[Card | None, bool, TestCard | None]:
         """Check the PIN, then mask and hash the PAN so that nothing past here sees it in clear.
 
         Returns:
-            The card (None when the request carries none) and whether the PIN, if any, was right.
+            The card (None when the request carries none), whether the PIN, if any, was right, and the
+            test card with this PAN, if one is configured.
         """
         pan = self._clear_pan(message, rule)
         if pan is None:
             if rule.card_fields and rule.card_required:
                 fields = ", ".join(rule.card_fields)
                 raise Rejected(Reason.FORMAT_ERROR, f"no card: none of fields {fields} is present")
-            return None, True
+            return None, True, None
         pin_ok = self._pin_matches(message, pan, terminal) if "52" in message.fields else True
-        return Card(mask_pan(pan), pan_hash(pan, pan_key)), pin_ok
+        return Card(mask_pan(pan), pan_hash(pan, pan_key)), pin_ok, self.cards.card(pan)
 
     @staticmethod
     def _clear_pan(message: Message, rule: KindRule) -> str | None:
@@ -254,5 +257,5 @@ class Admission:
             pin = decode_pin_block(clear, pan, self.dialect.security.pin_block_format)
         except (ValueError, SecurityError):
             raise Rejected(Reason.FORMAT_ERROR, "field 52 is not a valid PIN block") from None
-        expected = self.cards.get(pan)
-        return expected is None or pin == expected
+        card = self.cards.card(pan)
+        return card is None or card.pin is None or pin == card.pin

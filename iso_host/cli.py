@@ -8,10 +8,12 @@ import json
 import os
 import signal
 import sys
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime
+from pathlib import Path
 
 from iso_host import __version__
+from iso_host.cards import pan_hash
 from iso_host.client import ClientError
 from iso_host.config import DEMO_MID, DEMO_TID, Config, TerminalConfig, TlsConfig, load_config, with_overrides
 from iso_host.errors import ConfigError, IsoHostError, StoreError
@@ -19,11 +21,14 @@ from iso_host.host import Host
 from iso_host.ledger import Status, TerminalRecord, TransactionFilter, TransactionRecord, open_store
 from iso_host.ledger_commands import add_ledger_commands
 from iso_host.log import announce, configure, get_logger
+from iso_host.scenarios import ScenarioBook
 from iso_host.security import unwrap_key
 from iso_host.server import Server
 from iso_host.terminal_cli import add_terminal_parser
 from iso_host.terminals import NO_KEYS, TerminalState, WorkingKeys, random_working_keys
+from iso_host.test_cards import CardBook
 from iso_host.tls import server_context
+from iso_host.trace import DEFAULT_MAX_BYTES, Tracer
 from iso_host.wire import builtin_dialect_names, load_dialect
 
 EXIT_ERROR = 2
@@ -33,38 +38,66 @@ def local_now() -> datetime:
     return datetime.now().astimezone()
 
 
-async def _serve(config: Config) -> int:
+@dataclass(frozen=True, slots=True)
+class TraceOptions:
+    """``serve --trace FILE [--trace-redact] [--trace-max-bytes N]``."""
+
+    path: Path
+    redact: bool = False
+    max_bytes: int = DEFAULT_MAX_BYTES
+
+
+async def _serve(config: Config, trace: TraceOptions | None = None) -> int:
     log = get_logger()
     dialect = load_dialect(config.dialect)
     store = open_store(config.ledger_url, group_commit=config.group_commit)
     await store.open()
     terminals = {t.tid: terminal_state(t, await store.register_terminal(t.tid, t.mid)) for t in config.terminals}
-    cards = {card.pan: card.pin for card in config.cards}
     host = Host(
-        dialect, store, terminals, local_now, cards=cards, key_source=random_working_keys, rules=config.rules
-    )
+        dialect, store, terminals, local_now, cards=card_book(config, store.pan_hash_key),
+        key_source=random_working_keys, rules=config.rules, scenarios=scenario_book(config, store.pan_hash_key),
+    )  # fmt: skip
     ssl_context = server_context(config.tls.cert, config.tls.key, config.tls.client_ca) if config.tls else None
-    server = Server(host, config.limits, ssl_context=ssl_context)
+    try:
+        tracer = Tracer(trace.path, dialect, redact=trace.redact, max_bytes=trace.max_bytes) if trace else None
+    except ConfigError:
+        await store.close()
+        raise
+    server = Server(host, config.limits, ssl_context=ssl_context, tracer=tracer)
     try:
         bound_host, bound_port = await server.start(config.host, config.port)
     except OSError as error:
+        if tracer is not None:
+            await asyncio.to_thread(tracer.close)
         await store.close()
         raise ConfigError(f"server.port: cannot listen on {config.host}:{config.port}: {error.strerror}") from None
     if config.source == "defaults":
         log.info("demo_terminal", tid=DEMO_TID, mid=DEMO_MID, hint="iso-host terminal --tid TERM0001 ...")
     announce(f"listening on {bound_host}:{bound_port}", dialect=dialect.name, ledger=config.ledger_url,
              terminals=len(terminals), tls="mutual" if config.tls and config.tls.client_ca else bool(config.tls),
-             version=__version__)  # fmt: skip
+             trace=str(trace.path) if trace else None, version=__version__)  # fmt: skip
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     await stop.wait()
     log.info("host_stopping", connections=server.connection_count)
-    await server.stop()
+    await server.stop()  # closes the tracer too, after the last connection's lines
     await store.close()
     log.info("host_stopped")
     return 0
+
+
+def card_book(config: Config, pan_key: bytes) -> CardBook:
+    """The configured test cards, reachable by PAN and by the ledger's keyed PAN hash."""
+    return CardBook(((c.pan, c.test_card()) for c in config.cards), lambda pan: pan_hash(pan, pan_key))
+
+
+def scenario_book(config: Config, pan_key: bytes) -> ScenarioBook:
+    """The configured scenarios; a PAN to match on becomes its keyed hash, as requests carry it."""
+    return ScenarioBook(
+        replace(s.scenario, pan_hash=pan_hash(s.pan, pan_key)) if s.pan else s.scenario for s in config.scenarios
+    )
 
 
 def terminal_state(configured: TerminalConfig, record: TerminalRecord) -> TerminalState:
@@ -97,8 +130,21 @@ def command_serve(args: argparse.Namespace) -> int:
         if not (args.tls_cert and args.tls_key):
             raise ConfigError("--tls-cert and --tls-key go together")
         config = replace(config, tls=TlsConfig(args.tls_cert, args.tls_key, args.tls_client_ca))
+    trace = trace_options(args)
     configure(config.log_format, config.log_level)
-    return asyncio.run(_serve(config))
+    return asyncio.run(_serve(config, trace))
+
+
+def trace_options(args: argparse.Namespace) -> TraceOptions | None:
+    """The ``--trace*`` flags of ``serve``, checked."""
+    if args.trace is None:
+        if args.trace_redact or args.trace_max_bytes is not None:
+            raise ConfigError("--trace-redact and --trace-max-bytes need --trace FILE")
+        return None
+    max_bytes = DEFAULT_MAX_BYTES if args.trace_max_bytes is None else args.trace_max_bytes
+    if max_bytes <= 0:
+        raise ConfigError(f"--trace-max-bytes must be bytes > 0, got {max_bytes}")
+    return TraceOptions(Path(args.trace), redact=args.trace_redact, max_bytes=max_bytes)
 
 
 async def _read_transactions(url: str, where: TransactionFilter) -> list[TransactionRecord]:
@@ -156,6 +202,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--tls-cert", help="PEM certificate chain: serve TLS 1.2+")
     serve.add_argument("--tls-key", help="PEM private key of --tls-cert")
     serve.add_argument("--tls-client-ca", help="PEM CA: require client certificates it signed (mutual TLS)")
+    serve.add_argument("--trace", metavar="FILE", help="record every frame in and out as JSON lines (FILE.jsonl)")
+    serve.add_argument("--trace-redact", action="store_true",
+                       help="mask PAN, tracks and PIN block inside the recorded frames")  # fmt: skip
+    serve.add_argument("--trace-max-bytes", type=int, metavar="N",
+                       help=f"rotate the trace at N bytes, 5 old files kept (default {DEFAULT_MAX_BYTES})")  # fmt: skip
     serve.set_defaults(handler=command_serve)
 
     add_terminal_parser(commands)

@@ -7,7 +7,7 @@ reading what a void or reversal refers to, and committing, which must finish bef
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Final
@@ -15,11 +15,14 @@ from typing import Final
 from iso_host.admission import Admission, Rejected, ResponseMac
 from iso_host.errors import ConflictError, DuplicateError, StoreError, WireError
 from iso_host.flows import BATCH_KINDS, FINANCIAL_KINDS, FLOWS, NO_VIEW, ORIGINAL_KINDS, Context, Decision, Request
+from iso_host.flows.sale import forced_decline
 from iso_host.ledger.model import Kind, LedgerView, Reason
 from iso_host.ledger.rules import RuleSettings, business_day_start
 from iso_host.ledger.store import Store
 from iso_host.message_auth import MAC_PLACEHOLDER, mac_field_of, seal
+from iso_host.scenarios import Scenario, ScenarioBook
 from iso_host.terminals import TerminalState, WorkingKeys
+from iso_host.test_cards import CardBook
 from iso_host.wire import Dialect, Envelope, KindRule, Message, WireDecodeError, decode, encode, reply_mti
 
 MAX_DECISION_ATTEMPTS: Final = 3  # a request that lost a race decides again, with a fresh view, this often
@@ -37,6 +40,7 @@ class Outcome:
     kind: str | None = None
     log: dict[str, object] = field(default_factory=dict)  # safe to log: no card data, no keys
     error: WireError | None = None
+    delay_s: float = 0.0  # a scenario stalls the reply this long (the edge waits; the ledger already committed)
 
 
 class Host:
@@ -49,9 +53,10 @@ class Host:
         terminals: dict[str, TerminalState],
         clock: Callable[[], datetime],
         *,
-        cards: Mapping[str, str] | None = None,
+        cards: CardBook | None = None,
         key_source: Callable[[], WorkingKeys] | None = None,
         rules: RuleSettings | None = None,
+        scenarios: ScenarioBook | None = None,
     ) -> None:
         self.dialect = dialect
         self.store = store
@@ -59,7 +64,9 @@ class Host:
         self.clock = clock
         self.key_source = key_source
         self.rules = rules or RuleSettings()
-        self.admission = Admission(dialect, terminals, dict(cards or {}))
+        self.cards = cards or CardBook((), str)
+        self.scenarios = scenarios or ScenarioBook()
+        self.admission = Admission(dialect, terminals, self.cards)
 
     async def handle(self, frame: bytes) -> Outcome:
         """Answer one frame body (TPDU and header included, length header excluded)."""
@@ -82,7 +89,14 @@ class Host:
         except Rejected as rejection:
             outcome.log["detail"] = rejection.detail
             return self._respond(outcome, envelope, message, Decision(rejection.reason), response_mac)
-        decision = await self._decide_and_commit(request, rule, terminal, outcome)
+        scenario = self.scenarios.fire(
+            tid=terminal.tid, mti=message.mti, kind=kind.value, amount_minor=request.amount_minor,
+            pan_hash=request.card.pan_hash if request.card else None,
+        )  # fmt: skip
+        if scenario is not None:
+            outcome.log["scenario"] = scenario.name or "unnamed"
+        decision = await self._decide_and_commit(request, rule, terminal, outcome, scenario)
+        self.cards.apply(decision.balance_changes)
         if decision.session is not None and decision.reason is Reason.APPROVED:
             session = decision.session
             terminal.signed_on, terminal.session_keys = session.signed_on, session.keys
@@ -91,17 +105,21 @@ class Host:
             terminal.batch_number = decision.next_batch
         if "37" in decision.fields:
             outcome.log["rrn"] = decision.fields["37"]
-        return self._respond(outcome, envelope, message, decision, response_mac)
+        outcome = self._respond(outcome, envelope, message, decision, response_mac)
+        return _acted_out(outcome, scenario, response_mac is not None) if scenario else outcome
 
     async def _decide_and_commit(
-        self, request: Request, rule: KindRule, terminal: TerminalState, outcome: Outcome
+        self, request: Request, rule: KindRule, terminal: TerminalState, outcome: Outcome, scenario: Scenario | None
     ) -> Decision:
-        """Load the view, let the flow decide, commit; decide again if another request changed the view."""
+        """Load the view, let the flow (or a scenario) decide, commit; decide again if the view changed meanwhile."""
         context = await self._context(request, terminal)
         for attempt in range(1, MAX_DECISION_ATTEMPTS + 1):
             try:
-                view = await self._view(request, rule, terminal, context.now)
-                decision = FLOWS[request.kind](request, view, context)
+                if scenario is not None and scenario.respond is not None:
+                    decision = forced_decline(request, context, scenario.respond)
+                else:
+                    view = await self._view(request, rule, terminal, context.now)
+                    decision = FLOWS[request.kind](request, view, context)
                 if decision.commands:
                     await self.store.apply(decision.commands)
             except DuplicateError:
@@ -151,7 +169,7 @@ class Host:
     def _respond(
         self, outcome: Outcome, envelope: Envelope, request: Message, decision: Decision, mac: ResponseMac | None
     ) -> Outcome:
-        code = self.dialect.response_code(decision.reason)
+        code = decision.response_code or self.dialect.response_code(decision.reason)
         response = self.response_for(request, code, decision.fields)
         if mac is not None and decision.reason is not Reason.MAC_FAILED:
             response.fields[mac_field_of(response)] = MAC_PLACEHOLDER
@@ -183,3 +201,14 @@ class Host:
     def _log_fields(message: Message) -> dict[str, object]:
         pairs = (("tid", "41"), ("stan", "11"))
         return {key: message.fields[field_id] for key, field_id in pairs if field_id in message}
+
+
+def _acted_out(outcome: Outcome, scenario: Scenario, maced: bool) -> Outcome:
+    """Apply a scenario's effect on the reply: stall it, withhold it, hang up, or spoil its MAC."""
+    outcome.delay_s = scenario.delay_ms / 1000
+    if scenario.no_reply or scenario.close:
+        outcome.reply, outcome.close = None, scenario.close
+    elif scenario.bad_mac and maced and outcome.reply:
+        # The MAC is the reply's last field: flipping its last bit leaves a MAC that cannot verify.
+        outcome.reply = outcome.reply[:-1] + bytes([outcome.reply[-1] ^ 0x01])
+    return outcome

@@ -18,24 +18,33 @@ from iso_host.errors import WireError
 from iso_host.host import Host
 from iso_host.limits import Limits
 from iso_host.log import get_logger
+from iso_host.trace import IN, OUT, Tracer
 from iso_host.wire import NEED_DATA, FrameDecoder, encode_frame
 
 
 class _Connection:
-    def __init__(self, conn_id: int, writer: asyncio.StreamWriter) -> None:
+    def __init__(self, conn_id: int, writer: asyncio.StreamWriter, peer: str) -> None:
         self.conn_id = conn_id
+        self.peer = peer
         self.writer = writer
         self.busy = False  # True while a request is in the pipeline: shutdown waits for it
         self.task: asyncio.Task[None] | None = None
 
 
 class Server:
-    """Serves one ``Host`` on a TCP port."""
+    """Serves one ``Host`` on a TCP port.
 
-    def __init__(self, host: Host, limits: Limits, *, ssl_context: ssl.SSLContext | None = None) -> None:
+    With a ``tracer`` every frame in and out, and every connection's end, is handed to it (``stop`` closes it).
+    """
+
+    def __init__(
+        self, host: Host, limits: Limits, *, ssl_context: ssl.SSLContext | None = None, tracer: Tracer | None = None
+    ) -> None:
+        assert tracer is None or tracer.dialect == host.dialect, "the tracer records with the host's dialect"
         self.host = host
         self.limits = limits
         self.ssl_context = ssl_context
+        self.tracer = tracer
         self.log = get_logger(dialect=host.dialect.name)
         self._server: asyncio.Server | None = None
         self._connections: dict[int, _Connection] = {}
@@ -70,17 +79,20 @@ class Server:
             await asyncio.gather(*pending, return_exceptions=True)
         if self._server is not None:
             await self._server.wait_closed()
+        if self.tracer is not None:
+            await asyncio.to_thread(self.tracer.close)
 
     async def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         conn_id = next(self._ids)
         peer = writer.get_extra_info("peername")
-        log = self.log.bind(conn_id=conn_id, peer=f"{peer[0]}:{peer[1]}" if peer else "?")
+        peer_text = f"{peer[0]}:{peer[1]}" if peer else "?"
+        log = self.log.bind(conn_id=conn_id, peer=peer_text)
         if self._stopping or len(self._connections) >= self.limits.max_connections:
             log.warning("connection_refused", why="stopping" if self._stopping else "max_connections",
                         max_connections=self.limits.max_connections)  # fmt: skip
             writer.close()
             return
-        connection = _Connection(conn_id, writer)
+        connection = _Connection(conn_id, writer, peer_text)
         connection.task = asyncio.current_task()
         self._connections[conn_id] = connection
         log.info("connection_opened", connections=len(self._connections))
@@ -95,6 +107,8 @@ class Server:
             log.exception("connection_failed")
         finally:
             del self._connections[conn_id]
+            if self.tracer is not None:
+                self.tracer.connection_closed(conn_id, peer_text)
             writer.close()
             with contextlib.suppress(ConnectionError, ssl.SSLError, asyncio.CancelledError):
                 await writer.wait_closed()
@@ -136,10 +150,15 @@ class Server:
         """Handle one frame; returns False when the connection must close."""
         started = time.perf_counter()
         connection.busy = True
+        tracer = self.tracer
+        if tracer is not None:
+            tracer.frame(connection.conn_id, IN, connection.peer, frame)
         try:
             outcome = await self.host.handle(frame)
             if outcome.reply is not None:
                 connection.writer.write(encode_frame(header, outcome.reply))
+                if tracer is not None:
+                    tracer.frame(connection.conn_id, OUT, connection.peer, outcome.reply)
                 await connection.writer.drain()
         finally:
             connection.busy = False

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ssl
 import sys
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -24,6 +26,8 @@ from iso_host.wire import Dialect, Message, load_dialect
 EXIT_APPROVED, EXIT_DECLINED = 0, 1
 SENSITIVE_FIELDS: Final = frozenset({"35", "36", "52", "55", "62", "64"})  # never printed, even to their owner
 CUP_RECORDS_PER_UPLOAD: Final = 8  # F48 holds 322 digits
+TEST_PAN: Final = "4761739001010010"
+PARAM_NAMES: Final = ("amount", "pan", "expiry", "pin", "stan", "rrn", "operator")
 
 
 def local_now() -> datetime:
@@ -64,14 +68,36 @@ def _hex_key(flag: str, text: str) -> bytes:
     return key
 
 
+@dataclass(frozen=True, slots=True)
+class Params:
+    """What one action needs besides the session; built from the command line or from a session file step."""
+
+    amount: str | None = None  # major units, "12.34" (sale, refund)
+    pan: str = TEST_PAN
+    expiry: str | None = None  # YYMM
+    pin: str | None = field(default=None, repr=False)
+    stan: str | None = None  # the original (void, reverse, refund): by STAN or by RRN
+    rrn: str | None = None
+    operator: str = "001"  # CUP F63 (void, signon)
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> Params:
+        return cls(**{name: getattr(args, name) for name in PARAM_NAMES if getattr(args, name, None) is not None})
+
+
 @dataclass
 class Session:
-    """One run of the command: the client, its state file and the keys in force."""
+    """One terminal talking to one host: the client, its state file, its address and the keys in force."""
 
-    args: argparse.Namespace
     client: TerminalClient
     state_path: Path
-    tmk: bytes
+    tmk: bytes = field(repr=False)
+    address: tuple[str, int]
+    ssl_context: ssl.SSLContext | None = None
+    timeout_s: float = 30.0
+    mac_algorithm: str | None = None  # --mac: overrides the dialect's
+    tak: bytes | None = field(default=None, repr=False)  # --tak: a static MAC key instead of sign-on's
+    bdk: bytes | None = field(default=None, repr=False)  # --bdk: a DUKPT terminal
 
     @property
     def dialect(self) -> Dialect:
@@ -83,68 +109,89 @@ class Session:
 
     def mac_keys(self) -> MacKeys | None:
         """The MAC keys in force: a static --tak, or the keys from the last sign-on."""
-        algorithm = getattr(self.args, "mac", None) or self.dialect.security.mac_algorithm
-        if getattr(self.args, "tak", None):
-            tak = bytes.fromhex(self.args.tak)
-            return MacKeys(algorithm or "x9.19", tak, tak)
+        algorithm = self.mac_algorithm or self.dialect.security.mac_algorithm
+        if self.tak:
+            return MacKeys(algorithm or "x9.19", self.tak, self.tak)
         keys = self.state.keys(self.tmk)
         return MacKeys(algorithm, keys[1], keys[1]) if keys is not None and algorithm else None
 
     async def send(self, message: Message, mac: MacKeys | None) -> Message:
         """Send a request (MAC'd with ``mac`` when given) and keep the state file current."""
         self.state.save(self.state_path)  # the STAN is spent even if the host never answers
-        response = await self.client.request(message, timeout_s=self.args.timeout, mac=mac)
+        response = await self.client.request(message, timeout_s=self.timeout_s, mac=mac)
         self.state.save(self.state_path)
         return response
 
+    async def connect(self) -> None:
+        """Open a fresh connection (closing any old one); the terminal's state and keys carry over."""
+        old = self.client
+        await old.close()
+        self.client = TerminalClient(old.dialect, old.tid, old.mid, old.state)
+        self.client.mac = old.mac
+        await self.client.connect(*self.address, ssl_context=self.ssl_context, timeout_s=self.timeout_s)
 
-def _sale(session: Session) -> tuple[Message, MacKeys | None]:
-    args, dialect, state = session.args, session.dialect, session.state
+
+def open_session(args: argparse.Namespace, dialect: Dialect, tid: str, mid: str) -> Session:
+    """A session for the terminal flags (--to, --state, --tmk, --tls...); not connected yet."""
+    host, _, port = args.to.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"--to: expected HOST:PORT, got {args.to!r}")
+    state_path = Path(args.state or Path.home() / ".iso-host" / f"terminal-{tid}.json")
+    client = TerminalClient(dialect, tid, mid, ClientState.load(state_path))
+    tmk = _hex_key("--tmk", args.tmk)
+    ssl_context = client_context(args.tls_ca, args.tls_cert, args.tls_key) if args.tls else None
+    tak, bdk = (bytes.fromhex(text) if (text := getattr(args, name, None)) else None for name in ("tak", "bdk"))
+    return Session(client, state_path, tmk, (host, int(port)), ssl_context, args.timeout, getattr(args, "mac", None),
+                   tak, bdk)  # fmt: skip
+
+
+def _sale(session: Session, params: Params) -> tuple[Message, MacKeys | None]:
+    dialect, state = session.dialect, session.state
     fields: dict[str, str] = {}
     mac = session.mac_keys()
     pin_key: bytes | None = None
-    if args.bdk:
+    if session.bdk:
         ksn = state.next_ksn()
-        pin_key, mac = dukpt_keys(bytes.fromhex(args.bdk), ksn)
+        pin_key, mac = dukpt_keys(session.bdk, ksn)
         if dialect.security.ksn_field is None:
             raise ConfigError(f"--bdk: dialect {dialect.name} has no KSN field for DUKPT")
         fields[dialect.security.ksn_field] = ksn.hex().upper()
-    elif args.pin and (keys := state.keys(session.tmk)) is not None:
+    elif params.pin and (keys := state.keys(session.tmk)) is not None:
         pin_key = keys[0]
-    if args.pin:
+    if params.pin:
         if pin_key is None:
             raise ConfigError("--pin: no PIN key; sign on first (iso-host terminal signon) or give --bdk")
-        fields["52"] = pin_block_field(pin_key, args.pin, args.pan, dialect.security.pin_block_format)
-    amount = parse_amount(args.amount)
-    message = session.client.build("sale", local_now(), amount=amount, pan=args.pan, expiry=args.expiry or "")
+        fields["52"] = pin_block_field(pin_key, params.pin, params.pan, dialect.security.pin_block_format)
+    amount = parse_amount(params.amount or "")
+    message = session.client.build("sale", local_now(), amount=amount, pan=params.pan, expiry=params.expiry or "")
     message.fields.update(fields)
     return message, mac
 
 
-async def _do_sale(session: Session) -> Message:
-    message, mac = _sale(session)
+async def _do_sale(session: Session, params: Params) -> Message:
+    message, mac = _sale(session, params)
     response = await session.send(message, mac)
     if response.fields.get("39") == "00":
         session.state.items.append({
             "kind": "sale", "stan": message.fields["11"], "rrn": response.fields.get("37", ""),
-            "amount": int(message.fields["4"]), "pan": session.args.pan, "date": local_now().strftime("%m%d"),
+            "amount": int(message.fields["4"]), "pan": params.pan, "date": local_now().strftime("%m%d"),
             "status": book.APPROVED,
         })  # fmt: skip
     return response
 
 
-def _target(session: Session, kind: str | None = None) -> book.Item:
+def _target(session: Session, params: Params, kind: str | None = None) -> book.Item:
     try:
-        return book.find(session.state.items, stan=session.args.stan, rrn=session.args.rrn, kind=kind)
+        return book.find(session.state.items, stan=params.stan, rrn=params.rrn, kind=kind)
     except LookupError as error:
         raise ConfigError(f"--stan/--rrn: {error}") from None
 
 
-async def _do_void(session: Session) -> Message:
-    sale = _target(session, "sale")
+async def _do_void(session: Session, params: Params) -> Message:
+    sale = _target(session, params, "sale")
     message = session.client.build(
         "void", local_now(), amount=sale["amount"], pan=sale["pan"], rrn=sale["rrn"], original_stan=int(sale["stan"]),
-        original_batch=session.state.batch, operator=session.args.operator,
+        original_batch=session.state.batch, operator=params.operator,
     )  # fmt: skip
     response = await session.send(message, session.mac_keys())
     if response.fields.get("39") == "00":
@@ -155,8 +202,8 @@ async def _do_void(session: Session) -> Message:
     return response
 
 
-async def _do_reverse(session: Session) -> Message:
-    target = _target(session)
+async def _do_reverse(session: Session, params: Params) -> Message:
+    target = _target(session, params)
     values: dict[str, Any] = {"amount": target["amount"], "pan": target["pan"], "original_stan": int(target["stan"])}
     if session.dialect.settlement == "cup":
         values |= {"original_processing_code": "200000" if target["kind"] == "void" else "000000",
@@ -167,9 +214,9 @@ async def _do_reverse(session: Session) -> Message:
     return response
 
 
-async def _do_refund(session: Session) -> Message:
-    sale = _target(session, "sale")
-    amount = parse_amount(session.args.amount)
+async def _do_refund(session: Session, params: Params) -> Message:
+    sale = _target(session, params, "sale")
+    amount = parse_amount(params.amount or "")
     message = session.client.build("refund", local_now(), amount=amount, pan=sale["pan"], rrn=sale["rrn"],
                                    original_date=sale.get("date", ""))  # fmt: skip
     response = await session.send(message, session.mac_keys())
@@ -220,7 +267,7 @@ async def _upload(session: Session) -> Message:
     return await _settle_message(session, "960000")
 
 
-async def _do_settle(session: Session) -> Message:
+async def _do_settle(session: Session, params: Params) -> Message:
     response = await _settle_message(session, "920000")
     if not _balanced(response, session.dialect):
         if response.fields.get("39") not in ("00", session.dialect.response_code("OUT_OF_BALANCE")):
@@ -237,17 +284,13 @@ async def _do_settle(session: Session) -> Message:
 
 async def _run(args: argparse.Namespace) -> int:
     dialect = load_dialect(args.dialect)
-    host, _, port = args.to.rpartition(":")
-    if not host or not port.isdigit():
-        raise ConfigError(f"--to: expected HOST:PORT, got {args.to!r}")
-    state_path = Path(args.state or Path.home() / ".iso-host" / f"terminal-{args.tid}.json")
-    client = TerminalClient(dialect, args.tid, args.mid, ClientState.load(state_path))
-    session = Session(args, client, state_path, _hex_key("--tmk", args.tmk))
-    ssl_context = client_context(args.tls_ca, args.tls_cert, args.tls_key) if args.tls else None
-    await client.connect(host, int(port), ssl_context=ssl_context, timeout_s=args.timeout)
-    async with client:
-        response = await ACTIONS[args.action](session)
-    session.state.save(state_path)  # the batch as the action left it
+    session = open_session(args, dialect, args.tid, args.mid)
+    await session.connect()
+    try:
+        response = await ACTIONS[args.action](session, Params.from_args(args))
+    finally:
+        await session.client.close()
+    session.state.save(session.state_path)  # the batch as the action left it
     if args.action == "signon" and response.fields.get("39") == "00":
         print("working keys received; check values match")
     print_response(response, dialect)
@@ -256,8 +299,8 @@ async def _run(args: argparse.Namespace) -> int:
     return EXIT_APPROVED if response.fields.get("39") == "00" else EXIT_DECLINED
 
 
-async def _do_signon(session: Session) -> Message:
-    message = session.client.build("signon", local_now(), operator=session.args.operator)
+async def _do_signon(session: Session, params: Params) -> Message:
+    message = session.client.build("signon", local_now(), operator=params.operator)
     response = await session.send(message, mac=None)
     if response.fields.get("39") == "00":
         session.client.accept_signon(response, message, session.tmk)
@@ -265,7 +308,7 @@ async def _do_signon(session: Session) -> Message:
     return response
 
 
-async def _do_signoff(session: Session) -> Message:
+async def _do_signoff(session: Session, params: Params) -> Message:
     response = await session.send(session.client.build("signoff", local_now()), mac=None)
     if response.fields.get("39") == "00":
         session.state.tpk_under_tmk = session.state.tak_under_tmk = None
@@ -273,11 +316,12 @@ async def _do_signoff(session: Session) -> Message:
     return response
 
 
-async def _do_echo(session: Session) -> Message:
+async def _do_echo(session: Session, params: Params) -> Message:
     return await session.send(session.client.build("echo", local_now()), mac=None)
 
 
-ACTIONS: Final = {
+Action = Callable[[Session, Params], Awaitable[Message]]
+ACTIONS: Final[dict[str, Action]] = {
     "sale": _do_sale, "void": _do_void, "reverse": _do_reverse, "refund": _do_refund, "settle": _do_settle,
     "signon": _do_signon, "signoff": _do_signoff, "echo": _do_echo,
 }  # fmt: skip
@@ -285,6 +329,10 @@ ACTIONS: Final = {
 
 def command_terminal(args: argparse.Namespace) -> int:
     configure("console" if sys.stderr.isatty() else "json", "warning", sys.stderr)
+    if args.action == "run":
+        from iso_host.session_script import run_session  # noqa: PLC0415 - session_script builds on this module
+
+        return asyncio.run(run_session(args))
     return asyncio.run(_run(args))
 
 
@@ -310,7 +358,7 @@ def add_terminal_parser(commands: Any) -> None:
     actions = terminal.add_subparsers(dest="action", required=True)
     sale = actions.add_parser("sale", help="purchase")
     sale.add_argument("amount", help="amount in major units, e.g. 12.34")
-    sale.add_argument("--pan", default="4761739001010010", help="card number (default: a test card)")
+    sale.add_argument("--pan", default=TEST_PAN, help="card number (default: a test card)")
     sale.add_argument("--expiry", help="YYMM")
     sale.add_argument("--pin", help="PIN: sends an encrypted PIN block (F52) under the PIN key in force")
     sale.add_argument("--mac", help="MAC algorithm, overriding the dialect's")
@@ -329,4 +377,7 @@ def add_terminal_parser(commands: Any) -> None:
     signon = actions.add_parser("signon", help="sign on: receive working keys and keep them (wrapped) in --state")
     signon.add_argument("--operator", default="001", help="operator code (CUP F63)")
     actions.add_parser("signoff", help="sign off: the host forgets the session")
+    run = actions.add_parser("run", help="run a scripted session (TOML): steps with expectations, in order")
+    run.add_argument("session", help="session file, e.g. examples/business-day-iso87.toml")
+    run.add_argument("--junit", metavar="OUT.xml", help="also write a JUnit XML report, one testcase per step")
     terminal.set_defaults(handler=command_terminal)

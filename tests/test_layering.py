@@ -17,16 +17,19 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "iso_host.terminals": ("iso_host.security",),
     "iso_host.message_auth": ("iso_host.security", "iso_host.wire"),
     "iso_host.flows": ("iso_host.ledger", "iso_host.wire", "iso_host.security", "iso_host.errors",
-                       "iso_host.terminals"),
+                       "iso_host.terminals", "iso_host.test_cards"),
     "iso_host.admission": ("iso_host.cards", "iso_host.flows", "iso_host.ledger", "iso_host.message_auth",
-                           "iso_host.security", "iso_host.terminals", "iso_host.wire"),
+                           "iso_host.security", "iso_host.terminals", "iso_host.test_cards", "iso_host.wire"),
+    "iso_host.scenarios": (),
+    "iso_host.test_cards": (),
     "iso_host.host": ("iso_host.admission", "iso_host.errors", "iso_host.flows", "iso_host.ledger", "iso_host.wire",
-                      "iso_host.message_auth", "iso_host.terminals"),
+                      "iso_host.message_auth", "iso_host.scenarios", "iso_host.terminals", "iso_host.test_cards"),
 }  # fmt: skip
 # Modules that may do I/O with asyncio, threads, sockets or the clock.
 EDGE_MODULES = (
     "iso_host.server", "iso_host.client", "iso_host.cli", "iso_host.terminal_cli", "iso_host.ledger_commands",
     "iso_host.ledger.sqlite", "iso_host.ledger.postgres", "iso_host.ledger.reports", "iso_host.events",
+    "iso_host.trace",
 )  # fmt: skip
 IO_IMPORTS = ("asyncio", "socket", "threading", "sqlite3", "aiomqtt", "psycopg")
 

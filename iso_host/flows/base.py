@@ -20,6 +20,7 @@ from iso_host.ledger.model import (
 )
 from iso_host.ledger.rules import Attempt, RuleSettings
 from iso_host.terminals import WorkingKeys
+from iso_host.test_cards import TestCard
 from iso_host.wire import Dialect, Message
 
 MAX_COMMANDS_PER_DECISION = 8
@@ -39,6 +40,7 @@ class Request:
     currency: str
     card: Card | None
     pin_incorrect: bool = False  # F52 carried a PIN the test card table does not know for this card
+    test_card: TestCard | None = None  # the configured test card with this PAN (its balance at this moment)
     operator: str | None = None  # where the dialect carries one (CUP F63)
     operator_permitted: bool = True  # may this operator void (terminal configuration)
     original_date_mmdd: str | None = None  # CUP refunds name the original's date (61.3)
@@ -87,6 +89,8 @@ class Decision:
     commands: tuple[LedgerCommand, ...] = ()
     session: SessionUpdate | None = None  # applied to the terminal in memory once the commands are committed
     next_batch: int | None = None  # settlement closed the batch: the terminal's open batch from now on
+    balance_changes: tuple[tuple[str, int], ...] = ()  # (PAN hash, minor units) for test cards, after the commit
+    response_code: str | None = None  # a scenario's forced code, instead of the dialect's for the reason
 
     def __post_init__(self) -> None:
         assert len(self.commands) <= MAX_COMMANDS_PER_DECISION
@@ -104,7 +108,7 @@ def authorization_code(rrn: str) -> str:
 
 
 def new_record(request: Request, context: Context, reason: Reason, *, original_rrn: str | None = None,
-               amount_minor: int | None = None) -> TransactionRecord:  # fmt: skip
+               amount_minor: int | None = None, response_code: str | None = None) -> TransactionRecord:  # fmt: skip
     """The ledger row for this request: APPROVED or DECLINED with its reason and response code."""
     assert context.rrn is not None, "the pipeline allocates an RRN for every financial request"
     amount = request.amount_minor if amount_minor is None else amount_minor
@@ -114,7 +118,7 @@ def new_record(request: Request, context: Context, reason: Reason, *, original_r
         rrn=context.rrn, auth_code=authorization_code(context.rrn) if reason is Reason.APPROVED else "",
         amount_minor=amount, currency=request.currency, card=request.card,
         status=Status.APPROVED if reason is Reason.APPROVED else Status.DECLINED,
-        response_code=context.dialect.response_code(reason), reason=reason, mti=request.message.mti,
+        response_code=response_code or context.dialect.response_code(reason), reason=reason, mti=request.message.mti,
         processing_code=request.message.fields.get("3", ""), created_at=context.now, original_rrn=original_rrn,
         operator=request.operator,
     )  # fmt: skip

@@ -18,6 +18,11 @@ from iso_host.ledger.model import (
 from iso_host.ledger.rules import REFUND_RULES, VOID_RULES, Rule, first_failing
 
 
+def _given_back(record: TransactionRecord, amount_minor: int) -> tuple[tuple[str, int], ...]:
+    """The balance change for a test card: ``amount_minor`` back onto the card the record was paid with."""
+    return ((record.card.pan_hash, amount_minor),) if record.card is not None else ()
+
+
 def _apply_rules(
     rules: tuple[Rule, ...], request: Request, view: LedgerView, context: Context
 ) -> tuple[TransactionRecord, Decision | None]:
@@ -39,7 +44,8 @@ def void(request: Request, view: LedgerView, context: Context) -> Decision:
     original = view.original
     assert original is not None
     cancel = ChangeStatus(original.record.rrn, Status.APPROVED, Status.VOIDED, context.now)
-    return Decision(Reason.APPROVED, reply_fields(context, record), (RecordTransaction(record), cancel))
+    return Decision(Reason.APPROVED, reply_fields(context, record), (RecordTransaction(record), cancel),
+                    balance_changes=_given_back(original.record, original.record.amount_minor))  # fmt: skip
 
 
 def _reversal_without_effect(request: Request, view: LedgerView, context: Context) -> Reason | None:  # noqa: PLR0911
@@ -76,7 +82,10 @@ def reversal(request: Request, view: LedgerView, context: Context) -> Decision:
     if record.kind is Kind.VOID:
         assert record.original_rrn is not None, "an approved void names its sale"
         commands.append(ChangeStatus(record.original_rrn, Status.VOIDED, Status.APPROVED, context.now))
-    return Decision(Reason.APPROVED, reply_fields(context, row), tuple(commands))
+    # Reversing a sale gives its amount back to the card; reversing a void takes it again.
+    amount = record.amount_minor if record.kind is Kind.SALE else -record.amount_minor
+    return Decision(Reason.APPROVED, reply_fields(context, row), tuple(commands),
+                    balance_changes=_given_back(record, amount))  # fmt: skip
 
 
 def _local_mmdd(moment: datetime, context: Context) -> str:
@@ -105,4 +114,5 @@ def refund(request: Request, view: LedgerView, context: Context) -> Decision:
     after = before + request.amount_minor
     status = Status.REFUNDED if after == original.record.amount_minor else Status.PARTIALLY_REFUNDED
     refunded = RecordRefund(original.record.rrn, before, after, status, context.now)
-    return Decision(Reason.APPROVED, reply_fields(context, record), (RecordTransaction(record), refunded))
+    return Decision(Reason.APPROVED, reply_fields(context, record), (RecordTransaction(record), refunded),
+                    balance_changes=_given_back(original.record, request.amount_minor))  # fmt: skip

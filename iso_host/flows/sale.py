@@ -1,15 +1,49 @@
-"""Sale (0200, purchase): approve and record. Pure: no clock, no I/O."""
+"""Sale (0200, purchase): approve, or decline as the test card says, and record it. Pure: no clock, no I/O."""
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from iso_host.flows.base import Context, Decision, Request, new_record, reply_fields
 from iso_host.ledger.model import Kind, LedgerView, Reason, RecordTransaction
+from iso_host.test_cards import TestCard
+
+CARD_STATUS_REASONS = {"lost": Reason.LOST_CARD, "stolen": Reason.STOLEN_CARD, "expired": Reason.EXPIRED_CARD}
+
+
+def card_decline(card: TestCard | None, amount_minor: int, now: datetime) -> Reason | None:
+    """What the issuer of a test card says, in the order an issuer checks: status, expiry, limit, funds."""
+    if card is None:
+        return None
+    if card.status in CARD_STATUS_REASONS:
+        return CARD_STATUS_REASONS[card.status]
+    if card.expiry is not None and card.expiry < now.strftime("%y%m"):
+        return Reason.EXPIRED_CARD
+    if card.limit_minor is not None and amount_minor > card.limit_minor:
+        return Reason.EXCEEDS_LIMIT
+    if card.balance_minor is not None and amount_minor > card.balance_minor:
+        return Reason.INSUFFICIENT_FUNDS
+    return None
 
 
 def sale(request: Request, _view: LedgerView, context: Context) -> Decision:
-    """Approve the sale (or decline a wrong PIN) and record it; the reply carries the RRN and approval code."""
+    """Approve the sale (or decline it: wrong PIN, the test card's status, expiry, limit, funds) and record it.
+
+    The reply carries the RRN and approval code; an approval takes the amount off a test card's balance.
+    """
     assert request.kind is Kind.SALE
     assert request.amount_minor is not None, "the pipeline requires F4 for a sale"
-    reason = Reason.PIN_INCORRECT if request.pin_incorrect else Reason.APPROVED
+    reason = Reason.PIN_INCORRECT if request.pin_incorrect else None
+    reason = reason or card_decline(request.test_card, request.amount_minor, context.now) or Reason.APPROVED
     record = new_record(request, context, reason)
-    return Decision(reason, reply_fields(context, record), (RecordTransaction(record),))
+    spent = ((request.card.pan_hash, -request.amount_minor),) if reason is Reason.APPROVED and request.card else ()
+    return Decision(reason, reply_fields(context, record), (RecordTransaction(record),), balance_changes=spent)
+
+
+def forced_decline(request: Request, context: Context, response_code: str) -> Decision:
+    """A scenario forces this response code: a financial request is recorded as declined, like any decline."""
+    if context.rrn is None:
+        return Decision(Reason.FORCED_DECLINE, reply_fields(context), response_code=response_code)
+    record = new_record(request, context, Reason.FORCED_DECLINE, response_code=response_code)
+    return Decision(Reason.FORCED_DECLINE, reply_fields(context, record), (RecordTransaction(record),),
+                    response_code=response_code)  # fmt: skip

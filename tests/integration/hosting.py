@@ -12,6 +12,7 @@ from pathlib import Path
 
 from log_audit import remember_secret
 
+from iso_host.cards import pan_hash
 from iso_host.cli import terminal_state
 from iso_host.client import TerminalClient
 from iso_host.config import DEMO_TMK, TerminalConfig
@@ -21,6 +22,7 @@ from iso_host.ledger.rules import RuleSettings
 from iso_host.limits import Limits
 from iso_host.server import Server
 from iso_host.terminals import TerminalState, random_working_keys
+from iso_host.test_cards import CardBook, TestCard
 from iso_host.wire import Dialect, load_dialect
 
 TID, MID = "TERM0001", "MERCHANT0000001"
@@ -95,7 +97,9 @@ async def running_host(
     for extra in (extra_terminals or {}).values():
         await store.register_terminal(extra.tid, extra.mid)
     terminals.update(extra_terminals or {})
-    host = Host(dialect, store, terminals, clock, cards=cards, key_source=random_working_keys, rules=rules)
+    book = CardBook(((pan, TestCard(pin=pin)) for pan, pin in (cards or {}).items()),
+                    lambda pan: pan_hash(pan, store.pan_hash_key))  # fmt: skip
+    host = Host(dialect, store, terminals, clock, cards=book, key_source=random_working_keys, rules=rules)
     server = Server(host, limits or Limits(), ssl_context=ssl_context)
     address = await server.start("127.0.0.1", 0)
     try:

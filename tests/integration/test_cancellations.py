@@ -20,10 +20,12 @@ import pytest
 from databases import store_url
 from hosting import TEST_PAN, RunningHost, running_host
 
+from iso_host.cards import pan_hash
 from iso_host.client import TerminalClient, pin_block_field
 from iso_host.config import DEMO_TMK
 from iso_host.ledger import Status, TransactionRecord
 from iso_host.ledger.rules import RuleSettings
+from iso_host.test_cards import CardBook, TestCard
 from iso_host.wire import Message
 
 UTC = ZoneInfo("UTC")
@@ -260,7 +262,9 @@ class TestVoid:
     async def test_void_of_declined_sale(self, tmp_path: Path, family: str, backend: str) -> None:
         """A sale declined for a wrong PIN cannot be voided (NOT_VOIDABLE)."""
         async with till(tmp_path, family, backend) as t:
-            t.host.server.host.admission.cards[TEST_PAN] = "1234"
+            t.host.server.host.cards = t.host.server.host.admission.cards = CardBook(
+                [(TEST_PAN, TestCard(pin="1234"))], lambda pan: pan_hash(pan, t.host.store.pan_hash_key)
+            )
             request = t.client.build("sale", t.clock.now, amount=1_000, pan=TEST_PAN)
             keys = t.client.state.keys(bytes.fromhex(DEMO_TMK))
             assert keys is not None, "the till signed on"
