@@ -155,6 +155,8 @@ class Server:
             tracer.frame(connection.conn_id, IN, connection.peer, frame)
         try:
             outcome = await self.host.handle(frame)
+            if outcome.delay_s:
+                await asyncio.sleep(outcome.delay_s)  # a scenario stalls this reply; other connections go on
             if outcome.reply is not None:
                 connection.writer.write(encode_frame(header, outcome.reply))
                 if tracer is not None:

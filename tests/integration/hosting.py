@@ -22,6 +22,7 @@ from iso_host.ledger.rules import RuleSettings
 from iso_host.limits import Limits
 from iso_host.server import Server
 from iso_host.terminals import TerminalState, random_working_keys
+from iso_host.scenarios import Scenario, ScenarioBook
 from iso_host.test_cards import CardBook, TestCard
 from iso_host.wire import Dialect, load_dialect
 
@@ -86,6 +87,8 @@ async def running_host(
     ledger_url: str | None = None,
     rules: RuleSettings | None = None,
     operators: dict[str, bool] | None = None,
+    test_cards: dict[str, TestCard] | None = None,
+    scenarios: list[Scenario] | None = None,
 ) -> AsyncIterator[RunningHost]:
     dialect = load_dialect(dialect_name)
     ledger_path = tmp_path / f"{dialect_name}.db"
@@ -97,9 +100,10 @@ async def running_host(
     for extra in (extra_terminals or {}).values():
         await store.register_terminal(extra.tid, extra.mid)
     terminals.update(extra_terminals or {})
-    book = CardBook(((pan, TestCard(pin=pin)) for pan, pin in (cards or {}).items()),
-                    lambda pan: pan_hash(pan, store.pan_hash_key))  # fmt: skip
-    host = Host(dialect, store, terminals, clock, cards=book, key_source=random_working_keys, rules=rules)
+    configured_cards = {pan: TestCard(pin=pin) for pan, pin in (cards or {}).items()} | (test_cards or {})
+    book = CardBook(configured_cards.items(), lambda pan: pan_hash(pan, store.pan_hash_key))
+    host = Host(dialect, store, terminals, clock, cards=book, key_source=random_working_keys, rules=rules,
+                scenarios=ScenarioBook(scenarios or ()))  # fmt: skip
     server = Server(host, limits or Limits(), ssl_context=ssl_context)
     address = await server.start("127.0.0.1", 0)
     try:

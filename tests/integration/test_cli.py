@@ -220,3 +220,25 @@ def test_business_day_from_the_command_line(tmp_path: Path, dialect: str) -> Non
     report = subprocess.run([*ISO_HOST, "ledger", "report", "--json", "--ledger", ledger, "--batch", "2"],
                             capture_output=True, text=True, timeout=60, check=True)  # fmt: skip
     assert "amount_differs" in report.stdout
+
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+@pytest.mark.parametrize(
+    ("args", "code"),
+    [
+        pytest.param(["sale", "12.51"], "51", id="cents-51"),
+        pytest.param(["sale", "12.05"], "05", id="cents-05"),
+        pytest.param(["sale", "10.00", "--pan", "4000000000000002"], "41", id="lost-card"),
+        pytest.param(["sale", "10.00", "--pan", "4000000000000028"], "54", id="expired-card"),
+        pytest.param(["sale", "100.01", "--pan", "4000000000000044"], "61", id="over-limit"),
+        pytest.param(["sale", "12.00"], "00", id="plain"),
+    ],
+)
+def test_example_scenarios_file(tmp_path: Path, args: list[str], code: str) -> None:
+    """`iso-host serve --config examples/scenarios.toml` answers the magic amounts and test cards as documented."""
+    with serving(tmp_path, "--config", str(EXAMPLES / "scenarios.toml")) as (address, _):
+        result = terminal(tmp_path, address, *args)
+    assert f"Response Code                    {code}" in result.stdout
+    assert result.returncode == (0 if code == "00" else 1)
