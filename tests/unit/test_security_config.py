@@ -105,8 +105,8 @@ BAD_CARDS = [
     pytest.param([{"pan": PAN, "pin": "12ab"}], "cards[0].pin", "must be 4 to 12 digits", id="pin-not-digits"),
     pytest.param([{"pan": PAN, "pin": "123"}], "cards[0].pin", "must be 4 to 12 digits", id="pin-3-digits"),
     pytest.param([{"pan": PAN, "pin": 1234}], "cards[0].pin", "must be 4 to 12 digits", id="pin-integer"),
-    pytest.param([{"pan": PAN, "pin": PIN, "cvv": "123"}], "cards[0].cvv", "unknown key (expected one of balance, expiry, limit, pan, pin, status)",
-                 id="unknown-key"),
+    pytest.param([{"pan": PAN, "pin": PIN, "cvv": "123"}], "cards[0].cvv",
+                 "unknown key (expected one of balance, expiry, limit, pan, pin, status)", id="unknown-key"),
     pytest.param(["not a table"], "cards[0]", "must be a table", id="card-not-a-table"),
     pytest.param({"pan": PAN}, "cards", "must be an array of tables", id="cards-not-an-array"),
 ]  # fmt: skip
