@@ -20,9 +20,9 @@ from iso_host.host import Host
 from iso_host.ledger import Store, TransactionFilter, TransactionRecord, open_store
 from iso_host.ledger.rules import RuleSettings
 from iso_host.limits import Limits
+from iso_host.scenarios import Scenario, ScenarioBook
 from iso_host.server import Server
 from iso_host.terminals import TerminalState, random_working_keys
-from iso_host.scenarios import Scenario, ScenarioBook
 from iso_host.test_cards import CardBook, TestCard
 from iso_host.wire import Dialect, load_dialect
 
