@@ -209,7 +209,8 @@ async def _do_reverse(session: Session, params: Params) -> Message:
         values |= {"original_processing_code": "200000" if target["kind"] == "void" else "000000",
                    "original_type": "23" if target["kind"] == "void" else "22"}  # fmt: skip
     response = await session.send(session.client.build("reversal", local_now(), **values), session.mac_keys())
-    if response.fields.get("39") == "00" and target["status"] != book.REVERSED:
+    # The host reverses only what is still approved (a voided sale's reversal changes nothing); so does the book.
+    if response.fields.get("39") == "00" and target["status"] == book.APPROVED:
         book.apply_reversal(session.state.items, target)
     return response
 

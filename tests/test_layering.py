@@ -29,7 +29,8 @@ ALLOWED: dict[str, tuple[str, ...]] = {
 EDGE_MODULES = (
     "iso_host.server", "iso_host.client", "iso_host.cli", "iso_host.terminal_cli", "iso_host.ledger_commands",
     "iso_host.ledger.sqlite", "iso_host.ledger.postgres", "iso_host.ledger.reports", "iso_host.events",
-    "iso_host.trace",
+    "iso_host.session_script",
+    "iso_host.trace", "iso_host.replay_cli",
 )  # fmt: skip
 IO_IMPORTS = ("asyncio", "socket", "threading", "sqlite3", "aiomqtt", "psycopg")
 
