@@ -21,6 +21,7 @@ from iso_host.host import Host
 from iso_host.ledger import Status, TerminalRecord, TransactionFilter, TransactionRecord, open_store
 from iso_host.ledger_commands import add_ledger_commands
 from iso_host.log import announce, configure, get_logger
+from iso_host.replay_cli import add_replay_parser
 from iso_host.scenarios import ScenarioBook
 from iso_host.security import unwrap_key
 from iso_host.server import Server
@@ -210,6 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(handler=command_serve)
 
     add_terminal_parser(commands)
+    add_replay_parser(commands)
 
     ledger = commands.add_parser("ledger", help="inspect the ledger")
     ledger_commands = ledger.add_subparsers(dest="ledger_command", required=True)

@@ -1,9 +1,8 @@
 """Replay traces: reading them, and comparing a host's responses with the recorded ones field by field.
 
-Pure: bytes in, values out. ``read_trace`` turns the host's JSONL, hex lines or a pcap / pcapng capture
-(through dpkt) into a ``Trace``; ``evaluate`` judges one reply; ``junit_tree`` reports. Sockets, keys
-and printing live in ``replay_cli.py``. Field values leave this module masked (F2) or hidden (35, 36,
-52, 55, 62), never in clear.
+Pure: ``read_trace`` turns the host's JSONL, hex lines or a pcap / pcapng capture (through dpkt) into a
+``Trace``; ``evaluate`` judges one reply; ``junit_tree`` reports. Sockets and keys live in ``replay_cli.py``.
+Field values leave this module masked (F2) or hidden (35, 36, 52, 55, 62), never in clear.
 """
 
 from __future__ import annotations
@@ -13,7 +12,7 @@ import io
 import json
 import struct
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -28,6 +27,11 @@ HIDDEN_FIELDS: Final = frozenset({"35", "36", "52", "55", "62"})  # track data, 
 PCAP_MAGICS: Final = frozenset({b"\xa1\xb2\xc3\xd4", b"\xd4\xc3\xb2\xa1", b"\xa1\xb2\x3c\x4d", b"\x4d\x3c\xb2\xa1"})
 PCAPNG_MAGIC: Final = b"\x0a\x0d\x0d\x0a"
 SEQUENCE_SPACE: Final = 2**32  # TCP sequence numbers wrap (RFC 9293)
+LINK_LAYERS: Final[dict[int, Any]] = {  # pcap LINKTYPE_ values
+    1: dpkt.ethernet.Ethernet, 0: dpkt.loopback.Loopback, 108: dpkt.loopback.Loopback, 113: dpkt.sll.SLL,
+    276: dpkt.sll2.SLL2,
+}  # fmt: skip
+RAW_IP_LINKS: Final = frozenset({12, 14, 101})
 
 
 class ReplayError(IsoHostError):
@@ -40,6 +44,7 @@ class Exchange:
 
     request: bytes | None
     expected: bytes | None  # None: nothing to compare with, but a reply must still arrive
+    closes: bool = False  # the host closed the connection instead of answering (as recorded)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,12 +64,10 @@ class Trace:
 
 
 def _unhex(text: object, where: str) -> bytes:
-    if isinstance(text, str):
-        try:
-            return bytes.fromhex(text)
-        except ValueError:
-            pass
-    raise ReplayError(f"{where}: the frame is not hex")
+    try:
+        return bytes.fromhex(text if isinstance(text, str) else "-")
+    except ValueError:
+        raise ReplayError(f"{where}: the frame is not hex") from None
 
 
 def read_jsonl(text: str, source: str) -> Trace:
@@ -95,8 +98,8 @@ def read_jsonl(text: str, source: str) -> Trace:
         raise ReplayError(f"{source}: lines of several dialects ({', '.join(sorted(dialects))}); give --dialect")
     connections = tuple(
         Connection(conn, tuple(
-            Exchange(request, responses[i] if request is not None and i < len(responses) else None)
-            for i, request in enumerate(requests)
+            Exchange(request, *((responses[i], False) if i < len(responses) else (None, True)))
+            if request is not None else Exchange(None, None) for i, request in enumerate(requests)
         ), min(times), max(times))
         for conn, (requests, responses, times) in sorted(frames.items())
     )  # fmt: skip
@@ -113,19 +116,10 @@ def read_hex_lines(text: str, source: str) -> Trace:
     return Trace("hex", None, (Connection(1, tuple(Exchange(frame, None) for frame in frames)),))
 
 
-def _link_decoder(linktype: int) -> Callable[[bytes], Any]:
-    def raw_ip(buf: bytes) -> Any:
+def _ip_packet(linktype: int, buf: bytes) -> Any:
+    if linktype in RAW_IP_LINKS:
         return dpkt.ip6.IP6(buf) if buf[:1] and buf[0] >> 4 == 6 else dpkt.ip.IP(buf)
-
-    decoders: dict[int, Callable[[bytes], Any]] = {
-        1: lambda buf: dpkt.ethernet.Ethernet(buf).data,
-        0: lambda buf: dpkt.loopback.Loopback(buf).data, 108: lambda buf: dpkt.loopback.Loopback(buf).data,
-        113: lambda buf: dpkt.sll.SLL(buf).data, 276: lambda buf: dpkt.sll2.SLL2(buf).data,
-        12: raw_ip, 14: raw_ip, 101: raw_ip,
-    }  # fmt: skip
-    if linktype not in decoders:
-        raise ReplayError(f"capture: link type {linktype} is not supported (Ethernet, loopback, Linux SLL, raw IP)")
-    return decoders[linktype]
+    return LINK_LAYERS[linktype](buf).data
 
 
 def _tcp_segments(data: bytes) -> Iterator[tuple[float, bytes, bytes, Any]]:
@@ -133,9 +127,11 @@ def _tcp_segments(data: bytes) -> Iterator[tuple[float, bytes, bytes, Any]]:
     try:
         reader_class = dpkt.pcapng.Reader if data[:4] == PCAPNG_MAGIC else dpkt.pcap.Reader
         reader = reader_class(io.BytesIO(data))
-        link = _link_decoder(reader.datalink())
+        linktype = reader.datalink()
+        if linktype not in LINK_LAYERS and linktype not in RAW_IP_LINKS:
+            raise ReplayError(f"capture: link type {linktype} is not supported (Ethernet, loopback, Linux SLL, raw IP)")
         for time, buf in reader:
-            packet = link(buf)
+            packet = _ip_packet(linktype, buf)
             if isinstance(packet, dpkt.ip.IP | dpkt.ip6.IP6) and isinstance(packet.data, dpkt.tcp.TCP):
                 yield float(time), bytes(packet.src), bytes(packet.dst), packet.data
     except (dpkt.Error, ValueError, struct.error) as error:
@@ -151,6 +147,7 @@ class _Stream:
     initial: dict[bool, int] = field(default_factory=dict)  # sequence number of the first data byte
     segments: dict[bool, list[tuple[int, bytes]]] = field(default_factory=lambda: {True: [], False: []})
     finished: bool = False
+    host_closed: bool = False  # a FIN or RST from the host
 
 
 def _assemble(initial: int | None, segments: list[tuple[int, bytes]], where: str) -> bytes:
@@ -196,7 +193,9 @@ def _streams(data: bytes, port: int | None) -> tuple[list[_Stream], int]:
             stream.initial[to_host] = (tcp.seq + 1) % SEQUENCE_SPACE
         if tcp.data:
             stream.segments[to_host].append((tcp.seq, bytes(tcp.data)))
-        stream.finished |= bool(tcp.flags & (dpkt.tcp.TH_FIN | dpkt.tcp.TH_RST))
+        closing = bool(tcp.flags & (dpkt.tcp.TH_FIN | dpkt.tcp.TH_RST))
+        stream.finished |= closing
+        stream.host_closed |= closing and not to_host
     return streams, port
 
 
@@ -228,10 +227,13 @@ def read_capture(data: bytes, dialect: Dialect | None, port: int | None) -> Trac
             split_frames(_assemble(stream.initial.get(side), stream.segments[side], where), header, f"capture: {where}")
             for side in (True, False)
         )
-        exchanges = tuple(Exchange(r, responses[i] if i < len(responses) else None) for i, r in enumerate(requests))
-        connections.append(Connection(conn, exchanges, stream.start, stream.end))
-    format_name = "pcapng" if data[:4] == PCAPNG_MAGIC else "pcap"
-    return Trace(format_name, dialect.name, tuple(c for c in connections if c.exchanges))
+        exchanges = tuple(
+            Exchange(r, responses[i]) if i < len(responses) else Exchange(r, None, closes=stream.host_closed)
+            for i, r in enumerate(requests)
+        )
+        if exchanges:
+            connections.append(Connection(conn, exchanges, stream.start, stream.end))
+    return Trace("pcapng" if data[:4] == PCAPNG_MAGIC else "pcap", dialect.name, tuple(connections))
 
 
 def read_trace(data: bytes, source: str, dialect: Dialect | None = None, port: int | None = None) -> Trace:
@@ -253,10 +255,8 @@ def read_trace(data: bytes, source: str, dialect: Dialect | None = None, port: i
 def frame_body(frame: bytes, header: LengthHeader) -> bytes:
     """The body of one whole frame; raises ``WireError`` if the length header does not fit it exactly."""
     size = header.size_bytes
-    length = header.read(frame[:size]) if len(frame) >= size else -1
-    if length != len(frame) - size:
-        raise WireError(f"length header says {length} bytes, the frame has {len(frame) - size}", field="length",
-                        offset=0)  # fmt: skip
+    if (length := header.read(frame[:size]) if len(frame) >= size else -1) != len(frame) - size:
+        raise WireError(f"length header says {length} bytes, frame has {len(frame) - size}", field="length", offset=0)
     return frame[size:]
 
 
@@ -265,9 +265,10 @@ def check_frames(trace: Trace, dialect: Dialect) -> None:
     for connection in trace.connections:
         for index, exchange in enumerate(connection.exchanges, 1):
             for what, frame in (("request", exchange.request), ("recorded response", exchange.expected)):
+                if frame is None:
+                    continue
                 try:
-                    if frame is not None:
-                        frame_body(frame, dialect.length_header)
+                    frame_body(frame, dialect.length_header)
                 except WireError as error:
                     msg = f"connection {connection.conn} {what} {index}: {error} ({dialect.name} framing)"
                     raise ReplayError(msg) from None
@@ -299,10 +300,6 @@ class Result:
     status: Status
     differences: tuple[Difference, ...] = ()
     note: str = ""
-
-    @property
-    def name(self) -> str:
-        return f"{self.conn}-{self.index} {self.mti} {self.stan}"
 
 
 def field_label(field_id: str) -> str:
@@ -346,14 +343,22 @@ def describe(frame: bytes, dialect: Dialect) -> tuple[str, str, str | None]:
 
 def evaluate(
     exchange: Exchange, actual: bytes | None, dialect: Dialect, ignore: frozenset[str], *, at: tuple[int, int],
-    note: str = "", extra: tuple[Difference, ...] = (),
+    note: str = "", closed: bool = False, extra: tuple[Difference, ...] = (),
 ) -> Result:  # fmt: skip
-    """Judge one reply (None: none came) to the request at ``at`` (connection, index) against the recorded one."""
+    """Judge one reply to the request at ``at`` (connection, index) against the recorded one.
+
+    Args:
+        actual: the whole reply frame, or None when none came: ``closed`` says the host closed the
+            connection, ``note`` why there was no reply.
+    """
     assert exchange.request is not None
     conn, index = at
     mti, stan, kind = describe(exchange.request, dialect)
     if actual is None:
-        return Result(conn, index, mti, stan, Status.NO_REPLY, extra, note)
+        status = Status.MATCHED if exchange.closes and closed and not extra else Status.NO_REPLY
+        return Result(conn, index, mti, stan, status, extra, note)
+    if exchange.closes:
+        extra = (*extra, Difference("reply", "the connection closed (as recorded)", "a reply"))
     try:
         got = decode_frame(actual, dialect)
     except WireError as error:
@@ -378,12 +383,13 @@ def junit_tree(results: list[Result], suite: str = "iso-host replay") -> ET.Elem
                       failures=str(counts[Status.DIFFERED] + counts[Status.NO_REPLY]),
                       skipped=str(counts[Status.SKIPPED]))  # fmt: skip
     for result in results:
-        case = ET.SubElement(root, "testcase", name=result.name, classname=f"replay.connection{result.conn}")
+        name = f"{result.conn}-{result.index} {result.mti} {result.stan}"
+        case = ET.SubElement(root, "testcase", name=name, classname=f"replay.connection{result.conn}")
         if result.status is Status.DIFFERED:
-            failure = ET.SubElement(case, "failure", type="difference",
-                                    message=f"{len(result.differences)} field(s) differ")  # fmt: skip
-            failure.text = "\n".join(f"{field_label(d.field)}: expected {d.expected!r}, actual {d.actual!r}"
-                                     for d in result.differences)  # fmt: skip
+            message = f"{len(result.differences)} field(s) differ"
+            ET.SubElement(case, "failure", type="difference", message=message).text = "\n".join(
+                f"{field_label(d.field)}: expected {d.expected!r}, actual {d.actual!r}" for d in result.differences
+            )
         elif result.status is Status.NO_REPLY:
             ET.SubElement(case, "failure", type="no-reply", message="no reply").text = result.note
         elif result.status is Status.SKIPPED:
