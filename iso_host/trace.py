@@ -35,10 +35,14 @@ Without redaction every frame is recorded as it came. Bytes the framing refuses 
 
 The event loop only appends to a bounded queue; a writer thread drains it every ``WRITER_INTERVAL_S``
 (formatting, redaction and file I/O happen there). When the queue is full a line is dropped and counted,
-with a ``trace_lines_dropped`` warning at most once per second. Rotation: before a line would take the
-file over ``max_bytes``, FILE becomes FILE.1 (FILE.1 becomes FILE.2 and so on, ``keep_files`` of them)
-and a new FILE starts; a non-empty FILE found at start is rotated the same way, so runs never mix.
-Reading a whole capture means FILE.5 ... FILE.1, then FILE; a connection's lines may span two files.
+with a ``trace_lines_dropped`` warning at most once per second; a dropped line can upset the in/out
+pairing of its connection, so read a replay of such a trace with that warning in mind.
+
+Rotation: before a line would take the file over ``max_bytes``, FILE becomes FILE.1 (FILE.1 becomes
+FILE.2 and so on, ``keep_files`` of them) and a new FILE starts; a non-empty FILE found at start is
+rotated the same way, so runs never mix. Only a regular file rotates: a FILE that is a device or a
+named pipe (``/dev/null``) is written as it is. Reading a whole capture means FILE.5 ... FILE.1, then
+FILE; a connection's lines may span two files.
 """
 
 from __future__ import annotations
@@ -52,7 +56,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 from iso_host.errors import ConfigError, WireError
 from iso_host.flows.batch_fields import CUP_RECORD_DIGITS
@@ -61,7 +65,7 @@ from iso_host.wire import Dialect, Message, decode, encode
 
 DEFAULT_MAX_BYTES: Final = 100 * 1024 * 1024  # a file an editor and jq still open quickly
 KEEP_FILES: Final = 5  # FILE.1 .. FILE.5
-MAX_PENDING_LINES: Final = 65_536  # about one second of frames at full load; beyond it lines are dropped
+MAX_PENDING_LINES: Final = 65_536  # seconds of frames at full load, tens of MB at most; beyond it lines drop
 WRITER_INTERVAL_S: Final = 0.05  # how often the writer drains the queue (and how stale the file may be)
 DROP_WARNING_INTERVAL_S: Final = 1.0  # at most one trace_lines_dropped warning per second
 CLOSE_TIMEOUT_S: Final = 30.0  # waiting for the writer to write what is queued at shutdown
@@ -72,6 +76,7 @@ IN, OUT, CLOSE = "in", "out", "close"
 _DIGIT: Final = re.compile(r"[0-9]")
 _ALPHANUMERIC: Final = re.compile(r"[0-9A-Za-z]")
 _FIRST_DIGITS: Final = re.compile(r"[0-9]+")
+_json_string: Final = json.encoder.encode_basestring_ascii  # a str as a JSON string literal, quotes included
 _SENSITIVE_FIELDS: Final = frozenset({"2", "35", "36", "45", "52", "55"})
 
 # (conn, dir, mono_ns, wall_ns, peer, body or None); a tuple, because the event loop builds one per frame.
@@ -146,12 +151,6 @@ def redact_body(body: bytes, dialect: Dialect) -> bytes | None:
         return None
 
 
-def _wall(wall_ns: int) -> str:
-    seconds, nanoseconds = divmod(wall_ns, 1_000_000_000)
-    moment = datetime.fromtimestamp(seconds, UTC).replace(microsecond=nanoseconds // 1_000)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
 class Tracer:
     """Records frames to a JSON-lines file from a writer thread; the event loop only appends to a queue.
 
@@ -194,13 +193,19 @@ class Tracer:
         self._last_drop_warning_s = float("-inf")
         self._closed = False
         self._failed = False
+        self._dialect_json = _json_string(dialect.name)
+        self._wall_second = -1
+        self._wall_prefix = ""
+        # Only a regular file rotates: never rename /dev/null, /dev/stdout or a named pipe.
+        self._rotates = not path.exists() or path.is_file()
         try:
-            if path.exists() and path.stat().st_size > 0:
+            if self._rotates and path.exists() and path.stat().st_size > 0:
                 self._shift_old_files()
             self._file = path.open("wb")
         except OSError as error:
             raise ConfigError(f"--trace {path}: cannot open: {error.strerror}") from None
         self._size = 0
+        self._in_flight = 0  # lines taken off the queue and not yet written (lost if the writer fails)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="iso-host-trace", daemon=True)
         self._thread.start()
@@ -209,6 +214,7 @@ class Tracer:
 
     def frame(self, conn_id: int, direction: str, peer: str, body: bytes) -> None:
         """A frame body (without its length header) read from or written to connection ``conn_id``."""
+        assert direction in (IN, OUT), direction
         self._put((conn_id, direction, time.monotonic_ns(), time.time_ns(), peer, body))
 
     def connection_closed(self, conn_id: int, peer: str) -> None:
@@ -249,7 +255,7 @@ class Tracer:
             self._write_pending()  # what was queued before close()
         except Exception:
             self._failed = True
-            self.log.exception("trace_writer_failed")
+            self.log.exception("trace_writer_failed", lost_lines=self._in_flight)
         finally:
             self._file.close()
 
@@ -257,9 +263,10 @@ class Tracer:
         lines = [self._line(self._pending.popleft()) for _ in range(len(self._pending))]
         if not lines:
             return
+        self._in_flight = len(lines)
         chunk = bytearray()
         for line in lines:
-            if self._size + len(chunk) + len(line) > self.max_bytes and self._size + len(chunk) > 0:
+            if self._size + len(chunk) + len(line) > self.max_bytes and self._size + len(chunk) > 0 and self._rotates:
                 self._file.write(chunk)
                 self._size += len(chunk)
                 chunk.clear()
@@ -271,17 +278,27 @@ class Tracer:
         self.lines_written += len(lines)
 
     def _line(self, event: _Event) -> bytes:
+        """One JSON line, put together by hand: ``json.dumps`` of a dict costs as much as everything else here."""
         conn_id, direction, mono_ns, wall_ns, peer, body = event
-        line: dict[str, Any] = {"conn": conn_id, "dir": direction, "mono_ns": mono_ns, "wall": _wall(wall_ns),
-                                "dialect": self.dialect.name, "peer": peer}  # fmt: skip
-        if body is not None:
-            header = self.dialect.length_header
-            recorded = self._redact(body) if self.redact else body
-            if recorded is None:
-                line.update({"hex": None, "undecodable": True, "length": header.size_bytes + len(body)})
-            else:
-                line["hex"] = (header.write(len(recorded)) + recorded).hex().upper()
-        return json.dumps(line).encode("ascii") + b"\n"
+        wall = self._wall(wall_ns)
+        head = (f'{{"conn": {conn_id:d}, "dir": "{direction}", "mono_ns": {mono_ns:d}, "wall": "{wall}", '
+                f'"dialect": {self._dialect_json}, "peer": {_json_string(peer)}')  # fmt: skip
+        if body is None:
+            return f"{head}}}\n".encode("ascii")
+        header = self.dialect.length_header
+        recorded = self._redact(body) if self.redact else body
+        if recorded is None:
+            length = header.size_bytes + len(body)
+            return f'{head}, "hex": null, "undecodable": true, "length": {length:d}}}\n'.encode("ascii")
+        return f'{head}, "hex": "{(header.write(len(recorded)) + recorded).hex().upper()}"}}\n'.encode("ascii")
+
+    def _wall(self, wall_ns: int) -> str:
+        """UTC ISO 8601 with microseconds; the date and time up to the second are formatted once per second."""
+        seconds, nanoseconds = divmod(wall_ns, 1_000_000_000)
+        if seconds != self._wall_second:
+            self._wall_second = seconds
+            self._wall_prefix = datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S.")
+        return f"{self._wall_prefix}{nanoseconds // 1_000:06d}Z"
 
     def _redact(self, body: bytes) -> bytes | None:
         try:
