@@ -242,3 +242,33 @@ def test_example_scenarios_file(tmp_path: Path, args: list[str], code: str) -> N
         result = terminal(tmp_path, address, *args)
     assert f"Response Code                    {code}" in result.stdout
     assert result.returncode == (0 if code == "00" else 1)
+
+
+def test_capture_then_replay(tmp_path: Path) -> None:
+    """A day captured with `serve --trace` replays clean on a fresh host, and shows exactly the one declined card
+    on a host whose test cards say that card is lost."""
+    trace = tmp_path / "day.jsonl"
+    lost_card = "5413330089010012"
+    with serving(tmp_path, "--trace", str(trace)) as (address, _):
+        for args in (["sale", "10.00"], ["sale", "20.00", "--pan", lost_card], ["echo"]):
+            assert terminal(tmp_path, address, *args).returncode == 0
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    with serving(fresh) as (address, _):
+        same = subprocess.run([*ISO_HOST, "replay", str(trace), "--to", address], capture_output=True, text=True,
+                              timeout=60, check=False)  # fmt: skip
+    assert same.returncode == 0, same.stdout + same.stderr
+    declining = tmp_path / "declining"
+    declining.mkdir()
+    config = declining / "host.toml"
+    config.write_text(f'[[terminals]]\ntid = "TERM0001"\nmid = "MERCHANT0000001"\n\n'
+                      f'[[cards]]\npan = "{lost_card}"\nstatus = "lost"\n')  # fmt: skip
+    with serving(declining, "--config", str(config)) as (address, _):
+        junit = tmp_path / "replay.xml"
+        differs = subprocess.run([*ISO_HOST, "replay", str(trace), "--to", address, "--junit", str(junit)],
+                                 capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    assert differs.returncode == 1, differs.stdout + differs.stderr
+    difference_lines = [line.split() for line in differs.stdout.splitlines() if line.split()[4:5] == ["F39"]]
+    assert [row[3:] for row in difference_lines] == [["000002", "F39", "00", "41"]], differs.stdout
+    assert lost_card not in differs.stdout
+    assert junit.read_text().count("<failure") == 1
