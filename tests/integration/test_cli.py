@@ -6,50 +6,18 @@ import json
 import os
 import signal
 import subprocess
-import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from databases import fresh_postgres_database
+from processes import EXAMPLES, ISO_HOST, serving, terminal
 from tls_material import make_tls_files
 
-ISO_HOST = [sys.executable, "-m", "iso_host.cli"]
 TEST_PAN = "4761739001010010"
 
 
-@contextmanager
-def serving(tmp_path: Path, *extra: str) -> Iterator[tuple[str, subprocess.Popen[str]]]:
-    """Start ``iso-host serve --port 0`` and yield its address once it prints ``listening on``."""
-    process = subprocess.Popen(
-        [*ISO_HOST, "serve", "--port", "0", "--log-format", "json", *extra],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    assert process.stdout is not None
-    address = None
-    for _ in range(50):
-        line = process.stdout.readline()
-        if not line:
-            break
-        event = json.loads(line)["event"]
-        if event.startswith("listening on "):
-            address = event.removeprefix("listening on ")
-            break
-    try:
-        assert address is not None, f"no 'listening on' line; stderr: {process.stderr.read() if process.stderr else ''}"
-        yield address, process
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-        process.communicate(timeout=15)  # also closes the pipes
 
 
-def terminal(tmp_path: Path, address: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*ISO_HOST, "terminal", "--to", address, "--state", str(tmp_path / "terminal.json"), *args],
-        capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
 
 
 @pytest.mark.parametrize("dialect", ["iso87binary", "iso87ascii", "cup"])
@@ -222,7 +190,6 @@ def test_business_day_from_the_command_line(tmp_path: Path, dialect: str) -> Non
     assert "amount_differs" in report.stdout
 
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 @pytest.mark.parametrize(

@@ -3,47 +3,18 @@
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
-import sys
 import tomllib
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
+from processes import EXAMPLES, ISO_HOST, serving
 
-ISO_HOST = [sys.executable, "-m", "iso_host.cli"]
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 TEST_PAN = "4761739001010010"
 
 
-@contextmanager
-def serving(tmp_path: Path, *extra: str) -> Iterator[tuple[str, subprocess.Popen[str]]]:
-    """Start ``iso-host serve --port 0`` and yield its address once it prints ``listening on``."""
-    process = subprocess.Popen(
-        [*ISO_HOST, "serve", "--port", "0", "--log-format", "json", *extra],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    assert process.stdout is not None
-    address = None
-    for _ in range(50):
-        line = process.stdout.readline()
-        if not line:
-            break
-        event = json.loads(line)["event"]
-        if event.startswith("listening on "):
-            address = event.removeprefix("listening on ")
-            break
-    try:
-        assert address is not None, f"no 'listening on' line; stderr: {process.stderr.read() if process.stderr else ''}"
-        yield address, process
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-        process.communicate(timeout=15)  # also closes the pipes
 
 
 def run_session(tmp_path: Path, address: str, session: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -7,12 +7,10 @@ import json
 import os
 import re
 import signal
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,6 +18,7 @@ from typing import Any
 
 import pytest
 from hosting import TEST_PAN, RunningHost, local_now, running_host
+from processes import serving, terminal
 from structlog.testing import capture_logs
 
 from iso_host.cli import main
@@ -30,7 +29,6 @@ from iso_host.server import Server
 from iso_host.trace import Tracer, redact_body
 from iso_host.wire import Dialect, Envelope, Message, decode, encode, encode_frame, load_dialect
 
-ISO_HOST = [sys.executable, "-m", "iso_host.cli"]
 LINE_KEYS = ["conn", "dir", "mono_ns", "wall", "dialect", "peer", "hex"]
 MASKED_PAN = TEST_PAN[:6] + "000000" + TEST_PAN[-4:]
 PAN_MIDDLE = TEST_PAN[6:-4]
@@ -259,37 +257,8 @@ def test_only_a_regular_file_rotates(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["trace.pipe"]
 
 
-@contextmanager
-def serving(tmp_path: Path, *extra: str) -> Iterator[tuple[str, subprocess.Popen[str]]]:
-    """Start ``iso-host serve --port 0`` and yield its address once it prints ``listening on``."""
-    process = subprocess.Popen(
-        [*ISO_HOST, "serve", "--port", "0", "--log-format", "json", *extra],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    assert process.stdout is not None
-    address = None
-    for _ in range(50):
-        line = process.stdout.readline()
-        if not line:
-            break
-        event = json.loads(line)["event"]
-        if event.startswith("listening on "):
-            address = event.removeprefix("listening on ")
-            break
-    try:
-        assert address is not None, f"no 'listening on' line; stderr: {process.stderr.read() if process.stderr else ''}"
-        yield address, process
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-        process.communicate(timeout=15)
 
 
-def terminal(tmp_path: Path, address: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*ISO_HOST, "terminal", "--to", address, "--state", str(tmp_path / "terminal.json"), *args],
-        capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
 
 
 @pytest.mark.parametrize("trace", [True, False], ids=["trace", "no-trace"])
