@@ -68,6 +68,9 @@ class Server:
         self._stopping = True
         if self._server is not None:
             self._server.close()
+        # A connection accepted just now has a handler task that has not run yet: let it run, see that the
+        # host is stopping and close its socket, rather than be cancelled before it could.
+        await asyncio.sleep(0)
         for connection in list(self._connections.values()):
             if not connection.busy and connection.task is not None:
                 connection.task.cancel()
