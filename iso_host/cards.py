@@ -38,3 +38,15 @@ def pan_from_track2(track2: str) -> str | None:
 def is_valid_pan(pan: str) -> bool:
     """Digits only and of a plausible length (the Luhn check is the issuer's business)."""
     return pan.isdigit() and PAN_MIN_DIGITS <= len(pan) <= PAN_MAX_DIGITS
+
+
+# Fields never shown to people, even to the card's owner: track data, PIN block, chip data, key blocks, MACs.
+NOT_SHOWN_FIELDS = frozenset({"35", "36", "45", "52", "55", "62", "64"})
+
+
+def displayed(field_id: str, value: str) -> str:
+    """A field's value as the CLI, replay and sessions print it: PAN masked, secrets not shown."""
+    head = field_id.partition(".")[0]
+    if head in NOT_SHOWN_FIELDS:
+        return "[not shown]"
+    return mask_pan(value) if head == "2" else value

@@ -18,12 +18,11 @@ from typing import Any, Final
 
 import dpkt  # type: ignore[import-untyped,unused-ignore]
 
-from iso_host.cards import mask_pan
+from iso_host.cards import displayed
 from iso_host.errors import IsoHostError, WireError
 from iso_host.wire import NEED_DATA, Dialect, FrameDecoder, LengthHeader, Message, decode, encode_frame
 
 DEFAULT_IGNORE: Final = frozenset({"7", "12", "13", "37", "38", "64", "128"})  # times, RRN, approval code, MAC
-HIDDEN_FIELDS: Final = frozenset({"35", "36", "52", "55", "62"})  # track data, PIN block, chip data, keys
 PCAP_MAGICS: Final = frozenset({b"\xa1\xb2\xc3\xd4", b"\xd4\xc3\xb2\xa1", b"\xa1\xb2\x3c\x4d", b"\x4d\x3c\xb2\xa1"})
 PCAPNG_MAGIC: Final = b"\x0a\x0d\x0d\x0a"
 SEQUENCE_SPACE: Final = 2**32  # TCP sequence numbers wrap (RFC 9293)
@@ -309,11 +308,7 @@ def field_label(field_id: str) -> str:
 
 def shown(field_id: str, value: str | None) -> str:
     """A field value as it may be printed: F2 masked 6/4, track data, PIN block, chip data and keys hidden."""
-    if value is None:
-        return "(absent)"
-    if field_id in HIDDEN_FIELDS:
-        return "[not shown]"
-    return mask_pan(value) if field_id == "2" else value
+    return "(absent)" if value is None else displayed(field_id, value)
 
 
 def compare(expected: Message, actual: Message, ignore: frozenset[str]) -> tuple[Difference, ...]:

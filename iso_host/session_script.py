@@ -21,10 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from iso_host.cards import mask_pan
+from iso_host.cards import NOT_SHOWN_FIELDS, displayed
 from iso_host.client import TerminalClient
 from iso_host.errors import ConfigError, IsoHostError
-from iso_host.terminal_cli import ACTIONS, SENSITIVE_FIELDS, Params, Session, open_session, parse_amount
+from iso_host.terminal_cli import ACTIONS, Params, Session, open_session, parse_amount
 from iso_host.wire import Dialect, Message, load_dialect
 
 EXIT_PASSED, EXIT_FAILED = 0, 1
@@ -61,7 +61,7 @@ class Expectation:
             holds, wanted = (actual is not None) == (self.check == "present"), self.check
         elif self.pattern is not None:
             holds = actual is not None and self.pattern.search(actual) is not None
-            wanted = "[not shown]" if _head(self.field) in SENSITIVE_FIELDS else f"to match '{self.value}'"
+            wanted = "[not shown]" if _head(self.field) in NOT_SHOWN_FIELDS else f"to match '{self.value}'"
         else:
             text = substitute(self.value, captures)
             holds, wanted = actual == text, _shown(self.field, text)
@@ -121,9 +121,8 @@ def _head(field_id: str) -> str:
 
 
 def _shown(field_id: str, value: str) -> str:
-    if _head(field_id) in SENSITIVE_FIELDS:
-        return "[not shown]"
-    return repr(mask_pan(value) if _head(field_id) == "2" else value)
+    shown = displayed(field_id, value)
+    return shown if shown == "[not shown]" else repr(shown)
 
 
 def load_script(path: str, default_dialect: str) -> Script:

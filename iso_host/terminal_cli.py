@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from iso_host import terminal_batch as book
-from iso_host.cards import mask_pan
+from iso_host.cards import displayed
 from iso_host.client import ClientError, ClientState, MacKeys, TerminalClient, dukpt_keys, pin_block_field
 from iso_host.config import DEMO_MID, DEMO_TID, DEMO_TMK
 from iso_host.errors import ConfigError
@@ -24,7 +24,6 @@ from iso_host.tls import client_context
 from iso_host.wire import Dialect, Message, load_dialect
 
 EXIT_APPROVED, EXIT_DECLINED = 0, 1
-SENSITIVE_FIELDS: Final = frozenset({"35", "36", "52", "55", "62", "64"})  # never printed, even to their owner
 CUP_RECORDS_PER_UPLOAD: Final = 8  # F48 holds 322 digits
 TEST_PAN: Final = "4761739001010010"
 PARAM_NAMES: Final = ("amount", "pan", "expiry", "pin", "stan", "rrn", "operator")
@@ -49,11 +48,7 @@ def parse_amount(text: str) -> int:
 def print_response(message: Message, dialect: Dialect) -> None:
     print(f"{'MTI':<5} {'':<32} {message.mti}")
     for field_id in sorted(message.fields, key=int):
-        value = message.fields[field_id]
-        if field_id in SENSITIVE_FIELDS:
-            value = "[not shown]"
-        elif field_id == "2":
-            value = mask_pan(value)
+        value = displayed(field_id, message.fields[field_id])
         description = str(dialect.spec.get(field_id, {}).get("desc", ""))[:32]
         print(f"F{field_id:<4} {description:<32} {value}")
 
