@@ -9,7 +9,6 @@ import os
 import signal
 import sys
 from dataclasses import asdict, dataclass, replace
-from datetime import datetime
 from pathlib import Path
 
 from iso_host import __version__
@@ -25,7 +24,7 @@ from iso_host.replay_cli import add_replay_parser
 from iso_host.scenarios import ScenarioBook
 from iso_host.security import unwrap_key
 from iso_host.server import Server
-from iso_host.terminal_cli import add_terminal_parser
+from iso_host.terminal_cli import add_terminal_parser, local_now
 from iso_host.terminals import NO_KEYS, TerminalState, WorkingKeys, random_working_keys
 from iso_host.test_cards import CardBook
 from iso_host.tls import server_context
@@ -33,10 +32,6 @@ from iso_host.trace import DEFAULT_MAX_BYTES, Tracer
 from iso_host.wire import builtin_dialect_names, load_dialect
 
 EXIT_ERROR = 2
-
-
-def local_now() -> datetime:
-    return datetime.now().astimezone()
 
 
 @dataclass(frozen=True, slots=True)
