@@ -60,6 +60,8 @@ class Admission:
             raise Rejected(Reason.UNKNOWN_TERMINAL, "terminal (field 41) is not configured")
         if mid is not None and mid != terminal.mid:
             raise Rejected(Reason.UNKNOWN_MERCHANT, "merchant (field 42) does not match the terminal's")
+        if not terminal.enabled:
+            raise Rejected(Reason.TERMINAL_DISABLED, "terminal is disabled (live control: enable-terminal)")
         return terminal
 
     def classify(self, message: Message) -> tuple[KindRule, Kind]:

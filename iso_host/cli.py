@@ -8,18 +8,23 @@ import json
 import os
 import signal
 import sys
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from iso_host import __version__
 from iso_host.cards import pan_hash
 from iso_host.client import ClientError
+from iso_host.clock import HostClock
 from iso_host.config import DEMO_MID, DEMO_TID, Config, TerminalConfig, TlsConfig, load_config, with_overrides
 from iso_host.errors import ConfigError, IsoHostError, StoreError
+from iso_host.events.record import EventSink
 from iso_host.host import Host
 from iso_host.ledger import Status, TerminalRecord, TransactionFilter, TransactionRecord, open_store
 from iso_host.ledger_commands import add_ledger_commands
 from iso_host.log import announce, configure, get_logger
+from iso_host.mqtt import describe_broker
+from iso_host.mqtt_tasks import start_mqtt_tasks
 from iso_host.replay_cli import add_replay_parser
 from iso_host.scenarios import ScenarioBook
 from iso_host.security import unwrap_key
@@ -49,9 +54,12 @@ async def _serve(config: Config, trace: TraceOptions | None = None) -> int:
     store = open_store(config.ledger_url, group_commit=config.group_commit)
     await store.open()
     terminals = {t.tid: terminal_state(t, await store.register_terminal(t.tid, t.mid)) for t in config.terminals}
+    clock = HostClock(local_now)
+    events = EventSink() if config.events is not None else None
     host = Host(
-        dialect, store, terminals, local_now, cards=card_book(config, store.pan_hash_key),
+        dialect, store, terminals, clock, cards=card_book(config, store.pan_hash_key),
         key_source=random_working_keys, rules=config.rules, scenarios=scenario_book(config, store.pan_hash_key),
+        events=events,
     )  # fmt: skip
     ssl_context = server_context(config.tls.cert, config.tls.key, config.tls.client_ca) if config.tls else None
     try:
@@ -71,7 +79,10 @@ async def _serve(config: Config, trace: TraceOptions | None = None) -> int:
         log.info("demo_terminal", tid=DEMO_TID, mid=DEMO_MID, hint="iso-host terminal --tid TERM0001 ...")
     announce(f"listening on {bound_host}:{bound_port}", dialect=dialect.name, ledger=config.ledger_url,
              terminals=len(terminals), tls="mutual" if config.tls and config.tls.client_ca else bool(config.tls),
-             trace=str(trace.path) if trace else None, version=__version__)  # fmt: skip
+             trace=str(trace.path) if trace else None,
+             events=describe_broker(config.events) if config.events else None, control=config.control_enabled,
+             version=__version__)  # fmt: skip
+    background = start_mqtt_tasks(config, host, events, cards_reloader(config, host))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -79,6 +90,7 @@ async def _serve(config: Config, trace: TraceOptions | None = None) -> int:
     await stop.wait()
     log.info("host_stopping", connections=server.connection_count)
     await server.stop()  # closes the tracer too, after the last connection's lines
+    await background.stop()
     await store.close()
     log.info("host_stopped")
     return 0
@@ -87,6 +99,19 @@ async def _serve(config: Config, trace: TraceOptions | None = None) -> int:
 def card_book(config: Config, pan_key: bytes) -> CardBook:
     """The configured test cards, reachable by PAN and by the ledger's keyed PAN hash."""
     return CardBook(((c.pan, c.test_card()) for c in config.cards), lambda pan: pan_hash(pan, pan_key))
+
+
+def cards_reloader(config: Config, host: Host) -> Callable[[], int] | None:
+    """Live control's reload-cards: read the config file's [[cards]] again (balances start afresh)."""
+    if config.source == "defaults":
+        return None
+
+    def reload() -> int:
+        fresh = load_config(config.source)
+        host.cards.replace((c.pan, c.test_card()) for c in fresh.cards)
+        return len(fresh.cards)
+
+    return reload
 
 
 def scenario_book(config: Config, pan_key: bytes) -> ScenarioBook:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from iso_host.broker import DEFAULT_PREFIX, BrokerSettings, broker_address
 from iso_host.errors import ConfigError
 from iso_host.ledger.rules import SAME_BUSINESS_DAY, RuleSettings
 from iso_host.limits import Limits
@@ -24,6 +25,7 @@ from iso_host.test_cards import STATUSES, TestCard
 DEMO_TID: Final = "TERM0001"
 DEMO_MID: Final = "MERCHANT0000001"
 DEMO_TMK: Final = "0123456789ABCDEFFEDCBA9876543210"
+DEFAULT_KEEP_SENT_S: Final = 3_600.0
 TID_LENGTH: Final = 8  # ISO 8583:1987 field 41, ans 8
 MID_LENGTH: Final = 15  # field 42, ans 15
 _HEX_KEY: Final = re.compile(r"(?:[0-9A-Fa-f]{16}){1,3}")
@@ -87,6 +89,9 @@ class Config:
     scenarios: tuple[ScenarioConfig, ...] = ()
     tls: TlsConfig | None = None
     rules: RuleSettings = field(default_factory=RuleSettings)
+    events: BrokerSettings | None = None  # None: events are off (no [events] mqtt_url)
+    events_keep_sent_s: float = DEFAULT_KEEP_SENT_S  # sent outbox rows are pruned after this long
+    control_enabled: bool = False
     source: str = "defaults"
 
 
@@ -100,6 +105,8 @@ SECTIONS: Final = {
     "log": {"format", "level"},
     "limits": {f.name for f in fields(Limits)},
     "rules": RULE_KEYS,
+    "events": {"mqtt_url", "username", "password", "client_id", "topic_prefix", "ca_file", "keep_sent_s"},
+    "control": {"enabled"},
 }
 TERMINAL_KEYS: Final = {"tid", "mid", "tmk", "tak", "tpk", "bdk", "mac", "require_signon", "operators"}
 CARD_KEYS: Final = {"pan", "pin", "expiry", "status", "balance", "limit"}
@@ -192,7 +199,7 @@ def _operators(problems: _Problems, key: str, raw: Any) -> tuple[tuple[str, bool
     if raw is None:
         return None
     if not isinstance(raw, list):
-        problems.add(key, "must be an array of tables ([[terminals.operators]] id = \"01\", can_void = true)")
+        problems.add(key, 'must be an array of tables ([[terminals.operators]] id = "01", can_void = true)')
         return None
     operators = []
     for index, entry in enumerate(raw):
@@ -338,6 +345,20 @@ def parse_scenario(problems: _Problems, key: str, entry: Any) -> ScenarioConfig 
         return None
 
 
+def scenario_from_table(entry: Any, key: str) -> ScenarioConfig:
+    """One scenario table from outside a file (a live-control command), checked as ``[[scenarios]]`` entries are.
+
+    Raises:
+        ConfigError: one ``key.name: problem`` line per problem (no file name: the table came from no file).
+    """
+    problems = _Problems("")
+    parsed = parse_scenario(problems, key, entry)
+    if problems.lines or parsed is None:
+        lines = [line.removeprefix(": ") for line in problems.lines] or [f"{key}: is not a valid scenario"]
+        raise ConfigError("\n".join(lines))
+    return parsed
+
+
 def _scenario(problems: _Problems, index: int, entry: Any) -> ScenarioConfig | None:
     return parse_scenario(problems, f"scenarios[{index}]", entry)
 
@@ -385,6 +406,51 @@ def _scalar_settings(problems: _Problems, tables: dict[str, dict[str, Any]]) -> 
                 problems.add(f"log.{name}", f"must be one of {', '.join(allowed)}, got {log[name]!r}")
             else:
                 changes[attribute] = log[name]
+    return changes
+
+
+def valid_topic_prefix(prefix: str) -> bool:
+    """A prefix is one or more topic levels without wildcards and without empty levels."""
+    return bool(prefix) and "+" not in prefix and "#" not in prefix and "" not in prefix.split("/")
+
+
+def _events(problems: _Problems, events: dict[str, Any], control: dict[str, Any]) -> dict[str, Any]:
+    """``[events]`` (the broker, off without mqtt_url) and ``[control]`` (live control, off unless enabled)."""
+    changes: dict[str, Any] = {}
+    enabled = control.get("enabled", False)
+    if not isinstance(enabled, bool):
+        problems.add("control.enabled", f"must be true or false, got {enabled!r}")
+        enabled = False
+    changes["control_enabled"] = enabled
+    if "keep_sent_s" in events:
+        keep = events["keep_sent_s"]
+        if isinstance(keep, bool) or not isinstance(keep, int | float) or keep <= 0:
+            problems.add("events.keep_sent_s", f"must be seconds > 0, got {keep!r}")
+        else:
+            changes["events_keep_sent_s"] = float(keep)
+    values: dict[str, str] = {}
+    for name in ("mqtt_url", "username", "password", "client_id", "topic_prefix", "ca_file"):
+        if name in events and (value := _string(problems, f"events.{name}", events[name])) is not None:
+            values[name] = value
+    if "mqtt_url" not in values:
+        for name in sorted(set(events) - {"mqtt_url", "keep_sent_s"}):
+            problems.add(f"events.{name}", "has no effect without events.mqtt_url (events are off)")
+        if enabled:
+            problems.add("control.enabled", "live control needs events.mqtt_url (the broker it listens on)")
+        return changes
+    try:
+        broker_address(values["mqtt_url"])
+    except ConfigError as error:
+        problems.add("events.mqtt_url", str(error).removeprefix("events.mqtt_url: "))
+    prefix = values.get("topic_prefix", DEFAULT_PREFIX)
+    if not valid_topic_prefix(prefix):
+        problems.add("events.topic_prefix", f"must be topic levels without +, # or empty levels, got {prefix!r}")
+    if "password" in values and "username" not in values:
+        problems.add("events.password", "needs events.username")
+    changes["events"] = BrokerSettings(
+        url=values["mqtt_url"], username=values.get("username"), password=values.get("password"),
+        client_id=values.get("client_id"), topic_prefix=prefix, ca_file=values.get("ca_file"),
+    )  # fmt: skip
     return changes
 
 
@@ -440,6 +506,7 @@ def parse_config(document: dict[str, Any], source: str) -> Config:
             changes["scenarios"] = tuple(s for s in parsed if s is not None)
     changes["tls"] = _tls(problems, tables["server"])
     changes["rules"] = _rules(problems, tables["rules"])
+    changes.update(_events(problems, tables["events"], tables["control"]))
     problems.raise_if_any()
     return replace(config, **changes)
 

@@ -7,6 +7,7 @@ reading what a void or reversal refers to, and committing, which must finish bef
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -14,9 +15,10 @@ from typing import Final
 
 from iso_host.admission import Admission, Rejected, ResponseMac
 from iso_host.errors import ConflictError, DuplicateError, StoreError, WireError
+from iso_host.events.record import EventSink, decision_event
 from iso_host.flows import BATCH_KINDS, FINANCIAL_KINDS, FLOWS, NO_VIEW, ORIGINAL_KINDS, Context, Decision, Request
 from iso_host.flows.sale import forced_decline
-from iso_host.ledger.model import Kind, LedgerView, Reason
+from iso_host.ledger.model import Kind, LedgerView, Reason, RecordEvent
 from iso_host.ledger.rules import RuleSettings, business_day_start
 from iso_host.ledger.store import Store
 from iso_host.message_auth import MAC_PLACEHOLDER, mac_field_of, seal
@@ -26,6 +28,7 @@ from iso_host.test_cards import CardBook
 from iso_host.wire import Dialect, Envelope, KindRule, Message, WireDecodeError, decode, encode, reply_mti
 
 MAX_DECISION_ATTEMPTS: Final = 3  # a request that lost a race decides again, with a fresh view, this often
+EVENTLESS_KINDS: Final = frozenset({Kind.ECHO.value})  # keep-alives would drown the event stream
 
 
 @dataclass(slots=True)
@@ -57,6 +60,7 @@ class Host:
         key_source: Callable[[], WorkingKeys] | None = None,
         rules: RuleSettings | None = None,
         scenarios: ScenarioBook | None = None,
+        events: EventSink | None = None,
     ) -> None:
         self.dialect = dialect
         self.store = store
@@ -64,12 +68,14 @@ class Host:
         self.clock = clock
         self.key_source = key_source
         self.rules = rules or RuleSettings()
-        self.cards = cards or CardBook((), str)
+        self.cards = cards if cards is not None else CardBook((), str)  # an empty book is still the one to share
         self.scenarios = scenarios or ScenarioBook()
+        self.events = events  # None: events are off, and nothing is written to the outbox
         self.admission = Admission(dialect, terminals, self.cards)
 
     async def handle(self, frame: bytes) -> Outcome:
         """Answer one frame body (TPDU and header included, length header excluded)."""
+        started = time.perf_counter()
         try:
             envelope, message = decode(frame, self.dialect)
         except WireDecodeError as error:
@@ -88,14 +94,25 @@ class Host:
             request = self.admission.request(message, rule, kind, terminal, self.store.pan_hash_key)
         except Rejected as rejection:
             outcome.log["detail"] = rejection.detail
-            return self._respond(outcome, envelope, message, Decision(rejection.reason), response_mac)
+            refused = Decision(rejection.reason)
+            if self.events is not None:
+                kind_name = outcome.kind or self._kind_name(message)
+                await self._record_alone(self._event(message, kind_name, refused, started=started), outcome)
+            return self._respond(outcome, envelope, message, refused, response_mac)
         scenario = self.scenarios.fire(
             tid=terminal.tid, mti=message.mti, kind=kind.value, amount_minor=request.amount_minor,
             pan_hash=request.card.pan_hash if request.card else None,
         )  # fmt: skip
         if scenario is not None:
             outcome.log["scenario"] = scenario.name or "unnamed"
-        decision = await self._decide_and_commit(request, rule, terminal, outcome, scenario)
+        decision, event_committed = await self._decide_and_commit(
+            request, rule, terminal, outcome, scenario=scenario, started=started
+        )
+        if not event_committed and self._wants_event(kind.value):
+            # The decision's own commit failed (a duplicate, a database error): its answer is still an event.
+            await self._record_alone(
+                self._event(message, kind.value, decision, started=started, request=request, scenario=scenario), outcome
+            )
         self.cards.apply(decision.balance_changes)
         if decision.session is not None and decision.reason is Reason.APPROVED:
             session = decision.session
@@ -109,10 +126,22 @@ class Host:
         return _acted_out(outcome, scenario, response_mac is not None) if scenario else outcome
 
     async def _decide_and_commit(
-        self, request: Request, rule: KindRule, terminal: TerminalState, outcome: Outcome, scenario: Scenario | None
-    ) -> Decision:
-        """Load the view, let the flow (or a scenario) decide, commit; decide again if the view changed meanwhile."""
+        self,
+        request: Request,
+        rule: KindRule,
+        terminal: TerminalState,
+        outcome: Outcome,
+        *,
+        scenario: Scenario | None,
+        started: float,
+    ) -> tuple[Decision, bool]:
+        """Load the view, let the flow (or a scenario) decide, commit; decide again if the view changed meanwhile.
+
+        The decision's event, when events are on, commits in the same transaction as its ledger change.
+        Returns the decision and whether its event was committed.
+        """  # fmt: skip
         context = await self._context(request, terminal)
+        wants_event = self._wants_event(request.kind.value)
         for attempt in range(1, MAX_DECISION_ATTEMPTS + 1):
             try:
                 if scenario is not None and scenario.respond is not None:
@@ -120,19 +149,69 @@ class Host:
                 else:
                     view = await self._view(request, rule, terminal, context.now)
                     decision = FLOWS[request.kind](request, view, context)
-                if decision.commands:
-                    await self.store.apply(decision.commands)
+                commands = decision.commands
+                if wants_event:
+                    event = self._event(
+                        request.message,
+                        request.kind.value,
+                        decision,
+                        started=started,
+                        request=request,
+                        scenario=scenario,
+                    )
+                    commands = (*commands, event)
+                if commands:
+                    await self.store.apply(commands)
             except DuplicateError:
                 outcome.log["detail"] = "terminal, batch and STAN already in the ledger"
-                return Decision(Reason.DUPLICATE)
+                return Decision(Reason.DUPLICATE), False
             except ConflictError as error:
                 outcome.log["detail"] = f"attempt {attempt}: {error}"
                 continue
             except StoreError as error:
                 outcome.log["detail"] = str(error)
-                return Decision(Reason.SYSTEM_ERROR)
-            return decision
-        return Decision(Reason.SYSTEM_ERROR)
+                return Decision(Reason.SYSTEM_ERROR), False
+            if wants_event:
+                self._notify()
+            return decision, wants_event
+        return Decision(Reason.SYSTEM_ERROR), False
+
+    def _wants_event(self, kind_name: str | None) -> bool:
+        return self.events is not None and kind_name not in EVENTLESS_KINDS
+
+    def _notify(self) -> None:
+        if self.events is not None:
+            self.events.notify()
+
+    def _event(
+        self, message: Message, kind_name: str | None, decision: Decision, *, started: float,
+        request: Request | None = None, scenario: Scenario | None = None,
+    ) -> RecordEvent:  # fmt: skip
+        """The event of this answer; its latency runs from the frame's arrival to the decision."""
+        return decision_event(
+            now=self.clock(), kind=kind_name, mti=message.mti, fields=message.fields, reason=decision.reason,
+            response_code=decision.response_code or self.dialect.response_code(decision.reason),
+            latency_s=time.perf_counter() - started,
+            card=request.card if request else None, amount_minor=request.amount_minor if request else None,
+            batch_number=request.batch_number if request else None, rrn=decision.fields.get("37"),
+            scenario=(scenario.name or "unnamed") if scenario else None,
+        )  # fmt: skip
+
+    async def _record_alone(self, event: RecordEvent, outcome: Outcome) -> None:
+        """Commit an event that has no ledger change to ride with (a refused request, a failed commit)."""
+        if event.kind in EVENTLESS_KINDS:
+            return
+        try:
+            await self.store.apply((event,))
+        except StoreError as error:
+            outcome.log["event_error"] = str(error)
+            return
+        self._notify()
+
+    def _kind_name(self, message: Message) -> str | None:
+        """What the dialect calls this message, for the event of a request refused before classification."""
+        rule = self.dialect.classify(message)
+        return rule.kind if rule is not None else None
 
     async def _view(self, request: Request, rule: KindRule, terminal: TerminalState, now: datetime) -> LedgerView:
         if request.kind in BATCH_KINDS:

@@ -39,6 +39,7 @@ class TerminalState:
     session_keys: WorkingKeys = NO_KEYS  # from the last sign-on
     operator: str | None = None
     operators: dict[str, bool] | None = None  # operator id → may void; None: every operator may
+    enabled: bool = True  # live control can switch a terminal off; it is refused until switched on again
 
     def may_void(self, operator: str | None) -> bool:
         """Whether this operator may void here; without an operator table anyone may."""

@@ -34,14 +34,28 @@ class CardBook:
     """The configured test cards by PAN (for admission) and by keyed PAN hash (for voids and reversals)."""
 
     def __init__(self, cards: Iterable[tuple[str, TestCard]], pan_hash: Callable[[str], str]) -> None:
+        self._pan_hash = pan_hash
         self._by_pan: dict[str, TestCard] = {}
         self._pan_of_hash: dict[str, str] = {}
-        for pan, card in cards:
-            self._by_pan[pan] = card
-            self._pan_of_hash[pan_hash(pan)] = pan
+        self.replace(cards)
 
     def __len__(self) -> int:
         return len(self._by_pan)
+
+    def replace(self, cards: Iterable[tuple[str, TestCard]]) -> None:
+        """Swap the whole book for ``cards`` (a reload of the config file's ``[[cards]]``), in place.
+
+        The host and its admission hold this one object, so both see the new cards from the next request.
+        Balances start again from the new configuration. The new contents are built first, so a failure while
+        building (a bad hash function) leaves the old book whole.
+        """
+        by_pan: dict[str, TestCard] = {}
+        pan_of_hash: dict[str, str] = {}
+        for pan, card in cards:
+            by_pan[pan] = card
+            pan_of_hash[self._pan_hash(pan)] = pan
+        assert len(pan_of_hash) == len(by_pan), "two PANs with one keyed hash"
+        self._by_pan, self._pan_of_hash = by_pan, pan_of_hash
 
     def card(self, pan: str) -> TestCard | None:
         return self._by_pan.get(pan)

@@ -23,13 +23,21 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "iso_host.scenarios": (),
     "iso_host.test_cards": (),
     "iso_host.host": ("iso_host.admission", "iso_host.errors", "iso_host.flows", "iso_host.ledger", "iso_host.wire",
-                      "iso_host.message_auth", "iso_host.scenarios", "iso_host.terminals", "iso_host.test_cards"),
+                      "iso_host.message_auth", "iso_host.scenarios", "iso_host.terminals", "iso_host.test_cards",
+                      "iso_host.events.record"),
+    "iso_host.clock": (),
+    "iso_host.broker": ("iso_host.errors",),
+    "iso_host.events.record": ("iso_host.cards", "iso_host.ledger"),
+    "iso_host.control.commands": ("iso_host.broker", "iso_host.cards", "iso_host.clock", "iso_host.config",
+                                  "iso_host.errors", "iso_host.events.record", "iso_host.ledger",
+                                  "iso_host.scenarios", "iso_host.terminals", "iso_host.test_cards"),
 }  # fmt: skip
 # Modules that may do I/O with asyncio, threads, sockets or the clock.
 EDGE_MODULES = (
     "iso_host.server", "iso_host.client", "iso_host.cli", "iso_host.terminal_cli", "iso_host.ledger_commands",
-    "iso_host.ledger.sqlite", "iso_host.ledger.postgres", "iso_host.ledger.reports", "iso_host.events",
-    "iso_host.session_script",
+    "iso_host.ledger.sqlite", "iso_host.ledger.postgres", "iso_host.ledger.reports", "iso_host.events.relay",
+    "iso_host.session_script", "iso_host.mqtt", "iso_host.mqtt_tasks", "iso_host.mqtt_cli",
+    "iso_host.control.listener",
     "iso_host.trace", "iso_host.replay_cli",
 )  # fmt: skip
 IO_IMPORTS = ("asyncio", "socket", "threading", "sqlite3", "aiomqtt", "psycopg")

@@ -14,6 +14,7 @@ class Reason(enum.StrEnum):
     FORMAT_ERROR = "FORMAT_ERROR"
     UNKNOWN_TERMINAL = "UNKNOWN_TERMINAL"
     UNKNOWN_MERCHANT = "UNKNOWN_MERCHANT"
+    TERMINAL_DISABLED = "TERMINAL_DISABLED"  # switched off through live control
     NOT_SIGNED_ON = "NOT_SIGNED_ON"
     MAC_FAILED = "MAC_FAILED"
     PIN_INCORRECT = "PIN_INCORRECT"
@@ -316,7 +317,40 @@ class RecordDifferences:
     at: datetime
 
 
+@dataclass(frozen=True, slots=True)
+class RecordEvent:
+    """Ledger command: put an event in the outbox, in the same transaction as the change it tells of.
+
+    ``payload`` is the event's JSON text, written once: the relay publishes exactly these bytes, so a
+    re-published event is the same event (same ``event_id``) and consumers can de-duplicate.
+    """
+
+    event_id: str
+    tid: str | None  # None: a host-wide event (a control change that names no terminal)
+    kind: str
+    payload: str
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class PendingEvent:
+    """An outbox row the relay has not yet had acknowledged by the broker."""
+
+    id: int  # outbox order: the order events were committed in
+    event_id: str
+    tid: str | None
+    kind: str
+    payload: str
+
+
 LedgerCommand = (
-    RecordTransaction | SaveSession | ChangeStatus | RecordRefund | SettleBatch | AdvanceBatch | RecordUpload
+    RecordTransaction
+    | SaveSession
+    | ChangeStatus
+    | RecordRefund
+    | SettleBatch
+    | AdvanceBatch
+    | RecordUpload
     | RecordDifferences
+    | RecordEvent
 )

@@ -31,6 +31,8 @@ from iso_host.ledger.model import (
     LedgerCommand,
     Original,
     OriginalQuery,
+    PendingEvent,
+    RecordEvent,
     RecordTransaction,
     TerminalRecord,
     TransactionRecord,
@@ -41,17 +43,24 @@ from iso_host.ledger.sql import (
     BATCH_STATUS,
     BATCH_TOTALS,
     BATCH_UPLOADED,
+    COUNT_PENDING_EVENTS,
     COUNT_VOIDS,
     MAX_GROUP_JOBS,
     MAX_QUEUED_JOBS,
+    OUTBOX_COLUMNS,
+    PENDING_EVENTS,
+    PRUNE_EVENTS,
     REGISTER_TERMINAL,
     RRN_DIGITS,
     SELECT_TERMINAL,
     TRANSACTION_COLUMNS,
     batch_view_from_rows,
     condition_error,
+    event_values,
+    mark_events_sent,
     original_from_row,
     original_select,
+    pending_event_from_row,
     record_from_row,
     statement,
     terminal_from_row,
@@ -140,25 +149,39 @@ _COLUMNS: Final = {  # the columns RecordTransaction writes, with their PostgreS
     "updated_at": "text",
 }  # fmt: skip
 assert tuple(_COLUMNS) == TRANSACTION_COLUMNS, "the shared column order (ledger/sql.py)"
-_INTO: Final = f"INSERT INTO transactions ({', '.join(_COLUMNS)})"
-# Many rows in one statement: one array per column, so the statement text is the same for any number of rows.
-_ARRAYS: Final = ", ".join(f"%s::{kind}[]" for kind in _COLUMNS.values())
-_INSERT_MANY_SQL: Final = f"{_INTO} SELECT * FROM unnest({_ARRAYS})"  # noqa: S608 - constants only
+_OUTBOX_COLUMNS: Final = {"event_id": "text", "tid": "text", "kind": "text", "payload": "text", "created_at": "text"}
+assert tuple(_OUTBOX_COLUMNS) == OUTBOX_COLUMNS, "the shared column order (ledger/sql.py)"
+
+
+def _insert_many_sql(table: str, columns: dict[str, str]) -> str:
+    """Many rows in one statement: one array per column, so the text is the same for any number of rows."""
+    arrays = ", ".join(f"%s::{kind}[]" for kind in columns.values())
+    return f"INSERT INTO {table} ({', '.join(columns)}) SELECT * FROM unnest({arrays})"  # noqa: S608 - constants only
+
+
+_INSERT_MANY_SQL: Final = _insert_many_sql("transactions", _COLUMNS)
+_INSERT_EVENTS_SQL: Final = _insert_many_sql("outbox", _OUTBOX_COLUMNS)
 
 
 def _batched(commands: list[LedgerCommand]) -> Iterator[tuple[str, tuple[object, ...], LedgerCommand | None]]:
     """The group's statements in order, each run of inserts merged into one ``INSERT ... SELECT unnest(...)``.
 
-    Yields (sql, parameters, the command whose row count must be checked, or None for an insert).
+    Transactions and outbox events are gathered apart, so that a run of sales, each with its event, still
+    makes two statements. Yields (sql, parameters, the command whose row count must be checked, or None).
     """
     rows: list[tuple[object, ...]] = []
+    events: list[tuple[object, ...]] = []
     for command in [*commands, None]:
         if isinstance(command, RecordTransaction):
             rows.append(transaction_values(command.transaction))
             continue
-        if rows:
-            yield _INSERT_MANY_SQL, tuple(list(column) for column in zip(*rows, strict=True)), None
-            rows = []
+        if isinstance(command, RecordEvent):
+            events.append(event_values(command))
+            continue
+        for sql, pending in ((_INSERT_MANY_SQL, rows), (_INSERT_EVENTS_SQL, events)):
+            if pending:
+                yield sql, tuple(list(column) for column in zip(*pending, strict=True)), None
+                pending.clear()
         if command is not None:
             yield (*statement(command), command)
 
@@ -340,6 +363,25 @@ class PostgresStore:
         """Transactions in the order they were recorded, filtered and limited."""
         rows = await self._query(transactions_select(where))
         return [record_from_row(row) for row in rows]
+
+    async def pending_events(self, limit: int) -> list[PendingEvent]:
+        """The oldest outbox rows not yet acknowledged by the broker, in commit order."""
+        return [pending_event_from_row(row) for row in await self._query((PENDING_EVENTS, (limit,)))]
+
+    async def mark_events_sent(self, ids: Sequence[int], at: datetime) -> None:
+        """Record that the broker acknowledged these outbox rows."""
+        await self._query(mark_events_sent(ids, at))
+
+    async def prune_events(self, sent_before: datetime) -> int:
+        """Delete outbox rows acknowledged before ``sent_before``; returns how many."""
+        counted = f"WITH pruned AS ({PRUNE_EVENTS} RETURNING 1) SELECT COUNT(*) AS n FROM pruned"  # noqa: S608
+        rows = await self._query((counted, (utc_text(sent_before),)))
+        return int(rows[0]["n"])
+
+    async def count_pending_events(self) -> int:
+        """How many outbox rows wait for the broker."""
+        rows = await self._query((COUNT_PENDING_EVENTS, ()))
+        return int(rows[0]["n"])
 
     async def _query(self, *statements: tuple[str, tuple[object, ...]]) -> list[Row]:
         """Run statements one after the other on a pooled connection (autocommit); the last one's rows."""

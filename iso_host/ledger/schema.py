@@ -60,4 +60,12 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         " difference TEXT NOT NULL, rrn TEXT, host_amount_minor BIGINT, terminal_amount_minor BIGINT,"
         " masked_pan TEXT, recorded_at TEXT NOT NULL, PRIMARY KEY (tid, mid, batch_number, stan))",
     ),
+    (  # 5: the transactional outbox: events written with the ledger change they tell of, relayed to MQTT
+        "CREATE TABLE outbox ("
+        " id INTEGER PRIMARY KEY, event_id TEXT NOT NULL, tid TEXT, kind TEXT NOT NULL, payload TEXT NOT NULL,"
+        " created_at TEXT NOT NULL, sent_at TEXT)",
+        # The relay reads only what is pending; this index stays as small as the backlog.
+        "CREATE INDEX outbox_pending ON outbox (id) WHERE sent_at IS NULL",
+        "CREATE INDEX outbox_sent ON outbox (sent_at) WHERE sent_at IS NOT NULL",
+    ),
 )

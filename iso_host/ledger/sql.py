@@ -21,8 +21,10 @@ from iso_host.ledger.model import (
     LedgerCommand,
     Original,
     OriginalQuery,
+    PendingEvent,
     Reason,
     RecordDifferences,
+    RecordEvent,
     RecordRefund,
     RecordTransaction,
     RecordUpload,
@@ -39,10 +41,12 @@ MAX_GROUP_JOBS: Final = 1_024  # one commit covers at most this many requests
 MAX_QUEUED_JOBS: Final = 65_536  # beyond this, callers wait for room (back-pressure, not memory growth)
 RRN_DIGITS: Final = 12
 
+
 class Row(Protocol):
     """sqlite3.Row and psycopg's dict rows: both read by column name."""
 
     def __getitem__(self, key: str, /) -> Any: ...
+
 
 TRANSACTION_COLUMNS: Final = (
     "kind", "tid", "mid", "batch_number", "stan", "rrn", "auth_code", "amount_minor", "currency", "masked_pan",
@@ -126,6 +130,31 @@ _DIFFERENCE_COLUMNS: Final = (
 )
 
 
+OUTBOX_COLUMNS: Final = ("event_id", "tid", "kind", "payload", "created_at")
+INSERT_EVENT: Final = (
+    f"INSERT INTO outbox ({', '.join(OUTBOX_COLUMNS)}) VALUES ({', '.join(['%s'] * len(OUTBOX_COLUMNS))})"  # noqa: S608
+)
+PENDING_EVENTS: Final = "SELECT id, event_id, tid, kind, payload FROM outbox WHERE sent_at IS NULL ORDER BY id LIMIT %s"
+PRUNE_EVENTS: Final = "DELETE FROM outbox WHERE sent_at IS NOT NULL AND sent_at < %s"
+COUNT_PENDING_EVENTS: Final = "SELECT COUNT(*) AS n FROM outbox WHERE sent_at IS NULL"
+
+
+def event_values(command: RecordEvent) -> tuple[object, ...]:
+    """The values of ``OUTBOX_COLUMNS`` for a new outbox row."""
+    return command.event_id, command.tid, command.kind, command.payload, utc_text(command.at)
+
+
+def mark_events_sent(ids: Sequence[int], at: datetime) -> tuple[str, tuple[object, ...]]:
+    """The UPDATE that marks outbox rows as acknowledged by the broker."""
+    assert ids, "marks at least one event"
+    placeholders = ", ".join(["%s"] * len(ids))
+    return f"UPDATE outbox SET sent_at = %s WHERE id IN ({placeholders})", (utc_text(at), *ids)  # noqa: S608
+
+
+def pending_event_from_row(row: Row) -> PendingEvent:
+    return PendingEvent(int(row["id"]), row["event_id"], row["tid"], row["kind"], row["payload"])
+
+
 def _rows(count: int, width: int) -> str:
     return ", ".join(["(" + ", ".join(["%s"] * width) + ")"] * count)
 
@@ -191,6 +220,8 @@ def statement(command: LedgerCommand) -> tuple[str, tuple[object, ...]]:  # noqa
             return _differences_statement(command)
         case SaveSession():
             return _session_statement(command)
+        case RecordEvent():
+            return INSERT_EVENT, event_values(command)
 
 
 def _upload_statement(command: RecordUpload) -> tuple[str, tuple[object, ...]]:
@@ -257,7 +288,7 @@ def batch_item_from_row(row: Row) -> BatchItem:
 
 def condition_error(command: LedgerCommand, rowcount: int) -> StoreError | None:
     """The error of an UPDATE whose condition no longer held (it changed no row), else None."""
-    if rowcount == 1 or isinstance(command, RecordTransaction | RecordUpload | RecordDifferences):
+    if rowcount == 1 or isinstance(command, RecordTransaction | RecordUpload | RecordDifferences | RecordEvent):
         return None
     if isinstance(command, SettleBatch):
         return ConflictError(f"batch {command.batch_number} of {command.tid} is already settled")

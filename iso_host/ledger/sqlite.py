@@ -27,6 +27,8 @@ from iso_host.ledger.model import (
     LedgerCommand,
     Original,
     OriginalQuery,
+    PendingEvent,
+    RecordEvent,
     RecordTransaction,
     TerminalRecord,
     TransactionRecord,
@@ -37,17 +39,24 @@ from iso_host.ledger.sql import (
     BATCH_STATUS,
     BATCH_TOTALS,
     BATCH_UPLOADED,
+    COUNT_PENDING_EVENTS,
     COUNT_VOIDS,
     MAX_GROUP_JOBS,
     MAX_QUEUED_JOBS,
+    OUTBOX_COLUMNS,
+    PENDING_EVENTS,
+    PRUNE_EVENTS,
     REGISTER_TERMINAL,
     RRN_DIGITS,
     SELECT_TERMINAL,
     TRANSACTION_COLUMNS,
     batch_view_from_rows,
     condition_error,
+    event_values,
+    mark_events_sent,
     original_from_row,
     original_select,
+    pending_event_from_row,
     qmark,
     record_from_row,
     statement,
@@ -245,7 +254,10 @@ class SqliteStore:
                 return connection.execute(qmark(sql), key).fetchall() if wanted else []
 
             return batch_view_from_rows(
-                key, rows(BATCH_STATUS), rows(BATCH_TOTALS, with_totals), rows(BATCH_ITEMS, with_items),
+                key,
+                rows(BATCH_STATUS),
+                rows(BATCH_TOTALS, with_totals),
+                rows(BATCH_ITEMS, with_items),
                 rows(BATCH_UPLOADED, with_items),
             )
 
@@ -267,6 +279,31 @@ class SqliteStore:
 
     async def transactions(self, where: TransactionFilter) -> list[TransactionRecord]:
         return await asyncio.to_thread(read_transactions, self.path, where)
+
+    async def pending_events(self, limit: int) -> list[PendingEvent]:
+        def work(connection: sqlite3.Connection) -> list[PendingEvent]:
+            return [pending_event_from_row(row) for row in connection.execute(qmark(PENDING_EVENTS), (limit,))]
+
+        result: list[PendingEvent] = await self._submit(work)
+        return result
+
+    async def mark_events_sent(self, ids: Sequence[int], at: datetime) -> None:
+        sql, parameters = mark_events_sent(ids, at)
+        await self._submit(lambda connection: connection.execute(qmark(sql), parameters))
+
+    async def prune_events(self, sent_before: datetime) -> int:
+        def work(connection: sqlite3.Connection) -> int:
+            return connection.execute(qmark(PRUNE_EVENTS), (utc_text(sent_before),)).rowcount
+
+        result: int = await self._submit(work)
+        return result
+
+    async def count_pending_events(self) -> int:
+        def work(connection: sqlite3.Connection) -> int:
+            return int(connection.execute(COUNT_PENDING_EVENTS).fetchone()[0])
+
+        result: int = await self._submit(work)
+        return result
 
     def _writer(self, connection: sqlite3.Connection) -> None:
         # The writer's loop: it ends only when close() queues _STOP.
@@ -347,12 +384,29 @@ class SqliteStore:
         return True
 
 
-@functools.lru_cache(maxsize=64)
-def _insert_rows_sql(count: int) -> str:
+@functools.lru_cache(maxsize=128)
+def _insert_rows_sql(table: str, columns: tuple[str, ...], count: int) -> str:
     """An INSERT of ``count`` rows (statement text from constants only)."""
     assert 0 < count <= MAX_BATCH_ROWS
-    row = "(" + ", ".join(["?"] * len(TRANSACTION_COLUMNS)) + ")"
-    return f"INSERT INTO transactions ({', '.join(TRANSACTION_COLUMNS)}) VALUES " + ", ".join([row] * count)  # noqa: S608
+    row = "(" + ", ".join(["?"] * len(columns)) + ")"
+    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES " + ", ".join([row] * count)  # noqa: S608
+
+
+class _Inserts:
+    """Rows of one table waiting to go in as multi-row INSERTs."""
+
+    def __init__(self, table: str, columns: tuple[str, ...]) -> None:
+        self.table, self.columns = table, columns
+        self.rows: list[tuple[object, ...]] = []
+
+    def flush(self, connection: sqlite3.Connection) -> None:
+        # One multi-row INSERT: SQLite then runs the whole run of rows in one call that releases the GIL
+        # once, where executemany gives it up and waits to take it back for every row.
+        for start in range(0, len(self.rows), MAX_BATCH_ROWS):
+            rows = self.rows[start : start + MAX_BATCH_ROWS]
+            sql = _insert_rows_sql(self.table, self.columns, len(rows))
+            connection.execute(sql, [value for row in rows for value in row])
+        self.rows.clear()
 
 
 def _run_batched(connection: sqlite3.Connection, group: list[_Job]) -> bool:
@@ -361,16 +415,12 @@ def _run_batched(connection: sqlite3.Connection, group: list[_Job]) -> bool:
     The writer thread shares the GIL with the event loop, so Python work per row is what group commit
     saves after the fsync: one call for a whole run of inserts instead of one per row.
     """
-    inserts: list[tuple[object, ...]] = []
+    transactions = _Inserts("transactions", TRANSACTION_COLUMNS)
+    events = _Inserts("outbox", OUTBOX_COLUMNS)
 
     def flush() -> None:
-        # One multi-row INSERT: SQLite then runs the whole run of rows in one call that releases the GIL
-        # once, where executemany gives it up and waits to take it back for every row.
-        if inserts:
-            for start in range(0, len(inserts), MAX_BATCH_ROWS):
-                rows = inserts[start : start + MAX_BATCH_ROWS]
-                connection.execute(_insert_rows_sql(len(rows)), [value for row in rows for value in row])
-            inserts.clear()
+        transactions.flush(connection)
+        events.flush(connection)
 
     try:
         for job in group:
@@ -381,10 +431,12 @@ def _run_batched(connection: sqlite3.Connection, group: list[_Job]) -> bool:
                 continue
             for command in job.commands:
                 if isinstance(command, RecordTransaction):
-                    inserts.append(transaction_values(command.transaction))
-                    continue
-                flush()
-                _apply_command(connection, command)
+                    transactions.rows.append(transaction_values(command.transaction))
+                elif isinstance(command, RecordEvent):
+                    events.rows.append(event_values(command))
+                else:
+                    flush()
+                    _apply_command(connection, command)
         flush()
     except Exception:  # replayed job by job under savepoints, where the failure is told to its own job
         return False

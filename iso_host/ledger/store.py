@@ -13,6 +13,7 @@ from iso_host.ledger.model import (
     LedgerCommand,
     Original,
     OriginalQuery,
+    PendingEvent,
     Status,
     TerminalRecord,
     TransactionRecord,
@@ -67,6 +68,18 @@ class Store(Protocol):
         """Make the terminal known; returns its open batch and its last session."""
 
     async def transactions(self, where: TransactionFilter) -> list[TransactionRecord]: ...
+
+    async def pending_events(self, limit: int) -> list[PendingEvent]:
+        """The oldest outbox rows not yet acknowledged by the broker, in commit order."""
+
+    async def mark_events_sent(self, ids: Sequence[int], at: datetime) -> None:
+        """Record that the broker acknowledged these outbox rows."""
+
+    async def prune_events(self, sent_before: datetime) -> int:
+        """Delete outbox rows acknowledged before ``sent_before``; returns how many."""
+
+    async def count_pending_events(self) -> int:
+        """How many outbox rows wait for the broker."""
 
 
 def open_store(url: str, *, group_commit: bool = True) -> Store:

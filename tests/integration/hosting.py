@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import ssl
 from collections.abc import AsyncIterator, Callable
@@ -12,10 +13,13 @@ from pathlib import Path
 
 from log_audit import remember_secret
 
+from iso_host.broker import BrokerSettings
 from iso_host.cards import pan_hash
 from iso_host.cli import terminal_state
 from iso_host.client import TerminalClient
 from iso_host.config import DEMO_TMK, TerminalConfig
+from iso_host.events.record import EventSink
+from iso_host.events.relay import Relay
 from iso_host.host import Host
 from iso_host.ledger import Store, TransactionFilter, TransactionRecord, open_store
 from iso_host.ledger.rules import RuleSettings
@@ -37,6 +41,11 @@ class RunningHost:
     server: Server
     store: Store
     ledger_path: Path
+    relay: Relay | None = None
+
+    @property
+    def host(self) -> Host:
+        return self.server.host
 
     async def records(self) -> list[TransactionRecord]:
         """Every transaction in the ledger, oldest first, whichever store backs the host."""
@@ -89,6 +98,7 @@ async def running_host(
     operators: dict[str, bool] | None = None,
     test_cards: dict[str, TestCard] | None = None,
     scenarios: list[Scenario] | None = None,
+    events: BrokerSettings | None = None,
 ) -> AsyncIterator[RunningHost]:
     dialect = load_dialect(dialect_name)
     ledger_path = tmp_path / f"{dialect_name}.db"
@@ -102,12 +112,20 @@ async def running_host(
     terminals.update(extra_terminals or {})
     configured_cards = {pan: TestCard(pin=pin) for pan, pin in (cards or {}).items()} | (test_cards or {})
     book = CardBook(configured_cards.items(), lambda pan: pan_hash(pan, store.pan_hash_key))
+    sink = EventSink() if events is not None else None
     host = Host(dialect, store, terminals, clock, cards=book, key_source=random_working_keys, rules=rules,
-                scenarios=ScenarioBook(scenarios or ()))  # fmt: skip
+                scenarios=ScenarioBook(scenarios or ()), events=sink)  # fmt: skip
+    relay = Relay(store, events, clock) if events is not None else None
+    relay_task = asyncio.create_task(relay.run()) if relay is not None else None
+    if sink is not None and relay is not None:
+        sink.notify = relay.wake
     server = Server(host, limits or Limits(), ssl_context=ssl_context)
     address = await server.start("127.0.0.1", 0)
     try:
-        yield RunningHost(address, dialect, server, store, ledger_path)
+        yield RunningHost(address, dialect, server, store, ledger_path, relay)
     finally:
         await server.stop(grace_s=2.0)
+        if relay_task is not None:
+            relay_task.cancel()
+            await asyncio.gather(relay_task, return_exceptions=True)
         await store.close()

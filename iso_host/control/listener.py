@@ -1,0 +1,120 @@
+"""The live-control edge: subscribe to ``<prefix>/control/+``, carry each command out, commit, reply.
+
+Commands run one at a time, in the order the broker delivers them, on the host's event loop: a change is
+in force from the next request the host decides. A command's event is committed to the outbox before its
+reply goes out, so a client that saw ``ok: true`` can count on the event. If that commit fails the change is
+already in force in memory (the host's scenarios, terminals and clock are not in the ledger and cannot be
+rolled back with it); the reply then says ``ok: false`` with a ``ledger:`` error that says so.
+
+The session is clean: a command sent while the listener is disconnected is not queued for later (a clock
+advance replayed an hour late would surprise everyone); its sender sees no reply and may send it again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from typing import Final
+
+import aiomqtt
+
+from iso_host.broker import BrokerSettings, control_topic, reply_topic
+from iso_host.control.commands import ControlReply, Controls, execute, failure_reply
+from iso_host.errors import StoreError
+from iso_host.ledger.store import Store
+from iso_host.log import get_logger
+from iso_host.mqtt import client, describe_broker
+
+QOS: Final = 1
+PUBLISH_TIMEOUT_S: Final = 10.0  # no PUBACK for a reply by then: the connection is treated as lost
+BACKOFF_FIRST_S: Final = 0.5
+BACKOFF_MAX_S: Final = 15.0
+INTERNAL_ERROR: Final = "internal error (a bug in the host; the change may be partly in force: list and check)"
+
+
+class ControlListener:
+    """One per host process with control enabled; ``run`` until cancelled. ``ready`` is set while subscribed."""
+
+    def __init__(self, controls: Controls, store: Store, settings: BrokerSettings, notify: Callable[[], None]) -> None:
+        self.controls = controls
+        self.store = store
+        self.settings = settings
+        self.notify = notify  # wakes the outbox relay after a command's event is committed
+        self.ready = asyncio.Event()
+        self.handled = 0  # commands answered since start (for tests and status)
+        self._log = get_logger(component="control", broker=describe_broker(settings))
+
+    @property
+    def subscription(self) -> str:
+        return control_topic(self.settings.topic_prefix, "+")
+
+    async def run(self) -> None:
+        """Connect, subscribe and answer; on broker trouble reconnect with backoff; never returns until cancelled."""
+        backoff, outage_logged = BACKOFF_FIRST_S, False
+        while True:  # the listener's only loop: it ends when the host cancels it
+            try:
+                async with client(self.settings, "control") as mqtt:
+                    await mqtt.subscribe(self.subscription, qos=QOS)
+                    self.ready.set()
+                    self._log.info("control_listening", topic=self.subscription)
+                    backoff, outage_logged = BACKOFF_FIRST_S, False
+                    async for message in mqtt.messages:
+                        await self._answer(mqtt, message)
+            except (aiomqtt.MqttError, OSError) as error:
+                self.ready.clear()
+                if not outage_logged:  # one line per outage, not one per retry
+                    self._log.warning(
+                        "control_unavailable", error=_first_line(error), retry_s=backoff,
+                        hint="commands sent meanwhile get no reply; send them again once the broker is back",
+                    )  # fmt: skip
+                    outage_logged = True
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, BACKOFF_MAX_S)
+
+    async def _answer(self, mqtt: aiomqtt.Client, message: aiomqtt.Message) -> None:
+        """Carry one command out and publish its reply; a bug here costs this one command, not the listener."""
+        command = message.topic.value.rsplit("/", 1)[-1]
+        payload = _payload_bytes(message.payload)
+        try:
+            reply = execute(self.controls, command, payload)
+            if reply.events:
+                reply = await self._commit(command, payload, reply)
+            text = json.dumps(reply.payload, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        except Exception as error:  # any bug in one command is answered and logged, then the listener goes on
+            self._log.error("control_failed", command=command[:64], error=_first_line(error))
+            reply = failure_reply(command, payload, INTERNAL_ERROR)
+            text = json.dumps(reply.payload, separators=(",", ":"), ensure_ascii=False)
+        await mqtt.publish(
+            reply_topic(self.settings.topic_prefix, reply.request_id), text, qos=QOS, timeout=PUBLISH_TIMEOUT_S
+        )
+        self.handled += 1
+        self._log.info(
+            "control_answered", command=reply.payload["command"], request_id=reply.request_id,
+            ok=reply.payload["ok"], error=reply.payload.get("error"),
+        )  # fmt: skip
+
+    async def _commit(self, command: str, payload: bytes, reply: ControlReply) -> ControlReply:
+        """Commit the reply's events (then wake the relay); on a ledger failure, a reply that says so."""
+        assert reply.payload["ok"], "only a change that happened has events"
+        try:
+            await self.store.apply(reply.events)
+        except StoreError as error:
+            problem = f"ledger: {_first_line(error)} (the change is in force, but its event was not recorded)"
+            return failure_reply(command, payload, problem)
+        self.notify()
+        return reply
+
+
+def _payload_bytes(payload: bytes | bytearray | str | float | None) -> bytes:
+    """aiomqtt hands payloads as bytes; the other types are for publishing, but the type allows them."""
+    if isinstance(payload, bytes | bytearray):
+        return bytes(payload)
+    if payload is None:
+        return b""
+    return str(payload).encode("utf-8")
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__

@@ -1,0 +1,157 @@
+"""The outbox relay: publishes committed events to MQTT in commit order, marks them sent, prunes old ones.
+
+Rule: the relay is never on a reply's path. The host commits an event with its ledger change and answers;
+the relay picks the event up afterwards. If the broker is down, events wait in the outbox (the ledger's
+database) and go out, in order, once it is back: at least once, each with the ``event_id`` consumers
+de-duplicate by. A publish counts as sent only when the broker acknowledged it (QoS 1 PUBACK).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Final
+
+import aiomqtt
+
+from iso_host.broker import BrokerSettings, event_topic
+from iso_host.errors import StoreError
+from iso_host.ledger.model import PendingEvent
+from iso_host.ledger.store import Store
+from iso_host.log import get_logger
+from iso_host.mqtt import client, describe_broker
+
+BATCH_SIZE: Final = 500  # events read and published per round
+POLL_S: Final = 1.0  # a wake-up is missed only if a commit raced the read; this catches it
+PUBLISH_TIMEOUT_S: Final = 10.0  # no PUBACK by then: the connection is treated as lost
+PRUNE_EVERY_S: Final = 60.0
+BACKOFF_FIRST_S: Final = 0.5
+BACKOFF_MAX_S: Final = 15.0
+QOS: Final = 1
+
+
+class Relay:
+    """One per host process; ``run`` until cancelled. ``wake`` after committing an event."""
+
+    def __init__(
+        self, store: Store, settings: BrokerSettings, clock: Callable[[], datetime], *,
+        keep_sent_s: float = 3_600.0, batch_size: int = BATCH_SIZE,
+    ) -> None:  # fmt: skip
+        self.store = store
+        self.settings = settings
+        self.clock = clock
+        self.keep_sent = timedelta(seconds=keep_sent_s)
+        self.batch_size = batch_size
+        self.published = 0  # events the broker acknowledged, since start
+        self.connected = asyncio.Event()  # set while connected (for tests and status)
+        self.idle = asyncio.Event()  # set when a read found nothing pending
+        self._wakeup = asyncio.Event()
+        self._log = get_logger(component="events", broker=describe_broker(settings))
+        self._last_prune = 0.0
+
+    async def drain(self, timeout_s: float) -> bool:
+        """Publish what is committed so far, for at most ``timeout_s``; True when the outbox is empty."""
+        if not self.connected.is_set():
+            return False
+        self.idle.clear()
+        self.wake()
+        try:
+            await asyncio.wait_for(self.idle.wait(), timeout_s)
+        except TimeoutError:
+            return False
+        return True
+
+    def wake(self) -> None:
+        """Events were committed: publish them soon. Cheap and safe to call from the event loop at any rate."""
+        self._wakeup.set()
+
+    async def run(self) -> None:
+        """Connect, publish, and on any broker trouble reconnect with backoff; never returns until cancelled."""
+        backoff, outage_logged = BACKOFF_FIRST_S, False
+        while True:
+            try:
+                async with client(self.settings, "relay") as mqtt:
+                    self.connected.set()
+                    self._log.info("events_connected")
+                    backoff, outage_logged = BACKOFF_FIRST_S, False
+                    await self._publish_forever(mqtt)
+            except (aiomqtt.MqttError, StoreError, OSError) as error:
+                self.connected.clear()
+                if not outage_logged:  # one line per outage, not one per retry
+                    pending = await self._pending_count()
+                    self._log.warning(
+                        "events_unavailable",
+                        error=_first_line(error),
+                        pending=pending,
+                        retry_s=backoff,
+                        hint="events wait in the outbox and go out once the broker is back",
+                    )
+                    outage_logged = True
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, BACKOFF_MAX_S)
+
+    async def _publish_forever(self, mqtt: aiomqtt.Client) -> None:
+        while True:
+            self._wakeup.clear()
+            batch = await self.store.pending_events(self.batch_size)
+            if not batch:
+                self.idle.set()
+            if batch:
+                await self._publish(mqtt, batch)
+                await self.store.mark_events_sent([event.id for event in batch], self.clock())
+                self.published += len(batch)
+                continue  # there may be more behind this batch
+            await self._prune_if_due()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wakeup.wait(), POLL_S)
+
+    async def _publish(self, mqtt: aiomqtt.Client, batch: list[PendingEvent]) -> None:
+        """Publish a batch and wait for every PUBACK. The calls start in outbox order, and one connection
+        keeps that order on the wire, so each terminal's events arrive in the order they were committed."""
+        prefix = self.settings.topic_prefix
+
+        async def publish(event: PendingEvent) -> None:
+            topic = event_topic(prefix, event.tid, event.kind)
+            await mqtt.publish(topic, event.payload, qos=QOS, timeout=PUBLISH_TIMEOUT_S)
+
+        async def publish_all() -> None:
+            try:
+                async with asyncio.TaskGroup() as group:
+                    for event in batch:
+                        group.create_task(publish(event))
+            except ExceptionGroup as failed:  # the first failure says it all: the connection is gone
+                raise failed.exceptions[0] from None
+
+        # A PUBACK lost with its connection never comes; without watching the connection, the relay would sit
+        # out the publish timeout before reconnecting. aiomqtt's own message iterator waits on the same future.
+        lost = mqtt._disconnected  # aiomqtt offers no public "connection lost" signal
+        publishing = asyncio.ensure_future(publish_all())
+        done, _ = await asyncio.wait((publishing, lost), return_when=asyncio.FIRST_COMPLETED)
+        if publishing not in done:
+            publishing.cancel()
+            await asyncio.gather(publishing, return_exceptions=True)
+            cause = lost.exception() if not lost.cancelled() else None
+            raise aiomqtt.MqttError("connection to the broker lost while publishing") from cause
+        await publishing
+
+    async def _prune_if_due(self) -> None:
+        now = asyncio.get_running_loop().time()
+        if now - self._last_prune < PRUNE_EVERY_S:
+            return
+        self._last_prune = now
+        pruned = await self.store.prune_events(self.clock() - self.keep_sent)
+        if pruned:
+            self._log.info("events_pruned", rows=pruned)
+
+    async def _pending_count(self) -> int | None:
+        try:
+            return await self.store.count_pending_events()
+        except StoreError:
+            return None
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__

@@ -1,0 +1,58 @@
+"""MQTT connections for the event relay, live control and the ``events`` / ``control`` commands (aiomqtt).
+
+One place turns the ``[events]`` settings into a client, so that TLS, credentials and client ids are handled
+alike everywhere.
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+from typing import Final
+
+import aiomqtt
+
+from iso_host.broker import BrokerSettings, broker_address
+from iso_host.errors import ConfigError
+
+CONNECT_TIMEOUT_S: Final = 5.0
+MAX_INFLIGHT: Final = 100  # unacknowledged QoS 1 messages on the wire at once
+MAX_PENDING_CALLS: Final = 10_000
+
+
+def tls_context(settings: BrokerSettings) -> ssl.SSLContext:
+    """TLS 1.2+ verifying the broker against ``ca_file`` or the system's store.
+
+    Raises:
+        ConfigError: the CA file is missing or unusable.
+    """
+    try:
+        context = ssl.create_default_context(cafile=settings.ca_file)
+    except (OSError, ssl.SSLError) as error:
+        raise ConfigError(f"events.ca_file: cannot load {settings.ca_file}: {error}") from None
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
+
+
+def client(settings: BrokerSettings, role: str, *, clean_session: bool = True) -> aiomqtt.Client:
+    """A client for one connection (use as ``async with``); its id is ``<client_id>-<role>``.
+
+    Raises:
+        ConfigError: the URL or the CA file is wrong.
+    """
+    address = broker_address(settings.url)
+    base = settings.client_id or f"iso-host-{os.getpid()}"
+    connection = aiomqtt.Client(
+        address.host, address.port, username=settings.username, password=settings.password,
+        identifier=f"{base}-{role}", clean_session=clean_session, timeout=CONNECT_TIMEOUT_S,
+        tls_context=tls_context(settings) if address.tls else None, max_inflight_messages=MAX_INFLIGHT,
+    )  # fmt: skip
+    # The relay awaits a whole batch of publishes at once, by design; aiomqtt would warn about each.
+    connection.pending_calls_threshold = MAX_PENDING_CALLS
+    return connection
+
+
+def describe_broker(settings: BrokerSettings) -> str:
+    """The broker's URL for messages and logs (it carries no password: credentials are separate keys)."""
+    address = broker_address(settings.url)
+    return f"{'mqtts' if address.tls else 'mqtt'}://{address.host}:{address.port}"

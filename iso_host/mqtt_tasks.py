@@ -1,0 +1,63 @@
+"""The host's MQTT side: the outbox relay and, when enabled, the live-control listener, as background tasks.
+
+Neither is on a reply's path: both run beside the TCP server and reconnect on their own, so a broker that
+is down or slow costs terminals nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Final
+
+from iso_host.cards import pan_hash
+from iso_host.clock import HostClock
+from iso_host.config import Config
+from iso_host.events.record import EventSink
+from iso_host.events.relay import Relay
+from iso_host.host import Host
+
+if TYPE_CHECKING:
+    from iso_host.control.listener import ControlListener
+
+FLUSH_ON_STOP_S: Final = 2.0  # at shutdown, the relay gets this long to empty the outbox; the rest waits for next start
+
+
+@dataclass
+class MqttTasks:
+    relay: Relay | None = None
+    control: ControlListener | None = None
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    async def stop(self, flush_s: float = FLUSH_ON_STOP_S) -> None:
+        """Give the relay a moment to publish what is committed, then stop everything."""
+        if self.relay is not None:
+            await self.relay.drain(flush_s)
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        self.tasks.clear()
+
+
+def start_mqtt_tasks(
+    config: Config, host: Host, events: EventSink | None, reload_cards: Callable[[], int] | None = None
+) -> MqttTasks:
+    """Start the relay when events are on, and the control listener when control is enabled too."""
+    if config.events is None or events is None:
+        return MqttTasks()
+    assert isinstance(host.clock, HostClock), "live control moves the host's clock"
+    relay = Relay(host.store, config.events, host.clock, keep_sent_s=config.events_keep_sent_s)
+    events.notify = relay.wake
+    running = MqttTasks(relay, tasks=[asyncio.create_task(relay.run(), name="events-relay")])
+    if config.control_enabled:
+        from iso_host.control.commands import Controls  # noqa: PLC0415 - only hosts with control enabled
+        from iso_host.control.listener import ControlListener  # noqa: PLC0415
+
+        controls = Controls(
+            scenarios=host.scenarios, terminals=host.terminals, clock=host.clock,
+            pan_hash=lambda pan: pan_hash(pan, host.store.pan_hash_key), reload_cards=reload_cards,
+        )  # fmt: skip
+        running.control = ControlListener(controls, host.store, config.events, relay.wake)
+        running.tasks.append(asyncio.create_task(running.control.run(), name="control-listener"))
+    return running

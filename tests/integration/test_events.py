@@ -1,0 +1,193 @@
+"""Events over a real Mosquitto: every answer becomes an event, through the outbox, and a broker outage
+loses none of them and delays no reply."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import jsonschema
+from brokers import private_broker, shared_broker_url
+from hosting import TEST_PAN, TID, RunningHost, local_now, running_host
+
+from iso_host.broker import BrokerSettings
+from iso_host.client import TerminalClient
+from iso_host.mqtt import client as mqtt_client
+
+SCHEMA_PATH = Path(__file__).parents[2] / "docs" / "events.schema.json"
+
+
+def valid(event: dict[str, Any]) -> None:
+    """The event as received, less the topic the collector noted, is valid against docs/events.schema.json."""
+    schema = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+    jsonschema.validate({k: v for k, v in event.items() if k != "_topic"}, schema)
+
+
+def settings(url: str) -> BrokerSettings:
+    """A topic prefix of the test's own, so that tests sharing the broker never see each other's events."""
+    return BrokerSettings(url=url, topic_prefix=f"iso-host-test-{secrets.token_hex(4)}")
+
+
+class Collector:
+    """Subscribes to every event under a prefix, reconnecting (same persistent session) across broker restarts."""
+
+    def __init__(self, broker: BrokerSettings) -> None:
+        self.broker = broker
+        self.events: list[dict[str, Any]] = []
+        self.subscribed = asyncio.Event()
+        self._arrived = asyncio.Condition()
+
+    async def run(self) -> None:
+        while True:
+            try:
+                async with mqtt_client(self.broker, f"collector-{self.broker.topic_prefix}", clean_session=False) as c:
+                    await c.subscribe(f"{self.broker.topic_prefix}/events/#", qos=1)
+                    self.subscribed.set()
+                    async for message in c.messages:
+                        payload = json.loads(bytes(message.payload))  # type: ignore[arg-type]
+                        payload["_topic"] = str(message.topic)
+                        async with self._arrived:
+                            self.events.append(payload)
+                            self._arrived.notify_all()
+            except aiomqtt.MqttError:
+                await asyncio.sleep(0.1)
+
+    def distinct(self) -> dict[str, dict[str, Any]]:
+        """First copy of each event, by event_id, in arrival order."""
+        seen: dict[str, dict[str, Any]] = {}
+        for event in self.events:
+            seen.setdefault(event["event_id"], event)
+        return seen
+
+    async def wait_for(self, count: int, timeout_s: float) -> dict[str, dict[str, Any]]:
+        async with self._arrived:
+            await asyncio.wait_for(self._arrived.wait_for(lambda: len(self.distinct()) >= count), timeout_s)
+        return self.distinct()
+
+
+@asynccontextmanager
+async def collecting(broker: BrokerSettings) -> AsyncIterator[Collector]:
+    collector = Collector(broker)
+    task = asyncio.create_task(collector.run())
+    try:
+        await asyncio.wait_for(collector.subscribed.wait(), 10)
+        yield collector
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def sale(client: TerminalClient, amount: int = 1234) -> dict[str, str]:
+    return (await client.request(client.build("sale", local_now(), amount=amount, pan=TEST_PAN))).fields
+
+
+async def test_a_sale_is_published_within_a_second_valid_and_masked(tmp_path: Path) -> None:
+    broker = settings(shared_broker_url())
+    async with (
+        collecting(broker) as events,
+        running_host(tmp_path, "iso87binary", events=broker) as host,
+        await host.connected_client() as client,
+    ):
+        sent = time.monotonic()
+        reply = await sale(client)
+        (event,) = (await events.wait_for(1, timeout_s=1.0)).values()
+        arrived = time.monotonic() - sent
+    assert arrived < 1.0
+    valid(event)
+    assert event["_topic"] == f"{broker.topic_prefix}/events/{TID}/sale"
+    assert event["masked_pan"] == "476173******0010"
+    assert TEST_PAN not in json.dumps(event)
+    assert (event["rrn"], event["response_code"], event["reason"], event["approved"]) == (
+        reply["37"], "00", "APPROVED", True,
+    )  # fmt: skip
+    assert (event["stan"], event["amount_minor"], event["mti"], event["tid"]) == (reply["11"], 1234, "0200", TID)
+    assert event["latency_ms"] > 0
+
+
+async def test_refusals_and_duplicates_are_events_and_echoes_are_not(tmp_path: Path) -> None:
+    broker = settings(shared_broker_url())
+    async with collecting(broker) as events, running_host(tmp_path, "iso87binary", events=broker) as host:
+        async with await host.connected_client() as client:
+            await client.request(client.build("echo", local_now()))
+            first = await sale(client)
+            client.state.stan -= 1  # the same STAN again: a duplicate
+            assert (await sale(client))["39"] == "94"
+        async with await host.connected_client("NOPE0001") as stranger:
+            assert (await sale(stranger))["39"] == "03"
+        received = list((await events.wait_for(3, timeout_s=5.0)).values())
+        await asyncio.sleep(0.3)  # an echo's event, if there were one, would have arrived by now
+    assert [(e["kind"], e["reason"], e["tid"]) for e in received] == [
+        ("sale", "APPROVED", TID), ("sale", "DUPLICATE", TID), ("sale", "UNKNOWN_TERMINAL", "NOPE0001"),
+    ]  # fmt: skip
+    assert received[1]["stan"] == first["11"]
+    for event in received:
+        valid(event)
+
+
+async def test_without_a_broker_url_nothing_is_written_to_the_outbox(tmp_path: Path) -> None:
+    async with running_host(tmp_path, "iso87binary") as host, await host.connected_client() as client:
+        await sale(client)
+        assert await host.store.count_pending_events() == 0
+
+
+async def drained(host: RunningHost, timeout_s: float = 10.0) -> None:
+    """The relay marks events sent once the broker acknowledged them: the outbox empties soon after."""
+    assert host.relay is not None
+    assert await host.relay.drain(timeout_s), f"{await host.store.count_pending_events()} events still pending"
+    assert await host.store.count_pending_events() == 0
+
+
+OUTAGE_SALES = 500
+CONNECTIONS = 10
+
+
+async def paced_sales(host: RunningHost, index: int, latencies: list[tuple[float, float]]) -> list[str]:
+    """One terminal connection's share of the sales, spread over about four seconds."""
+    stans = []
+    async with await host.connected_client() as client:
+        client.state.stan = index * 1_000
+        for _ in range(OUTAGE_SALES // CONNECTIONS):
+            started = time.monotonic()
+            reply = await sale(client)
+            latencies.append((started, time.monotonic() - started))
+            assert reply["39"] == "00"
+            stans.append(reply["11"])
+            await asyncio.sleep(0.08)
+    return stans
+
+
+async def test_a_broker_outage_loses_no_event_and_delays_no_reply(tmp_path: Path) -> None:
+    """Stop the broker while 500 sales run, start it again: all 500 events arrive, once each after
+    de-duplication, in order per connection, and no reply waited for the broker."""
+    with private_broker(tmp_path / "broker") as mosquitto:
+        broker = settings(mosquitto.url)
+        async with collecting(broker) as events, running_host(tmp_path, "iso87binary", events=broker) as host:
+            latencies: list[tuple[float, float]] = []
+            runs = asyncio.gather(*(paced_sales(host, i + 1, latencies) for i in range(CONNECTIONS)))
+            await asyncio.sleep(0.5)
+            down_at = time.monotonic()
+            await asyncio.to_thread(mosquitto.stop)
+            await asyncio.sleep(2.5)
+            await asyncio.to_thread(mosquitto.start)
+            up_at = time.monotonic()
+            stans_by_connection = await runs
+            received = await events.wait_for(OUTAGE_SALES, timeout_s=60.0)
+            await drained(host)
+    during_outage = [latency for started, latency in latencies if down_at <= started <= up_at]
+    assert len(during_outage) > 100, "the outage must fall in the middle of the run"
+    assert max(latency for _, latency in latencies) < 1.0, "a reply waited for the broker"
+    sale_events = [e for e in received.values() if e["kind"] == "sale"]
+    assert len(sale_events) == OUTAGE_SALES
+    assert len(events.events) >= OUTAGE_SALES  # duplicates are allowed (at least once); losses are not
+    by_stan = {e["stan"]: e for e in sale_events}
+    assert len(by_stan) == OUTAGE_SALES, "one event per sale"
+    for stans in stans_by_connection:
+        arrival = [e["stan"] for e in sale_events if e["stan"] in set(stans)]
+        assert arrival == stans, "each terminal connection's events arrive in the order they were committed"

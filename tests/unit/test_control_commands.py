@@ -1,0 +1,472 @@
+"""Live-control commands, pure: every command, every error path, and fuzzed payloads that never raise."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from iso_host.clock import HostClock
+from iso_host.config import SCENARIO_KEYS
+from iso_host.control.commands import (
+    COMMANDS,
+    INVALID_REQUEST_ID,
+    MAX_PAYLOAD_BYTES,
+    REQUEST_ID,
+    ControlReply,
+    Controls,
+    execute,
+    failure_reply,
+)
+from iso_host.errors import ConfigError
+from iso_host.scenarios import Scenario, ScenarioBook
+from iso_host.terminals import TerminalState
+
+MACHINE_NOW = datetime(2026, 3, 10, 10, 0, tzinfo=UTC)
+TID, OTHER_TID, MID = "TERM0001", "TERM0002", "MERCHANT0000001"
+PAN = "4761739001010010"
+DIGIT_RUN = re.compile(r"[0-9]{12,}")
+
+
+def hashed(pan: str) -> str:
+    return f"hash-of-{len(pan)}-digits-{pan[-2:]}"
+
+
+def make_controls(reload_cards: Callable[[], int] | None = None) -> Controls:
+    terminals = {tid: TerminalState(tid, MID) for tid in (TID, OTHER_TID)}
+    return Controls(ScenarioBook(), terminals, HostClock(lambda: MACHINE_NOW), hashed, reload_cards)
+
+
+def run(controls: Controls, command: str, request_id: str | None = "req-1", **arguments: Any) -> ControlReply:
+    document = arguments if request_id is None else {"request_id": request_id, **arguments}
+    return execute(controls, command, json.dumps(document).encode())
+
+
+def ok(reply: ControlReply) -> dict[str, Any]:
+    assert reply.payload["ok"] is True, reply.payload
+    result = reply.payload["result"]
+    assert isinstance(result, dict)
+    return result
+
+
+def error(reply: ControlReply) -> str:
+    assert reply.payload["ok"] is False, reply.payload
+    assert not reply.events, "a failed command changes nothing, so it has no event"
+    text = reply.payload["error"]
+    assert isinstance(text, str)
+    assert "\n" not in text, "an error is one line"
+    return text
+
+
+def event_payload(reply: ControlReply) -> dict[str, Any]:
+    (event,) = reply.events
+    payload = json.loads(event.payload)
+    assert isinstance(payload, dict)
+    assert payload["kind"] == "control"
+    assert event.kind == "control"
+    return payload
+
+
+def strings_in(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for key, item in value.items() for s in (*strings_in(key), *strings_in(item))]
+    if isinstance(value, list):
+        return [s for item in value for s in strings_in(item)]
+    return []
+
+
+def assert_no_pan(reply: ControlReply) -> None:
+    """No string in the reply (but the caller's own request_id) or its events holds a run of 12+ digits."""
+    shown = {key: value for key, value in reply.payload.items() if key != "request_id"}
+    for text in strings_in(shown):
+        assert not DIGIT_RUN.search(text), text
+    for event in reply.events:
+        payload = {key: value for key, value in json.loads(event.payload).items() if key != "request_id"}
+        for text in strings_in(payload):
+            assert not DIGIT_RUN.search(text), text
+
+
+BAD_PAYLOADS = [
+    pytest.param(b"", INVALID_REQUEST_ID, "payload: not JSON: Expecting value at byte 0", id="empty"),
+    pytest.param(b"hello", INVALID_REQUEST_ID, "payload: not JSON: Expecting value at byte 0", id="not-json"),
+    pytest.param('{"é": 1,}'.encode(), INVALID_REQUEST_ID,
+                 "payload: not JSON: Expecting property name enclosed in double quotes at byte 9",
+                 id="byte-offset-counts-utf8"),
+    pytest.param(b"\xff\xfe", INVALID_REQUEST_ID, "payload: not UTF-8 text (byte 0)", id="not-utf8"),
+    pytest.param(b"[1, 2]", INVALID_REQUEST_ID, "payload: must be a JSON object, got list", id="array"),
+    pytest.param(b'"req-1"', INVALID_REQUEST_ID, "payload: must be a JSON object, got str", id="string"),
+    pytest.param(b"[" * 10_000 + b"]" * 10_000, INVALID_REQUEST_ID, "payload: not JSON this host accepts: "
+                 "nested too deeply", id="nested-too-deeply"),
+    pytest.param(b'{"n": ' + b"9" * 5_000 + b"}", INVALID_REQUEST_ID, "payload: not JSON this host accepts",
+                 id="integer-too-long"),
+    pytest.param(b" " * (MAX_PAYLOAD_BYTES + 1), INVALID_REQUEST_ID,
+                 f"payload: {MAX_PAYLOAD_BYTES + 1} bytes is over the limit of {MAX_PAYLOAD_BYTES}", id="too-big"),
+    pytest.param(b"{}", INVALID_REQUEST_ID, "request_id: required", id="no-request-id"),
+    pytest.param(b'{"request_id": ""}', INVALID_REQUEST_ID, "request_id: must be 1 to 64 characters",
+                 id="empty-id"),
+    pytest.param(b'{"request_id": 7}', INVALID_REQUEST_ID, "request_id: must be 1 to 64 characters of A-Z a-z "
+                 "0-9 _ . -, got 7", id="id-not-text"),
+    pytest.param(b'{"request_id": "a/b"}', INVALID_REQUEST_ID, "request_id: must be", id="id-with-slash"),
+    pytest.param(b'{"request_id": "+"}', INVALID_REQUEST_ID, "request_id: must be", id="id-wildcard"),
+    pytest.param(json.dumps({"request_id": "x" * 65}).encode(), INVALID_REQUEST_ID, "request_id: must be",
+                 id="id-too-long"),
+    pytest.param(b'{"request_id": "r1", "bogus": 1}', "r1",
+                 "bogus: unknown argument (expected one of request_id, tid)", id="unknown-argument"),
+]  # fmt: skip
+
+
+class TestRequest:
+    @pytest.mark.parametrize(("payload", "request_id", "message"), BAD_PAYLOADS)
+    def test_bad_request_is_an_error_reply(self, payload: bytes, request_id: str, message: str) -> None:
+        """A request that cannot be read is answered with an error naming what is wrong, never an exception."""
+        reply = execute(make_controls(), "disable-terminal", payload)
+        assert error(reply).startswith(message)
+        assert reply.request_id == request_id
+        assert reply.payload["request_id"] == request_id
+        assert reply.payload["command"] == "disable-terminal"
+
+    def test_unknown_command_lists_the_known_ones(self) -> None:
+        """A command the host does not know is named, with the ones it does."""
+        reply = run(make_controls(), "frobnicate")
+        assert error(reply) == f"command: unknown command 'frobnicate' (expected one of {', '.join(sorted(COMMANDS))})"
+        assert reply.request_id == "req-1"
+
+    def test_unknown_command_echo_is_bounded_and_masked(self) -> None:
+        """A long or card-like command name is cut short and masked in the reply."""
+        reply = run(make_controls(), PAN + "x" * 500)
+        assert_no_pan(reply)
+        assert len(reply.payload["command"]) <= 60
+        assert len(error(reply)) < 400
+
+    def test_failure_reply_finds_the_request_id(self) -> None:
+        """The edge's failure reply goes to the request's id when it has a usable one, else to "invalid"."""
+        good = failure_reply("list-scenarios", b'{"request_id": "r-9"}', "internal error")
+        assert (good.request_id, good.payload) == ("r-9", {"request_id": "r-9", "command": "list-scenarios",
+                                                           "ok": False, "error": "internal error"})  # fmt: skip
+        assert failure_reply("list-scenarios", b"nope", "internal error").request_id == INVALID_REQUEST_ID
+
+
+BAD_SCENARIOS = [
+    pytest.param({"respond": "5"}, "scenario.respond: must be a 2-character response code, got '5'", id="respond"),
+    pytest.param({"name": "x"}, "scenario: needs an action: one of respond", id="no-action"),
+    pytest.param({"respond": "05", "colour": "red"}, "scenario.colour: unknown key (expected one of", id="key"),
+    pytest.param({"respond": "05", "pan": PAN + "x"}, "scenario.pan: must be digits", id="pan-not-digits"),
+    pytest.param({"respond": "05", "amount": "lots"}, "scenario.amount: must be an amount such as 100.00, "
+                 "got 'lots'", id="amount"),
+    pytest.param({"respond": "05", "times": 0}, "scenario.times: must be a whole number 1..1000000000, got 0",
+                 id="times-zero"),
+    pytest.param({"delay_ms": -1}, "scenario.delay_ms: must be a whole number 0..600000, got -1", id="delay"),
+    pytest.param({"close": "yes"}, "scenario.close: must be true or false, got 'yes'", id="close"),
+    pytest.param({"respond": "05", "tid": "NOPE0001"}, "scenario.tid: terminal 'NOPE0001' is not configured",
+                 id="tid-unknown"),
+    pytest.param("respond 05", "scenario: must be a table", id="not-a-table"),
+    pytest.param(None, "scenario: must be a table", id="missing"),
+]  # fmt: skip
+
+
+class TestAddScenario:
+    def test_adds_and_lists_it(self) -> None:
+        """The scenario is active at once, as the reply says; its change is one control event."""
+        controls = make_controls()
+        reply = run(controls, "add-scenario", scenario={"name": "13.13", "respond": "05", "amount": 13.13})
+        result = ok(reply)
+        assert result == {"active": 1, "added": {
+            "name": "13.13", "tid": None, "kind": None, "mti": None, "amount_minor": 1313, "amount_cents": None,
+            "respond": "05", "delay_ms": 0, "no_reply": False, "close": False, "bad_mac": False, "times": None,
+            "remaining": None, "card": False}}  # fmt: skip
+        ((scenario, remaining),) = controls.scenarios.active()
+        assert (scenario.respond, scenario.amount_minor, remaining) == ("05", 1313, None)
+        event = event_payload(reply)
+        assert (event["command"], event["request_id"], event["detail"], event["tid"]) == (
+            "add-scenario", "req-1", result, None)  # fmt: skip
+
+    def test_event_names_the_scenarios_terminal(self) -> None:
+        """A scenario for one terminal is that terminal's event."""
+        reply = run(make_controls(), "add-scenario", scenario={"tid": TID, "no_reply": True, "times": 2})
+        assert ok(reply)["added"]["remaining"] == 2
+        assert reply.events[0].tid == TID
+        assert event_payload(reply)["tid"] == TID
+
+    def test_pan_is_matched_by_hash_and_never_shown(self) -> None:
+        """A scenario's PAN becomes its keyed hash; neither the reply nor the event carries it."""
+        controls = make_controls()
+        reply = run(controls, "add-scenario", scenario={"pan": PAN, "respond": "51", "name": f"card {PAN}"})
+        assert ok(reply)["added"]["card"] is True
+        assert PAN not in json.dumps(reply.payload)
+        assert PAN not in reply.events[0].payload
+        assert_no_pan(reply)
+        ((scenario, _),) = controls.scenarios.active()
+        assert scenario.pan_hash == hashed(PAN)
+        fired = controls.scenarios.fire(tid=TID, mti="0200", kind="sale", amount_minor=1, pan_hash=hashed(PAN))
+        assert fired is scenario
+        assert controls.scenarios.fire(tid=TID, mti="0200", kind="sale", amount_minor=1, pan_hash="other") is None
+
+    @pytest.mark.parametrize(("scenario", "message"), BAD_SCENARIOS)
+    def test_bad_scenario_names_the_field(self, scenario: Any, message: str) -> None:
+        """A scenario the config file would refuse is refused with the same message, under the key "scenario"."""
+        controls = make_controls()
+        arguments = {} if scenario is None else {"scenario": scenario}
+        assert error(run(controls, "add-scenario", **arguments)).startswith(message)
+        assert controls.scenarios.active() == []
+
+    def test_every_problem_is_on_one_line(self) -> None:
+        """Several problems in one table are all reported, on one line."""
+        message = error(run(make_controls(), "add-scenario", scenario={"respond": "5", "delay_ms": "x"}))
+        assert "scenario.respond:" in message
+        assert "scenario.delay_ms:" in message
+
+
+class TestListAndClearScenarios:
+    def test_list_shows_remaining_and_changes_nothing(self) -> None:
+        """Listing shows how often each scenario may still fire, and makes no event."""
+        controls = make_controls()
+        controls.scenarios.add(Scenario(name="once", respond="05", times=2, pan_hash="h"))
+        controls.scenarios.fire(tid=TID, mti="0200", kind="sale", amount_minor=1, pan_hash="h")
+        reply = run(controls, "list-scenarios")
+        (listed,) = ok(reply)["scenarios"]
+        assert (listed["name"], listed["times"], listed["remaining"], listed["card"]) == ("once", 2, 1, True)
+        assert reply.events == ()
+
+    def test_list_empty(self) -> None:
+        """No scenario: an empty list."""
+        assert ok(run(make_controls(), "list-scenarios")) == {"scenarios": []}
+
+    def test_clear_says_how_many(self) -> None:
+        """Clearing removes every scenario and says how many there were."""
+        controls = make_controls()
+        for code in ("05", "51"):
+            controls.scenarios.add(Scenario(respond=code))
+        reply = run(controls, "clear-scenarios")
+        assert ok(reply) == {"cleared": 2}
+        assert controls.scenarios.active() == []
+        assert event_payload(reply)["detail"] == {"cleared": 2}
+        assert ok(run(controls, "clear-scenarios")) == {"cleared": 0}
+
+
+class TestTerminals:
+    def test_disable_then_enable(self) -> None:
+        """A terminal is switched off and on again; each change is that terminal's event."""
+        controls = make_controls()
+        off = run(controls, "disable-terminal", tid=TID)
+        assert ok(off) == {"tid": TID, "enabled": False}
+        assert controls.terminals[TID].enabled is False
+        assert controls.terminals[OTHER_TID].enabled is True
+        assert (off.events[0].tid, event_payload(off)["command"]) == (TID, "disable-terminal")
+        on = run(controls, "enable-terminal", tid=TID)
+        assert ok(on) == {"tid": TID, "enabled": True}
+        assert controls.terminals[TID].enabled is True
+
+    @pytest.mark.parametrize(
+        ("arguments", "message"),
+        [
+            pytest.param({}, "tid: required (a configured terminal's id (field 41))", id="missing"),
+            pytest.param({"tid": 1}, "tid: must be a configured terminal's id (field 41), got 1", id="number"),
+            pytest.param({"tid": ""}, "tid: must be a configured terminal's id (field 41), got ''", id="empty"),
+            pytest.param({"tid": "NOPE0001"}, "tid: terminal 'NOPE0001' is not configured", id="unknown"),
+        ],
+    )
+    @pytest.mark.parametrize("command", ["enable-terminal", "disable-terminal"])
+    def test_bad_tid(self, command: str, arguments: dict[str, Any], message: str) -> None:
+        """The terminal must be one the host was configured with."""
+        controls = make_controls()
+        assert error(run(controls, command, **arguments)) == message
+        assert all(terminal.enabled for terminal in controls.terminals.values())
+
+
+class TestClock:
+    def test_set_with_offset(self) -> None:
+        """An ISO time with an offset becomes the host's time; the reply gives it and the offset."""
+        controls = make_controls()
+        reply = run(controls, "set-clock", time="2026-11-27T09:00:00+08:00")
+        result = ok(reply)
+        assert datetime.fromisoformat(result["now"]) == datetime(2026, 11, 27, 1, 0, tzinfo=UTC)
+        assert result["offset_s"] == (datetime(2026, 11, 27, 1, 0, tzinfo=UTC) - MACHINE_NOW).total_seconds()
+        assert controls.clock() == datetime(2026, 11, 27, 1, 0, tzinfo=UTC)
+        assert event_payload(reply)["detail"] == result
+
+    def test_set_z_and_back_to_now(self) -> None:
+        """A "Z" time is accepted, and "now" goes back to the machine's time."""
+        controls = make_controls()
+        ok(run(controls, "set-clock", time="2030-01-01T00:00:00Z"))
+        assert controls.clock().year == 2030
+        assert ok(run(controls, "set-clock", time="now")) == {"now": MACHINE_NOW.isoformat(), "offset_s": 0.0}
+        assert controls.clock() == MACHINE_NOW
+
+    @pytest.mark.parametrize(
+        ("value", "message"),
+        [
+            pytest.param("2026-11-27T09:00:00", "time: needs a UTC offset (such as +08:00 or Z), got "
+                         "'2026-11-27T09:00:00'", id="naive"),
+            pytest.param("tomorrow", "time: must be an ISO 8601 time with a UTC offset", id="words"),
+            pytest.param(20261127, "time: must be an ISO 8601 time with a UTC offset", id="number"),
+            pytest.param("0001-01-01T00:00:00+08:00", "time: must be within 100 years of the machine's time",
+                         id="year-1"),
+            pytest.param("9999-12-31T23:59:59-12:00", "time: must be within 100 years", id="year-9999"),
+            pytest.param(None, "time: must be an ISO 8601", id="null"),
+        ],
+    )  # fmt: skip
+    def test_set_refuses(self, value: Any, message: str) -> None:
+        """A time the host cannot take is refused, and the clock stays where it was."""
+        controls = make_controls()
+        assert error(run(controls, "set-clock", time=value)).startswith(message)
+        assert controls.clock.offset == timedelta(0)
+
+    def test_set_needs_a_time(self) -> None:
+        """set-clock without a time says what it wants."""
+        assert error(run(make_controls(), "set-clock")).startswith("time: required (an ISO 8601 time")
+
+    @pytest.mark.parametrize("seconds", [86_400, -3_600, 0.5, 0])
+    def test_advance(self, seconds: float) -> None:
+        """The clock moves by the seconds given, either way."""
+        controls = make_controls()
+        result = ok(run(controls, "advance-clock", seconds=seconds))
+        assert result == {"now": (MACHINE_NOW + timedelta(seconds=seconds)).isoformat(), "offset_s": float(seconds)}
+        assert controls.clock() == MACHINE_NOW + timedelta(seconds=seconds)
+
+    def test_advances_add_up(self) -> None:
+        """Two advances add up; a set then an advance moves from the set time."""
+        controls = make_controls()
+        ok(run(controls, "advance-clock", seconds=3_600))
+        assert ok(run(controls, "advance-clock", seconds=3_600))["offset_s"] == 7_200.0
+        ok(run(controls, "set-clock", time="2027-01-01T00:00:00+00:00"))
+        ok(run(controls, "advance-clock", seconds=60))
+        assert controls.clock() == datetime(2027, 1, 1, 0, 1, tzinfo=UTC)
+
+    @pytest.mark.parametrize(
+        ("payload", "message"),
+        [
+            pytest.param(b'{"request_id": "r", "seconds": "60"}', "seconds: must be a finite number of seconds, "
+                         "got '60'", id="string"),
+            pytest.param(b'{"request_id": "r", "seconds": true}', "seconds: must be a finite number", id="bool"),
+            pytest.param(b'{"request_id": "r", "seconds": NaN}', "seconds: must be a finite number", id="nan"),
+            pytest.param(b'{"request_id": "r", "seconds": -Infinity}', "seconds: must be a finite number", id="inf"),
+            pytest.param(b'{"request_id": "r", "seconds": 1e300}', "seconds: must be at most 3155760000 (100 years)",
+                         id="huge"),
+            pytest.param(b'{"request_id": "r"}', "seconds: required", id="missing"),
+        ],
+    )  # fmt: skip
+    def test_advance_refuses(self, payload: bytes, message: str) -> None:
+        """A non-number, a non-finite number and a jump past 100 years are refused; the clock stays."""
+        controls = make_controls()
+        assert error(execute(controls, "advance-clock", payload)).startswith(message)
+        assert controls.clock.offset == timedelta(0)
+
+    def test_advances_cannot_add_up_past_the_bound(self) -> None:
+        """Each advance within bounds, but together past 100 years: the last one is refused."""
+        controls = make_controls()
+        ok(run(controls, "advance-clock", seconds=3_000_000_000))
+        assert error(run(controls, "advance-clock", seconds=3_000_000_000)) == (
+            "seconds: would put the host's time more than 100 years from the machine's")  # fmt: skip
+        assert controls.clock.offset == timedelta(seconds=3_000_000_000)
+
+
+class TestReloadCards:
+    def test_without_config(self) -> None:
+        """A host started without --config has no cards file to reload."""
+        assert error(run(make_controls(), "reload-cards")) == (
+            "reload-cards: the host was started without --config; there is no [[cards]] file to reload")  # fmt: skip
+
+    def test_reload_says_how_many(self) -> None:
+        """The reload's count is the result, and the reload is an event."""
+        calls: list[int] = []
+
+        def reload() -> int:
+            calls.append(1)
+            return 3
+
+        reply = run(make_controls(reload), "reload-cards")
+        assert ok(reply) == {"cards": 3}
+        assert calls == [1]
+        assert event_payload(reply)["detail"] == {"cards": 3}
+
+    def test_config_error_becomes_the_error(self) -> None:
+        """A config problem (one line or several) is the reply's error, on one line, card numbers masked."""
+
+        def reload() -> int:
+            raise ConfigError(f"lab.toml: cards[0].pan: must be 12 to 19 digits\nlab.toml: cards[1].status: {PAN}")
+
+        reply = run(make_controls(reload), "reload-cards")
+        assert error(reply) == (
+            "lab.toml: cards[0].pan: must be 12 to 19 digits; lab.toml: cards[1].status: 476173******0010")  # fmt: skip
+
+    def test_takes_no_arguments(self) -> None:
+        """reload-cards takes only the request id."""
+        assert error(run(make_controls(lambda: 1), "reload-cards", path="/etc/passwd")) == (
+            "path: unknown argument (expected one of request_id)")  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------- fuzzing
+
+JSON_SCALARS = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=30)
+JSON_VALUES = st.recursive(
+    JSON_SCALARS,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
+    max_leaves=12,
+)
+INTERESTING = st.sampled_from([TID, "NOPE0001", "now", PAN, "05", "5", "2026-11-27T09:00:00+08:00", "", 86_400])
+SCENARIO_TABLES = st.dictionaries(
+    st.sampled_from(sorted(SCENARIO_KEYS)) | st.text(max_size=8), INTERESTING | JSON_VALUES, max_size=6
+)
+ARGUMENTS = st.fixed_dictionaries(
+    {"request_id": st.from_regex(REQUEST_ID, fullmatch=True) | JSON_VALUES},
+    optional={
+        "scenario": SCENARIO_TABLES | JSON_VALUES, "tid": INTERESTING | JSON_VALUES,
+        "time": INTERESTING | JSON_VALUES | st.datetimes(timezones=st.just(timezone(timedelta(hours=8)))).map(
+            datetime.isoformat),
+        "seconds": INTERESTING | JSON_VALUES, "extra": JSON_VALUES,
+    },
+)  # fmt: skip
+COMMAND_NAMES = st.sampled_from(sorted(COMMANDS)) | st.text(max_size=20)
+
+
+def check_reply(reply: ControlReply) -> None:
+    """What every reply, good or bad, must be."""
+    assert REQUEST_ID.fullmatch(reply.request_id)
+    assert reply.payload["request_id"] == reply.request_id
+    assert isinstance(reply.payload["ok"], bool)
+    assert set(reply.payload) == {"request_id", "command", "ok", "result" if reply.payload["ok"] else "error"}
+    json.dumps(reply.payload, allow_nan=False)  # publishable as strict JSON
+    if not reply.payload["ok"]:
+        assert reply.events == ()
+        assert "\n" not in reply.payload["error"]
+    assert_no_pan(reply)
+
+
+def reload_fails() -> int:
+    raise ConfigError("lab.toml: cards: must be an array of tables ([[cards]])")
+
+
+class TestFuzz:
+    @settings(max_examples=300, deadline=None)
+    @given(command=COMMAND_NAMES, payload=st.binary(max_size=200))
+    def test_arbitrary_bytes(self, command: str, payload: bytes) -> None:
+        """Any bytes on any command get a reply, never an exception."""
+        check_reply(execute(make_controls(), command, payload))
+
+    @settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(command=COMMAND_NAMES, arguments=ARGUMENTS, reload=st.sampled_from([None, lambda: 2, reload_fails]))
+    def test_arbitrary_json(self, command: str, arguments: dict[str, Any], reload: Callable[[], int] | None) -> None:
+        """Any JSON object on any command gets a well-formed reply; the host's clock stays in range."""
+        controls = make_controls(reload)
+        payload = json.dumps(arguments).encode()
+        reply = execute(controls, command, payload)
+        check_reply(reply)
+        assert abs(controls.clock.offset) <= timedelta(days=36_525)
+        assert len(reply.events) == (1 if reply.payload["ok"] and command != "list-scenarios" else 0)
+        if reply.payload["ok"] and command == "advance-clock":
+            assert math.isfinite(reply.payload["result"]["offset_s"])
+
+    @settings(max_examples=200, deadline=None)
+    @given(document=JSON_VALUES)
+    def test_arbitrary_json_documents(self, document: Any) -> None:
+        """Any JSON document at all, object or not, gets a reply."""
+        check_reply(execute(make_controls(), "add-scenario", json.dumps(document).encode()))
