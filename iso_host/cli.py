@@ -24,6 +24,7 @@ from iso_host.ledger import Status, TerminalRecord, TransactionFilter, Transacti
 from iso_host.ledger_commands import add_ledger_commands
 from iso_host.log import announce, configure, get_logger
 from iso_host.mqtt import describe_broker
+from iso_host.mqtt_cli import add_control_parser, add_events_parser
 from iso_host.mqtt_tasks import start_mqtt_tasks
 from iso_host.replay_cli import add_replay_parser
 from iso_host.scenarios import ScenarioBook
@@ -232,6 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_terminal_parser(commands)
     add_replay_parser(commands)
+    add_events_parser(commands)
+    add_control_parser(commands)
 
     ledger = commands.add_parser("ledger", help="inspect the ledger")
     ledger_commands = ledger.add_subparsers(dest="ledger_command", required=True)

@@ -233,13 +233,16 @@ class HostTarget:
     name: str
     ledger: str  # "sqlite" or "postgresql"
     group_commit: bool
+    events: bool = False  # publish every sale's event through the outbox to MQTT
 
 
-def host_targets(ledgers: list[str], group_commit: str) -> list[HostTarget]:
-    modes = {"on": [True], "off": [False], "both": [True, False]}[group_commit]
+SWITCHES: Final = {"on": [True], "off": [False], "both": [True, False]}
+
+
+def host_targets(ledgers: list[str], group_commit: str, events: str = "off") -> list[HostTarget]:
     return [
-        HostTarget(f"{ledger}{'' if on else '-nogc'}", ledger, on)
-        for ledger in ledgers for on in modes
+        HostTarget(f"{ledger}{'' if on else '-nogc'}{'-events' if publish else ''}", ledger, on, publish)
+        for ledger in ledgers for on in SWITCHES[group_commit] for publish in SWITCHES[events]
     ]  # fmt: skip
 
 
@@ -263,26 +266,40 @@ def ledger_url(target: HostTarget, directory: Path, postgres_base: str) -> Itera
             connection.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
-def write_host_config(directory: Path, target: HostTarget, url: str, connections: int) -> Path:
+def write_host_config(directory: Path, target: HostTarget, url: str, connections: int, mqtt_url: str) -> Path:
     parts = [f"[ledger]\nurl = {json.dumps(url)}\ngroup_commit = {str(target.group_commit).lower()}\n"]
+    if target.events:
+        prefix = f"iso-host-bench-{os.getpid()}"
+        parts.append(f"\n[events]\nmqtt_url = {json.dumps(mqtt_url)}\ntopic_prefix = {json.dumps(prefix)}\n")
     parts += [f'\n[[terminals]]\ntid = "T{i:07d}"\nmid = "{MID}"\n' for i in range(connections)]
     path = directory / f"{target.name}.toml"
     path.write_text("".join(parts), encoding="utf-8")
     return path
 
 
-def ledger_rows(url: str) -> int:
-    """Rows in the ledger's transactions table (the durability check: one per approved sale)."""
+def count_rows(url: str, query: str) -> int:
+    """The count a ``SELECT COUNT(*)`` gives on the ledger."""
     if url.startswith("sqlite:///"):
         path = url.removeprefix("sqlite:///")
         with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as connection:
-            rows: int = connection.execute("SELECT COUNT(*) FROM transactions").fetchone()[0]
+            rows: int = connection.execute(query).fetchone()[0]
             return rows
     import psycopg  # noqa: PLC0415
 
     with psycopg.connect(url) as connection:
-        row = connection.execute("SELECT COUNT(*) FROM transactions").fetchone()
+        row = connection.execute(query).fetchone()
         return int(row[0]) if row else 0
+
+
+def ledger_rows(url: str) -> int:
+    """Rows in the ledger's transactions table (the durability check: one per approved sale)."""
+    return count_rows(url, "SELECT COUNT(*) FROM transactions")
+
+
+def outbox_rows(url: str) -> tuple[int, int]:
+    """Events in the outbox, and how many of them the broker has not acknowledged."""
+    return (count_rows(url, "SELECT COUNT(*) FROM outbox"),
+            count_rows(url, "SELECT COUNT(*) FROM outbox WHERE sent_at IS NULL"))  # fmt: skip
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -298,6 +315,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="run each ledger with group commit on, off, or both (on)")
     parser.add_argument("--postgres", default="postgresql://postgres@127.0.0.1:5432/postgres",
                         help="PostgreSQL server to create the bench databases on")
+    parser.add_argument("--events", choices=["on", "off", "both"], default="off",
+                        help="run each host publishing events to MQTT, not, or both (off)")
+    parser.add_argument("--mqtt-url", default="mqtt://127.0.0.1:1883", help="the broker for --events")
     options = parser.parse_args(argv)
     for name in ("connections", "count", "processes", "repeat"):
         if getattr(options, name) < 1:
@@ -333,6 +353,10 @@ def report(summary: dict[str, Any]) -> None:
     for name, check in summary["ledgers"].items():
         verdict = "ok" if check["rows"] == check["approved"] else "MISMATCH"
         print(f"ledger {name}: {check['rows']} rows for {check['approved']} approved sales ({verdict})")
+        if "events" in check:
+            verdict = "ok" if check["events"] == check["rows"] else "MISMATCH"
+            print(f"outbox {name}: {check['events']} events for {check['rows']} rows ({verdict}), "
+                  f"{check['events_pending']} not yet published when the host stopped")  # fmt: skip
     print(f"failures {summary['failures']}; exit codes {summary['exit_codes']}; {summary['runtime_s']:.1f} s")
 
 
@@ -352,11 +376,15 @@ def bench(options: argparse.Namespace, executable: str, directory: Path) -> dict
     ports: dict[str, int] = {}
     urls: dict[str, str] = {}
     exit_codes: dict[str, int] = {}
+    events_targets: set[str] = set()
     with contextlib.ExitStack() as stack:
         try:
-            for target in host_targets(options.ledgers, options.group_commit):
+            for target in host_targets(options.ledgers, options.group_commit, options.events):
                 urls[target.name] = stack.enter_context(ledger_url(target, directory, options.postgres))
-                config = write_host_config(directory, target, urls[target.name], options.connections)
+                config = write_host_config(directory, target, urls[target.name], options.connections,
+                                           options.mqtt_url)  # fmt: skip
+                if target.events:
+                    events_targets.add(target.name)
                 command = [executable, "serve", "--config", str(config), "--port", "0", "--log-level", "warning",
                            "--log-format", "json", *shlex.split(options.host_args)]  # fmt: skip
                 servers[target.name], ports[target.name] = start_server(command, directory / f"{target.name}.log", None)
@@ -370,6 +398,8 @@ def bench(options: argparse.Namespace, executable: str, directory: Path) -> dict
                 exit_codes[name] = stop_server(process)
         ledgers = {name: {"rows": ledger_rows(url), "approved": sum(r["approved"] for r in runs.get(name, []))}
                    for name, url in urls.items()}  # fmt: skip
+        for name in events_targets:
+            ledgers[name]["events"], ledgers[name]["events_pending"] = outbox_rows(urls[name])
     targets = {name: {key: statistics.median(r[key] for r in results) for key in FIGURES}
                for name, results in runs.items()}  # fmt: skip
     return {
@@ -395,7 +425,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     summary["runtime_s"] = round(time.monotonic() - begun_s, 1)
     exits_ok = set(summary["exit_codes"].values()) == {0}
-    durable = all(check["rows"] == check["approved"] for check in summary["ledgers"].values())
+    durable = all(check["rows"] == check["approved"] and check.get("events", check["rows"]) == check["rows"]
+                  for check in summary["ledgers"].values())  # fmt: skip
     summary["ok"] = summary["failures"] == 0 and durable and exits_ok
     if options.json:
         print(json.dumps(json_safe(summary), allow_nan=False))

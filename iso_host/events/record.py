@@ -29,6 +29,11 @@ def _digits(value: str | None) -> int | None:
     return int(value) if value is not None and value.isdigit() else None
 
 
+def _numeric(value: str | None, length: int) -> str | None:
+    """A fixed-length numeric field as sent, or None when the request sent something else (a format error)."""
+    return value if value is not None and len(value) == length and value.isdigit() else None
+
+
 def decision_event(
     *,
     now: datetime,
@@ -58,10 +63,10 @@ def decision_event(
     kind = kind or UNCLASSIFIED_KIND
     payload = {
         "schema": SCHEMA, "event_id": event_id, "time": now.astimezone(UTC).isoformat(), "kind": kind,
-        "tid": tid, "mid": fields.get("42"), "mti": mti, "stan": fields.get("11"), "rrn": rrn,
+        "tid": tid, "mid": fields.get("42"), "mti": mti, "stan": _numeric(fields.get("11"), 6), "rrn": rrn,
         "batch": batch_number,
         "amount_minor": amount_minor if amount_minor is not None else _digits(fields.get("4")),
-        "currency": fields.get("49"), "masked_pan": masked, "response_code": response_code,
+        "currency": _numeric(fields.get("49"), 3), "masked_pan": masked, "response_code": response_code,
         "reason": reason.value, "approved": reason is Reason.APPROVED,
         "latency_ms": round(latency_s * 1000, 3), "scenario": scenario,
     }  # fmt: skip
