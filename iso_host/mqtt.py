@@ -56,3 +56,9 @@ def describe_broker(settings: BrokerSettings) -> str:
     """The broker's URL for messages and logs (it carries no password: credentials are separate keys)."""
     address = broker_address(settings.url)
     return f"{'mqtts' if address.tls else 'mqtt'}://{address.host}:{address.port}"
+
+
+def error_line(error: BaseException) -> str:
+    """One line about an error for logs and replies: its type and the first line of its text."""
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__

@@ -24,7 +24,7 @@ from iso_host.control.commands import ControlReply, Controls, execute, failure_r
 from iso_host.errors import StoreError
 from iso_host.ledger.store import Store
 from iso_host.log import get_logger
-from iso_host.mqtt import client, describe_broker
+from iso_host.mqtt import client, describe_broker, error_line
 
 QOS: Final = 1
 PUBLISH_TIMEOUT_S: Final = 10.0  # no PUBACK for a reply by then: the connection is treated as lost
@@ -65,7 +65,7 @@ class ControlListener:
                 self.ready.clear()
                 if not outage_logged:  # one line per outage, not one per retry
                     self._log.warning(
-                        "control_unavailable", error=_first_line(error), retry_s=backoff,
+                        "control_unavailable", error=error_line(error), retry_s=backoff,
                         hint="commands sent meanwhile get no reply; send them again once the broker is back",
                     )  # fmt: skip
                     outage_logged = True
@@ -82,7 +82,7 @@ class ControlListener:
                 reply = await self._commit(command, payload, reply)
             text = json.dumps(reply.payload, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
         except Exception as error:  # any bug in one command is answered and logged, then the listener goes on
-            self._log.error("control_failed", command=command[:64], error=_first_line(error))
+            self._log.error("control_failed", command=command[:64], error=error_line(error))
             reply = failure_reply(command, payload, INTERNAL_ERROR)
             text = json.dumps(reply.payload, separators=(",", ":"), ensure_ascii=False)
         await mqtt.publish(
@@ -100,7 +100,7 @@ class ControlListener:
         try:
             await self.store.apply(reply.events)
         except StoreError as error:
-            problem = f"ledger: {_first_line(error)} (the change is in force, but its event was not recorded)"
+            problem = f"ledger: {error_line(error)} (the change is in force, but its event was not recorded)"
             return failure_reply(command, payload, problem)
         self.notify()
         return reply
@@ -113,8 +113,3 @@ def _payload_bytes(payload: bytes | bytearray | str | float | None) -> bytes:
     if payload is None:
         return b""
     return str(payload).encode("utf-8")
-
-
-def _first_line(error: BaseException) -> str:
-    lines = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__

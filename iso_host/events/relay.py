@@ -21,7 +21,7 @@ from iso_host.errors import StoreError
 from iso_host.ledger.model import PendingEvent
 from iso_host.ledger.store import Store
 from iso_host.log import get_logger
-from iso_host.mqtt import client, describe_broker
+from iso_host.mqtt import client, describe_broker, error_line
 
 BATCH_SIZE: Final = 500  # events read and published per round
 POLL_S: Final = 1.0  # a wake-up is missed only if a commit raced the read; this catches it
@@ -86,7 +86,7 @@ class Relay:
                     pending = await self._pending_count()
                     self._log.warning(
                         "events_unavailable",
-                        error=_first_line(error),
+                        error=error_line(error),
                         pending=pending,
                         retry_s=backoff,
                         hint="events wait in the outbox and go out once the broker is back",
@@ -156,8 +156,3 @@ class Relay:
             return await self.store.count_pending_events()
         except StoreError:
             return None
-
-
-def _first_line(error: BaseException) -> str:
-    lines = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__

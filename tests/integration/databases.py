@@ -18,6 +18,8 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 import pytest
 
+from iso_host.ledger import Store, open_store
+
 BASE_URL_VARIABLE = "ISO_HOST_TEST_POSTGRES"
 DEFAULT_BASE_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 BACKENDS = ("sqlite", "postgresql")
@@ -75,3 +77,10 @@ def store_url(backend: str, tmp_path: Path) -> Iterator[str]:
             yield url
     else:
         raise ValueError(f"unknown ledger backend {backend!r}; expected one of {BACKENDS}")
+
+
+async def opened(url: str, *, group_commit: bool = True) -> Store:
+    """A store on ``url``, open (created and migrated)."""
+    store = open_store(url, group_commit=group_commit)
+    await store.open()
+    return store

@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
-from databases import BACKENDS, store_url
-from test_store_contract import NOW, TID, opened, sale
+from databases import opened
+from test_store_contract import NOW, TID, sale
 
 from iso_host.errors import DuplicateError
 from iso_host.events.record import decision_event
@@ -27,21 +25,6 @@ def event(stan: str, tid: str = TID, at: datetime = NOW) -> RecordEvent:
 
 def stans(pending: list[object]) -> list[str]:
     return [json.loads(e.payload)["stan"] for e in pending]  # type: ignore[attr-defined]
-
-
-@pytest.fixture(params=BACKENDS)
-def ledger_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    with store_url(str(request.param), tmp_path) as url:
-        yield url
-
-
-@pytest.fixture
-async def store(ledger_url: str) -> AsyncIterator[Store]:
-    store = await opened(ledger_url)
-    try:
-        yield store
-    finally:
-        await store.close()
 
 
 async def test_an_event_commits_with_its_ledger_change_or_not_at_all(store: Store) -> None:

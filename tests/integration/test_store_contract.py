@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
-from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
-from databases import BACKENDS, fresh_postgres_database, store_url, with_database
+from databases import fresh_postgres_database, opened, with_database
 
 from iso_host.errors import ConflictError, DuplicateError, StoreError
 from iso_host.ledger import (
@@ -80,12 +79,6 @@ def execute_sql(url: str, sql: str, parameters: tuple[object, ...] = ()) -> list
         return cursor.fetchall() if cursor.description else []
 
 
-async def opened(url: str, *, group_commit: bool = True) -> Store:
-    store = open_store(url, group_commit=group_commit)
-    await store.open()
-    return store
-
-
 async def rrns_of(store: Store) -> list[str]:
     return [r.rrn for r in await store.transactions(TransactionFilter())]
 
@@ -93,21 +86,6 @@ async def rrns_of(store: Store) -> list[str]:
 def commits_of(store: Store) -> int:
     assert isinstance(store, SqliteStore | PostgresStore)
     return store.commits
-
-
-@pytest.fixture(params=BACKENDS)
-def ledger_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    with store_url(str(request.param), tmp_path) as url:
-        yield url
-
-
-@pytest.fixture
-async def store(ledger_url: str) -> AsyncIterator[Store]:
-    store = await opened(ledger_url)
-    try:
-        yield store
-    finally:
-        await store.close()
 
 
 @pytest.fixture

@@ -230,3 +230,54 @@ class TestWithOverrides:
         """An out-of-range --port is a ConfigError naming the flag."""
         with pytest.raises(ConfigError, match=f"--port: must be 0..65535, got {port}"):
             with_overrides(Config(), port=port)
+
+
+class TestEventsAndControl:
+    def test_events_are_off_by_default(self) -> None:
+        config = parse_config({}, SOURCE)
+        assert config.events is None
+        assert config.control_enabled is False
+
+    def test_events_and_control(self) -> None:
+        document = tomllib.loads(
+            '[events]\nmqtt_url = "mqtts://broker.lab:8883"\nusername = "host"\npassword = "secret"\n'
+            'client_id = "lab-1"\ntopic_prefix = "lab/iso"\nca_file = "ca.pem"\nkeep_sent_s = 60\n'
+            "[control]\nenabled = true\n"
+        )
+        config = parse_config(document, SOURCE)
+        assert config.events is not None
+        assert (config.events.url, config.events.username, config.events.client_id) == (
+            "mqtts://broker.lab:8883", "host", "lab-1",
+        )  # fmt: skip
+        assert (config.events.topic_prefix, config.events.ca_file) == ("lab/iso", "ca.pem")
+        assert config.events_keep_sent_s == 60.0
+        assert config.control_enabled is True
+        assert "secret" not in repr(config), "the broker password never reaches a log line through repr"
+
+    @pytest.mark.parametrize(
+        ("document", "key", "problem"),
+        [
+            pytest.param({"events": {"mqtt_url": "http://x"}}, "events.mqtt_url", "expected mqtt://", id="scheme"),
+            pytest.param({"events": {"mqtt_url": "mqtt://:1883"}}, "events.mqtt_url", "no host", id="no-host"),
+            pytest.param({"events": {"mqtt_url": "mqtt://h:99999"}}, "events.mqtt_url", "bad port", id="port"),
+            pytest.param({"events": {"mqtt_url": "mqtt://h", "topic_prefix": "a/+/b"}}, "events.topic_prefix",
+                         "without +, #", id="wildcard-prefix"),
+            pytest.param({"events": {"mqtt_url": "mqtt://h", "topic_prefix": "a//b"}}, "events.topic_prefix",
+                         "empty levels", id="empty-level"),
+            pytest.param({"events": {"mqtt_url": "mqtt://h", "password": "p"}}, "events.password",
+                         "needs events.username", id="password-alone"),
+            pytest.param({"events": {"mqtt_url": "mqtt://h", "keep_sent_s": 0}}, "events.keep_sent_s",
+                         "seconds > 0", id="keep-zero"),
+            pytest.param({"events": {"username": "u"}}, "events.username", "without events.mqtt_url", id="no-url"),
+            pytest.param({"control": {"enabled": True}}, "control.enabled", "needs events.mqtt_url",
+                         id="control-without-broker"),
+            pytest.param({"control": {"enabled": "yes"}}, "control.enabled", "true or false", id="control-type"),
+            pytest.param({"events": {"url": "mqtt://h"}}, "events.url", "unknown key", id="unknown-key"),
+        ],
+    )
+    def test_bad_settings_name_the_key(self, document: dict[str, Any], key: str, problem: str) -> None:
+        with pytest.raises(ConfigError) as raised:
+            parse_config(document, SOURCE)
+        (line,) = [line for line in str(raised.value).splitlines() if f": {key}:" in line]
+        assert problem in line
+        assert line.startswith(f"{SOURCE}: {key}: ")
