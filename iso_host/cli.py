@@ -23,7 +23,7 @@ from iso_host.host import Host
 from iso_host.ledger import Status, TerminalRecord, TransactionFilter, TransactionRecord, open_store
 from iso_host.ledger_commands import add_ledger_commands
 from iso_host.log import announce, configure, get_logger
-from iso_host.mqtt import describe_broker
+from iso_host.mqtt import check_settings, describe_broker
 from iso_host.mqtt_cli import add_control_parser, add_events_parser
 from iso_host.mqtt_tasks import start_mqtt_tasks
 from iso_host.replay_cli import add_replay_parser
@@ -38,6 +38,7 @@ from iso_host.trace import DEFAULT_MAX_BYTES, Tracer
 from iso_host.wire import builtin_dialect_names, load_dialect
 
 EXIT_ERROR = 2
+MQTT_READY_TIMEOUT_S = 3.0  # at start, how long to wait for the broker before serving without it
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +53,8 @@ class TraceOptions:
 async def _serve(config: Config, trace: TraceOptions | None = None) -> int:
     log = get_logger()
     dialect = load_dialect(config.dialect)
+    if config.events is not None:
+        check_settings(config.events)
     store = open_store(config.ledger_url, group_commit=config.group_commit)
     await store.open()
     terminals = {t.tid: terminal_state(t, await store.register_terminal(t.tid, t.mid)) for t in config.terminals}
@@ -76,6 +79,9 @@ async def _serve(config: Config, trace: TraceOptions | None = None) -> int:
             await asyncio.to_thread(tracer.close)
         await store.close()
         raise ConfigError(f"server.port: cannot listen on {config.host}:{config.port}: {error.strerror}") from None
+    background = start_mqtt_tasks(config, host, events, cards_reloader(config, host))
+    # A script that starts the host and at once sends a control command must find the listener subscribed.
+    await background.ready(MQTT_READY_TIMEOUT_S)
     if config.source == "defaults":
         log.info("demo_terminal", tid=DEMO_TID, mid=DEMO_MID, hint="iso-host terminal --tid TERM0001 ...")
     announce(f"listening on {bound_host}:{bound_port}", dialect=dialect.name, ledger=config.ledger_url,
@@ -83,7 +89,6 @@ async def _serve(config: Config, trace: TraceOptions | None = None) -> int:
              trace=str(trace.path) if trace else None,
              events=describe_broker(config.events) if config.events else None, control=config.control_enabled,
              version=__version__)  # fmt: skip
-    background = start_mqtt_tasks(config, host, events, cards_reloader(config, host))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):

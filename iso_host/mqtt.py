@@ -52,6 +52,16 @@ def client(settings: BrokerSettings, role: str, *, clean_session: bool = True) -
     return connection
 
 
+def check_settings(settings: BrokerSettings) -> None:
+    """Fail at start, not in a background task later, when the URL or the CA file is wrong.
+
+    Raises:
+        ConfigError: naming the key.
+    """
+    if broker_address(settings.url).tls:
+        tls_context(settings)
+
+
 def describe_broker(settings: BrokerSettings) -> str:
     """The broker's URL for messages and logs (it carries no password: credentials are separate keys)."""
     address = broker_address(settings.url)

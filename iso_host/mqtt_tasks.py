@@ -30,6 +30,20 @@ class MqttTasks:
     control: ControlListener | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
+    async def ready(self, timeout_s: float) -> bool:
+        """Wait until the relay is connected and the listener subscribed; False (and go on) after ``timeout_s``."""
+        waits = [asyncio.create_task(event.wait()) for event in self._readiness()]
+        if not waits:
+            return True
+        _, pending = await asyncio.wait(waits, timeout=timeout_s)
+        for task in pending:
+            task.cancel()
+        return not pending
+
+    def _readiness(self) -> list[asyncio.Event]:
+        events = [self.relay.connected] if self.relay is not None else []
+        return events + ([self.control.ready] if self.control is not None else [])
+
     async def stop(self, flush_s: float = FLUSH_ON_STOP_S) -> None:
         """Give the relay a moment to publish what is committed, then stop everything."""
         if self.relay is not None:
