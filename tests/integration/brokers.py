@@ -8,6 +8,7 @@ own on a free port, with persistence on, so that a test can stop and restart it.
 
 from __future__ import annotations
 
+import getpass
 import os
 import shutil
 import signal
@@ -21,6 +22,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+from tls_material import TlsFiles
 
 URL_VARIABLE = "ISO_HOST_TEST_MQTT"
 DEFAULT_URL = "mqtt://127.0.0.1:1883"
@@ -62,11 +64,12 @@ class PrivateBroker:
 
     port: int
     config: Path
+    tls: bool = False
     process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"mqtt://127.0.0.1:{self.port}"
+        return f"{'mqtts' if self.tls else 'mqtt'}://127.0.0.1:{self.port}"
 
     def start(self) -> None:
         assert self.process is None, "already running"
@@ -88,20 +91,28 @@ class PrivateBroker:
             self.process = None
 
 
+def tls_lines(tls: TlsFiles | None) -> str:
+    if tls is None:
+        return ""
+    return f"cafile {tls.ca}\ncertfile {tls.server_cert}\nkeyfile {tls.server_key}\ntls_version tlsv1.2\n"
+
+
 @contextmanager
-def private_broker(directory: Path) -> Iterator[PrivateBroker]:
-    """A fresh Mosquitto on a free port that keeps sessions across its own restarts."""
+def private_broker(directory: Path, tls: TlsFiles | None = None) -> Iterator[PrivateBroker]:
+    """A fresh Mosquitto on a free port that keeps sessions across its own restarts; TLS only, with ``tls``."""
     if shutil.which("mosquitto") is None:
         _unavailable("the mosquitto program is not installed (Debian: apt install mosquitto)")
     directory.mkdir(parents=True, exist_ok=True)
     port = free_port()
     config = directory / "mosquitto.conf"
+    # Run as the test's own user: Mosquitto started as root otherwise drops to "mosquitto", which cannot
+    # write its persistence file (the sessions that must outlive a restart) into the test's directory.
     config.write_text(
-        f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
-        f"persistence_location {directory}/\nautosave_interval 1\nmax_queued_messages 100000\n",
+        f"user {getpass.getuser()}\nlistener {port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
+        f"persistence_location {directory}/\nautosave_interval 1\nmax_queued_messages 100000\n" + tls_lines(tls),
         encoding="utf-8",
     )
-    broker = PrivateBroker(port, config)
+    broker = PrivateBroker(port, config, tls=tls is not None)
     broker.start()
     try:
         yield broker
