@@ -80,17 +80,16 @@ class Relay:
                     self._log.info("events_connected")
                     backoff, outage_logged = BACKOFF_FIRST_S, False
                     await self._publish_forever(mqtt)
-            except (aiomqtt.MqttError, StoreError, OSError) as error:
+            except Exception as error:  # a bug must not end event delivery for the life of the host, either
                 self.connected.clear()
-                if not outage_logged:  # one line per outage, not one per retry
+                if not isinstance(error, aiomqtt.MqttError | StoreError | OSError):
+                    self._log.error("events_relay_failed", error=error_line(error), retry_s=backoff)
+                elif not outage_logged:  # one line per outage, not one per retry
                     pending = await self._pending_count()
                     self._log.warning(
-                        "events_unavailable",
-                        error=error_line(error),
-                        pending=pending,
-                        retry_s=backoff,
+                        "events_unavailable", error=error_line(error), pending=pending, retry_s=backoff,
                         hint="events wait in the outbox and go out once the broker is back",
-                    )
+                    )  # fmt: skip
                     outage_logged = True
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, BACKOFF_MAX_S)

@@ -219,3 +219,24 @@ async def test_events_over_tls_and_a_broker_that_cannot_be_trusted(tmp_path: Pat
             assert not host.relay.connected.is_set()
             assert await host.store.count_pending_events() == 1
     gc.collect()  # those sockets are closed here, inside this test's warning filter, not during a later test
+
+
+async def test_a_failing_relay_round_is_retried_not_fatal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An unexpected error in the relay (a bug, or the database) costs a retry, never event delivery for good."""
+    broker = settings(shared_broker_url())
+    async with collecting(broker) as events, running_host(tmp_path, "iso87binary", events=broker) as host:
+        real = host.store.pending_events
+        failures = iter([RuntimeError("a bug"), None])
+
+        async def flaky(limit: int) -> list[Any]:
+            failure = next(failures, None)
+            if failure is not None:
+                raise failure
+            return await real(limit)
+
+        monkeypatch.setattr(host.store, "pending_events", flaky)
+        async with await host.connected_client() as client:
+            await sale(client)
+        (event,) = (await events.wait_for(1, timeout_s=5.0)).values()
+        assert event["kind"] == "sale"
+        assert next(failures, "spent") == "spent", "the relay met the failure and went on"
