@@ -50,9 +50,18 @@ def broker_address(url: str) -> BrokerAddress:
     return BrokerAddress(parts.hostname, port if port is not None else (8883 if tls else 1883), tls)
 
 
+_NOT_IN_A_LEVEL: Final = str.maketrans({"/": "_", "+": "_", "#": "_", "\0": "_"})
+
+
+def topic_level(text: str) -> str:
+    """``text`` as one topic level: a terminal id is whatever field 41 carried, and a fuzzer's ``/``, ``+``
+    or ``#`` must neither add levels nor make a wildcard that no broker accepts in a publish."""
+    return text.translate(_NOT_IN_A_LEVEL)
+
+
 def event_topic(prefix: str, tid: str | None, kind: str) -> str:
     """``<prefix>/events/<tid>/<kind>``; host-wide events (no terminal) go under ``host``."""
-    return f"{prefix}/events/{tid or 'host'}/{kind}"
+    return f"{prefix}/events/{topic_level(tid) if tid else 'host'}/{kind}"
 
 
 def control_topic(prefix: str, command: str) -> str:

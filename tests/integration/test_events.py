@@ -240,3 +240,18 @@ async def test_a_failing_relay_round_is_retried_not_fatal(tmp_path: Path, monkey
         (event,) = (await events.wait_for(1, timeout_s=5.0)).values()
         assert event["kind"] == "sale"
         assert next(failures, "spent") == "spent", "the relay met the failure and went on"
+
+
+async def test_a_terminal_id_with_topic_wildcards_cannot_stall_the_stream(tmp_path: Path) -> None:
+    """Field 41 is the terminal's to fill: ``/``, ``+`` and ``#`` become ``_`` in the topic, and the events
+    after it still flow."""
+    broker = settings(shared_broker_url())
+    async with collecting(broker) as events, running_host(tmp_path, "iso87binary", events=broker) as host:
+        async with await host.connected_client("A/+#0001") as stranger:
+            assert (await sale(stranger))["39"] == "03"
+        async with await host.connected_client() as client:
+            assert (await sale(client))["39"] == "00"
+        refused, approved = (await events.wait_for(2, timeout_s=5.0)).values()
+    assert refused["_topic"] == f"{broker.topic_prefix}/events/A___0001/sale"
+    assert refused["tid"] == "A/+#0001"
+    assert approved["reason"] == "APPROVED"
