@@ -95,8 +95,8 @@ class Host:
         except Rejected as rejection:
             outcome.log["detail"] = rejection.detail
             refused = Decision(rejection.reason)
-            if self.events is not None:
-                kind_name = outcome.kind or self._kind_name(message)
+            kind_name = (outcome.kind or self._kind_name(message)) if self.events is not None else None
+            if self._wants_event(kind_name):
                 await self._record_alone(self._event(message, kind_name, refused, started=started), outcome)
             return self._respond(outcome, envelope, message, refused, response_mac)
         scenario = self.scenarios.fire(
@@ -126,20 +126,14 @@ class Host:
         return _acted_out(outcome, scenario, response_mac is not None) if scenario else outcome
 
     async def _decide_and_commit(
-        self,
-        request: Request,
-        rule: KindRule,
-        terminal: TerminalState,
-        outcome: Outcome,
-        *,
-        scenario: Scenario | None,
-        started: float,
-    ) -> tuple[Decision, bool]:
+        self, request: Request, rule: KindRule, terminal: TerminalState, outcome: Outcome, *,
+        scenario: Scenario | None, started: float,
+    ) -> tuple[Decision, bool]:  # fmt: skip
         """Load the view, let the flow (or a scenario) decide, commit; decide again if the view changed meanwhile.
 
         The decision's event, when events are on, commits in the same transaction as its ledger change.
         Returns the decision and whether its event was committed.
-        """  # fmt: skip
+        """
         context = await self._context(request, terminal)
         wants_event = self._wants_event(request.kind.value)
         for attempt in range(1, MAX_DECISION_ATTEMPTS + 1):
@@ -151,14 +145,8 @@ class Host:
                     decision = FLOWS[request.kind](request, view, context)
                 commands = decision.commands
                 if wants_event:
-                    event = self._event(
-                        request.message,
-                        request.kind.value,
-                        decision,
-                        started=started,
-                        request=request,
-                        scenario=scenario,
-                    )
+                    event = self._event(request.message, request.kind.value, decision, started=started,
+                                        request=request, scenario=scenario)  # fmt: skip
                     commands = (*commands, event)
                 if commands:
                     await self.store.apply(commands)
@@ -199,8 +187,6 @@ class Host:
 
     async def _record_alone(self, event: RecordEvent, outcome: Outcome) -> None:
         """Commit an event that has no ledger change to ride with (a refused request, a failed commit)."""
-        if event.kind in EVENTLESS_KINDS:
-            return
         try:
             await self.store.apply((event,))
         except StoreError as error:
