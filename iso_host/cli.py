@@ -17,14 +17,15 @@ from iso_host.cards import pan_hash
 from iso_host.client import ClientError
 from iso_host.clock import HostClock
 from iso_host.config import DEMO_MID, DEMO_TID, Config, TerminalConfig, TlsConfig, load_config, with_overrides
+from iso_host.control_cli import add_control_parser
 from iso_host.errors import ConfigError, IsoHostError, StoreError
 from iso_host.events.record import EventSink
+from iso_host.events_tail import add_events_parser
 from iso_host.host import Host
 from iso_host.ledger import Status, TerminalRecord, TransactionFilter, TransactionRecord, open_store
 from iso_host.ledger_commands import add_ledger_commands
 from iso_host.log import announce, configure, get_logger
 from iso_host.mqtt import check_settings, describe_broker
-from iso_host.mqtt_cli import add_control_parser, add_events_parser
 from iso_host.mqtt_tasks import start_mqtt_tasks
 from iso_host.replay_cli import add_replay_parser
 from iso_host.scenarios import ScenarioBook

@@ -37,6 +37,7 @@ EDGE_MODULES = (
     "iso_host.server", "iso_host.client", "iso_host.cli", "iso_host.terminal_cli", "iso_host.ledger_commands",
     "iso_host.ledger.sqlite", "iso_host.ledger.postgres", "iso_host.ledger.reports", "iso_host.events.relay",
     "iso_host.session_script", "iso_host.mqtt", "iso_host.mqtt_tasks", "iso_host.mqtt_cli",
+    "iso_host.events_tail", "iso_host.control_cli",
     "iso_host.control.listener",
     "iso_host.trace", "iso_host.replay_cli",
 )  # fmt: skip
