@@ -15,7 +15,7 @@ from iso_host.cards import pan_hash
 from iso_host.clock import HostClock
 from iso_host.config import Config
 from iso_host.events.record import EventSink
-from iso_host.events.relay import Relay
+from iso_host.events.relay import Relay, machine_now
 from iso_host.host import Host
 
 if TYPE_CHECKING:
@@ -61,7 +61,7 @@ def start_mqtt_tasks(
     if config.events is None or events is None:
         return MqttTasks()
     assert isinstance(host.clock, HostClock), "live control moves the host's clock"
-    relay = Relay(host.store, config.events, host.clock, keep_sent_s=config.events_keep_sent_s)
+    relay = Relay(host.store, config.events, machine_now, keep_sent_s=config.events_keep_sent_s)
     events.notify = relay.wake
     running = MqttTasks(relay, tasks=[asyncio.create_task(relay.run(), name="events-relay")])
     if config.control_enabled:

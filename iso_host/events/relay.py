@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Final
 
 import aiomqtt
@@ -35,18 +35,25 @@ BACKOFF_MAX_S: Final = 15.0
 QOS: Final = 1
 
 
+def machine_now() -> datetime:
+    """The outbox's own bookkeeping (sent at, prune after) runs on the machine's time: the host's clock is
+    for business days, and live control may move it by days."""
+    return datetime.now(UTC)
+
+
 class Relay:
     """One per host process; ``run`` until cancelled. ``wake`` after committing an event."""
 
     def __init__(
         self, store: Store, settings: BrokerSettings, clock: Callable[[], datetime], *,
-        keep_sent_s: float = 3_600.0, batch_size: int = BATCH_SIZE,
+        keep_sent_s: float = 3_600.0, batch_size: int = BATCH_SIZE, prune_every_s: float = PRUNE_EVERY_S,
     ) -> None:  # fmt: skip
         self.store = store
         self.settings = settings
         self.clock = clock
         self.keep_sent = timedelta(seconds=keep_sent_s)
         self.batch_size = batch_size
+        self.prune_every_s = prune_every_s
         self.published = 0  # events the broker acknowledged, since start
         self.connected = asyncio.Event()  # set while connected (for tests and status)
         self.idle = asyncio.Event()  # set when a read found nothing pending
@@ -148,7 +155,7 @@ class Relay:
 
     async def _prune_if_due(self) -> None:
         now = asyncio.get_running_loop().time()
-        if now - self._last_prune < PRUNE_EVERY_S:
+        if now - self._last_prune < self.prune_every_s:
             return
         self._last_prune = now
         pruned = await self.store.prune_events(self.clock() - self.keep_sent)

@@ -19,7 +19,7 @@ from iso_host.cli import terminal_state
 from iso_host.client import TerminalClient
 from iso_host.config import DEMO_TMK, TerminalConfig
 from iso_host.events.record import EventSink
-from iso_host.events.relay import Relay
+from iso_host.events.relay import Relay, machine_now
 from iso_host.host import Host
 from iso_host.ledger import Store, TransactionFilter, TransactionRecord, open_store
 from iso_host.ledger.rules import RuleSettings
@@ -99,6 +99,7 @@ async def running_host(
     test_cards: dict[str, TestCard] | None = None,
     scenarios: list[Scenario] | None = None,
     events: BrokerSettings | None = None,
+    keep_sent_s: float = 3_600.0,
 ) -> AsyncIterator[RunningHost]:
     dialect = load_dialect(dialect_name)
     ledger_path = tmp_path / f"{dialect_name}.db"
@@ -115,7 +116,10 @@ async def running_host(
     sink = EventSink() if events is not None else None
     host = Host(dialect, store, terminals, clock, cards=book, key_source=random_working_keys, rules=rules,
                 scenarios=ScenarioBook(scenarios or ()), events=sink)  # fmt: skip
-    relay = Relay(store, events, clock) if events is not None else None
+    relay = (
+        Relay(store, events, machine_now, keep_sent_s=keep_sent_s, prune_every_s=min(keep_sent_s, 60.0))
+        if events is not None else None
+    )  # fmt: skip
     relay_task = asyncio.create_task(relay.run()) if relay is not None else None
     if sink is not None and relay is not None:
         sink.notify = relay.wake

@@ -4,9 +4,11 @@ loses none of them and delays no reply."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import json
 import secrets
+import sqlite3
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -255,3 +257,27 @@ async def test_a_terminal_id_with_topic_wildcards_cannot_stall_the_stream(tmp_pa
     assert refused["_topic"] == f"{broker.topic_prefix}/events/A___0001/sale"
     assert refused["tid"] == "A/+#0001"
     assert approved["reason"] == "APPROVED"
+
+
+async def test_published_events_are_pruned_after_keep_sent_s(tmp_path: Path) -> None:
+    broker = settings(shared_broker_url())
+    async with (
+        collecting(broker) as events,
+        running_host(tmp_path, "iso87binary", events=broker, keep_sent_s=0.2) as host,
+        await host.connected_client() as client,
+    ):
+        await sale(client)
+        await events.wait_for(1, timeout_s=5.0)
+        await drained(host)
+        assert outbox_rows(host) == 1, "a published event stays for keep_sent_s"
+        await asyncio.sleep(0.6)
+        await sale(client)  # wakes the relay, which prunes on its next idle round
+        await events.wait_for(2, timeout_s=5.0)
+        await drained(host)
+        await asyncio.sleep(0.1)
+        assert outbox_rows(host) <= 1, "the first event was pruned"
+
+
+def outbox_rows(host: RunningHost) -> int:
+    with contextlib.closing(sqlite3.connect(host.ledger_path)) as connection:
+        return int(connection.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
