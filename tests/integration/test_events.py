@@ -20,6 +20,7 @@ import aiomqtt
 import jsonschema
 import pytest
 from brokers import private_broker, shared_broker_url
+from databases import store_url
 from hosting import TEST_PAN, TID, RunningHost, local_now, running_host
 from tls_material import make_tls_files
 
@@ -34,6 +35,12 @@ def valid(event: dict[str, Any]) -> None:
     """The event as received, less the topic the collector noted, is valid against docs/events.schema.json."""
     schema = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
     jsonschema.validate({k: v for k, v in event.items() if k != "_topic"}, schema)
+
+
+@contextlib.asynccontextmanager
+async def ledger(backend: str, tmp_path: Path) -> AsyncIterator[str]:
+    with store_url(backend, tmp_path) as url:
+        yield url
 
 
 def settings(url: str) -> BrokerSettings:
@@ -94,11 +101,12 @@ async def sale(client: TerminalClient, amount: int = 1234) -> dict[str, str]:
     return (await client.request(client.build("sale", local_now(), amount=amount, pan=TEST_PAN))).fields
 
 
-async def test_a_sale_is_published_within_a_second_valid_and_masked(tmp_path: Path) -> None:
+async def test_a_sale_is_published_within_a_second_valid_and_masked(tmp_path: Path, backend: str) -> None:
     broker = settings(shared_broker_url())
     async with (
         collecting(broker) as events,
-        running_host(tmp_path, "iso87binary", events=broker) as host,
+        ledger(backend, tmp_path) as url,
+        running_host(tmp_path, "iso87binary", events=broker, ledger_url=url) as host,
         await host.connected_client() as client,
     ):
         sent = time.monotonic()
@@ -169,12 +177,15 @@ async def paced_sales(host: RunningHost, index: int, latencies: list[tuple[float
     return stans
 
 
-async def test_a_broker_outage_loses_no_event_and_delays_no_reply(tmp_path: Path) -> None:
+async def test_a_broker_outage_loses_no_event_and_delays_no_reply(tmp_path: Path, backend: str) -> None:
     """Stop the broker while 500 sales run, start it again: all 500 events arrive, once each after
     de-duplication, in order per connection, and no reply waited for the broker."""
-    with private_broker(tmp_path / "broker") as mosquitto:
+    with private_broker(tmp_path / "broker") as mosquitto, store_url(backend, tmp_path) as url:
         broker = settings(mosquitto.url)
-        async with collecting(broker) as events, running_host(tmp_path, "iso87binary", events=broker) as host:
+        async with (
+            collecting(broker) as events,
+            running_host(tmp_path, "iso87binary", events=broker, ledger_url=url) as host,
+        ):
             latencies: list[tuple[float, float]] = []
             runs = asyncio.gather(*(paced_sales(host, i + 1, latencies) for i in range(CONNECTIONS)))
             await asyncio.sleep(0.5)
