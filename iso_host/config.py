@@ -199,7 +199,7 @@ def _operators(problems: _Problems, key: str, raw: Any) -> tuple[tuple[str, bool
     if raw is None:
         return None
     if not isinstance(raw, list):
-        problems.add(key, 'must be an array of tables ([[terminals.operators]] id = "01", can_void = true)')
+        problems.add(key, "must be an array of tables ([[terminals.operators]] id = \"01\", can_void = true)")
         return None
     operators = []
     for index, entry in enumerate(raw):

@@ -47,7 +47,7 @@ def client(settings: BrokerSettings, role: str, *, clean_session: bool = True) -
         identifier=f"{base}-{role}", clean_session=clean_session, timeout=CONNECT_TIMEOUT_S,
         tls_context=tls_context(settings) if address.tls else None, max_inflight_messages=MAX_INFLIGHT,
     )  # fmt: skip
-    # The relay awaits a whole batch of publishes at once, by design; aiomqtt would warn about each.
+    # The relay keeps a window of publishes in flight, by design; aiomqtt would warn about each past 10.
     connection.pending_calls_threshold = MAX_PENDING_CALLS
     return connection
 

@@ -344,13 +344,6 @@ class PendingEvent:
 
 
 LedgerCommand = (
-    RecordTransaction
-    | SaveSession
-    | ChangeStatus
-    | RecordRefund
-    | SettleBatch
-    | AdvanceBatch
-    | RecordUpload
-    | RecordDifferences
-    | RecordEvent
+    RecordTransaction | SaveSession | ChangeStatus | RecordRefund | SettleBatch | AdvanceBatch | RecordUpload
+    | RecordDifferences | RecordEvent
 )

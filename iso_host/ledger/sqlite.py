@@ -254,10 +254,7 @@ class SqliteStore:
                 return connection.execute(qmark(sql), key).fetchall() if wanted else []
 
             return batch_view_from_rows(
-                key,
-                rows(BATCH_STATUS),
-                rows(BATCH_TOTALS, with_totals),
-                rows(BATCH_ITEMS, with_items),
+                key, rows(BATCH_STATUS), rows(BATCH_TOTALS, with_totals), rows(BATCH_ITEMS, with_items),
                 rows(BATCH_UPLOADED, with_items),
             )
 
