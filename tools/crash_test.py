@@ -59,6 +59,7 @@ STOP_TIMEOUT_S: Final = 30.0  # the server's grace period plus closing the store
 REQUEST_TIMEOUT_S: Final = 15.0  # on loopback an answer slower than this is a hang, not load
 ROUND_TIMEOUT_S: Final = 120.0  # a round that never reaches its answer target is killed anyway
 VERIFY_TIMEOUT_S: Final = 600.0
+KILL_JITTER_S: Final = 0.005  # a few group commits: the kill lands anywhere in one
 MAX_REQUESTS_PER_ROUND: Final = 1_000_000  # per terminal: bounds the loop; the kill ends a round long before
 MAX_FINDINGS_SHOWN: Final = 20
 KINDS: Final = ("sale", "void", "refund", "reversal")
@@ -215,9 +216,10 @@ class Terminal:
 
     def _void_of(self, sale: Approval) -> Approval:
         voids = [item for item in self.batch if item.kind == "void" and item.original is sale]
-        assert len(voids) == 1, "a voided sale has one approved void in the terminal's batch"
-        assert voids[0].status == APPROVED
-        return voids[0]
+        approved = [item for item in voids if item.status == APPROVED]
+        assert len(approved) == 1, "a voided sale has one approved void (and maybe reversed ones) in the batch"
+        assert all(item.status == REVERSED for item in voids if item is not approved[0])
+        return approved[0]
 
     async def _sale(self, client: TerminalClient, round_: Round) -> None:
         amount = self.rng.randint(100, 99_999)
@@ -456,6 +458,7 @@ async def drive(ledger_url: str, settings: Settings, directory: Path, say: Calla
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(ROUND_TIMEOUT_S):
                 await round_.reached.wait()
+        await asyncio.sleep(rng.uniform(0.0, KILL_JITTER_S))  # not at the target answer: at a moment after it
         round_.closing = True
         await host.kill()
         await everyone
