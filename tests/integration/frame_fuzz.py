@@ -244,7 +244,18 @@ class FuzzRig:
             return None
         if terminal.keys.tak is None:
             return None if security.mac_policy == "when-keyed" and size == 0 else False
-        if size == 0:
+        return size > 0 and self._mac_matches(body, message, terminal, size)
+
+    def reply_mac_verifies(self, reply: bytes) -> bool:
+        """Whether a reply carries a MAC under the TAK of the terminal its F41 names, as a terminal checks it."""
+        parts = self._mac_parts(reply)
+        if parts is None:
+            return False
+        message, terminal, size = parts
+        return size > 0 and terminal is not None and self._mac_matches(reply, message, terminal, size)
+
+    def _mac_matches(self, body: bytes, message: Message, terminal: TerminalState, size: int) -> bool:
+        if terminal.keys.tak is None:
             return False
         covered = body[self.dialect.envelope_bytes : len(body) - size]
         return body[len(body) - size :] == self._mac_bytes(terminal, covered, mac_field_of(message))
@@ -401,13 +412,15 @@ def replace_field(data: st.DataObject, body: bytes, dialect: Dialect) -> bytes:
         envelope, message = decode(body, dialect)
     except WireDecodeError:
         return body
-    references = sorted(
-        set(message.fields)
-        | {f"{head}.{name}" for head, parts in dialect.subfields.items() for name, _ in parts}
-        | {k for k in dialect.spec if k not in NOT_FIELDS and k not in {"128"}},
-        key=lambda r: tuple(int(p) for p in r.split(".")),
-    )
-    reference = data.draw(st.sampled_from(references), label="field")
+    # The fields the message has, and the sub-fields the host reads as numbers, are where the bugs live;
+    # a field the message lacks is added now and then.
+    present = sorted(message.fields, key=int)
+    subfields = [f"{head}.{name}" for head, parts in sorted(dialect.subfields.items()) for name, _ in parts]
+    absent = sorted((k for k in dialect.spec if k not in NOT_FIELDS and k not in message.fields), key=int)
+    pools = [pool for pool in (present, present, subfields, subfields, absent) if pool]
+    if not pools:
+        return body
+    reference = data.draw(st.sampled_from(data.draw(st.sampled_from(pools), label="pool")), label="field")
     head, _, sub = reference.partition(".")
     if not sub and head in message.fields and data.draw(st.booleans(), label="drop"):
         del message.fields[head]
@@ -429,22 +442,24 @@ def replace_field(data: st.DataObject, body: bytes, dialect: Dialect) -> bytes:
 
 MUTATIONS: Final[tuple[Callable[[st.DataObject, bytes, Dialect], bytes], ...]] = (
     flip_bit, replace_byte, truncate, insert, delete, length_lie, toggle_bitmap_bit, corrupt_bcd_nibble,
-    replace_field, replace_field, replace_field,  # field-level mutations go deepest: weigh them up
+    replace_field,
 )  # fmt: skip
 
 
 def draw_body(data: st.DataObject, rig: FuzzRig) -> tuple[str, bytes]:
-    """A frame body: a seed under one to three mutations, or random bytes (bare, or after a valid prefix)."""
+    """A frame body: a seed with one or two fields replaced, a seed under one to three mutations of any kind,
+    or random bytes (bare, or after a valid prefix). Returns where it came from and the body."""
     dialect = rig.dialect
-    source = data.draw(st.sampled_from(("mutant",) * 8 + ("random", "random-after-prefix")), label="source")
+    sources = ("fields",) * 4 + ("mutant",) * 4 + ("random", "random-after-prefix")
+    source = data.draw(st.sampled_from(sources), label="source")
     if source == "random":
         return source, data.draw(st.binary(max_size=400), label="random bytes")
-    if source == "random-after-prefix":
-        seed = rig.seeds[data.draw(st.sampled_from(sorted(rig.seeds)), label="prefix of")]
-        keep = dialect.envelope_bytes + data.draw(st.sampled_from((0, 2, 4, 12, 20)), label="prefix bytes")
-        return source, seed[:keep] + data.draw(st.binary(max_size=400), label="random bytes")
     name = data.draw(st.sampled_from(sorted(rig.seeds)), label="seed")
     body = rig.seeds[name]
-    for _ in range(data.draw(st.integers(1, 3), label="mutations")):
-        body = data.draw(st.sampled_from(MUTATIONS), label="mutation")(data, body, dialect)
-    return name, body
+    if source == "random-after-prefix":
+        keep = dialect.envelope_bytes + data.draw(st.sampled_from((0, 2, 4, 12, 20)), label="prefix bytes")
+        return f"{source} of {name}", body[:keep] + data.draw(st.binary(max_size=400), label="random bytes")
+    mutations = (replace_field,) if source == "fields" else MUTATIONS
+    for _ in range(data.draw(st.sampled_from((1, 1, 1, 2, 3)), label="mutations")):
+        body = data.draw(st.sampled_from(mutations), label="mutation")(data, body, dialect)
+    return f"{source} of {name}", body

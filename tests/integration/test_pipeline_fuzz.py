@@ -41,9 +41,9 @@ from hypothesis.control import currently_in_test_context
 from iso_host.client import TerminalClient
 from iso_host.host import Outcome
 from iso_host.ledger.model import Reason
-from iso_host.wire import WireDecodeError, decode
+from iso_host.wire import WireDecodeError, decode, reply_mti
 
-EXAMPLES: Final = int(os.environ.get("ISO_HOST_FUZZ_EXAMPLES", "250"), 10)
+EXAMPLES: Final = int(os.environ.get("ISO_HOST_FUZZ_EXAMPLES", "400"), 10)
 UNAUTHENTICATED: Final = frozenset({Reason.MAC_FAILED, Reason.NOT_SIGNED_ON})
 
 
@@ -87,6 +87,10 @@ def check_outcome(
         code = response.fields.get("39")
         assert code in rig.dialect.response_codes.values(), f"F39 {code!r} is not in [reasons]"
         assert code == outcome.response_code
+        assert outcome.mti is not None
+        assert response.mti == reply_mti(outcome.mti), f"reply {response.mti} to a {outcome.mti}"
+        if mac_verified and code == rig.dialect.response_codes["APPROVED"]:
+            assert rig.reply_mac_verifies(outcome.reply), "an approval of a MAC'd request without a valid reply MAC"
         tally(f"F39 {code} ({outcome.reason.value if outcome.reason else '?'})")
     if outcome.error is not None or outcome.reason in UNAUTHENTICATED:
         assert after == before, f"a frame refused as {outcome.reason} changed the ledger: {before} -> {after}"
