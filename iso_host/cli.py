@@ -21,6 +21,7 @@ from iso_host.control_cli import add_control_parser
 from iso_host.errors import ConfigError, IsoHostError, StoreError
 from iso_host.events.record import EventSink
 from iso_host.events_tail import add_events_parser
+from iso_host.fuzz_cli import add_fuzz_parser
 from iso_host.host import Host
 from iso_host.ledger import Status, TerminalRecord, TransactionFilter, TransactionRecord, open_store
 from iso_host.ledger_commands import add_ledger_commands
@@ -241,6 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_replay_parser(commands)
     add_events_parser(commands)
     add_control_parser(commands)
+    add_fuzz_parser(commands)
 
     ledger = commands.add_parser("ledger", help="inspect the ledger")
     ledger_commands = ledger.add_subparsers(dest="ledger_command", required=True)

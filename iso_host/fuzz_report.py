@@ -1,0 +1,160 @@
+"""The fuzzer's verdicts and summary: what a host did wrong with a frame, and the table of a run. Pure.
+
+What counts as a finding (``judge``): no answer and no close within the timeout; a close without an answer
+for a frame whose MTI reads (DESIGN.md: such a frame gets a response 30, only an unreadable one a close);
+an approval (F39 00) of a frame that does not decode or whose MAC does not verify with the terminal's TAK.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import astuple, dataclass, field
+from pathlib import Path
+from typing import Final
+
+from iso_host.errors import ConfigError
+from iso_host.fuzz import FuzzFrame, Reading, Tak
+from iso_host.message_auth import mac_field_of, verify_message_mac
+from iso_host.wire import Dialect, Message
+
+ANSWERED: Final = "answered"
+CLOSED: Final = "closed"  # the host closed without answering
+TIMEOUT: Final = "timeout"  # neither an answer nor a close
+OUTCOMES: Final = (ANSWERED, CLOSED, TIMEOUT)
+
+
+@dataclass
+class Tally:
+    """What became of the frames of one mutation."""
+
+    sent: int = 0
+    answered: int = 0
+    closed: int = 0
+    timeouts: int = 0
+    findings: int = 0
+    approved: int = 0  # answered with F39 00
+    remaced: int = 0  # sent with a MAC recomputed after the mutation
+
+    def count(self, outcome: str, *, found: bool, approved: bool, remaced: bool) -> None:
+        assert outcome in OUTCOMES
+        assert outcome == ANSWERED or not approved
+        self.sent += 1
+        self.approved += approved
+        self.remaced += remaced
+        self.answered += outcome == ANSWERED
+        self.closed += outcome == CLOSED
+        self.timeouts += outcome == TIMEOUT
+        self.findings += found
+        assert self.answered + self.closed + self.timeouts == self.sent
+
+
+def expects_answer(reading: Reading, body_bytes: int, max_frame_bytes: int) -> bool:
+    """Whether a host must answer (DESIGN.md: response 30 once the MTI and routing fields could be read).
+
+    A body over the host's frame limit, or one whose MTI cannot be read, may be answered by a close.
+    """
+    return 0 < body_bytes <= max_frame_bytes and reading.mti_read
+
+
+def mac_verifies(dialect: Dialect, body: bytes, message: Message, tak: Tak) -> bool:
+    """Whether the body's MAC is the one ``tak`` gives (constant time)."""
+    return verify_message_mac(body[dialect.envelope_bytes :], message, dialect, tak.algorithm, tak.key)
+
+
+def invalid_because(dialect: Dialect, frame: FuzzFrame) -> str | None:
+    """Why approving this frame would be wrong (it does not decode, its MAC does not verify), or None."""
+    message = frame.reading.message
+    if message is None:
+        return f"it does not decode: {frame.reading.error or 'over the frame limit'}"
+    if (
+        frame.mac_kind
+        and frame.tak is not None
+        and not frame.remaced
+        and not mac_verifies(dialect, frame.body, message, frame.tak)
+    ):
+        return f"its MAC (field {mac_field_of(message)}) does not verify with the terminal's TAK"
+    return None
+
+
+def judge(frame: FuzzFrame, outcome: str, *, approved: bool, invalid: str | None,
+          max_frame_bytes: int) -> tuple[str, str] | None:  # fmt: skip
+    """(finding, what happened) when the host's handling of a frame is wrong, else None.
+
+    Args:
+        outcome: ``ANSWERED``, ``CLOSED`` (the host closed without answering) or ``TIMEOUT`` (neither).
+        approved: the answer carried F39 = 00.
+        invalid: ``invalid_because(...)`` for the frame.
+    """
+    assert outcome in OUTCOMES
+    if outcome == TIMEOUT:
+        return "timeout", "no answer and no close within the timeout"
+    if outcome == CLOSED:
+        if not expects_answer(frame.reading, len(frame.body), max_frame_bytes):
+            return None
+        where = "it decodes" if frame.reading.message is not None else f"its MTI reads ({frame.reading.error})"
+        return "close_without_answer", f"closed without an answer, but {where}"
+    if approved and invalid is not None:
+        return "approved_invalid", f"approved (F39 00), but {invalid}"
+    return None
+
+
+@dataclass
+class Stats:
+    """The counts of a run."""
+
+    tallies: dict[str, Tally]  # by mutation
+    found: Counter[str] = field(default_factory=Counter)  # findings by kind
+    health_runs: int = 0
+    health_failures: int = 0
+    restores: int = 0  # times the terminal's session was put back after a fuzzed sign-on or sign-off
+    saved: int = 0  # reproducers written
+
+
+def summary_lines(stats: Stats, elapsed_s: float, out: Path) -> list[str]:
+    """The table of a run (one row per mutation, then the total), its rate and its findings."""
+    tallies = stats.tallies
+    total = Tally(*(sum(column) for column in zip(*(astuple(t) for t in tallies.values()), strict=True)))
+    columns = ("SENT", "RE-MACD", "ANSWERED", "APPROVED", "CLOSED", "TIMEOUTS", "FINDINGS")
+    lines = [f"{'MUTATION':<14}" + "".join(f" {column:>9}" for column in columns)]
+    for name, t in [*tallies.items(), ("total", total)]:
+        counts = (t.sent, t.remaced, t.answered, t.approved, t.closed, t.timeouts, t.findings)
+        lines.append(f"{name:<14}" + "".join(f" {count:>9}" for count in counts))
+    lines.append(f"health checks: {stats.health_runs} run, {stats.health_failures} failed; "
+                 f"session restores: {stats.restores}")  # fmt: skip
+    rate = total.sent / elapsed_s if elapsed_s > 0 else 0.0
+    lines.append(f"{total.sent} frames in {elapsed_s:.1f} s: {rate:.0f} frames/s")
+    if not stats.found:
+        lines.append("findings: none")
+    else:
+        listed = ", ".join(f"{what} {count}" for what, count in sorted(stats.found.items()))
+        lines.append(f"findings: {sum(stats.found.values())} ({listed}); {stats.saved} reproducers in {out}")
+    return lines
+
+
+def parse_key(flag: str, text: str) -> bytes:
+    """A DES key from hex: single, double or triple length."""
+    try:
+        key = bytes.fromhex(text)
+    except ValueError:
+        raise ConfigError(f"{flag}: must be hex digits") from None
+    if len(key) not in (8, 16, 24):
+        raise ConfigError(f"{flag}: must be 16, 32 or 48 hex digits")
+    return key
+
+
+def parse_keys(text: str | None, dialect: Dialect) -> Tak | None:
+    """``--keys tak=HEX[,mac=ALGORITHM]``: the terminal's static MAC key, or None without the flag.
+
+    Raises:
+        ConfigError: naming the flag; the key itself is never echoed.
+    """
+    if text is None:
+        return None
+    pairs = dict(part.partition("=")[::2] for part in text.split(","))
+    unknown = sorted(set(pairs) - {"tak", "mac"})
+    if unknown or "tak" not in pairs:
+        raise ConfigError(f"--keys: expected tak=HEX[,mac=ALGORITHM], got keys {sorted(pairs)}")
+    algorithm = pairs.get("mac") or dialect.security.mac_algorithm
+    if algorithm is None:
+        raise ConfigError(f"--keys: dialect {dialect.name} has no MAC algorithm; add mac=ALGORITHM")
+    return Tak(algorithm, parse_key("--keys tak", pairs["tak"]))
