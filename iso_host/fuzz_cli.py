@@ -21,31 +21,18 @@ import ssl
 import sys
 import time
 from collections import deque
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, Final
 
+from iso_host import fuzz_report as report
 from iso_host.client import ClientError, ClientState, MacKeys, TerminalClient
-from iso_host.config import DEMO_MID, DEMO_TID, DEMO_TMK
-from iso_host.errors import ConfigError, WireError
+from iso_host.config import DEMO_MID, DEMO_TID
+from iso_host.errors import WireError
 from iso_host.fuzz import FuzzFrame, Mutator, SeedFrame, Tak, read_frame, seed_frame
-from iso_host.fuzz_report import (
-    ANSWERED,
-    CLOSED,
-    TIMEOUT,
-    Stats,
-    Tally,
-    invalid_because,
-    judge,
-    parse_key,
-    parse_keys,
-    summary_lines,
-)
 from iso_host.limits import DEFAULT_LIMITS
 from iso_host.terminal_cli import TEST_PAN, local_now
 from iso_host.tls import client_context
-from iso_host.wire import NEED_DATA, Dialect, FrameDecoder, encode_frame, load_dialect
+from iso_host.wire import NEED_DATA, Dialect, FrameDecoder, encode_frame
 from iso_host.wire.dialect import TEMPLATE_SAMPLE
 
 EXIT_CLEAN, EXIT_FOUND = 0, 1
@@ -60,26 +47,7 @@ DUPLICATE_RETRIES: Final = 3  # an earlier run may have used the health check's 
 MAX_SAVED_FINDINGS: Final = 1_000  # reproducers written; a host that approves everything would fill a disk
 RECENT_FRAMES: Final = 16  # kept for a failed health check's reproducer: what the host saw just before
 READ_BYTES: Final = 65_536
-
-
-@dataclass(frozen=True, slots=True)
-class FuzzOptions:
-    host: str
-    port: int
-    dialect: Dialect
-    count: int
-    rate: float  # frames per second, 0: as fast as the host answers
-    seed: int
-    connections: int
-    health_every: int  # 0: a health check at the start and at the end only
-    timeout_s: float
-    tid: str
-    mid: str
-    tmk: bytes | None = field(repr=False)  # sign on with it (and again whenever a fuzz frame may have changed keys)
-    static_tak: Tak | None  # --keys tak=HEX: the terminal's static MAC key
-    out: Path
-    max_frame_bytes: int
-    ssl_context: ssl.SSLContext | None = None
+PROGRESS_EVERY: Final = 50_000  # frames between progress lines on stderr
 
 
 def build_seeds(dialect: Dialect, tid: str, mid: str, tak: Tak | None) -> list[SeedFrame]:
@@ -109,7 +77,7 @@ class Link:
         self.decoder = FrameDecoder(dialect.length_header, max_frame_bytes=dialect.length_header.max_length)
 
     @classmethod
-    async def open(cls, options: FuzzOptions) -> Link:
+    async def open(cls, options: report.FuzzOptions) -> Link:
         try:
             async with asyncio.timeout(options.timeout_s):
                 reader, writer = await asyncio.open_connection(
@@ -130,15 +98,15 @@ class Link:
                     chunk = await self.reader.read(READ_BYTES)
                     self.decoder.receive_data(chunk)
                     if not chunk:
-                        return CLOSED, None
+                        return report.CLOSED, None
         except TimeoutError:
-            return TIMEOUT, None
+            return report.TIMEOUT, None
         except (ConnectionError, ssl.SSLError):
-            return CLOSED, None
+            return report.CLOSED, None
         except WireError:
-            return ANSWERED, None  # an answer whose framing we cannot read
+            return report.ANSWERED, None  # an answer whose framing we cannot read
         assert isinstance(frame, bytes)
-        return ANSWERED, frame
+        return report.ANSWERED, frame
 
     async def close(self) -> None:
         self.writer.close()
@@ -150,7 +118,7 @@ class Link:
 class Terminal:
     """The fuzzed terminal's session as this run knows it: the MAC key in force, sign-on and health checks."""
 
-    def __init__(self, options: FuzzOptions) -> None:
+    def __init__(self, options: report.FuzzOptions) -> None:
         self.options = options
         self.state = ClientState()  # shared by every control request
         self.tak = options.static_tak
@@ -240,6 +208,10 @@ class Scheduler:
             if self.run.touches_session(frame):
                 await self._drain()
                 self._alone_done.clear()
+            if index and index % PROGRESS_EVERY == 0:
+                rate = index / (time.monotonic() - self._started)
+                print(f"iso-host fuzz: {index} frames, {rate:.0f}/s, {sum(self.run.stats.found.values())} findings",
+                      file=sys.stderr)  # fmt: skip
             if options.rate:
                 await asyncio.sleep(max(0.0, self._started + index / options.rate - time.monotonic()))
             self._in_flight += 1
@@ -258,12 +230,11 @@ class Scheduler:
 class Run:
     """One fuzzing run: the frames, the tallies, the findings and their reproducers."""
 
-    def __init__(self, options: FuzzOptions, mutator: Mutator, terminal: Terminal) -> None:
+    def __init__(self, options: report.FuzzOptions, mutator: Mutator, terminal: Terminal) -> None:
         self.options, self.mutator, self.terminal = options, mutator, terminal
         self.scheduler = Scheduler(self)
-        self.stats = Stats({name: Tally() for name in mutator.mutation_names})
+        self.stats = report.Stats({name: report.Tally() for name in mutator.mutation_names})
         self.recent: deque[FuzzFrame] = deque(maxlen=RECENT_FRAMES)
-        self.saved = 0
 
     def touches_session(self, frame: FuzzFrame) -> bool:
         """A frame the host may take as a sign-on or sign-off (by its seed, or by what it decodes as)."""
@@ -290,25 +261,27 @@ class Run:
             try:
                 link = await Link.open(self.options)
             except ClientError as error:
-                self.finding(frame, "host_unreachable", str(error))
+                self.save(
+                    "host_unreachable", {"index": frame.index, "what": str(error), "frames_before": self._recent()}
+                )
                 self.scheduler.stopped = True  # nothing more can be learnt from a host that is gone
                 return None
         self.recent.append(frame)
         outcome, answer = await link.exchange(self.framed(frame.body), self.options.timeout_s)
-        invalid = invalid_because(self.options.dialect, frame)
+        invalid = report.invalid_because(self.options.dialect, frame)
         session = self.touches_session(frame)
         response = read_frame(self.options.dialect, answer).message if answer is not None else None
         approved = response is not None and response.fields.get("39") == "00"
-        verdict = judge(frame, outcome, approved=approved, invalid=invalid,
+        verdict = report.judge(frame, outcome, approved=approved, invalid=invalid,
                         max_frame_bytes=self.options.max_frame_bytes)  # fmt: skip
         tally = self.stats.tallies[frame.mutation]
         tally.count(outcome, found=verdict is not None, approved=approved, remaced=frame.remaced)
         if verdict is not None:
             self.finding(frame, *verdict)
-        if outcome != ANSWERED or answer is None:
+        if outcome != report.ANSWERED or answer is None:
             await link.close()
             link = None
-        if session and (outcome != ANSWERED or approved or answer is None):
+        if session and (outcome != report.ANSWERED or approved or answer is None):
             await self._restore()
         return link
 
@@ -325,10 +298,12 @@ class Run:
         if problem is None:
             return
         self.stats.health_failures += 1
-        recent = [{"index": f.index, "mutation": f.mutation, "kind": f.kind, "hex": f.body.hex().upper()}
-                  for f in self.recent]  # fmt: skip
-        self.save("health_check_failed", {"index": index, "what": problem, "hex": frame.hex().upper(),
-                                          "frames_before": recent})  # fmt: skip
+        self.save("health_check_failed", {"index": index, "what": problem, "frame_hex": frame.hex().upper(),
+                                          "frames_before": self._recent()})  # fmt: skip
+
+    def _recent(self) -> list[dict[str, Any]]:
+        """The frames sent last, for a reproducer of what the host saw before it failed."""
+        return [{"index": f.index, "mutation": f.mutation, "hex": f.body.hex().upper()} for f in self.recent]
 
     def finding(self, frame: FuzzFrame, what: str, detail: str) -> None:
         self.save(what, {
@@ -350,12 +325,14 @@ class Run:
         path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
 
 
-async def fuzz(options: FuzzOptions) -> int:
+async def fuzz(options: report.FuzzOptions) -> int:
     """Run the fuzzer, print the summary; EXIT_FOUND when anything was found."""
     dialect = options.dialect
     terminal = Terminal(options)
+    # An unreachable host, or a refused sign-on, is a usage error (ClientError: exit 2), not a finding.
+    await (await Link.open(options)).close()
     if options.tmk is not None:
-        await terminal.signon()  # raises ClientError: an unreachable host or a refused sign-on is a usage error
+        await terminal.signon()
     mutator = Mutator(dialect, build_seeds(dialect, options.tid, options.mid, terminal.tak),
                       max_frame_bytes=options.max_frame_bytes)  # fmt: skip
     run = Run(options, mutator, terminal)
@@ -366,40 +343,13 @@ async def fuzz(options: FuzzOptions) -> int:
     run.stats.restores = terminal.restores
     where = f"{dialect.name} at {options.host}:{options.port}, seed {options.seed}, {options.connections} connections"
     print(f"iso-host fuzz: {where}")
-    print("\n".join(summary_lines(run.stats, time.monotonic() - started, options.out)))
+    print("\n".join(report.summary_lines(run.stats, time.monotonic() - started, options.out)))
     return EXIT_FOUND if run.stats.found else EXIT_CLEAN
 
 
-def options_from(args: argparse.Namespace) -> FuzzOptions:
-    """The checked options of ``iso-host fuzz``. Raises ConfigError naming the flag."""
-    host, _, port = args.to.rpartition(":")
-    if not host or not port.isdigit():
-        raise ConfigError(f"--to: expected HOST:PORT, got {args.to!r}")
-    for flag, value, low in (("--count", args.count, 1), ("--connections", args.connections, 1),
-                             ("--health-every", args.health_every, 0), ("--rate", args.rate, 0)):  # fmt: skip
-        if value < low:
-            raise ConfigError(f"{flag}: must be at least {low}, got {value}")
-    if args.timeout <= 0:
-        raise ConfigError(f"--timeout: must be seconds > 0, got {args.timeout}")
-    dialect = load_dialect(args.dialect)
-    static_tak = parse_keys(args.keys, dialect)
-    # Sign on with --tmk; a dialect that requires sign-on gets the demo TMK unless a static TAK stands in.
-    tmk_text = args.tmk or (DEMO_TMK if dialect.security.require_signon and static_tak is None else None)
-    if not 0 < args.max_frame_bytes < dialect.length_header.max_length:
-        limit = dialect.length_header.max_length
-        raise ConfigError(f"--max-frame-bytes: must be 1..{limit - 1} for a {dialect.length_header.name} header")
-    return FuzzOptions(
-        host=host, port=int(port), dialect=dialect, count=args.count, rate=args.rate,
-        seed=args.seed if args.seed is not None else secrets.randbelow(2**32), connections=args.connections,
-        health_every=args.health_every, timeout_s=args.timeout, tid=args.tid, mid=args.mid,
-        tmk=parse_key("--tmk", tmk_text) if tmk_text else None, static_tak=static_tak, out=Path(args.out),
-        max_frame_bytes=args.max_frame_bytes,
-        ssl_context=client_context(args.tls_ca, args.tls_cert, args.tls_key) if args.tls else None,
-    )  # fmt: skip
-
-
 def command_fuzz(args: argparse.Namespace) -> int:
-    return asyncio.run(fuzz(options_from(args)))
+    ssl_context = client_context(args.tls_ca, args.tls_cert, args.tls_key) if args.tls else None
+    return asyncio.run(fuzz(report.options_from(args, ssl_context)))
 
 
 def add_fuzz_parser(commands: Any) -> None:

@@ -1,4 +1,4 @@
-"""The fuzzer's verdicts and summary: what a host did wrong with a frame, and the table of a run. Pure.
+"""The fuzzer's options, verdicts and summary: what a host did wrong with a frame, the table of a run. No I/O.
 
 What counts as a finding (``judge``): no answer and no close within the timeout; a close without an answer
 for a frame whose MTI reads (DESIGN.md: such a frame gets a response 30, only an unreadable one a close);
@@ -7,20 +7,46 @@ an approval (F39 00) of a frame that does not decode or whose MAC does not verif
 
 from __future__ import annotations
 
+import argparse
+import secrets
+import ssl
 from collections import Counter
 from dataclasses import astuple, dataclass, field
 from pathlib import Path
 from typing import Final
 
+from iso_host.config import DEMO_TMK
 from iso_host.errors import ConfigError
 from iso_host.fuzz import FuzzFrame, Reading, Tak
 from iso_host.message_auth import mac_field_of, verify_message_mac
-from iso_host.wire import Dialect, Message
+from iso_host.wire import Dialect, Message, load_dialect
 
 ANSWERED: Final = "answered"
 CLOSED: Final = "closed"  # the host closed without answering
 TIMEOUT: Final = "timeout"  # neither an answer nor a close
 OUTCOMES: Final = (ANSWERED, CLOSED, TIMEOUT)
+
+
+@dataclass(frozen=True, slots=True)
+class FuzzOptions:
+    """What ``iso-host fuzz`` was asked to do, checked."""
+
+    host: str
+    port: int
+    dialect: Dialect
+    count: int
+    rate: float  # frames per second, 0: as fast as the host answers
+    seed: int
+    connections: int
+    health_every: int  # 0: a health check at the start and at the end only
+    timeout_s: float
+    tid: str
+    mid: str
+    tmk: bytes | None = field(repr=False)  # sign on with it (and again whenever a fuzz frame may have changed keys)
+    static_tak: Tak | None  # --keys tak=HEX: the terminal's static MAC key
+    out: Path
+    max_frame_bytes: int
+    ssl_context: ssl.SSLContext | None = None
 
 
 @dataclass
@@ -158,3 +184,31 @@ def parse_keys(text: str | None, dialect: Dialect) -> Tak | None:
     if algorithm is None:
         raise ConfigError(f"--keys: dialect {dialect.name} has no MAC algorithm; add mac=ALGORITHM")
     return Tak(algorithm, parse_key("--keys tak", pairs["tak"]))
+
+
+def options_from(args: argparse.Namespace, ssl_context: ssl.SSLContext | None) -> FuzzOptions:
+    """The checked options of ``iso-host fuzz``. Raises ConfigError naming the flag."""
+    host, _, port = args.to.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"--to: expected HOST:PORT, got {args.to!r}")
+    for flag, value, low in (("--count", args.count, 1), ("--connections", args.connections, 1),
+                             ("--health-every", args.health_every, 0), ("--rate", args.rate, 0)):  # fmt: skip
+        if value < low:
+            raise ConfigError(f"{flag}: must be at least {low}, got {value}")
+    if args.timeout <= 0:
+        raise ConfigError(f"--timeout: must be seconds > 0, got {args.timeout}")
+    dialect = load_dialect(args.dialect)
+    static_tak = parse_keys(args.keys, dialect)
+    # Sign on with --tmk; a dialect that requires sign-on gets the demo TMK unless a static TAK stands in.
+    tmk_text = args.tmk or (DEMO_TMK if dialect.security.require_signon and static_tak is None else None)
+    if not 0 < args.max_frame_bytes < dialect.length_header.max_length:
+        limit = dialect.length_header.max_length
+        raise ConfigError(f"--max-frame-bytes: must be 1..{limit - 1} for a {dialect.length_header.name} header")
+    return FuzzOptions(
+        host=host, port=int(port), dialect=dialect, count=args.count, rate=args.rate,
+        seed=args.seed if args.seed is not None else secrets.randbelow(2**32), connections=args.connections,
+        health_every=args.health_every, timeout_s=args.timeout, tid=args.tid, mid=args.mid,
+        tmk=parse_key("--tmk", tmk_text) if tmk_text else None, static_tak=static_tak, out=Path(args.out),
+        max_frame_bytes=args.max_frame_bytes,
+        ssl_context=ssl_context,
+    )  # fmt: skip
