@@ -1,0 +1,547 @@
+"""A stateful property test of the ledger over TCP, on both ledgers: random business days against a model.
+
+Each example starts a real host (iso87binary) on a fresh ledger (a SQLite file, or a fresh PostgreSQL
+database), connects a few terminals' worth of connections for one TID, and runs a random sequence of sales
+(amount 0 now and then), duplicates, voids (right or wrong amount and card), reversals (of sales, of voids,
+of nothing, repeated), refunds (partial, full, over), settlements (balanced; out of balance, then the
+upload and its end; repeated as if the reply was lost; naming another batch), clock moves past the void
+window and the business day, and concurrent bursts on several connections aimed at one original or one
+batch (voids of one sale, a void or sale or refund racing the batch's settlement, a void racing a
+reversal, refunds of one sale, one sale sent on several connections). ``ledger_model.py`` says what every
+answer must be; a burst must be explained by SOME serial order of its requests. Every example ends with
+``iso-host ledger verify`` (in-process) passing and the ledger's rows agreeing with the model.
+
+When an answer is wrong, hypothesis prints the shrunk sequence of steps; the error names the step, the
+answers allowed, and the requests and answers of the example so far.
+
+CI runs a bounded number of examples (about a minute per ledger on two cores). The longer run:
+
+    ISO_HOST_MODEL_EXAMPLES=1000 ISO_HOST_MODEL_STEPS=80 \\
+        python -m pytest tests/integration/test_ledger_model.py -x -p no:cacheprovider
+
+(``ISO_HOST_MODEL_EXAMPLES`` examples per ledger, each of up to ``ISO_HOST_MODEL_STEPS`` steps.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+import threading
+from collections import Counter
+from collections.abc import Coroutine, Iterator
+from contextlib import AsyncExitStack, ExitStack, contextmanager
+from datetime import datetime, time, timedelta
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+from zoneinfo import ZoneInfo
+
+import pytest
+from databases import BACKENDS, fresh_postgres_database
+from hosting import MID, TEST_PAN, TID, RunningHost, running_host
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, precondition, rule, run_state_machine_as_test
+from ledger_model import (
+    MAX_BURST_REQUESTS,
+    SALE,
+    SETTLED,
+    UPLOADING,
+    VOID,
+    Answer,
+    Model,
+    Refund,
+    Request,
+    Reversal,
+    Row,
+    RuleSettings,
+    Sale,
+    Settle,
+    Totals,
+    Upload,
+    Void,
+    explain,
+    outcomes,
+    settle_on,
+)
+from log_audit import remember_secret
+
+from iso_host.client import ClientState, TerminalClient
+from iso_host.ledger import TransactionRecord
+from iso_host.ledger import rules as host_rules
+from iso_host.ledger.reports import verify_ledger
+from iso_host.wire import Message
+
+UTC = ZoneInfo("UTC")
+DIALECT = "iso87binary"
+OTHER_PAN = "5413330089010012"
+UNKNOWN_RRN = "999999999999"
+START = datetime(2026, 3, 10, 9, 0, tzinfo=UTC)
+MODEL_RULES = RuleSettings(cutoff_hour=23)
+HOST_RULES = host_rules.RuleSettings(timezone=UTC, business_day_cutoff=time(MODEL_RULES.cutoff_hour, 0))
+CONNECTIONS = MAX_BURST_REQUESTS  # one connection per request of the largest burst
+EXAMPLES = int(os.environ.get("ISO_HOST_MODEL_EXAMPLES", "12"))
+STEPS = int(os.environ.get("ISO_HOST_MODEL_STEPS", "40"))
+REQUEST_TIMEOUT_S = 60.0  # a whole burst; far beyond any answer, so a hung host fails instead of hanging CI
+FALLBACK_CODES = {"INVALID_AMOUNT": "13"}  # decided (item 2) before every dialect's [reasons] carries it
+TRANSCRIPT_LINES = 60  # the end of the example's transcript that a failure shows
+
+remember_secret(OTHER_PAN)
+assert HOST_RULES.max_refused_void_attempts == MODEL_RULES.max_refused_void_attempts
+assert HOST_RULES.refund_max_age_days == MODEL_RULES.refund_max_age.days
+assert timedelta(hours=HOST_RULES.max_void_age_h) == MODEL_RULES.max_void_age
+
+T = TypeVar("T")
+
+
+class TickingClock:
+    """The host's clock: a base the test moves in whole minutes, plus a microsecond more at every read.
+
+    The ticks keep the ledger's times strictly increasing (so ``ledger verify`` sees a row changed after its
+    batch settled) and stay far below a minute, so the model can reason with the base alone.
+    """
+
+    def __init__(self, base: datetime) -> None:
+        self.base = base
+        self.ticks = 0
+
+    def __call__(self) -> datetime:
+        self.ticks += 1
+        assert self.ticks < 1_000_000, "ticks must stay under a second"
+        return self.base + timedelta(microseconds=self.ticks)
+
+    def advance(self, minutes: int) -> None:
+        assert minutes > 0
+        self.base += timedelta(minutes=minutes)
+
+
+class LoopThread:
+    """An asyncio loop in a thread of its own: hypothesis's stateful rules are plain functions."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="ledger-model-loop", daemon=True)
+        self.thread.start()
+
+    def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(REQUEST_TIMEOUT_S)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=10)
+        self.loop.close()
+
+
+_MISMATCHES: dict[str, type[AssertionError]] = {}
+
+
+def mismatch(name: str) -> type[AssertionError]:
+    """An AssertionError subclass per kind of wrong answer, so that hypothesis reports (and shrinks) each
+    distinct defect apart instead of stopping at the first one it met."""
+    key = "".join(part.title() for part in name.replace("-", "_").split("_"))
+    if key not in _MISMATCHES:
+        _MISMATCHES[key] = type(f"Wrong{key}", (AssertionError,), {})
+    return _MISMATCHES[key]
+
+
+def record_text(request: Request) -> str:
+    return f"{type(request).__name__.lower()}({', '.join(f'{k}={v!r}' for k, v in vars_of(request).items())})"
+
+
+def vars_of(request: Request) -> dict[str, object]:
+    return {name: getattr(request, name) for name in request.__slots__}  # type: ignore[union-attr]
+
+
+class LedgerMachine(RuleBasedStateMachine):
+    """One example: one host, one ledger, one terminal on several connections, one model."""
+
+    backend: ClassVar[str]
+    workdir: ClassVar[Path]
+    loop: ClassVar[LoopThread]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.resources = ExitStack()
+        self.clock = TickingClock(START)
+        self.model = Model(rules=MODEL_RULES)
+        self.transcript: list[str] = []
+        self.sent: dict[int, tuple[Request, Message]] = {}  # by STAN: the requests a duplicate may repeat
+        self.last_settlement: tuple[Settle, Message] | None = None
+        self.step_failed = False
+        directory = Path(tempfile.mkdtemp(dir=self.workdir))
+        if self.backend == "postgresql":
+            self.url = self.resources.enter_context(fresh_postgres_database())
+        else:
+            self.url = f"sqlite:///{directory}/ledger.db"
+        self.running: AsyncExitStack = AsyncExitStack()
+        self.host, self.clients = self.loop.run(self._start(directory))
+
+    async def _start(self, directory: Path) -> tuple[RunningHost, list[TerminalClient]]:
+        host = await self.running.enter_async_context(
+            running_host(directory, DIALECT, clock=self.clock, ledger_url=self.url, rules=HOST_RULES)
+        )
+        state = ClientState()  # shared: the connections are one terminal, with one STAN counter
+        clients = []
+        for _ in range(CONNECTIONS):
+            client = TerminalClient(host.dialect, TID, MID, state)
+            await client.connect(*host.address)
+            self.running.push_async_callback(client.close)
+            clients.append(client)
+        return host, clients
+
+    # -- plumbing ------------------------------------------------------------------------------------------
+
+    def code_of(self, reason: str) -> str:
+        codes = self.host.dialect.response_codes
+        return codes[reason] if reason in codes else FALLBACK_CODES[reason]
+
+    def build(self, template: str, **values: Any) -> Message:
+        return self.clients[0].build(template, self.clock.base, **values)
+
+    def exchange(self, messages: list[Message]) -> list[Answer]:
+        """Send each message on a connection of its own, all at once; their answers in the same order."""
+        assert len(messages) <= len(self.clients)
+
+        async def one(client: TerminalClient, message: Message) -> Answer:
+            response = await client.request(message)
+            return Answer(response.fields["39"], response.fields.get("37"))
+
+        async def all_of() -> list[Answer]:
+            return list(await asyncio.gather(*(one(c, m) for c, m in zip(self.clients, messages, strict=False))))
+
+        return self.loop.run(all_of())
+
+    def fail(self, name: str, text: str) -> None:
+        self.step_failed = True
+        tail = "\n  ".join(self.transcript[-TRANSCRIPT_LINES:])
+        raise mismatch(name)(f"{text}\n  (the example's requests and answers, latest last)\n  {tail}")
+
+    def send(self, name: str, request: Request, message: Message) -> Answer:
+        """One request on one connection; its answer must be one the model allows, whose effect is applied."""
+        allowed = outcomes(self.model, request, self.clock.base)
+        [answer] = self.exchange([message])
+        codes = sorted({self.code_of(reason) for reason, _ in allowed})
+        self.transcript.append(f"{record_text(request)} -> {answer.code} rrn={answer.rrn} (allowed {codes})")
+        matching = [effect for reason, effect in allowed if self.code_of(reason) == answer.code]
+        if not matching:
+            expected = " or ".join(f"{reason} ({self.code_of(reason)})" for reason, _ in allowed)
+            self.fail(f"{name}_expected_{'_or_'.join(r for r, _ in allowed)}",
+                      f"{name}: {record_text(request)} answered {answer.code}, expected {expected}")  # fmt: skip
+        matching[0](self.model, answer.rrn)
+        return answer
+
+    def remember(self, request: Request, message: Message) -> None:
+        stan = int(message.fields["11"])
+        self.sent[stan] = (request, message)
+
+    def rows(self, *kinds: str) -> list[Row]:
+        return [row for _, row in sorted(self.model.rows.items()) if row.kind in kinds and row.rrn]
+
+    @staticmethod
+    def pick(items: list[T], index: int) -> T:
+        assert items
+        return items[index % len(items)]
+
+    # -- requests ------------------------------------------------------------------------------------------
+
+    def sale_request(self, amount: int, pan: str) -> tuple[Sale, Message]:
+        message = self.build("sale", amount=amount, pan=pan)
+        return Sale(int(message.fields["11"]), amount, pan), message
+
+    def void_request(self, rrn: str, amount: int, pan: str) -> tuple[Void, Message]:
+        message = self.build("void", amount=amount, pan=pan, rrn=rrn)
+        return Void(int(message.fields["11"]), rrn, amount, pan), message
+
+    def refund_request(self, rrn: str, amount: int, pan: str) -> tuple[Refund, Message]:
+        message = self.build("refund", amount=amount, pan=pan, rrn=rrn)
+        return Refund(int(message.fields["11"]), rrn, amount, pan), message
+
+    def reversal_request(self, target_stan: int, amount: int) -> tuple[Reversal, Message]:
+        message = self.build("reversal", amount=amount, pan=TEST_PAN, original_stan=target_stan)
+        return Reversal(target_stan, amount), message
+
+    def settle_request(self, batch: int, totals: Totals, *, after_upload: bool = False) -> tuple[Settle, Message]:
+        debit_count, debit_amount, credit_count, credit_amount = totals
+        message = self.build(
+            "settlement", processing_code="960000" if after_upload else "920000", batch=batch,
+            debit_count=debit_count, debit_amount=debit_amount, credit_count=credit_count, credit_amount=credit_amount,
+        )  # fmt: skip
+        return Settle(batch, totals, after_upload), message
+
+    def void_of(self, sale: Row, variant: int) -> tuple[Void, Message]:
+        """Variants 0-3 the right void; 4-5 another amount; 6 another card; 7 both."""
+        amount = sale.amount if variant < 4 or variant == 6 else max(1, sale.amount + (1 if variant % 2 else -1))
+        pan = sale.pan if variant < 6 else (OTHER_PAN if sale.pan == TEST_PAN else TEST_PAN)
+        assert sale.rrn
+        return self.void_request(sale.rrn, amount, pan)
+
+    def refund_of(self, sale: Row, portion: str, other_card: bool) -> tuple[Refund, Message]:
+        remaining = sale.amount - sale.refunded
+        amount = {"partial": max(1, remaining // 2), "full": max(1, remaining), "over": remaining + 1}[portion]
+        pan = (OTHER_PAN if sale.pan == TEST_PAN else TEST_PAN) if other_card else sale.pan
+        assert sale.rrn
+        return self.refund_request(sale.rrn, amount, pan)
+
+    # -- rules: one request at a time ----------------------------------------------------------------------
+
+    @rule(amount=st.one_of(st.just(0), st.integers(1, 99_999)), other_card=st.booleans())
+    def sale(self, amount: int, other_card: bool) -> None:
+        request, message = self.sale_request(amount, OTHER_PAN if other_card else TEST_PAN)
+        self.send("sale", request, message)
+        self.remember(request, message)
+
+    def duplicable(self) -> list[int]:
+        """STANs of requests recorded (or maybe recorded) in the open batch, whose batch the model knows."""
+        open_batch = self.model.open_batch
+        rows = [s for s, row in self.model.rows.items() if row.batch == open_batch and row.certain_batch]
+        zeros = [s for s, batch in self.model.zero_sales.items() if batch == open_batch]
+        return sorted(s for s in rows + zeros if s in self.sent)
+
+    @precondition(lambda self: bool(self.duplicable()))
+    @rule(pick=st.integers(0, 1_000))
+    def duplicate(self, pick: int) -> None:
+        request, message = self.sent[self.pick(self.duplicable(), pick)]
+        self.send("duplicate", request, Message(message.mti, dict(message.fields)))
+
+    @rule(aim=st.sampled_from(["sale", "sale", "sale", "void-or-refund", "unknown"]), pick=st.integers(0, 1_000),
+          variant=st.integers(0, 7))  # fmt: skip
+    def void(self, aim: str, pick: int, variant: int) -> None:
+        sales, others = self.rows(SALE), self.rows(VOID, "refund")
+        if aim == "sale" and sales:
+            request, message = self.void_of(self.pick(sales, pick), variant)
+        elif aim == "void-or-refund" and others:
+            other = self.pick(others, pick)
+            assert other.rrn
+            request, message = self.void_request(other.rrn, other.amount, other.pan)
+        else:
+            request, message = self.void_request(UNKNOWN_RRN, 100, TEST_PAN)
+        self.send("void", request, message)
+        self.remember(request, message)
+
+    @rule(aim=st.sampled_from(["sale", "sale", "void", "unknown"]), pick=st.integers(0, 1_000),
+          wrong_amount=st.sampled_from([False, False, False, True]))  # fmt: skip
+    def reversal(self, aim: str, pick: int, wrong_amount: bool) -> None:
+        candidates = self.rows(SALE) if aim == "sale" else self.rows(VOID)
+        if aim != "unknown" and candidates:
+            row = self.pick(candidates, pick)
+            request, message = self.reversal_request(row.stan, row.amount + 1 if wrong_amount else row.amount)
+        else:
+            request, message = self.reversal_request(self.clients[0].state.next_stan(), 500)
+        self.send("reversal", request, message)
+
+    @precondition(lambda self: bool(self.rows(SALE)))
+    @rule(pick=st.integers(0, 1_000), portion=st.sampled_from(["partial", "full", "over"]),
+          other_card=st.sampled_from([False, False, False, True]),
+          unknown=st.sampled_from([False] * 7 + [True]))  # fmt: skip
+    def refund(self, pick: int, portion: str, other_card: bool, unknown: bool) -> None:
+        if unknown:
+            request, message = self.refund_request(UNKNOWN_RRN, 100, TEST_PAN)
+        else:
+            request, message = self.refund_of(self.pick(self.rows(SALE), pick), portion, other_card)
+        self.send("refund", request, message)
+        self.remember(request, message)
+
+    @rule(minutes=st.one_of(st.integers(1, 240), st.sampled_from([12 * 60, 24 * 60, 3 * 1440, 30 * 1440, 31 * 1440])))
+    def advance_clock(self, minutes: int) -> None:
+        self.clock.advance(minutes)
+        self.transcript.append(f"clock +{minutes} min -> {self.clock.base:%Y-%m-%d %H:%M}")
+
+    @rule(balanced=st.sampled_from([True, True, False]), drop_one=st.booleans())
+    def settle(self, balanced: bool, drop_one: bool) -> None:
+        batch = self.model.open_batch
+        totals = self.model.totals(batch)
+        if not balanced:
+            totals = (totals[0] + 1, totals[1] + 1_234, totals[2], totals[3])
+        request, message = self.settle_request(batch, totals)
+        self.send("settlement", request, message)
+        if self.model.settled(batch):
+            self.last_settlement = (request, message)
+        self.finish_upload(batch, drop_one=drop_one)
+
+    def finish_upload(self, batch: int, *, drop_one: bool = False) -> None:
+        """An out-of-balance batch: the terminal uploads its debits (maybe one short), then ends the upload."""
+        if self.model.batches.get(batch) != UPLOADING:
+            return
+        debits = self.model.debits(batch)[1 if drop_one else 0 :]
+        for row in debits:
+            message = self.build("batch_upload", original_stan=row.stan, pan=row.pan, amount=row.amount, batch=batch)
+            self.send("batch-upload", Upload(batch, row.stan, row.amount), message)
+        request, message = self.settle_request(batch, self.model.totals(batch), after_upload=True)
+        self.send("upload-end", request, message)
+        assert self.model.settled(batch)
+        self.last_settlement = None
+
+    @precondition(lambda self: self.last_settlement is not None)
+    @rule()
+    def settle_again(self) -> None:
+        """The reply to a balanced settlement was lost: the terminal sends the very same message again."""
+        assert self.last_settlement is not None
+        request, message = self.last_settlement
+        self.send("settlement-repeated", request, Message(message.mti, dict(message.fields)))
+
+    @rule(ahead=st.integers(1, 3), older=st.booleans(), pick=st.integers(0, 1_000))
+    def settle_other_batch(self, ahead: int, older: bool, pick: int) -> None:
+        """A settlement naming a batch the host does not hold open: a later one, or an older settled one."""
+        last = self.model.last_settled[0] if self.model.last_settled else None
+        settled = [b for b, state in sorted(self.model.batches.items()) if state == SETTLED and b != last]
+        batch = self.pick(settled, pick) if older and settled else self.model.open_batch + ahead
+        request, message = self.settle_request(batch, self.model.totals(batch))
+        self.send("settlement-other-batch", request, message)
+
+    # -- rules: concurrent bursts --------------------------------------------------------------------------
+
+    def burst(self, name: str, requests: list[tuple[Request, Message]]) -> None:
+        """Send all at once; SOME serial order of the requests must give exactly the answers received."""
+        answers = self.exchange([message for _, message in requests])
+        now = self.clock.base
+        lines = [f"  {record_text(r)} -> {a.code} rrn={a.rrn}" for (r, _), a in zip(requests, answers, strict=True)]
+        self.transcript.append(f"burst {name}:\n  " + "\n  ".join(lines))
+        finals = explain(self.model, [r for r, _ in requests], answers, now, self.code_of)
+        chosen = settle_on(finals)
+        if chosen is None:
+            self.fail(f"burst_{name}", f"burst {name}: no serial order of its requests gives these answers:\n"
+                      + "\n".join(lines))  # fmt: skip
+        assert chosen is not None
+        self.model = chosen
+        for request, message in requests:
+            if isinstance(request, Sale | Void | Refund):
+                self.remember(request, message)
+
+    @precondition(lambda self: bool(self.rows(SALE)))
+    @rule(pick=st.integers(0, 1_000), variants=st.lists(st.integers(0, 7), min_size=2, max_size=6))
+    def burst_voids(self, pick: int, variants: list[int]) -> None:
+        """Several voids of one sale at once, some with another amount or card."""
+        sale = self.pick(self.rows(SALE), pick)
+        self.burst("voids-of-one-sale", [self.void_of(sale, variant) for variant in variants])
+
+    @rule(pick=st.integers(0, 1_000), racer=st.sampled_from(["void", "void", "sale", "refund"]),
+          variant=st.integers(0, 7), counted=st.booleans())  # fmt: skip
+    def burst_settlement_race(self, pick: int, racer: str, variant: int, counted: bool) -> None:
+        """A void (or sale, or refund) racing the settlement of the open batch. The terminal's totals leave
+        the racer out, or count it in (``counted``)."""
+        batch = self.model.open_batch
+        in_batch = [row for row in self.rows(SALE) if row.batch == batch]
+        totals = self.model.totals(batch)
+        racing: tuple[Request, Message]
+        if racer == "void" and in_batch:
+            racing = self.void_of(self.pick(in_batch, pick), variant)
+            extra = (0, 0, 1, racing[0].amount)
+        elif racer == "refund" and self.rows(SALE):
+            racing = self.refund_of(self.pick(self.rows(SALE), pick), "partial", other_card=False)
+            extra = (0, 0, 1, racing[0].amount)
+        else:
+            racing = self.sale_request(1_000 + variant, TEST_PAN)
+            extra = (1, racing[0].amount, 0, 0)
+        if counted:
+            totals = (totals[0] + extra[0], totals[1] + extra[1], totals[2] + extra[2], totals[3] + extra[3])
+        settlement = self.settle_request(batch, totals)
+        self.burst(f"{racer}-racing-settlement", [settlement, racing])
+        if self.model.settled(batch):
+            self.last_settlement = settlement
+        self.finish_upload(batch)
+
+    @precondition(lambda self: bool(self.rows(SALE)))
+    @rule(pick=st.integers(0, 1_000))
+    def burst_void_and_reversal(self, pick: int) -> None:
+        """A void and a reversal of the same sale at once: one of them takes effect."""
+        sale = self.pick(self.rows(SALE), pick)
+        self.burst("void-racing-reversal", [self.void_of(sale, 0), self.reversal_request(sale.stan, sale.amount)])
+
+    @precondition(lambda self: bool(self.rows(SALE, VOID)))
+    @rule(pick=st.integers(0, 1_000), count=st.integers(2, 4))
+    def burst_reversals(self, pick: int, count: int) -> None:
+        """The same reversal on several connections: one effect, the same 00 to all."""
+        target = self.pick(self.rows(SALE, VOID), pick)
+        request, message = self.reversal_request(target.stan, target.amount)
+        self.burst("repeated-reversals", [(request, Message(message.mti, dict(message.fields))) for _ in range(count)])
+
+    @precondition(lambda self: bool(self.rows(SALE)))
+    @rule(pick=st.integers(0, 1_000), portions=st.lists(st.sampled_from(["partial", "full", "over"]), min_size=2,
+          max_size=5))  # fmt: skip
+    def burst_refunds(self, pick: int, portions: list[str]) -> None:
+        """Several refunds of one sale at once: never more than it is worth in total."""
+        sale = self.pick(self.rows(SALE), pick)
+        self.burst("refunds-of-one-sale", [self.refund_of(sale, portion, other_card=False) for portion in portions])
+
+    @rule(amount=st.integers(1, 99_999), count=st.integers(2, 4))
+    def burst_same_sale(self, amount: int, count: int) -> None:
+        """One sale sent on several connections at once (same STAN): one approval, the rest duplicates."""
+        request, message = self.sale_request(amount, TEST_PAN)
+        self.burst("one-sale-on-several-connections",
+                   [(request, Message(message.mti, dict(message.fields))) for _ in range(count)])  # fmt: skip
+
+    @precondition(lambda self: bool(self.rows(SALE)))
+    @rule(pick=st.integers(0, 1_000), variant=st.integers(0, 7), portion=st.sampled_from(["partial", "full"]))
+    def burst_void_refund_reversal(self, pick: int, variant: int, portion: str) -> None:
+        """A void, a refund and a reversal of one sale at once: at most one of void and reversal takes effect,
+        and a refund only of a sale neither cancelled."""
+        sale = self.pick(self.rows(SALE), pick)
+        racers = [self.void_of(sale, variant), self.refund_of(sale, portion, other_card=False),
+                  self.reversal_request(sale.stan, sale.amount)]  # fmt: skip
+        self.burst("void-refund-reversal-of-one-sale", racers)
+
+    # -- the end of every example --------------------------------------------------------------------------
+
+    def teardown(self) -> None:
+        try:
+            records = self.loop.run(self.host.records()) if not self.step_failed else []
+            self.loop.run(self.running.aclose())
+            if not self.step_failed:
+                violations = verify_ledger(self.url).violations
+                if violations:
+                    self.fail("ledger_verify", "iso-host ledger verify: " + "; ".join(map(str, violations)))
+                self.compare(records)
+        finally:
+            self.resources.close()
+
+    def compare(self, records: list[TransactionRecord]) -> None:
+        """Every row the model expects is in the ledger as the model has it, and nothing else is."""
+        by_rrn = {record.rrn: record for record in records if record.kind.value != "reversal"}
+        problems = []
+        for row in self.model.rows.values():
+            record = by_rrn.pop(row.rrn or "", None)
+            if record is None:
+                problems.append(f"{row.kind} STAN {row.stan} RRN {row.rrn}: missing from the ledger")
+                continue
+            found = (record.kind.value, record.status.value, record.refunded_minor, record.amount_minor)
+            if found != (row.kind, row.status, row.refunded, row.amount):
+                problems.append(f"{row.kind} STAN {row.stan} RRN {row.rrn}: ledger has {found}, model "
+                                f"{(row.kind, row.status, row.refunded, row.amount)}")  # fmt: skip
+            if row.certain_batch and record.batch_number != row.batch:
+                problems.append(f"{row.kind} STAN {row.stan}: in batch {record.batch_number}, model {row.batch}")
+        for record in by_rrn.values():
+            refused_zero = record.kind.value == SALE and int(record.stan) in self.model.zero_sales
+            if not (refused_zero and record.status.value == "DECLINED"):
+                problems.append(f"unexpected {record.kind.value} STAN {record.stan} {record.status.value}")
+        reversals = Counter(
+            r.original_rrn for r in records if r.kind.value == "reversal" and r.status.value == "APPROVED"
+        )
+        expected = Counter({row.rrn: row.reversals for row in self.model.rows.values() if row.reversals})
+        if reversals != expected:
+            problems.append(f"effective reversals per original: ledger {dict(reversals)}, model {dict(expected)}")
+        if problems:
+            self.fail("ledger_rows", "the ledger disagrees with the model:\n  " + "\n  ".join(problems))
+
+
+@contextmanager
+def loop_thread() -> Iterator[LoopThread]:
+    runner = LoopThread()
+    try:
+        yield runner
+    finally:
+        runner.close()
+
+
+SETTINGS = settings(
+    max_examples=EXAMPLES, stateful_step_count=STEPS, deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)  # fmt: skip
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_ledger_model(backend: str, tmp_path: Path) -> None:
+    """Random business days over TCP end with every answer as the model says and ``ledger verify`` clean."""
+    with loop_thread() as runner:
+        machine = type(f"LedgerMachine_{backend}", (LedgerMachine,),
+                       {"backend": backend, "workdir": tmp_path, "loop": runner})  # fmt: skip
+        run_state_machine_as_test(machine, settings=SETTINGS)
