@@ -158,8 +158,7 @@ def remac(dialect: Dialect, body: bytes, message: Message, tak: Tak) -> bytes | 
 
 def _bit_flip(seed: SeedFrame, rng: random.Random, _dialect: Dialect) -> bytes | None:
     body = bytearray(seed.body)
-    for _ in range(rng.randint(1, MAX_FLIPPED_BITS)):
-        bit = rng.randrange(len(body) * 8)
+    for bit in rng.sample(range(len(body) * 8), rng.randint(1, MAX_FLIPPED_BITS)):  # distinct: none undone
         body[bit // 8] ^= 0x80 >> (bit % 8)
     return bytes(body)
 
