@@ -19,7 +19,9 @@ CI runs a bounded number of examples (about a minute per ledger on two cores). T
     ISO_HOST_MODEL_EXAMPLES=1000 ISO_HOST_MODEL_STEPS=80 \\
         python -m pytest tests/integration/test_ledger_model.py -x -p no:cacheprovider
 
-(``ISO_HOST_MODEL_EXAMPLES`` examples per ledger, each of up to ``ISO_HOST_MODEL_STEPS`` steps.)
+(``ISO_HOST_MODEL_EXAMPLES`` examples per ledger, each of up to ``ISO_HOST_MODEL_STEPS`` steps.) A failing
+run shrinks and shows the first defect it met; ``ISO_HOST_MODEL_ALL_DEFECTS=1`` shrinks and shows every
+distinct one (each kind of wrong answer is its own exception class, ``Wrong...``), which takes minutes.
 """
 
 from __future__ import annotations
@@ -84,6 +86,8 @@ EXAMPLES = int(os.environ.get("ISO_HOST_MODEL_EXAMPLES", "12"))
 STEPS = int(os.environ.get("ISO_HOST_MODEL_STEPS", "40"))
 REQUEST_TIMEOUT_S = 60.0  # a whole burst; far beyond any answer, so a hung host fails instead of hanging CI
 FALLBACK_CODES = {"INVALID_AMOUNT": "13"}  # decided (item 2) before every dialect's [reasons] carries it
+# One defect is shrunk and shown by default; shrinking every distinct one can take minutes per defect.
+ALL_DEFECTS = os.environ.get("ISO_HOST_MODEL_ALL_DEFECTS") == "1"
 TRANSCRIPT_LINES = 60  # the end of the example's transcript that a failure shows
 
 remember_secret(OTHER_PAN)
@@ -533,7 +537,7 @@ def loop_thread() -> Iterator[LoopThread]:
 
 
 SETTINGS = settings(
-    max_examples=EXAMPLES, stateful_step_count=STEPS, deadline=None,
+    max_examples=EXAMPLES, stateful_step_count=STEPS, deadline=None, report_multiple_bugs=ALL_DEFECTS,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )  # fmt: skip
 
@@ -545,3 +549,35 @@ def test_ledger_model(backend: str, tmp_path: Path) -> None:
         machine = type(f"LedgerMachine_{backend}", (LedgerMachine,),
                        {"backend": backend, "workdir": tmp_path, "loop": runner})  # fmt: skip
         run_state_machine_as_test(machine, settings=SETTINGS)
+
+
+PARALLEL_VOIDS = 50
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_parallel_wrong_voids_respect_the_refusal_limit(backend: str, tmp_path: Path) -> None:
+    """Of 50 voids of one sale at once, all for another amount, exactly 3 are AMOUNT_MISMATCH and the other 47
+    VOID_LIMIT_EXCEEDED: the limit on refused attempts holds however the attempts interleave (item 4)."""
+    clock = TickingClock(START)
+    with ExitStack() as resources:
+        url = (resources.enter_context(fresh_postgres_database()) if backend == "postgresql"
+               else f"sqlite:///{tmp_path}/ledger.db")  # fmt: skip
+        async with running_host(tmp_path, DIALECT, clock=clock, ledger_url=url, rules=HOST_RULES) as host:
+            state = ClientState()
+            clients = [TerminalClient(host.dialect, TID, MID, state) for _ in range(PARALLEL_VOIDS)]
+            try:
+                for client in clients:
+                    await client.connect(*host.address)
+                sold = await clients[0].request(clients[0].build("sale", clock.base, amount=1_000, pan=TEST_PAN))
+                assert sold.fields["39"] == "00"
+                voids = [c.build("void", clock.base, amount=999, pan=TEST_PAN, rrn=sold.fields["37"]) for c in clients]
+                answers = await asyncio.gather(*(c.request(v) for c, v in zip(clients, voids, strict=True)))
+            finally:
+                for client in clients:
+                    await client.close()
+        codes = Counter(answer.fields["39"] for answer in answers)
+        limit = MODEL_RULES.max_refused_void_attempts
+        mismatch_code = host.dialect.response_code("AMOUNT_MISMATCH")
+        limit_code = host.dialect.response_code("VOID_LIMIT_EXCEEDED")
+        assert codes == {mismatch_code: limit, limit_code: PARALLEL_VOIDS - limit}, codes
+        assert not verify_ledger(url).violations
