@@ -341,7 +341,7 @@ def length_lie(data: st.DataObject, body: bytes, dialect: Dialect) -> bytes:
 
 def toggle_bitmap_bit(data: st.DataObject, body: bytes, dialect: Dialect) -> bytes:
     """Set or clear one bit of the primary or secondary bitmap, binary or as hex text."""
-    bitmaps = [s for s in spans(body, dialect) if s.field in {"p", "1"}]
+    bitmaps = [s for s in spans(body, dialect) if s.field in {"p", "1"} and s.data_bytes]
     if not bitmaps:
         return body
     span = data.draw(st.sampled_from(bitmaps), label="bitmap")
@@ -350,6 +350,8 @@ def toggle_bitmap_bit(data: st.DataObject, body: bytes, dialect: Dialect) -> byt
     try:
         bits = bytes.fromhex(raw.decode("ascii")) if as_text else raw
     except ValueError:
+        return body
+    if not bits:
         return body
     bit = data.draw(st.integers(0, len(bits) * 8 - 1), label="bitmap bit")
     toggled = bytearray(bits)
