@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from iso_host.cards import is_valid_pan, mask_pan, pan_from_track2, pan_hash
-from iso_host.flows import FLOWS, Request
+from iso_host.flows import FLOWS, ORIGINAL_KINDS, Request
 from iso_host.flows.batch_fields import BatchFieldError, is_after_upload, read_totals, read_upload
 from iso_host.ledger.model import BatchItem, Card, Kind, OriginalQuery, Reason
 from iso_host.message_auth import has_mac, mac_field_of, verify_message_mac
@@ -26,6 +26,7 @@ KINDS_BY_NAME: Final = {kind.value: kind for kind in Kind}
 DUKPT_MAC_ALGORITHM: Final = "x9.19"  # DUKPT MAC keys are double-length TDES keys
 KSN_BYTES: Final = 10
 F90_STAN: Final = slice(4, 10)  # ISO 8583:1987 F90: original MTI n4, then original STAN n6, ...
+MAX_NUMBER_DIGITS: Final = 9  # batch numbers are n6 (CUP 60.2, 61.1); 9 digits still fit every database integer
 
 
 class Rejected(Exception):
@@ -157,6 +158,7 @@ class Admission:
             operator_permitted=terminal.may_void(operator) if kind is Kind.VOID else True,
             original_date_mmdd=self._lookup_value(message, rule, "date"),
             open_batch=terminal.batch_number,
+            original_queries=tuple(self.original_queries(message, rule, terminal)) if kind in ORIGINAL_KINDS else (),
             **self.batch_fields(message, rule, kind, pan_key),
         )
 
@@ -171,6 +173,9 @@ class Admission:
             return None
         if not value.isdigit():
             raise Rejected(Reason.FORMAT_ERROR, f"field {reference} ({what}) is not numeric")
+        if len(value) > MAX_NUMBER_DIGITS:
+            msg = f"field {reference} ({what}) has {len(value)} digits, at most {MAX_NUMBER_DIGITS}"
+            raise Rejected(Reason.FORMAT_ERROR, msg)
         return int(value, 10)
 
     def _lookup_value(self, message: Message, rule: KindRule, key: str) -> str | None:

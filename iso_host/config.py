@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from iso_host.broker import DEFAULT_PREFIX, BrokerSettings, broker_address
 from iso_host.errors import ConfigError
 from iso_host.ledger.rules import SAME_BUSINESS_DAY, RuleSettings
+from iso_host.ledger.store import DEFAULT_LEDGER_DEADLINE_S
 from iso_host.limits import Limits
 from iso_host.scenarios import ACTIONS as SCENARIO_ACTIONS
 from iso_host.scenarios import Scenario
@@ -81,6 +82,7 @@ class Config:
     dialect: str = "iso87binary"
     ledger_url: str = "sqlite:///iso-host.db"
     group_commit: bool = True  # false: one database transaction (and fsync) per request, for comparison
+    ledger_deadline_s: float = DEFAULT_LEDGER_DEADLINE_S  # a request the ledger has not answered by then gets 96
     log_format: str = "auto"
     log_level: str = "info"
     limits: Limits = field(default_factory=Limits)
@@ -97,11 +99,11 @@ class Config:
 
 RULE_KEYS: Final = {
     "void_window", "business_day_cutoff", "timezone", "max_void_age_h", "max_refused_void_attempts",
-    "max_voids_per_day", "unknown_reversal", "refund_max_age_days",
+    "max_voids_per_day", "unknown_reversal", "refund_max_age_days", "allow_zero_amount",
 }  # fmt: skip
 SECTIONS: Final = {
     "server": {"host", "port", "dialect", "tls_cert", "tls_key", "tls_client_ca"},
-    "ledger": {"url", "group_commit"},
+    "ledger": {"url", "group_commit", "deadline_s"},
     "log": {"format", "level"},
     "limits": {f.name for f in fields(Limits)},
     "rules": RULE_KEYS,
@@ -252,6 +254,11 @@ def _rules(problems: _Problems, table: dict[str, Any]) -> RuleSettings:
         problems.add("rules.max_voids_per_day", f"must be a whole number >= 0 or false (unlimited), got {per_day!r}")
     elif per_day is not False:
         values["max_voids_per_day"] = per_day
+    zero = table.get("allow_zero_amount", False)
+    if not isinstance(zero, bool):
+        problems.add("rules.allow_zero_amount", f"must be true or false, got {zero!r}")
+    else:
+        values["allow_zero_amount"] = zero
     unknown = table.get("unknown_reversal", "approve")
     if unknown not in ("approve", "decline"):
         problems.add("rules.unknown_reversal", f"must be approve or decline, got {unknown!r}")
@@ -377,6 +384,21 @@ def _tls(problems: _Problems, server: dict[str, Any]) -> TlsConfig | None:
     return TlsConfig(cert, key, client_ca if isinstance(client_ca, str) else None)
 
 
+def _ledger_settings(problems: _Problems, ledger: dict[str, Any]) -> dict[str, Any]:
+    changes: dict[str, Any] = {}
+    group_commit = ledger.get("group_commit", True)
+    if not isinstance(group_commit, bool):
+        problems.add("ledger.group_commit", f"must be true or false, got {group_commit!r}")
+    else:
+        changes["group_commit"] = group_commit
+    deadline_s = ledger.get("deadline_s", DEFAULT_LEDGER_DEADLINE_S)
+    if isinstance(deadline_s, bool) or not isinstance(deadline_s, int | float) or not 0 < deadline_s <= 120:
+        problems.add("ledger.deadline_s", f"must be seconds, 0 < s <= 120, got {deadline_s!r}")
+    else:
+        changes["ledger_deadline_s"] = float(deadline_s)
+    return changes
+
+
 def _scalar_settings(problems: _Problems, tables: dict[str, dict[str, Any]]) -> dict[str, Any]:
     server, ledger, log = tables["server"], tables["ledger"], tables["log"]
     changes: dict[str, Any] = {}
@@ -392,11 +414,7 @@ def _scalar_settings(problems: _Problems, tables: dict[str, dict[str, Any]]) -> 
             problems.add("server.port", f"must be 0..65535, got {port!r}")
         else:
             changes["port"] = port
-    group_commit = ledger.get("group_commit", True)
-    if not isinstance(group_commit, bool):
-        problems.add("ledger.group_commit", f"must be true or false, got {group_commit!r}")
-    else:
-        changes["group_commit"] = group_commit
+    changes |= _ledger_settings(problems, ledger)
     for name, attribute, allowed in (
         ("format", "log_format", ("auto", "json", "console")),
         ("level", "log_level", ("debug", "info", "warning", "error")),

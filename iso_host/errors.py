@@ -52,3 +52,11 @@ class ConflictError(StoreError):
 
 class DuplicateError(ConflictError):
     """A financial request with this terminal, merchant, batch and STAN is already in the ledger."""
+
+
+class BatchSettledError(ConflictError):
+    """A write named a batch that has settled (the database refuses it); decide again with the batch's state."""
+
+
+class StoreTimeout(StoreError):
+    """The ledger did not answer within the request's deadline; the request gets SYSTEM_ERROR, never a late 00."""

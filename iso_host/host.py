@@ -9,25 +9,27 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Final
 
 from iso_host.admission import Admission, Rejected, ResponseMac
-from iso_host.errors import ConflictError, DuplicateError, StoreError, WireError
+from iso_host.errors import BatchSettledError, ConflictError, DuplicateError, StoreError, WireError
 from iso_host.events.record import EventSink, decision_event
 from iso_host.flows import BATCH_KINDS, FINANCIAL_KINDS, FLOWS, NO_VIEW, ORIGINAL_KINDS, Context, Decision, Request
 from iso_host.flows.sale import forced_decline
 from iso_host.ledger.model import Kind, LedgerView, Reason, RecordEvent
 from iso_host.ledger.rules import RuleSettings, business_day_start
-from iso_host.ledger.store import Store
+from iso_host.ledger.store import DEFAULT_LEDGER_DEADLINE_S, Store
 from iso_host.message_auth import MAC_PLACEHOLDER, mac_field_of, seal
 from iso_host.scenarios import Scenario, ScenarioBook
 from iso_host.terminals import TerminalState, WorkingKeys
 from iso_host.test_cards import CardBook
-from iso_host.wire import Dialect, Envelope, KindRule, Message, WireDecodeError, decode, encode, reply_mti
+from iso_host.wire import Dialect, Envelope, Message, WireDecodeError, decode, encode, reply_mti
 
-MAX_DECISION_ATTEMPTS: Final = 3  # a request that lost a race decides again, with a fresh view, this often
+# A request that lost a race decides again with a fresh view; each round commits at least one of the racers,
+# so this bounds how many requests may race for one original or batch (the deadline bounds the time).
+MAX_DECISION_ATTEMPTS: Final = 64
 EVENTLESS_KINDS: Final = frozenset({Kind.ECHO.value})  # keep-alives would drown the event stream
 
 
@@ -61,6 +63,7 @@ class Host:
         rules: RuleSettings | None = None,
         scenarios: ScenarioBook | None = None,
         events: EventSink | None = None,
+        ledger_deadline_s: float = DEFAULT_LEDGER_DEADLINE_S,
     ) -> None:
         self.dialect = dialect
         self.store = store
@@ -71,11 +74,13 @@ class Host:
         self.cards = cards if cards is not None else CardBook((), str)  # an empty book is still the one to share
         self.scenarios = scenarios or ScenarioBook()
         self.events = events  # None: events are off, and nothing is written to the outbox
+        self.ledger_deadline_s = ledger_deadline_s  # every ledger wait of one request ends by then: 96, never late
         self.admission = Admission(dialect, terminals, self.cards)
 
     async def handle(self, frame: bytes) -> Outcome:
         """Answer one frame body (TPDU and header included, length header excluded)."""
         started = time.perf_counter()
+        deadline = time.monotonic() + self.ledger_deadline_s
         try:
             envelope, message = decode(frame, self.dialect)
         except WireDecodeError as error:
@@ -97,7 +102,7 @@ class Host:
             refused = Decision(rejection.reason)
             kind_name = (outcome.kind or self._kind_name(message)) if self.events is not None else None
             if self._wants_event(kind_name):
-                await self._record_alone(self._event(message, kind_name, refused, started=started), outcome)
+                await self._record_alone(self._event(message, kind_name, refused, started=started), outcome, deadline)
             return self._respond(outcome, envelope, message, refused, response_mac)
         scenario = self.scenarios.fire(
             tid=terminal.tid, mti=message.mti, kind=kind.value, amount_minor=request.amount_minor,
@@ -106,13 +111,12 @@ class Host:
         if scenario is not None:
             outcome.log["scenario"] = scenario.name or "unnamed"
         decision, event_committed = await self._decide_and_commit(
-            request, rule, terminal, outcome, scenario=scenario, started=started
+            request, terminal, outcome, scenario=scenario, started=started, deadline=deadline
         )
         if not event_committed and self._wants_event(kind.value):
             # The decision's own commit failed (a duplicate, a database error): its answer is still an event.
-            await self._record_alone(
-                self._event(message, kind.value, decision, started=started, request=request, scenario=scenario), outcome
-            )
+            event = self._event(message, kind.value, decision, started=started, request=request, scenario=scenario)
+            await self._record_alone(event, outcome, deadline)
         self.cards.apply(decision.balance_changes)
         if decision.session is not None and decision.reason is Reason.APPROVED:
             session = decision.session
@@ -126,22 +130,29 @@ class Host:
         return _acted_out(outcome, scenario, response_mac is not None) if scenario else outcome
 
     async def _decide_and_commit(
-        self, request: Request, rule: KindRule, terminal: TerminalState, outcome: Outcome, *,
-        scenario: Scenario | None, started: float,
+        self, request: Request, terminal: TerminalState, outcome: Outcome, *,
+        scenario: Scenario | None, started: float, deadline: float,
     ) -> tuple[Decision, bool]:  # fmt: skip
         """Load the view, let the flow (or a scenario) decide, commit; decide again if the view changed meanwhile.
 
         The decision's event, when events are on, commits in the same transaction as its ledger change.
-        Returns the decision and whether its event was committed.
+        Returns the decision and whether its event was committed. Every ledger wait ends by ``deadline``.
         """
-        context = await self._context(request, terminal)
         wants_event = self._wants_event(request.kind.value)
+        # The batch's state is read when the request names another batch than the one the host holds open,
+        # and after the ledger refused a write into a batch that has settled.
+        batch_state = request.batch_number != request.open_batch
+        try:
+            context = await self._context(request, terminal, deadline)
+        except StoreError as error:
+            outcome.log["detail"] = str(error)
+            return Decision(Reason.SYSTEM_ERROR), False
         for attempt in range(1, MAX_DECISION_ATTEMPTS + 1):
             try:
                 if scenario is not None and scenario.respond is not None:
                     decision = forced_decline(request, context, scenario.respond)
                 else:
-                    view = await self._view(request, rule, terminal, context.now)
+                    view = await self._view(request, terminal, context.now, deadline, batch_state=batch_state)
                     decision = FLOWS[request.kind](request, view, context)
                 commands = decision.commands
                 if wants_event:
@@ -149,10 +160,15 @@ class Host:
                                         request=request, scenario=scenario)  # fmt: skip
                     commands = (*commands, event)
                 if commands:
-                    await self.store.apply(commands)
+                    await self.store.apply(commands, deadline=deadline)
             except DuplicateError:
                 outcome.log["detail"] = "terminal, batch and STAN already in the ledger"
                 return Decision(Reason.DUPLICATE), False
+            except BatchSettledError as error:
+                outcome.log["detail"] = f"attempt {attempt}: {error}"
+                batch_state = True
+                request = await self._rebatched(request, terminal)
+                continue
             except ConflictError as error:
                 outcome.log["detail"] = f"attempt {attempt}: {error}"
                 continue
@@ -163,6 +179,15 @@ class Host:
                 self._notify()
             return decision, wants_event
         return Decision(Reason.SYSTEM_ERROR), False
+
+    async def _rebatched(self, request: Request, terminal: TerminalState) -> Request:
+        """After a write into a settled batch was refused: where the host, not the terminal, names the batch
+        (no batch field), the request moves to the batch the ledger now holds open."""
+        if self.dialect.batch_field is not None:
+            return request  # the terminal named that batch: it is told it is out of step
+        record = await self.store.register_terminal(terminal.tid, terminal.mid)
+        terminal.batch_number = max(terminal.batch_number, record.batch_number)
+        return replace(request, batch_number=terminal.batch_number, open_batch=terminal.batch_number)
 
     def _wants_event(self, kind_name: str | None) -> bool:
         return self.events is not None and kind_name not in EVENTLESS_KINDS
@@ -185,10 +210,10 @@ class Host:
             scenario=(scenario.name or "unnamed") if scenario else None,
         )  # fmt: skip
 
-    async def _record_alone(self, event: RecordEvent, outcome: Outcome) -> None:
+    async def _record_alone(self, event: RecordEvent, outcome: Outcome, deadline: float) -> None:
         """Commit an event that has no ledger change to ride with (a refused request, a failed commit)."""
         try:
-            await self.store.apply((event,))
+            await self.store.apply((event,), deadline=deadline)
         except StoreError as error:
             outcome.log["event_error"] = str(error)
             return
@@ -199,32 +224,40 @@ class Host:
         rule = self.dialect.classify(message)
         return rule.kind if rule is not None else None
 
-    async def _view(self, request: Request, rule: KindRule, terminal: TerminalState, now: datetime) -> LedgerView:
+    async def _view(
+        self, request: Request, terminal: TerminalState, now: datetime, deadline: float, *, batch_state: bool
+    ) -> LedgerView:
         if request.kind in BATCH_KINDS:
             closing = request.kind is Kind.UPLOAD_END or request.after_upload
             batch = await self.store.batch_view(
                 terminal.tid, terminal.mid, request.batch_number,
-                with_totals=request.kind is not Kind.BATCH_UPLOAD, with_items=closing,
+                with_totals=request.kind is not Kind.BATCH_UPLOAD, with_items=closing, deadline=deadline,
             )  # fmt: skip
             return LedgerView(batch=batch)
+        settled = False
+        if batch_state and request.kind in FINANCIAL_KINDS:
+            state = await self.store.batch_view(
+                terminal.tid, terminal.mid, request.batch_number, with_totals=False, deadline=deadline
+            )
+            settled = state.status == "settled"
         if request.kind not in ORIGINAL_KINDS:
-            return NO_VIEW
+            return LedgerView(request_batch_settled=True) if settled else NO_VIEW
         original = None
-        for query in self.admission.original_queries(request.message, rule, terminal):
-            original = await self.store.find_original(query)
+        for query in request.original_queries:
+            original = await self.store.find_original(query, deadline=deadline)
             if original is not None:
                 break
         voids_today = 0
         if request.kind is Kind.VOID and self.rules.max_voids_per_day is not None:
             since = business_day_start(now, self.rules)
-            voids_today = await self.store.count_voids(terminal.tid, terminal.mid, since)
-        return LedgerView(original, voids_today)
+            voids_today = await self.store.count_voids(terminal.tid, terminal.mid, since, deadline=deadline)
+        return LedgerView(original, voids_today, request_batch_settled=settled)
 
-    async def _context(self, request: Request, terminal: TerminalState) -> Context:
+    async def _context(self, request: Request, terminal: TerminalState, deadline: float) -> Context:
         signing_on = request.kind is Kind.SIGNON
         return Context(
             now=self.clock(),
-            rrn=await self.store.next_rrn() if request.kind in FINANCIAL_KINDS else None,
+            rrn=await self.store.next_rrn(deadline=deadline) if request.kind in FINANCIAL_KINDS else None,
             dialect=self.dialect,
             rules=self.rules,
             tmk=terminal.tmk if signing_on else None,

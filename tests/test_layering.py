@@ -35,7 +35,8 @@ ALLOWED: dict[str, tuple[str, ...]] = {
 # Modules that may do I/O with asyncio, threads, sockets or the clock.
 EDGE_MODULES = (
     "iso_host.server", "iso_host.client", "iso_host.cli", "iso_host.terminal_cli", "iso_host.ledger_commands",
-    "iso_host.ledger.sqlite", "iso_host.ledger.postgres", "iso_host.ledger.reports", "iso_host.events.relay",
+    "iso_host.ledger.sqlite", "iso_host.ledger.postgres", "iso_host.ledger.reports", "iso_host.ledger.deadlines",
+    "iso_host.events.relay",
     "iso_host.session_script", "iso_host.mqtt", "iso_host.mqtt_tasks", "iso_host.mqtt_cli",
     "iso_host.events_tail", "iso_host.control_cli",
     "iso_host.control.listener",

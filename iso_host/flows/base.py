@@ -14,6 +14,7 @@ from iso_host.ledger.model import (
     Kind,
     LedgerCommand,
     LedgerView,
+    OriginalQuery,
     Reason,
     Status,
     TransactionRecord,
@@ -48,6 +49,7 @@ class Request:
     terminal_totals: BatchTotals | None = None  # settlement: what the terminal counted
     after_upload: bool = False  # iso87 settlement 96xxxx: the upload is over
     upload: tuple[tuple[BatchItem, str | None, bool], ...] | None = None  # batch upload: (item, PAN hash, foreign)
+    original_queries: tuple[OriginalQuery, ...] = ()  # void, reversal, refund: how the request names its original
 
     def attempt(self) -> Attempt:
         """What the eligibility rules see of a void, reversal or refund."""
@@ -122,6 +124,12 @@ def new_record(request: Request, context: Context, reason: Reason, *, original_r
         processing_code=request.message.fields.get("3", ""), created_at=context.now, original_rrn=original_rrn,
         operator=request.operator,
     )  # fmt: skip
+
+
+def batch_out_of_sync(context: Context) -> Decision:
+    """The answer to a request that names a batch which has settled: nothing more is written into it, and the
+    terminal learns that its batch is not the host's (CUP 77: settle or sign on again)."""
+    return Decision(Reason.BATCH_OUT_OF_SYNC, reply_fields(context))
 
 
 def reply_fields(context: Context, record: TransactionRecord | None = None) -> dict[str, str]:

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from iso_host.flows.base import Context, Decision, Request, new_record, reply_fields
+from iso_host.flows.base import Context, Decision, Request, batch_out_of_sync, new_record, reply_fields
 from iso_host.ledger.model import (
     ChangeStatus,
+    ExpectRefusedVoids,
+    ExpectVoidsSince,
     Kind,
+    LedgerCommand,
     LedgerView,
     Reason,
     RecordRefund,
@@ -15,7 +18,7 @@ from iso_host.ledger.model import (
     Status,
     TransactionRecord,
 )
-from iso_host.ledger.rules import REFUND_RULES, VOID_RULES, Rule, first_failing
+from iso_host.ledger.rules import REFUND_RULES, VOID_RULES, Rule, business_day_start, first_failing
 
 
 def _given_back(record: TransactionRecord, amount_minor: int) -> tuple[tuple[str, int], ...]:
@@ -35,16 +38,42 @@ def _apply_rules(
     return record, Decision(reason, reply_fields(context, record), (RecordTransaction(record),))
 
 
+def _void_preconditions(request: Request, view: LedgerView, context: Context) -> tuple[LedgerCommand, ...]:
+    """What a void decided from: the original's refused attempts and the terminal's voids today, as the view
+    counted them. The store checks them where the data lives, so two racing voids cannot both count the same."""
+    expected: list[LedgerCommand] = []
+    if view.original is not None:
+        expected.append(ExpectRefusedVoids(view.original.record.rrn, view.original.refused_void_attempts))
+    if context.rules.max_voids_per_day is not None:
+        since = business_day_start(context.now, context.rules)
+        expected.append(ExpectVoidsSince(request.tid, request.mid, since, view.voids_today))
+    return tuple(expected)
+
+
+def _in_a_settled_batch(refusal: Decision | None, context: Context) -> Decision:
+    """A void or refund whose own batch (the one the request names) has settled: nothing is written into it.
+
+    A refusal keeps its reason, unrecorded (a settled batch takes no row, and the original can no longer be
+    cancelled there); what would be approved is BATCH_OUT_OF_SYNC, the terminal's batch not being the host's.
+    """
+    if refusal is None:
+        return batch_out_of_sync(context)
+    return Decision(refusal.reason, reply_fields(context))
+
+
 def void(request: Request, view: LedgerView, context: Context) -> Decision:
     """Cancel an unsettled sale under the void rules; a refused attempt is recorded (it counts to the limit)."""
     assert request.kind is Kind.VOID
+    expected = _void_preconditions(request, view, context)
     record, refusal = _apply_rules(VOID_RULES, request, view, context)
+    if view.request_batch_settled:
+        return _in_a_settled_batch(refusal, context)
     if refusal is not None:
-        return refusal
+        return Decision(refusal.reason, refusal.fields, (*expected, *refusal.commands))
     original = view.original
     assert original is not None
     cancel = ChangeStatus(original.record.rrn, Status.APPROVED, Status.VOIDED, context.now)
-    return Decision(Reason.APPROVED, reply_fields(context, record), (RecordTransaction(record), cancel),
+    return Decision(Reason.APPROVED, reply_fields(context, record), (*expected, RecordTransaction(record), cancel),
                     balance_changes=_given_back(original.record, original.record.amount_minor))  # fmt: skip
 
 
@@ -71,6 +100,8 @@ def reversal(request: Request, view: LedgerView, context: Context) -> Decision:
     """Undo a sale or a void whose outcome the terminal never learned. Idempotent: a repeat changes nothing."""
     assert request.kind is Kind.REVERSAL
     answer = _reversal_without_effect(request, view, context)
+    if answer is None and view.request_batch_settled:
+        answer = Reason.BATCH_CLOSED  # its row could only go into a batch that has settled
     if answer is not None:
         return Decision(answer, reply_fields(context))
     assert view.original is not None
@@ -104,8 +135,10 @@ def refund(request: Request, view: LedgerView, context: Context) -> Decision:
         and _local_mmdd(original.record.created_at, context) != named_date
     ):
         original = None  # the terminal named another day's transaction
-        view = LedgerView(None, view.voids_today)
+        view = LedgerView(None, view.voids_today, request_batch_settled=view.request_batch_settled)
     record, refusal = _apply_rules(REFUND_RULES, request, view, context)
+    if view.request_batch_settled:
+        return _in_a_settled_batch(refusal, context)
     if refusal is not None:
         return refusal
     assert original is not None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from iso_host.flows.base import Context, Decision, Request, new_record, reply_fields
+from iso_host.flows.base import Context, Decision, Request, batch_out_of_sync, new_record, reply_fields
 from iso_host.ledger.model import Kind, LedgerView, Reason, RecordTransaction
 from iso_host.test_cards import TestCard
 
@@ -26,14 +26,18 @@ def card_decline(card: TestCard | None, amount_minor: int, now: datetime) -> Rea
     return None
 
 
-def sale(request: Request, _view: LedgerView, context: Context) -> Decision:
-    """Approve the sale (or decline it: wrong PIN, the test card's status, expiry, limit, funds) and record it.
+def sale(request: Request, view: LedgerView, context: Context) -> Decision:
+    """Approve the sale (or decline it: zero amount, wrong PIN, the test card's status, expiry, limit, funds) and
+    record it; a sale into a batch that has settled is refused unrecorded.
 
     The reply carries the RRN and approval code; an approval takes the amount off a test card's balance.
     """
     assert request.kind is Kind.SALE
     assert request.amount_minor is not None, "the pipeline requires F4 for a sale"
-    reason = Reason.PIN_INCORRECT if request.pin_incorrect else None
+    if view.request_batch_settled:
+        return batch_out_of_sync(context)
+    reason = Reason.INVALID_AMOUNT if request.amount_minor == 0 and not context.rules.allow_zero_amount else None
+    reason = reason or (Reason.PIN_INCORRECT if request.pin_incorrect else None)
     reason = reason or card_decline(request.test_card, request.amount_minor, context.now) or Reason.APPROVED
     record = new_record(request, context, reason)
     spent = ((request.card.pan_hash, -request.amount_minor),) if reason is Reason.APPROVED and request.card else ()

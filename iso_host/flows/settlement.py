@@ -15,6 +15,7 @@ from iso_host.ledger.model import (
     BatchItem,
     BatchView,
     Difference,
+    ExpectBatchTotals,
     Kind,
     LedgerCommand,
     LedgerView,
@@ -23,7 +24,7 @@ from iso_host.ledger.model import (
     RecordUpload,
     SettleBatch,
 )
-from iso_host.ledger.totals_json import NO_TOTALS_JSON, totals_to_json
+from iso_host.ledger.totals_json import NO_TOTALS_JSON, optional_totals_from_json, totals_to_json
 
 BALANCED, OUT_OF_BALANCE = "balanced", "out_of_balance"
 
@@ -57,12 +58,38 @@ def _batch(request: Request, view: LedgerView) -> BatchView | None:
     return batch
 
 
+def _unchanged(request: Request, batch: BatchView) -> ExpectBatchTotals:
+    """The settlement compared these totals: a sale or void that commits meanwhile makes it decide again."""
+    return ExpectBatchTotals(request.tid, request.mid, batch.batch_number, batch.host_totals)
+
+
 def _close(
     request: Request, batch: BatchView, context: Context, result: str, terminal_json: str
 ) -> list[LedgerCommand]:
     settle = SettleBatch(request.tid, request.mid, batch.batch_number, result, True,
                          totals_to_json(batch.host_totals), terminal_json, context.now)  # fmt: skip
-    return [settle, AdvanceBatch(request.tid, request.mid, batch.batch_number + 1)]
+    return [_unchanged(request, batch), settle, AdvanceBatch(request.tid, request.mid, batch.batch_number + 1)]
+
+
+def _repeated_settlement(request: Request, view: LedgerView, context: Context) -> Decision | None:
+    """A settlement of a batch that has settled, with the totals that settled it: the terminal missed the reply.
+
+    It gets the answer it got the first time (from the totals recorded then) and changes nothing, so a
+    terminal whose reply was lost learns that its batch closed.
+    """
+    batch = view.batch
+    assert batch is not None
+    assert request.terminal_totals is not None
+    if batch.status != "settled" or batch.settled_terminal_totals_json != totals_to_json(request.terminal_totals):
+        return None
+    try:
+        host_totals = optional_totals_from_json(batch.settled_host_totals_json)
+    except ValueError:
+        return None  # unreadable: answered as any settlement of a batch the host does not hold open
+    if host_totals is None:
+        return None
+    _balanced, fields = compare(host_totals, request.terminal_totals, context.dialect)
+    return Decision(Reason.APPROVED, fields | reply_fields(context))
 
 
 def settlement(request: Request, view: LedgerView, context: Context) -> Decision:
@@ -70,6 +97,8 @@ def settlement(request: Request, view: LedgerView, context: Context) -> Decision
     the upload, 96xxxx closes the batch with the differences recorded)."""
     assert request.kind is Kind.SETTLEMENT
     assert request.terminal_totals is not None, "admission reads the totals"
+    if (repeated := _repeated_settlement(request, view, context)) is not None:
+        return repeated
     batch = _batch(request, view)
     if batch is None:
         return Decision(Reason.BATCH_OUT_OF_SYNC, reply_fields(context))
@@ -83,7 +112,7 @@ def settlement(request: Request, view: LedgerView, context: Context) -> Decision
                         next_batch=batch.batch_number + 1)  # fmt: skip
     settle = SettleBatch(request.tid, request.mid, batch.batch_number, OUT_OF_BALANCE, False,
                          totals_to_json(batch.host_totals), terminal_json, context.now)  # fmt: skip
-    return Decision(Reason.OUT_OF_BALANCE, fields, (settle,))
+    return Decision(Reason.OUT_OF_BALANCE, fields, (_unchanged(request, batch), settle))
 
 
 def _end_of_upload(
@@ -112,6 +141,8 @@ def batch_upload(request: Request, view: LedgerView, context: Context) -> Decisi
 def upload_end(request: Request, view: LedgerView, context: Context) -> Decision:
     """CUP 0320 60.3 = 202/207: record the differences and close the batch."""
     assert request.kind is Kind.UPLOAD_END
+    if view.batch is not None and view.batch.status == "settled" and request.batch_number < request.open_batch:
+        return Decision(Reason.APPROVED, reply_fields(context))  # a repeat: the batch closed at the first one
     batch = _batch(request, view)
     if batch is None:
         return Decision(Reason.BATCH_OUT_OF_SYNC, reply_fields(context))

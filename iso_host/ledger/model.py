@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Final
 
 
 class Reason(enum.StrEnum):
@@ -30,6 +31,7 @@ class Reason(enum.StrEnum):
     VOID_LIMIT_EXCEEDED = "VOID_LIMIT_EXCEEDED"
     OUT_OF_BALANCE = "OUT_OF_BALANCE"
     BATCH_OUT_OF_SYNC = "BATCH_OUT_OF_SYNC"
+    INVALID_AMOUNT = "INVALID_AMOUNT"  # a zero amount where the rules want money to move
     INSUFFICIENT_FUNDS = "INSUFFICIENT_FUNDS"
     EXPIRED_CARD = "EXPIRED_CARD"
     LOST_CARD = "LOST_CARD"
@@ -199,6 +201,9 @@ class LedgerView:
     original: Original | None = None
     voids_today: int = 0  # approved voids of this terminal in the current business day
     batch: BatchView | None = None  # settlement and batch upload
+    # The batch the request names has settled: nothing more may be written into it. Loaded when the request
+    # names another batch than the one the host holds open, and whenever the ledger refused a write for it.
+    request_batch_settled: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,6 +273,9 @@ class BatchView:
     host_totals: BatchTotals
     host_items: tuple[BatchItem, ...] = ()  # loaded only at the end of an upload
     uploaded: tuple[BatchItem, ...] = ()
+    # What the settlement that closed (or began to upload) the batch recorded, to answer its repeat alike.
+    settled_host_totals_json: str | None = None
+    settled_terminal_totals_json: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -343,7 +351,61 @@ class PendingEvent:
     payload: str
 
 
+@dataclass(frozen=True, slots=True)
+class ExpectRefusedVoids:
+    """Precondition: the original still has exactly ``count`` refused void attempts.
+
+    A void is decided from the count the view showed (the refused-attempt limit); if another attempt committed
+    meanwhile, the store refuses the whole decision with ``ConflictError`` and the request decides again.
+    """
+
+    original_rrn: str
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class ExpectVoidsSince:
+    """Precondition: the terminal still has exactly ``count`` approved voids since ``since`` (per-day limit)."""
+
+    tid: str
+    mid: str
+    since: datetime
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class ExpectBatchTotals:
+    """Precondition: the batch's host totals are still ``totals``, the ones its settlement compared.
+
+    A sale or void that committed while the settlement compared makes the settlement decide again.
+    """
+
+    tid: str
+    mid: str
+    batch_number: int
+    totals: BatchTotals
+
+
+Precondition = ExpectRefusedVoids | ExpectVoidsSince | ExpectBatchTotals
+PRECONDITIONS: Final = (ExpectRefusedVoids, ExpectVoidsSince, ExpectBatchTotals)
+
 LedgerCommand = (
     RecordTransaction | SaveSession | ChangeStatus | RecordRefund | SettleBatch | AdvanceBatch | RecordUpload
-    | RecordDifferences | RecordEvent
+    | RecordDifferences | RecordEvent | ExpectRefusedVoids | ExpectVoidsSince | ExpectBatchTotals
 )
+
+
+def command_terminal(command: LedgerCommand) -> tuple[str, str] | None:
+    """The terminal whose ledger state a command reads or writes; None for host-wide and rrn-only commands.
+
+    Writes of one terminal are serialised in the database (PostgreSQL locks the terminal's row first), so a
+    precondition checked inside the transaction cannot be overtaken by another host's commit.
+    """
+    match command:
+        case RecordTransaction():
+            return command.transaction.tid, command.transaction.mid
+        case (SaveSession() | SettleBatch() | AdvanceBatch() | RecordUpload() | RecordDifferences()
+              | ExpectVoidsSince() | ExpectBatchTotals()):
+            return command.tid, command.mid
+        case _:
+            return None

@@ -32,6 +32,7 @@ class RuleSettings:
     max_voids_per_day: int | None = None  # per terminal and business day; None = unlimited
     unknown_reversal: str = "approve"  # or "decline" (ORIGINAL_NOT_FOUND)
     refund_max_age_days: int = 30
+    allow_zero_amount: bool = False  # a 0.00 sale is INVALID_AMOUNT unless a test bench wants it approved
 
     def __post_init__(self) -> None:
         assert self.void_window == SAME_BUSINESS_DAY or isinstance(self.void_window, float | int)

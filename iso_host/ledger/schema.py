@@ -2,10 +2,31 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Final
 
-# Written so that SQLite and PostgreSQL both accept every statement.
-MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
+
+@dataclass(frozen=True, slots=True)
+class PerDatabase:
+    """One statement that the two databases spell differently (triggers)."""
+
+    sqlite: str
+    postgresql: str
+
+
+Statement = str | PerDatabase
+
+_SETTLED_BATCH_OF_NEW_ROW: Final = (
+    "EXISTS (SELECT 1 FROM batches b WHERE b.tid = NEW.tid AND b.mid = NEW.mid"
+    " AND b.batch_number = NEW.batch_number AND b.status = 'settled')"
+)
+# A settled batch is immutable (DESIGN.md): no row joins it, and no row of it changes status, except that a
+# later refund (a row of the open batch) keeps count on its sale (PARTIALLY_REFUNDED, REFUNDED).
+_STATUS_CHANGE_OF_SUBSTANCE: Final = "NEW.status <> OLD.status AND NEW.status NOT IN ('PARTIALLY_REFUNDED', 'REFUNDED')"
+BATCH_SETTLED_MESSAGE: Final = "batch_settled"  # how both databases name the refusal (SQLite: message, PG: constraint)
+
+# Written so that SQLite and PostgreSQL both accept every statement, or spelled for each (PerDatabase).
+MIGRATIONS: Final[tuple[tuple[Statement, ...], ...]] = (
     (
         "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
         "CREATE TABLE terminals ("
@@ -67,5 +88,30 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         # The relay reads only what is pending; this index stays as small as the backlog.
         "CREATE INDEX outbox_pending ON outbox (id) WHERE sent_at IS NULL",
         "CREATE INDEX outbox_sent ON outbox (sent_at) WHERE sent_at IS NOT NULL",
+    ),
+    (  # 6: the database enforces what the eligibility rules rely on (settled batches) and tells a cut-off
+        # COMMIT's outcome (one row per writer, numbered groups)
+        PerDatabase(
+            "CREATE TRIGGER transactions_into_open_batch BEFORE INSERT ON transactions"
+            f" WHEN {_SETTLED_BATCH_OF_NEW_ROW} BEGIN SELECT RAISE(ABORT, '{BATCH_SETTLED_MESSAGE}'); END",
+            "CREATE FUNCTION iso_host_batch_open() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+            f" IF {_SETTLED_BATCH_OF_NEW_ROW} THEN RAISE EXCEPTION '{BATCH_SETTLED_MESSAGE}: batch % of % has settled',"
+            f" NEW.batch_number, NEW.tid USING ERRCODE = 'check_violation', CONSTRAINT = '{BATCH_SETTLED_MESSAGE}';"
+            " END IF; RETURN NEW; END $$",
+        ),
+        PerDatabase(
+            "CREATE TRIGGER transactions_settled_unchanged BEFORE UPDATE ON transactions"
+            f" WHEN {_STATUS_CHANGE_OF_SUBSTANCE} AND {_SETTLED_BATCH_OF_NEW_ROW}"
+            f" BEGIN SELECT RAISE(ABORT, '{BATCH_SETTLED_MESSAGE}'); END",
+            "CREATE TRIGGER transactions_into_open_batch BEFORE INSERT ON transactions FOR EACH ROW"
+            " EXECUTE FUNCTION iso_host_batch_open()",
+        ),
+        PerDatabase(
+            "SELECT 1",  # SQLite needed one trigger per event above; PostgreSQL shares the function
+            f"CREATE TRIGGER transactions_settled_unchanged BEFORE UPDATE ON transactions FOR EACH ROW"
+            f" WHEN ({_STATUS_CHANGE_OF_SUBSTANCE}) EXECUTE FUNCTION iso_host_batch_open()",
+        ),
+        "CREATE TABLE ledger_commits ("
+        " writer TEXT PRIMARY KEY, group_number BIGINT NOT NULL, committed_at TEXT NOT NULL)",
     ),
 )

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, TypeVar
 
 from iso_host.errors import ConflictError, StoreError
 from iso_host.ledger.model import (
@@ -17,11 +17,14 @@ from iso_host.ledger.model import (
     BatchView,
     Card,
     ChangeStatus,
+    ExpectBatchTotals,
+    ExpectRefusedVoids,
+    ExpectVoidsSince,
     Kind,
-    LedgerCommand,
     Original,
     OriginalQuery,
     PendingEvent,
+    Precondition,
     Reason,
     RecordDifferences,
     RecordEvent,
@@ -37,9 +40,15 @@ from iso_host.ledger.model import (
 )
 from iso_host.ledger.store import TransactionFilter
 
+# Commands of one statement each; uploads and differences are many rows (``many_statement``), preconditions
+# are SELECTs (``precondition_select``).
+SingleStatement = (
+    RecordTransaction | SaveSession | ChangeStatus | RecordRefund | SettleBatch | AdvanceBatch | RecordEvent
+)
 MAX_GROUP_JOBS: Final = 1_024  # one commit covers at most this many requests
 MAX_QUEUED_JOBS: Final = 65_536  # beyond this, callers wait for room (back-pressure, not memory growth)
 RRN_DIGITS: Final = 12
+_T = TypeVar("_T")
 
 
 class Row(Protocol):
@@ -115,7 +124,9 @@ BATCH_UPLOADED: Final = (
     "SELECT stan, amount_minor, masked_pan, NULL AS rrn FROM batch_uploads"
     " WHERE tid = %s AND mid = %s AND batch_number = %s ORDER BY stan"
 )
-BATCH_STATUS: Final = "SELECT status FROM batches WHERE tid = %s AND mid = %s AND batch_number = %s"
+BATCH_STATUS: Final = (
+    "SELECT status, host_totals, terminal_totals FROM batches WHERE tid = %s AND mid = %s AND batch_number = %s"
+)
 SETTLE_BATCH: Final = (
     "INSERT INTO batches (tid, mid, batch_number, status, opened_at, settled_at, result, host_totals,"
     " terminal_totals) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
@@ -144,19 +155,39 @@ def event_values(command: RecordEvent) -> tuple[object, ...]:
     return command.event_id, command.tid, command.kind, command.payload, utc_text(command.at)
 
 
-def mark_events_sent(ids: Sequence[int], at: datetime) -> tuple[str, tuple[object, ...]]:
-    """The UPDATE that marks outbox rows as acknowledged by the broker."""
+def power_of_two_chunks(items: Sequence[_T], largest: int) -> list[Sequence[_T]]:
+    """``items`` cut into runs whose lengths are powers of two, at most ``largest`` long.
+
+    A statement with one placeholder group per row has a new text for every row count, and both drivers cache
+    statements by text: cut this way, one table is written by at most log2(largest) + 1 texts.
+    """
+    assert largest > 0
+    assert largest & (largest - 1) == 0, "largest is a power of two"
+    chunks: list[Sequence[_T]] = []
+    start = 0
+    while start < len(items):
+        size = min(largest, 1 << ((len(items) - start).bit_length() - 1))
+        chunks.append(items[start : start + size])
+        start += size
+    assert sum(len(chunk) for chunk in chunks) == len(items)
+    return chunks
+
+
+MAX_IDS_PER_STATEMENT: Final = 512
+
+
+def mark_events_sent(ids: Sequence[int], at: datetime) -> list[tuple[str, tuple[object, ...]]]:
+    """The UPDATEs that mark outbox rows as acknowledged by the broker (a few statement texts, whatever the count)."""
     assert ids, "marks at least one event"
-    placeholders = ", ".join(["%s"] * len(ids))
-    return f"UPDATE outbox SET sent_at = %s WHERE id IN ({placeholders})", (utc_text(at), *ids)  # noqa: S608
+    updates = []
+    for chunk in power_of_two_chunks(ids, MAX_IDS_PER_STATEMENT):
+        placeholders = ", ".join(["%s"] * len(chunk))
+        updates.append((f"UPDATE outbox SET sent_at = %s WHERE id IN ({placeholders})", (utc_text(at), *chunk)))  # noqa: S608
+    return updates
 
 
 def pending_event_from_row(row: Row) -> PendingEvent:
     return PendingEvent(int(row["id"]), row["event_id"], row["tid"], row["kind"], row["payload"])
-
-
-def _rows(count: int, width: int) -> str:
-    return ", ".join(["(" + ", ".join(["%s"] * width) + ")"] * count)
 
 
 def qmark(sql: str) -> str:
@@ -200,7 +231,7 @@ def _session_statement(s: SaveSession) -> tuple[str, tuple[object, ...]]:
     return SAVE_SESSION, (int(s.signed_on), s.batch_number, s.operator, *keys, utc_text(s.at), s.tid, s.mid)
 
 
-def statement(command: LedgerCommand) -> tuple[str, tuple[object, ...]]:  # noqa: PLR0911 - one case per command
+def statement(command: SingleStatement) -> tuple[str, tuple[object, ...]]:  # noqa: PLR0911 - one case per command
     """The one SQL statement that carries out a command, and its parameters."""
     match command:
         case RecordTransaction():
@@ -214,44 +245,74 @@ def statement(command: LedgerCommand) -> tuple[str, tuple[object, ...]]:  # noqa
             return _settle_statement(command)
         case AdvanceBatch():
             return ADVANCE_BATCH, (command.batch_number, command.tid, command.mid)
-        case RecordUpload():
-            return _upload_statement(command)
-        case RecordDifferences():
-            return _differences_statement(command)
         case SaveSession():
             return _session_statement(command)
         case RecordEvent():
             return INSERT_EVENT, event_values(command)
 
 
-def _upload_statement(command: RecordUpload) -> tuple[str, tuple[object, ...]]:
-    assert command.items, "an upload command carries records"
+UPLOAD_ONE: Final = (
+    f"INSERT INTO batch_uploads ({_UPLOAD_COLUMNS}) VALUES ({', '.join(['%s'] * 9)})"  # noqa: S608 - constants only
+    " ON CONFLICT (tid, mid, batch_number, stan) DO UPDATE SET amount_minor = excluded.amount_minor,"
+    " masked_pan = excluded.masked_pan, pan_hash = excluded.pan_hash, foreign_card = excluded.foreign_card"
+)
+DIFFERENCE_ONE: Final = (
+    f"INSERT INTO batch_differences ({_DIFFERENCE_COLUMNS}) VALUES ({', '.join(['%s'] * 10)})"  # noqa: S608
+)
+
+
+def many_statement(command: RecordUpload | RecordDifferences) -> tuple[str, list[tuple[object, ...]]]:
+    """One single-row statement and its rows, for ``executemany``: one statement text whatever the row count,
+    and no limit on the rows (one multi-row INSERT stops at 65,535 parameters on PostgreSQL)."""
     at = utc_text(command.at)
-    values = [
-        value
-        for item, pan_hash, foreign in command.items
-        for value in (command.tid, command.mid, command.batch_number, item.stan, item.amount_minor, item.masked_pan,
-                      pan_hash, int(foreign), at)
-    ]  # fmt: skip
-    sql = (
-        f"INSERT INTO batch_uploads ({_UPLOAD_COLUMNS}) VALUES {_rows(len(command.items), 9)}"  # noqa: S608
-        " ON CONFLICT (tid, mid, batch_number, stan) DO UPDATE SET amount_minor = excluded.amount_minor,"
-        " masked_pan = excluded.masked_pan, pan_hash = excluded.pan_hash, foreign_card = excluded.foreign_card"
-    )
-    return sql, tuple(values)
-
-
-def _differences_statement(command: RecordDifferences) -> tuple[str, tuple[object, ...]]:
+    if isinstance(command, RecordUpload):
+        assert command.items, "an upload command carries records"
+        by_stan = {  # a record sent twice in one upload: the last copy counts, as across uploads
+            item.stan: (command.tid, command.mid, command.batch_number, item.stan, item.amount_minor, item.masked_pan,
+                        pan_hash, int(foreign), at)
+            for item, pan_hash, foreign in command.items
+        }  # fmt: skip
+        return UPLOAD_ONE, list(by_stan.values())
     assert command.differences, "a differences command carries differences"
-    at = utc_text(command.at)
-    values = [
-        value
+    rows: list[tuple[object, ...]] = [
+        (command.tid, command.mid, command.batch_number, d.stan, d.difference.value, d.rrn, d.host_amount_minor,
+         d.terminal_amount_minor, d.masked_pan, at)
         for d in command.differences
-        for value in (command.tid, command.mid, command.batch_number, d.stan, d.difference.value, d.rrn,
-                      d.host_amount_minor, d.terminal_amount_minor, d.masked_pan, at)
     ]  # fmt: skip
-    sql = f"INSERT INTO batch_differences ({_DIFFERENCE_COLUMNS}) VALUES {_rows(len(command.differences), 10)}"  # noqa: S608
-    return sql, tuple(values)
+    return DIFFERENCE_ONE, rows
+
+
+REFUSED_VOIDS: Final = (
+    "SELECT COUNT(*) AS n FROM transactions WHERE original_rrn = %s AND kind = 'void' AND status = 'DECLINED'"
+)
+
+
+def precondition_select(command: Precondition) -> tuple[str, tuple[object, ...]]:
+    """The SELECT whose rows tell whether a precondition still holds (``precondition_error`` reads them)."""
+    match command:
+        case ExpectRefusedVoids():
+            return REFUSED_VOIDS, (command.original_rrn,)
+        case ExpectVoidsSince():
+            return COUNT_VOIDS, (command.tid, command.mid, utc_text(command.since))
+        case ExpectBatchTotals():
+            return BATCH_TOTALS, (command.tid, command.mid, command.batch_number)
+
+
+def precondition_error(command: Precondition, rows: Sequence[Row]) -> ConflictError | None:
+    """``ConflictError`` when the rows of ``precondition_select`` show the ledger moved on since the view."""
+    match command:
+        case ExpectRefusedVoids():
+            found = int(rows[0]["n"])
+            if found != command.count:
+                return ConflictError(f"{command.original_rrn} has {found} refused voids, not {command.count}")
+        case ExpectVoidsSince():
+            found = int(rows[0]["n"])
+            if found != command.count:
+                return ConflictError(f"terminal {command.tid} has {found} approved voids today, not {command.count}")
+        case ExpectBatchTotals():
+            if batch_totals_from_rows(rows) != command.totals:
+                return ConflictError(f"batch {command.batch_number} of {command.tid} changed while it was settled")
+    return None
 
 
 def batch_totals_from_rows(rows: Sequence[Row]) -> BatchTotals:
@@ -276,6 +337,8 @@ def batch_view_from_rows(
     return BatchView(
         tid=tid, mid=mid, batch_number=batch_number,
         status=str(status_rows[0]["status"]) if status_rows else "open",
+        settled_host_totals_json=status_rows[0]["host_totals"] if status_rows else None,
+        settled_terminal_totals_json=status_rows[0]["terminal_totals"] if status_rows else None,
         host_totals=batch_totals_from_rows(totals_rows),
         host_items=tuple(batch_item_from_row(row) for row in items),
         uploaded=tuple(batch_item_from_row(row) for row in uploaded),
@@ -286,9 +349,9 @@ def batch_item_from_row(row: Row) -> BatchItem:
     return BatchItem(str(row["stan"]), int(row["amount_minor"]), row["masked_pan"], row["rrn"])
 
 
-def condition_error(command: LedgerCommand, rowcount: int) -> StoreError | None:
+def condition_error(command: SingleStatement, rowcount: int) -> StoreError | None:
     """The error of an UPDATE whose condition no longer held (it changed no row), else None."""
-    if rowcount == 1 or isinstance(command, RecordTransaction | RecordUpload | RecordDifferences | RecordEvent):
+    if rowcount == 1 or isinstance(command, RecordTransaction | RecordEvent):
         return None
     if isinstance(command, SettleBatch):
         return ConflictError(f"batch {command.batch_number} of {command.tid} is already settled")

@@ -21,19 +21,24 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, TextIO
 
-from iso_host.errors import ConflictError, DuplicateError, StoreError
+from iso_host.errors import BatchSettledError, ConflictError, DuplicateError, StoreError
+from iso_host.ledger.deadlines import expired, timeout_error, within
 from iso_host.ledger.model import (
+    PRECONDITIONS,
     BatchView,
     LedgerCommand,
     Original,
     OriginalQuery,
     PendingEvent,
+    Precondition,
+    RecordDifferences,
     RecordEvent,
     RecordTransaction,
+    RecordUpload,
     TerminalRecord,
     TransactionRecord,
 )
-from iso_host.ledger.schema import MIGRATIONS
+from iso_host.ledger.schema import BATCH_SETTLED_MESSAGE, MIGRATIONS, Statement
 from iso_host.ledger.sql import (
     BATCH_ITEMS,
     BATCH_STATUS,
@@ -53,10 +58,14 @@ from iso_host.ledger.sql import (
     batch_view_from_rows,
     condition_error,
     event_values,
+    many_statement,
     mark_events_sent,
     original_from_row,
     original_select,
     pending_event_from_row,
+    power_of_two_chunks,
+    precondition_error,
+    precondition_select,
     qmark,
     record_from_row,
     statement,
@@ -66,9 +75,10 @@ from iso_host.ledger.sql import (
     utc_text,
 )
 from iso_host.ledger.store import TransactionFilter
+from iso_host.log import get_logger
 
 _STOP: Final = object()
-MAX_BATCH_ROWS: Final = 1_000  # SQLite binds at most 32,766 parameters in one statement (3.32+)
+MAX_BATCH_ROWS: Final = 512  # SQLite binds at most 32,766 parameters in one statement (3.32+); a power of two
 assert MAX_BATCH_ROWS * len(TRANSACTION_COLUMNS) <= 32_766
 
 
@@ -78,6 +88,7 @@ class _Job:
     commands: tuple[LedgerCommand, ...] | None  # an apply() job: the fast path batches its inserts
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[Any]
+    deadline: float | None = None  # time.monotonic(): past it the job is not run, nor committed
     result: Any = None
     error: BaseException | None = field(default=None)
 
@@ -96,9 +107,22 @@ def _resolve_all(jobs: list[_Job]) -> None:
         _resolve(job)
 
 
+def _check_precondition(connection: sqlite3.Connection, command: Precondition) -> None:
+    sql, parameters = precondition_select(command)
+    if (failed := precondition_error(command, connection.execute(qmark(sql), parameters).fetchall())) is not None:
+        raise failed
+
+
 def _apply_command(connection: sqlite3.Connection, command: LedgerCommand) -> None:
-    sql, parameters = statement(command)
+    if isinstance(command, PRECONDITIONS):
+        _check_precondition(connection, command)
+        return
     try:
+        if isinstance(command, RecordUpload | RecordDifferences):
+            many_sql, rows = many_statement(command)
+            connection.executemany(qmark(many_sql), rows)
+            return
+        sql, parameters = statement(command)
         cursor = connection.execute(qmark(sql), parameters)
     except sqlite3.IntegrityError as error:
         raise _integrity_error(command, error) from None
@@ -107,8 +131,11 @@ def _apply_command(connection: sqlite3.Connection, command: LedgerCommand) -> No
 
 
 def _integrity_error(command: LedgerCommand, error: sqlite3.IntegrityError) -> StoreError:
-    """SQLite names the index's columns: (…, stan) is the duplicate check, (original_rrn) the one-reversal one."""
+    """SQLite names the index's columns: (…, stan) is the duplicate check, (original_rrn) the one-reversal one;
+    the settled-batch triggers (schema v6) name themselves."""
     text = str(error)
+    if BATCH_SETTLED_MESSAGE in text:
+        return BatchSettledError("the batch it names has settled")
     if isinstance(command, RecordTransaction):
         record = command.transaction
         if "transactions.stan" in text:
@@ -116,6 +143,11 @@ def _integrity_error(command: LedgerCommand, error: sqlite3.IntegrityError) -> S
         if "transactions.original_rrn" in text:
             return ConflictError(f"transaction {record.original_rrn} is already reversed")
     return StoreError(f"ledger write failed: {text}")
+
+
+def sqlite_statement(sql: Statement) -> str:
+    """A migration statement as SQLite spells it."""
+    return sql if isinstance(sql, str) else sql.sqlite
 
 
 def migrate(connection: sqlite3.Connection) -> int:
@@ -127,7 +159,7 @@ def migrate(connection: sqlite3.Connection) -> int:
     for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
         connection.execute("BEGIN IMMEDIATE")
         for sql in script:
-            connection.execute(sql)
+            connection.execute(sqlite_statement(sql))
         connection.execute(f"PRAGMA user_version = {number}")
         connection.execute("COMMIT")
     return len(MIGRATIONS)
@@ -144,6 +176,7 @@ class SqliteStore:
         self._lock_file: TextIO | None = None
         self._pan_hash_key = b""
         self._last_rrn = 0
+        self._disk_full = False  # the last commit failed for space; the next success says so in the log
         self.commits = 0  # how many database transactions the writer committed (for benchmarks)
 
     @property
@@ -209,44 +242,48 @@ class SqliteStore:
             self._lock_file = None
 
     async def _submit(
-        self, work: Callable[[sqlite3.Connection], Any], commands: tuple[LedgerCommand, ...] | None = None
-    ) -> Any:
+        self, work: Callable[[sqlite3.Connection], Any], commands: tuple[LedgerCommand, ...] | None = None,
+        deadline: float | None = None,
+    ) -> Any:  # fmt: skip
         if self._thread is None:
             raise StoreError(f"ledger {self.path} is closed")
         loop = asyncio.get_running_loop()
-        job = _Job(work, commands, loop, loop.create_future())
+        job = _Job(work, commands, loop, loop.create_future(), deadline)
         try:
             self._jobs.put_nowait(job)
         except queue.Full:
-            await asyncio.to_thread(self._jobs.put, job)
-        return await job.future
+            await within(deadline, asyncio.to_thread(self._jobs.put, job))
+        # Past the deadline the writer skips the job if it has not begun it, and leaves it out of the commit if
+        # it has: the caller answers SYSTEM_ERROR knowing that nothing of it will land (but in the COMMIT itself).
+        return await within(deadline, job.future)
 
-    async def apply(self, commands: Sequence[LedgerCommand]) -> None:
+    async def apply(self, commands: Sequence[LedgerCommand], *, deadline: float | None = None) -> None:
         def work(connection: sqlite3.Connection) -> None:
             for command in commands:
                 _apply_command(connection, command)
 
-        await self._submit(work, tuple(commands))
+        await self._submit(work, tuple(commands), deadline)
 
-    async def find_original(self, query: OriginalQuery) -> Original | None:
+    async def find_original(self, query: OriginalQuery, *, deadline: float | None = None) -> Original | None:
         def work(connection: sqlite3.Connection) -> Original | None:
             row = connection.execute(*_qmarked(original_select(query))).fetchone()
             return original_from_row(row) if row is not None else None
 
-        result: Original | None = await self._submit(work)
+        result: Original | None = await self._submit(work, deadline=deadline)
         return result
 
-    async def count_voids(self, tid: str, mid: str, since: datetime) -> int:
+    async def count_voids(self, tid: str, mid: str, since: datetime, *, deadline: float | None = None) -> int:
         def work(connection: sqlite3.Connection) -> int:
             row = connection.execute(qmark(COUNT_VOIDS), (tid, mid, utc_text(since))).fetchone()
             return int(row[0])
 
-        result: int = await self._submit(work)
+        result: int = await self._submit(work, deadline=deadline)
         return result
 
     async def batch_view(
-        self, tid: str, mid: str, batch_number: int, *, with_totals: bool = True, with_items: bool = False
-    ) -> BatchView:
+        self, tid: str, mid: str, batch_number: int, *, with_totals: bool = True, with_items: bool = False,
+        deadline: float | None = None,
+    ) -> BatchView:  # fmt: skip
         key = (tid, mid, batch_number)
 
         def work(connection: sqlite3.Connection) -> BatchView:
@@ -258,10 +295,10 @@ class SqliteStore:
                 rows(BATCH_UPLOADED, with_items),
             )
 
-        result: BatchView = await self._submit(work)
+        result: BatchView = await self._submit(work, deadline=deadline)
         return result
 
-    async def next_rrn(self) -> str:
+    async def next_rrn(self, *, deadline: float | None = None) -> str:  # a counter in memory: nothing to wait for
         self._last_rrn += 1
         assert self._last_rrn < 10**RRN_DIGITS
         return f"{self._last_rrn:0{RRN_DIGITS}d}"
@@ -285,8 +322,13 @@ class SqliteStore:
         return result
 
     async def mark_events_sent(self, ids: Sequence[int], at: datetime) -> None:
-        sql, parameters = mark_events_sent(ids, at)
-        await self._submit(lambda connection: connection.execute(qmark(sql), parameters))
+        updates = mark_events_sent(ids, at)
+
+        def work(connection: sqlite3.Connection) -> None:
+            for sql, parameters in updates:
+                connection.execute(qmark(sql), parameters)
+
+        await self._submit(work)
 
     async def prune_events(self, sent_before: datetime) -> int:
         def work(connection: sqlite3.Connection) -> int:
@@ -322,7 +364,15 @@ class SqliteStore:
                     break
                 assert isinstance(job, _Job)
                 group.append(job)
-            self._commit_group(connection, group)
+            late = [job for job in group if expired(job.deadline)]
+            for job in late:  # its caller has answered already: run nothing of it
+                job.error = timeout_error()
+                with contextlib.suppress(RuntimeError):
+                    job.loop.call_soon_threadsafe(_resolve, job)
+            if late:
+                group = [job for job in group if job not in late]
+            if group:
+                self._commit_group(connection, group)
         connection.close()
         self._fail_leftovers()
 
@@ -340,20 +390,26 @@ class SqliteStore:
 
     def _commit_group(self, connection: sqlite3.Connection, group: list[_Job]) -> None:
         """Commit a group in one transaction. The fast path runs the jobs back to back; only when one
-        fails is the group rolled back and replayed job by job under savepoints, so it fails alone."""
+        fails, or one's deadline passed meanwhile, is the group rolled back and replayed job by job under
+        savepoints, so it fails alone."""
         try:
             connection.execute("BEGIN IMMEDIATE")
-            if not self._run_jobs(connection, group, isolated=False):
+            if not self._run_jobs(connection, group, isolated=False) or any(expired(j.deadline) for j in group):
                 connection.execute("ROLLBACK")
                 connection.execute("BEGIN IMMEDIATE")
                 self._run_jobs(connection, group, isolated=True)
             connection.execute("COMMIT")
             self.commits += 1
+            if self._disk_full:
+                self._disk_full = False
+                get_logger().warning("ledger_writable", ledger=str(self.path), detail="writes succeed again")
         except sqlite3.Error as error:
             with contextlib.suppress(sqlite3.Error):
                 connection.execute("ROLLBACK")
             for job in group:
                 job.result, job.error = None, StoreError(f"ledger commit failed: {error}")
+            if getattr(error, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+                self._checkpoint_for_space(connection)
         by_loop: dict[asyncio.AbstractEventLoop, list[_Job]] = {}
         for job in group:
             by_loop.setdefault(job.loop, []).append(job)
@@ -362,12 +418,32 @@ class SqliteStore:
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(_resolve_all, jobs)
 
+    def _checkpoint_for_space(self, connection: sqlite3.Connection) -> None:
+        """The disk is full: move the WAL into the database file and truncate it, which gives back the WAL's
+        space (old copies of pages included) as soon as the database file can grow by the new pages.
+
+        Without this the WAL keeps every frame since the last checkpoint that could not finish, and each byte
+        freed on the disk goes to new frames instead of letting the checkpoint complete.
+        """
+        try:
+            busy, wal_frames, moved = connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            outcome = "WAL truncated" if not busy and wal_frames == moved else "checkpoint incomplete"
+        except sqlite3.Error as error:
+            outcome = f"checkpoint failed: {error}"
+        if not self._disk_full or outcome == "WAL truncated":
+            get_logger().warning("ledger_disk_full", ledger=str(self.path), detail=outcome,
+                                 hint="requests get SYSTEM_ERROR (96) until the disk has room")  # fmt: skip
+        self._disk_full = True
+
     @staticmethod
     def _run_jobs(connection: sqlite3.Connection, group: list[_Job], *, isolated: bool) -> bool:
         """Run every job; returns False at the first failure when not isolated."""
         if not isolated:
             return _run_batched(connection, group)
         for job in group:
+            if expired(job.deadline):
+                job.result, job.error = None, timeout_error()
+                continue
             connection.execute("SAVEPOINT job")
             try:
                 job.result, job.error = job.work(connection), None
@@ -381,7 +457,7 @@ class SqliteStore:
         return True
 
 
-@functools.lru_cache(maxsize=128)
+@functools.lru_cache(maxsize=32)
 def _insert_rows_sql(table: str, columns: tuple[str, ...], count: int) -> str:
     """An INSERT of ``count`` rows (statement text from constants only)."""
     assert 0 < count <= MAX_BATCH_ROWS
@@ -399,8 +475,8 @@ class _Inserts:
     def flush(self, connection: sqlite3.Connection) -> None:
         # One multi-row INSERT: SQLite then runs the whole run of rows in one call that releases the GIL
         # once, where executemany gives it up and waits to take it back for every row.
-        for start in range(0, len(self.rows), MAX_BATCH_ROWS):
-            rows = self.rows[start : start + MAX_BATCH_ROWS]
+        # Runs of power-of-two lengths: a few statement texts per table, however groups vary in size.
+        for rows in power_of_two_chunks(self.rows, MAX_BATCH_ROWS):
             sql = _insert_rows_sql(self.table, self.columns, len(rows))
             connection.execute(sql, [value for row in rows for value in row])
         self.rows.clear()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Final, Protocol
 
 from iso_host.errors import ConfigError
 from iso_host.ledger.model import (
@@ -18,6 +18,10 @@ from iso_host.ledger.model import (
     TerminalRecord,
     TransactionRecord,
 )
+
+# How long one request may wait on the ledger in all ([ledger] deadline_s). Terminals give up on a reply after
+# 30-60 s and reverse; the host answers SYSTEM_ERROR (96) well before that, and never approves late.
+DEFAULT_LEDGER_DEADLINE_S: Final = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,27 +42,33 @@ class Store(Protocol):
 
     async def close(self) -> None: ...
 
-    async def apply(self, commands: Sequence[LedgerCommand]) -> None:
+    async def apply(self, commands: Sequence[LedgerCommand], *, deadline: float | None = None) -> None:
         """Commit the commands atomically, or nothing of them.
+
+        ``deadline`` (``time.monotonic()`` seconds, as every ``deadline`` here) bounds the wait; a job whose
+        deadline passes before its group commits is left out of the commit.
 
         Raises:
             DuplicateError: a financial row with the same TID, MID, batch and STAN exists.
-            ConflictError: a ChangeStatus or RecordRefund condition no longer held (decide again).
+            BatchSettledError: a row would join, or change in, a settled batch (decide again).
+            ConflictError: a condition or precondition no longer held (decide again).
+            StoreTimeout: the deadline passed.
             StoreError: the database failed.
         """
 
-    async def next_rrn(self) -> str:
+    async def next_rrn(self, *, deadline: float | None = None) -> str:
         """A retrieval reference number never handed out before by this ledger (across host processes)."""
 
-    async def find_original(self, query: OriginalQuery) -> Original | None:
+    async def find_original(self, query: OriginalQuery, *, deadline: float | None = None) -> Original | None:
         """The newest non-reversal transaction the query names, within its terminal and merchant."""
 
-    async def count_voids(self, tid: str, mid: str, since: datetime) -> int:
+    async def count_voids(self, tid: str, mid: str, since: datetime, *, deadline: float | None = None) -> int:
         """Approved voids of this terminal since ``since`` (the start of the business day)."""
 
     async def batch_view(
-        self, tid: str, mid: str, batch_number: int, *, with_totals: bool = True, with_items: bool = False
-    ) -> BatchView:
+        self, tid: str, mid: str, batch_number: int, *, with_totals: bool = True, with_items: bool = False,
+        deadline: float | None = None,
+    ) -> BatchView:  # fmt: skip
         """A batch's state; its host totals when ``with_totals``; its debits and uploaded records when ``with_items``.
 
         Totals read the whole batch: a batch upload message, which needs only the state, asks for none.

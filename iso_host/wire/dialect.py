@@ -56,7 +56,10 @@ REASONS: Final = (
     "VOID_WINDOW_EXPIRED", "AMOUNT_MISMATCH", "CARD_MISMATCH", "OPERATOR_NOT_PERMITTED",
     "VOID_LIMIT_EXCEEDED", "OUT_OF_BALANCE", "BATCH_OUT_OF_SYNC", "INVALID_TRANSACTION", "SYSTEM_ERROR",
     "INSUFFICIENT_FUNDS", "EXPIRED_CARD", "LOST_CARD", "STOLEN_CARD", "EXCEEDS_LIMIT", "TERMINAL_DISABLED",
+    "INVALID_AMOUNT",
 )  # fmt: skip
+# Reasons added after dialect files were in users' hands: a file that predates them gets these codes.
+REASON_DEFAULTS: Final = {"INVALID_AMOUNT": "13"}  # ISO 8583:1987 field 39: 13 invalid amount
 
 
 @dataclass(frozen=True, slots=True)
@@ -318,12 +321,12 @@ def _validate_reasons(source: str, raw: Any) -> dict[str, str]:
         raise _fail(source, "reasons", "must be a table")
     _check_keys(source, "reasons", raw, frozenset(REASONS))
     for reason in REASONS:
-        code = raw.get(reason)
+        code = raw.get(reason, REASON_DEFAULTS.get(reason))
         if code is None:
             raise _fail(source, f"reasons.{reason}", "missing")
         if not isinstance(code, str) or len(code) != 2 or not code.isalnum():
             raise _fail(source, f"reasons.{reason}", f"must be a 2-character response code, got {code!r}")
-    return dict(raw)
+    return REASON_DEFAULTS | dict(raw)
 
 
 def _validate_templates(source: str, raw: Any, fields: dict[str, Any]) -> dict[str, Message]:

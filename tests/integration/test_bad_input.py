@@ -145,9 +145,9 @@ class TestShutdown:
             client = await host.connected_client()
             original_apply = host.store.apply
 
-            async def slow_apply(commands: object) -> None:
+            async def slow_apply(commands: object, *, deadline: float | None = None) -> None:
                 await asyncio.sleep(0.3)
-                await original_apply(commands)  # type: ignore[arg-type]
+                await original_apply(commands, deadline=deadline)  # type: ignore[arg-type]
 
             host.store.apply = slow_apply  # type: ignore[method-assign]
             request = client.frame(client.build("sale", local_now(), amount=5, pan=TEST_PAN))

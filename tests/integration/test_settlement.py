@@ -185,8 +185,25 @@ class TestSettlement:
             assert await batch_row(t.host, t.ledger_url, 1) == {}
             assert await batch_row(t.host, t.ledger_url, 7) == {}
             assert (await t.settle(t.totals([sold]))).fields["39"] == "00"
-            again = await t.settle(t.totals([sold]), batch=1)
-            assert again.fields["39"] == "77", "a settled batch cannot be settled twice"
+            other_totals = await t.settle(t.totals([sold, sold]), batch=1)
+            assert other_totals.fields["39"] == "77", "a settled batch cannot be settled again with other totals"
+
+    async def test_a_settlement_whose_reply_was_lost_is_answered_again(
+        self, tmp_path: Path, family: str, backend: str
+    ) -> None:
+        """Issue 11 defect 5: the terminal missed the 00 of its settlement and sends it again. The repeat, same
+        batch and same totals, gets the same answer and changes nothing; the next batch stays open."""
+        async with terminal(tmp_path, family, backend) as t:
+            sold = await t.sell(1_000)
+            first = await t.settle(t.totals([sold]))
+            assert first.fields["39"] == "00"
+            repeat = await t.settle(t.totals([sold]), batch=1)
+            assert repeat.fields["39"] == "00"
+            assert repeat.fields.get("48") == first.fields.get("48"), "the same answer, field by field"
+            assert await batch_row(t.host, t.ledger_url, 1) == {"status": "settled", "result": "balanced"}
+            assert await batch_row(t.host, t.ledger_url, 2) == {}, "the next batch is open, not settled"
+            t.client.state.batch = 2  # as the terminal moves on after its 00
+            assert (await t.sell(500)).response.fields["39"] == "00", "sales go on into the next batch"
 
 
 async def test_cup_counts_are_compared_as_the_field_carries_them(tmp_path: Path) -> None:

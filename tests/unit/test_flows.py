@@ -14,7 +14,8 @@ from iso_host.flows import FINANCIAL_KINDS, FLOWS, Context, Decision, Request
 from iso_host.flows.base import NO_VIEW, authorization_code
 from iso_host.flows.echo import echo
 from iso_host.flows.sale import sale
-from iso_host.ledger.model import Card, Kind, Reason, RecordTransaction, Status, TransactionRecord
+from iso_host.ledger.model import Card, Kind, LedgerView, Reason, RecordTransaction, Status, TransactionRecord
+from iso_host.ledger.rules import RuleSettings
 from iso_host.wire import Message, builtin_dialect_names, load_dialect
 
 NOW = datetime(2025, 1, 1, 12, 30, tzinfo=UTC)
@@ -150,9 +151,29 @@ class TestSale:
         with pytest.raises(AssertionError, match="RRN"):
             sale(SALE, NO_VIEW, _context(rrn=None))
 
+    @pytest.mark.parametrize(
+        ("allow_zero", "reason", "status"),
+        [(False, Reason.INVALID_AMOUNT, Status.DECLINED), (True, Reason.APPROVED, Status.APPROVED)],
+    )
+    def test_a_zero_amount_is_invalid_unless_the_rules_allow_it(
+        self, allow_zero: bool, reason: Reason, status: Status
+    ) -> None:
+        """A 0.00 sale is declined INVALID_AMOUNT (13) and recorded so, unless [rules] allow_zero_amount."""
+        context = replace(_context(), rules=RuleSettings(allow_zero_amount=allow_zero))
+        decision = sale(replace(SALE, amount_minor=0), NO_VIEW, context)
+        assert decision.reason is reason
+        assert _record(decision).status is status
+        assert context.dialect.response_code(decision.reason) == ("13" if not allow_zero else "00")
+
+    def test_a_sale_into_a_settled_batch_is_refused_unrecorded(self) -> None:
+        """A sale naming a batch that has settled gets BATCH_OUT_OF_SYNC and writes nothing into it."""
+        decision = sale(SALE, LedgerView(request_batch_settled=True), _context())
+        assert decision.reason is Reason.BATCH_OUT_OF_SYNC
+        assert decision.commands == ()
+
     @settings(max_examples=200, deadline=None)
     @given(
-        amount=st.integers(0, 10**12 - 1),
+        amount=st.integers(1, 10**12 - 1),
         stan=st.integers(0, 999_999),
         batch=st.integers(0, 999_999),
         rrn=st.text("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ", min_size=12, max_size=12),
