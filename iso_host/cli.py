@@ -65,7 +65,7 @@ async def _serve(config: Config, trace: TraceOptions | None = None) -> int:
     host = Host(
         dialect, store, terminals, clock, cards=card_book(config, store.pan_hash_key),
         key_source=random_working_keys, rules=config.rules, scenarios=scenario_book(config, store.pan_hash_key),
-        events=events,
+        events=events, ledger_deadline_s=config.ledger_deadline_s,
     )  # fmt: skip
     ssl_context = server_context(config.tls.cert, config.tls.key, config.tls.client_ca) if config.tls else None
     try:
