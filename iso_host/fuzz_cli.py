@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import json
 import secrets
+import signal
 import ssl
 import sys
 import time
@@ -189,6 +190,9 @@ class Scheduler:
         self._alone_done.set()
         self._started = time.monotonic()
 
+    def stop(self) -> None:
+        self.stopped = True
+
     async def _drain(self) -> None:
         await self._idle.wait()
         assert self._in_flight == 0
@@ -338,6 +342,8 @@ async def fuzz(options: report.FuzzOptions) -> int:
     run = Run(options, mutator, terminal)
     started = time.monotonic()
     await run.health_check(0)
+    for signum in (signal.SIGINT, signal.SIGTERM):  # stop sending: the frames in flight finish, the summary prints
+        asyncio.get_running_loop().add_signal_handler(signum, run.scheduler.stop)
     await asyncio.gather(*(run.worker() for _ in range(options.connections)))
     await run.health_check(run.scheduler.next_index)
     run.stats.restores = terminal.restores
