@@ -23,6 +23,7 @@ from iso_host.events.record import EventSink
 from iso_host.events_tail import add_events_parser
 from iso_host.fuzz_cli import add_fuzz_parser
 from iso_host.host import Host
+from iso_host.keyed_locks import KeyedLocks
 from iso_host.ledger import Status, TerminalRecord, TransactionFilter, TransactionRecord, open_store
 from iso_host.ledger_commands import add_ledger_commands
 from iso_host.log import announce, configure, get_logger
@@ -65,7 +66,7 @@ async def _serve(config: Config, trace: TraceOptions | None = None) -> int:
     host = Host(
         dialect, store, terminals, clock, cards=card_book(config, store.pan_hash_key),
         key_source=random_working_keys, rules=config.rules, scenarios=scenario_book(config, store.pan_hash_key),
-        events=events, ledger_deadline_s=config.ledger_deadline_s,
+        events=events, ledger_deadline_s=config.ledger_deadline_s, serialiser=KeyedLocks(),
     )  # fmt: skip
     ssl_context = server_context(config.tls.cert, config.tls.key, config.tls.client_ca) if config.tls else None
     try:

@@ -7,11 +7,13 @@ reading what a void or reversal refers to, and committing, which must finish bef
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Final
+from typing import Final, Protocol
 
 from iso_host.admission import Admission, Rejected, ResponseMac
 from iso_host.errors import BatchSettledError, ConflictError, DuplicateError, StoreError, WireError
@@ -31,6 +33,21 @@ from iso_host.wire import Dialect, Envelope, Message, WireDecodeError, decode, e
 # so this bounds how many requests may race for one original or batch (the deadline bounds the time).
 MAX_DECISION_ATTEMPTS: Final = 64
 EVENTLESS_KINDS: Final = frozenset({Kind.ECHO.value})  # keep-alives would drown the event stream
+
+
+class Serialiser(Protocol):
+    """Holds one key at a time (``keyed_locks.KeyedLocks``); the edge provides it, the pipeline only uses it."""
+
+    def hold(self, key: Hashable) -> AbstractAsyncContextManager[None]: ...
+
+
+class _NoSerialiser:
+    def hold(self, _key: Hashable) -> AbstractAsyncContextManager[None]:
+        return contextlib.nullcontext()
+
+
+# Kinds whose decision reads the terminal's ledger state (an original, a batch): one at a time per terminal.
+STATEFUL_KINDS: Final = ORIGINAL_KINDS | BATCH_KINDS
 
 
 @dataclass(slots=True)
@@ -64,6 +81,7 @@ class Host:
         scenarios: ScenarioBook | None = None,
         events: EventSink | None = None,
         ledger_deadline_s: float = DEFAULT_LEDGER_DEADLINE_S,
+        serialiser: Serialiser | None = None,
     ) -> None:
         self.dialect = dialect
         self.store = store
@@ -75,6 +93,7 @@ class Host:
         self.scenarios = scenarios or ScenarioBook()
         self.events = events  # None: events are off, and nothing is written to the outbox
         self.ledger_deadline_s = ledger_deadline_s  # every ledger wait of one request ends by then: 96, never late
+        self.serialiser: Serialiser = serialiser if serialiser is not None else _NoSerialiser()
         self.admission = Admission(dialect, terminals, self.cards)
 
     async def handle(self, frame: bytes) -> Outcome:
@@ -110,9 +129,11 @@ class Host:
         )  # fmt: skip
         if scenario is not None:
             outcome.log["scenario"] = scenario.name or "unnamed"
-        decision, event_committed = await self._decide_and_commit(
-            request, terminal, outcome, scenario=scenario, started=started, deadline=deadline
-        )
+        key = (terminal.tid, terminal.mid) if kind in STATEFUL_KINDS else None
+        async with self.serialiser.hold(key) if key else contextlib.nullcontext():
+            decision, event_committed = await self._decide_and_commit(
+                request, terminal, outcome, scenario=scenario, started=started, deadline=deadline
+            )
         if not event_committed and self._wants_event(kind.value):
             # The decision's own commit failed (a duplicate, a database error): its answer is still an event.
             event = self._event(message, kind.value, decision, started=started, request=request, scenario=scenario)

@@ -40,7 +40,7 @@ EDGE_MODULES = (
     "iso_host.session_script", "iso_host.mqtt", "iso_host.mqtt_tasks", "iso_host.mqtt_cli",
     "iso_host.events_tail", "iso_host.control_cli",
     "iso_host.control.listener",
-    "iso_host.trace", "iso_host.replay_cli", "iso_host.fuzz_cli",
+    "iso_host.trace", "iso_host.replay_cli", "iso_host.keyed_locks", "iso_host.fuzz_cli",
 )  # fmt: skip
 IO_IMPORTS = ("asyncio", "socket", "threading", "sqlite3", "aiomqtt", "psycopg")
 

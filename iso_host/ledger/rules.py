@@ -126,22 +126,28 @@ def operator_permitted(attempt: Attempt, _view: LedgerView, _now: datetime, _set
     return attempt.operator_permitted
 
 
-def within_void_limits(_attempt: Attempt, view: LedgerView, _now: datetime, settings: RuleSettings) -> bool:
-    if _original(view).refused_void_attempts >= settings.max_refused_void_attempts:
-        return False
+def within_refused_attempts(_attempt: Attempt, view: LedgerView, _now: datetime, settings: RuleSettings) -> bool:
+    return _original(view).refused_void_attempts < settings.max_refused_void_attempts
+
+
+def within_voids_per_day(_attempt: Attempt, view: LedgerView, _now: datetime, settings: RuleSettings) -> bool:
     return settings.max_voids_per_day is None or view.voids_today < settings.max_voids_per_day
 
 
+# The refused-attempt limit comes before the checks of what the request says (amount, card, operator): once an
+# original has refused its attempts, every further one is VOID_LIMIT_EXCEEDED, so guessing the amount (or the
+# card) can neither succeed nor learn anything. The per-day limit counts approvals, and comes last.
 VOID_RULES: Final[tuple[Rule, ...]] = (
     Rule(Reason.ORIGINAL_NOT_FOUND, original_found),
     Rule(Reason.NOT_VOIDABLE, voidable),
     Rule(Reason.ALREADY_CANCELLED, not_cancelled),
     Rule(Reason.BATCH_CLOSED, batch_open),
     Rule(Reason.VOID_WINDOW_EXPIRED, within_void_window),
+    Rule(Reason.VOID_LIMIT_EXCEEDED, within_refused_attempts),
     Rule(Reason.AMOUNT_MISMATCH, same_amount),
     Rule(Reason.CARD_MISMATCH, same_card),
     Rule(Reason.OPERATOR_NOT_PERMITTED, operator_permitted),
-    Rule(Reason.VOID_LIMIT_EXCEEDED, within_void_limits),
+    Rule(Reason.VOID_LIMIT_EXCEEDED, within_voids_per_day),
 )
 
 

@@ -21,6 +21,7 @@ from iso_host.config import DEMO_TMK, TerminalConfig
 from iso_host.events.record import EventSink
 from iso_host.events.relay import Relay, machine_now
 from iso_host.host import Host
+from iso_host.keyed_locks import KeyedLocks
 from iso_host.ledger import Store, TransactionFilter, TransactionRecord, open_store
 from iso_host.ledger.rules import RuleSettings
 from iso_host.limits import Limits
@@ -100,6 +101,7 @@ async def running_host(
     scenarios: list[Scenario] | None = None,
     events: BrokerSettings | None = None,
     keep_sent_s: float = 3_600.0,
+    ledger_deadline_s: float = 5.0,
 ) -> AsyncIterator[RunningHost]:
     dialect = load_dialect(dialect_name)
     ledger_path = tmp_path / f"{dialect_name}.db"
@@ -115,7 +117,8 @@ async def running_host(
     book = CardBook(configured_cards.items(), lambda pan: pan_hash(pan, store.pan_hash_key))
     sink = EventSink() if events is not None else None
     host = Host(dialect, store, terminals, clock, cards=book, key_source=random_working_keys, rules=rules,
-                scenarios=ScenarioBook(scenarios or ()), events=sink)  # fmt: skip
+                scenarios=ScenarioBook(scenarios or ()), events=sink, ledger_deadline_s=ledger_deadline_s,
+                serialiser=KeyedLocks())  # fmt: skip
     relay = (
         Relay(store, events, machine_now, keep_sent_s=keep_sent_s, prune_every_s=min(keep_sent_s, 60.0))
         if events is not None else None
