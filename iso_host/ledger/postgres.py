@@ -555,19 +555,28 @@ class PostgresStore:
         when it did not, or nobody can tell, they fail, so that no approval is sent for a row that is not there.
         """
         committed: bool | None = None
-        with contextlib.suppress(Exception):  # the server may still be away: then nobody can tell
+        with contextlib.suppress(TimeoutError):  # the server stayed away: then nobody can tell
             async with asyncio.timeout(OUTCOME_CHECK_TIMEOUT_S):
-                async with await psycopg.AsyncConnection.connect(
-                    self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S
-                ) as connection:
-                    found = await _scalar(connection, _COMMITTED_GROUP, (writer_id,))
-                    committed = found is not None and int(found) >= group_number
+                committed = await self._committed(writer_id, group_number)
         if committed:
             self.commits += 1
             return
         why = "it did not commit" if committed is False else "its outcome could not be learnt"
         for job in group:
             job.error = StoreError(f"ledger commit failed: {cut_off}; {why}")
+
+    async def _committed(self, writer_id: str, group_number: int) -> bool:
+        """Whether this writer's group ``group_number`` committed, asked on fresh connections until one answers."""
+        for attempt in itertools.count():  # bounded by the caller's timeout
+            try:
+                async with await psycopg.AsyncConnection.connect(
+                    self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S
+                ) as connection:
+                    found = await _scalar(connection, _COMMITTED_GROUP, (writer_id,))
+                    return found is not None and int(found) >= group_number
+            except psycopg.Error:
+                await asyncio.sleep(min(0.05 * 2**attempt, 1.0))  # the server is coming back: ask again soon
+        raise AssertionError("unreachable")
 
     async def _commit(self, connection: Connection) -> None:
         """COMMIT; a connection that breaks meanwhile leaves the outcome unknown (the caller finds it out)."""

@@ -78,6 +78,7 @@ from iso_host.ledger.store import TransactionFilter
 from iso_host.log import get_logger
 
 _STOP: Final = object()
+TIGHT_WAL_PAGES: Final = 64  # after the disk filled: checkpoint every 256 KiB of WAL (SQLite's default: 1000 pages)
 MAX_BATCH_ROWS: Final = 512  # SQLite binds at most 32,766 parameters in one statement (3.32+); a power of two
 assert MAX_BATCH_ROWS * len(TRANSACTION_COLUMNS) <= 32_766
 
@@ -392,6 +393,8 @@ class SqliteStore:
         """Commit a group in one transaction. The fast path runs the jobs back to back; only when one
         fails, or one's deadline passed meanwhile, is the group rolled back and replayed job by job under
         savepoints, so it fails alone."""
+        if self._disk_full:  # first give the WAL back, or new frames would take the room the checkpoint needs
+            self._checkpoint_for_space(connection)
         try:
             connection.execute("BEGIN IMMEDIATE")
             if not self._run_jobs(connection, group, isolated=False) or any(expired(j.deadline) for j in group):
@@ -400,9 +403,6 @@ class SqliteStore:
                 self._run_jobs(connection, group, isolated=True)
             connection.execute("COMMIT")
             self.commits += 1
-            if self._disk_full:
-                self._disk_full = False
-                get_logger().warning("ledger_writable", ledger=str(self.path), detail="writes succeed again")
         except sqlite3.Error as error:
             with contextlib.suppress(sqlite3.Error):
                 connection.execute("ROLLBACK")
@@ -423,17 +423,27 @@ class SqliteStore:
         space (old copies of pages included) as soon as the database file can grow by the new pages.
 
         Without this the WAL keeps every frame since the last checkpoint that could not finish, and each byte
-        freed on the disk goes to new frames instead of letting the checkpoint complete.
+        freed on the disk goes to new frames instead of letting the checkpoint complete. While the disk stays
+        full, every group tries again before it writes; one line is logged when it fills and one when the WAL
+        is given back.
         """
         try:
             busy, wal_frames, moved = connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-            outcome = "WAL truncated" if not busy and wal_frames == moved else "checkpoint incomplete"
+            truncated = not busy and wal_frames == moved
+            outcome = "WAL checkpointed and truncated" if truncated else "checkpoint incomplete (a reader holds it)"
         except sqlite3.Error as error:
-            outcome = f"checkpoint failed: {error}"
-        if not self._disk_full or outcome == "WAL truncated":
-            get_logger().warning("ledger_disk_full", ledger=str(self.path), detail=outcome,
-                                 hint="requests get SYSTEM_ERROR (96) until the disk has room")  # fmt: skip
-        self._disk_full = True
+            truncated, outcome = False, f"checkpoint failed: {error}"
+        log = get_logger()
+        if truncated and self._disk_full:
+            # Room is short: from now on the WAL is checkpointed every TIGHT_WAL_PAGES pages, so that it
+            # never again holds more than the disk can give the database file.
+            connection.execute(f"PRAGMA wal_autocheckpoint={TIGHT_WAL_PAGES}")
+            log.warning("ledger_disk_room", ledger=str(self.path), detail=outcome,
+                        wal_autocheckpoint_pages=TIGHT_WAL_PAGES)  # fmt: skip
+        elif not truncated and not self._disk_full:
+            log.warning("ledger_disk_full", ledger=str(self.path), detail=outcome,
+                        hint="requests get SYSTEM_ERROR (96) until the disk has room")  # fmt: skip
+        self._disk_full = not truncated
 
     @staticmethod
     def _run_jobs(connection: sqlite3.Connection, group: list[_Job], *, isolated: bool) -> bool:
