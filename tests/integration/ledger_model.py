@@ -139,6 +139,7 @@ class Model:
     open_batch: int = 1
     batches: dict[int, str] = field(default_factory=dict)  # batch → UPLOADING | SETTLED (absent: open)
     last_settled: tuple[int, Totals] | None = None  # the balanced settlement a lost reply would repeat
+    settled_with: dict[int, Totals] = field(default_factory=dict)  # batch → the terminal totals that closed it
 
     # -- queries -------------------------------------------------------------------------------------------
 
@@ -172,7 +173,8 @@ class Model:
             for stan, r in sorted(self.rows.items())
         )  # fmt: skip
         return (rows, tuple(sorted(self.zero_sales.items())), tuple(sorted(self.refused_voids.items())),
-                self.open_batch, tuple(sorted(self.batches.items())), self.last_settled)  # fmt: skip
+                self.open_batch, tuple(sorted(self.batches.items())), self.last_settled,
+                tuple(sorted(self.settled_with.items())))  # fmt: skip
 
     # -- effects -------------------------------------------------------------------------------------------
 
@@ -183,9 +185,10 @@ class Model:
         self.rows[request.stan] = row
         return row
 
-    def close(self, batch: int, last: tuple[int, Totals] | None) -> None:
+    def close(self, batch: int, totals: Totals, last: tuple[int, Totals] | None) -> None:
         assert batch == self.open_batch
         self.batches[batch] = SETTLED
+        self.settled_with[batch] = totals
         self.open_batch = batch + 1
         self.last_settled = last
 
@@ -367,13 +370,13 @@ def _settle(model: Model, request: Settle) -> list[Outcome]:
         if request.after_upload:
 
             def closed(m: Model, _rrn: str | None) -> None:
-                m.close(batch, None)
+                m.close(batch, request.totals, None)
 
             return [("APPROVED", closed)]
         if request.totals == model.totals(batch):
 
             def balanced(m: Model, _rrn: str | None) -> None:
-                m.close(batch, (batch, request.totals))
+                m.close(batch, request.totals, (batch, request.totals))
 
             return [("APPROVED", balanced)]
 
@@ -383,6 +386,10 @@ def _settle(model: Model, request: Settle) -> list[Outcome]:
         return [("OUT_OF_BALANCE", uploading)]
     if not request.after_upload and model.last_settled == (batch, request.totals):
         return [("APPROVED", _nothing)]  # 8: the reply was lost; the same answer again
+    if not request.after_upload and model.settled_with.get(batch) == request.totals:
+        # 8 asks 77 for any batch but the one that just closed; answering an older batch's repeat (same totals)
+        # as the first time changes nothing either, and is how the host implements it: both are accepted.
+        return [("BATCH_OUT_OF_SYNC", _nothing), ("APPROVED", _nothing)]
     return [("BATCH_OUT_OF_SYNC", _nothing)]
 
 
