@@ -202,9 +202,11 @@ class Host:
         return Decision(Reason.SYSTEM_ERROR), False
 
     async def _rebatched(self, request: Request, terminal: TerminalState) -> Request:
-        """After a write into a settled batch was refused: where the host, not the terminal, names the batch
-        (no batch field), the request moves to the batch the ledger now holds open."""
-        if self.dialect.batch_field is not None:
+        """After a write into a settled batch was refused: where the host, not the terminal, named the batch (the
+        dialect has no batch field, or the request left it out), the request moves to the batch the ledger now
+        holds open."""
+        batch_field = self.dialect.batch_field
+        if batch_field is not None and self.dialect.value_of(request.message, batch_field) is not None:
             return request  # the terminal named that batch: it is told it is out of step
         record = await self.store.register_terminal(terminal.tid, terminal.mid)
         terminal.batch_number = max(terminal.batch_number, record.batch_number)

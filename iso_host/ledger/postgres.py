@@ -17,38 +17,42 @@ import itertools
 import os
 import re
 import secrets
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 from urllib.parse import urlsplit
 
 import psycopg
-from psycopg.errors import CheckViolation, TransactionRollback, UniqueViolation
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
-from iso_host.errors import BatchSettledError, ConflictError, DuplicateError, StoreError
+from iso_host.errors import StoreError
 from iso_host.ledger.deadlines import expired, timeout_error, within
 from iso_host.ledger.model import (
-    PRECONDITIONS,
     BatchView,
-    ExpectBatchTotals,
-    ExpectRefusedVoids,
-    ExpectVoidsSince,
     LedgerCommand,
     Original,
     OriginalQuery,
     PendingEvent,
-    RecordDifferences,
-    RecordEvent,
-    RecordTransaction,
-    RecordUpload,
     TerminalRecord,
     TransactionRecord,
-    command_terminal,
 )
-from iso_host.ledger.schema import BATCH_SETTLED_MESSAGE, MIGRATIONS, Statement
+from iso_host.ledger.postgres_steps import (
+    COMMITTED_GROUP,
+    MARK_COMMIT,
+    CommitOutcomeUnknown,
+    Step,
+    command_error,
+    describe,
+    first_line,
+    lock_step,
+    run_step,
+    step,
+    step_error,
+    steps,
+)
+from iso_host.ledger.schema import MIGRATIONS, Statement
 from iso_host.ledger.sql import (
     BATCH_ITEMS,
     BATCH_STATUS,
@@ -58,27 +62,18 @@ from iso_host.ledger.sql import (
     COUNT_VOIDS,
     MAX_GROUP_JOBS,
     MAX_QUEUED_JOBS,
-    OUTBOX_COLUMNS,
     PENDING_EVENTS,
     PRUNE_EVENTS,
     REGISTER_TERMINAL,
     RRN_DIGITS,
     SELECT_TERMINAL,
-    TRANSACTION_COLUMNS,
     batch_view_from_rows,
-    condition_error,
-    event_values,
-    many_statement,
     mark_events_sent,
     original_from_row,
     original_select,
     pending_event_from_row,
-    precondition_error,
-    precondition_select,
     record_from_row,
-    statement,
     terminal_from_row,
-    transaction_values,
     transactions_select,
     utc_text,
 )
@@ -123,28 +118,11 @@ def redacted_url(url: str) -> str:
     return f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "")
 
 
-def _first_line(error: BaseException) -> str:
-    return next(iter(str(error).strip().splitlines()), type(error).__name__)
-
-
-def describe(error: BaseException) -> str:
-    """One line about an error, never the statement's parameters (they can hold card data): PostgreSQL's
-    DETAIL ("Key (rrn)=(...)") is left out, and so is the message of data exceptions (class 22), which
-    quotes the offending input."""
-    name = type(error).__name__
-    if not isinstance(error, psycopg.Error):
-        return f"{name}: {error}"
-    if error.sqlstate is None:  # raised by the client: connection lost, pool timeout, ...
-        return f"{name}: {_first_line(error)}"
-    detail = "" if error.sqlstate.startswith("22") else f": {error.diag.message_primary}"
-    return f"{name} ({error.sqlstate}){detail}"
-
-
 def _connect_reason(error: psycopg.Error) -> str:
     """libpq's reason a connection failed ("Connection refused", 'database "x" does not exist')."""
     if error.sqlstate is not None:
         return describe(error)
-    return _first_line(error).rpartition("failed: ")[2].removeprefix("FATAL:").strip()
+    return first_line(error).rpartition("failed: ")[2].removeprefix("FATAL:").strip()
 
 
 @dataclass(slots=True)
@@ -162,129 +140,6 @@ def _resolve(job: _Job) -> None:
         job.future.set_exception(job.error)
     else:
         job.future.set_result(None)
-
-
-_COLUMNS: Final = {  # the columns RecordTransaction writes, with their PostgreSQL types
-    "kind": "text", "tid": "text", "mid": "text", "batch_number": "int", "stan": "text", "rrn": "text",
-    "auth_code": "text", "amount_minor": "bigint", "currency": "text", "masked_pan": "text", "pan_hash": "text",
-    "status": "text", "response_code": "text", "reason": "text", "mti": "text", "processing_code": "text",
-    "original_rrn": "text", "refunded_minor": "bigint", "operator": "text", "created_at": "text",
-    "updated_at": "text",
-}  # fmt: skip
-assert tuple(_COLUMNS) == TRANSACTION_COLUMNS, "the shared column order (ledger/sql.py)"
-_OUTBOX_COLUMNS: Final = {"event_id": "text", "tid": "text", "kind": "text", "payload": "text", "created_at": "text"}
-assert tuple(_OUTBOX_COLUMNS) == OUTBOX_COLUMNS, "the shared column order (ledger/sql.py)"
-
-
-def _insert_many_sql(table: str, columns: dict[str, str]) -> str:
-    """Many rows in one statement: one array per column, so the text is the same for any number of rows."""
-    arrays = ", ".join(f"%s::{kind}[]" for kind in columns.values())
-    return f"INSERT INTO {table} ({', '.join(columns)}) SELECT * FROM unnest({arrays})"  # noqa: S608 - constants only
-
-
-_INSERT_MANY_SQL: Final = _insert_many_sql("transactions", _COLUMNS)
-_INSERT_EVENTS_SQL: Final = _insert_many_sql("outbox", _OUTBOX_COLUMNS)
-
-
-# Writes of one terminal are serialised: each group first locks the rows of the terminals it writes for, in one
-# order (ORDER BY under FOR UPDATE locks in sort order), so two writers or two hosts never deadlock on them, and a
-# precondition or trigger checked after the lock sees every commit of that terminal made before it.
-_LOCK_TERMINALS: Final = (
-    "SELECT 1 FROM terminals WHERE (tid, mid) IN (SELECT * FROM unnest(%s::text[], %s::text[]))"
-    " ORDER BY tid, mid FOR UPDATE"
-)
-# One row per writer: the number of the last group it committed, written in that group's transaction. When a
-# COMMIT's answer is lost (server restart, terminated backend), this row tells whether it committed.
-_MARK_COMMIT: Final = (
-    "INSERT INTO ledger_commits (writer, group_number, committed_at) VALUES (%s, %s, %s)"
-    " ON CONFLICT (writer) DO UPDATE SET group_number = excluded.group_number, committed_at = excluded.committed_at"
-)
-_COMMITTED_GROUP: Final = "SELECT group_number FROM ledger_commits WHERE writer = %s"
-
-# What a step of a group is: "one" statement (its row count checked for a command), "many" rows of one
-# statement, a "check" (a precondition's SELECT), or "plain" (no check).
-Step = tuple[str, str, Any, LedgerCommand | None]
-
-
-def _lock_step(commands: Sequence[LedgerCommand]) -> Step | None:
-    terminals = sorted({t for command in commands if (t := command_terminal(command)) is not None})
-    if not terminals:
-        return None
-    return "plain", _LOCK_TERMINALS, ([tid for tid, _ in terminals], [mid for _, mid in terminals]), None
-
-
-def _steps(commands: list[LedgerCommand]) -> Iterator[Step]:
-    """The group's statements in order, each run of inserts merged into one ``INSERT ... SELECT unnest(...)``.
-
-    Transactions and outbox events are gathered apart, so that a run of sales, each with its event, still
-    makes two statements.
-    """
-    rows: list[tuple[object, ...]] = []
-    events: list[tuple[object, ...]] = []
-    for command in [*commands, None]:
-        if isinstance(command, RecordTransaction):
-            rows.append(transaction_values(command.transaction))
-            continue
-        if isinstance(command, RecordEvent):
-            events.append(event_values(command))
-            continue
-        for sql, pending in ((_INSERT_MANY_SQL, rows), (_INSERT_EVENTS_SQL, events)):
-            if pending:
-                yield "plain", sql, tuple(list(column) for column in zip(*pending, strict=True)), None
-                pending.clear()
-        if command is not None:
-            yield _step(command)
-
-
-def _step(command: LedgerCommand) -> Step:
-    if isinstance(command, PRECONDITIONS):
-        return ("check", *precondition_select(command), command)
-    if isinstance(command, RecordUpload | RecordDifferences):
-        return ("many", *many_statement(command), command)
-    return ("one", *statement(command), command)
-
-
-async def _run_step(connection: Connection, step: Step) -> psycopg.AsyncCursor[Any]:
-    kind, sql, parameters, _command = step
-    cursor = connection.cursor(row_factory=dict_row)
-    if kind == "many":
-        await cursor.executemany(sql, parameters)
-    else:
-        await cursor.execute(sql, parameters)
-    return cursor
-
-
-async def _step_error(step: Step, cursor: psycopg.AsyncCursor[Any]) -> StoreError | None:
-    """The error a step's result shows: a precondition that no longer holds, an UPDATE that changed no row."""
-    kind, _sql, _parameters, command = step
-    if kind == "check":
-        assert isinstance(command, PRECONDITIONS)
-        return precondition_error(command, await cursor.fetchall())
-    if kind == "one":
-        assert command is not None
-        assert not isinstance(command, RecordUpload | RecordDifferences | ExpectRefusedVoids | ExpectVoidsSince
-                              | ExpectBatchTotals), "a single statement's command"  # fmt: skip
-        return condition_error(command, cursor.rowcount)
-    return None
-
-
-def _command_error(command: LedgerCommand | None, error: Exception) -> StoreError:
-    """What the caller of ``apply`` is told when a command raised."""
-    if isinstance(error, CheckViolation) and error.diag.constraint_name == BATCH_SETTLED_MESSAGE:
-        return BatchSettledError("the batch it names has settled")
-    if isinstance(error, UniqueViolation) and isinstance(command, RecordTransaction):
-        record = command.transaction
-        if error.diag.constraint_name == "transactions_one_per_stan":
-            return DuplicateError(f"{record.tid} batch {record.batch_number} STAN {record.stan} exists")
-        if error.diag.constraint_name == "transactions_one_reversal":
-            return ConflictError(f"transaction {record.original_rrn} is already reversed")
-    if isinstance(error, TransactionRollback):  # deadlock, serialization failure: decide again
-        return ConflictError(f"ledger write lost a race with another host: {describe(error)}")
-    return StoreError(f"ledger write failed: {describe(error)}")
-
-
-class _CommitOutcomeUnknown(Exception):
-    """COMMIT was sent and its answer never came (the connection broke)."""
 
 
 async def _scalar(connection: Connection, sql: str, parameters: tuple[object, ...] = ()) -> Any:
@@ -535,7 +390,7 @@ class PostgresStore:
                     if not await self._run_fast(connection, group, mark):
                         await self._run_isolated(connection, group, mark)
             self.commits += 1
-        except _CommitOutcomeUnknown as cut_off:
+        except CommitOutcomeUnknown as cut_off:
             await self._settle_unknown_outcome(group, writer_id, group_number, cut_off)
         except TimeoutError:
             for job in group:
@@ -547,7 +402,7 @@ class PostgresStore:
             _resolve(job)
 
     async def _settle_unknown_outcome(
-        self, group: list[_Job], writer_id: str, group_number: int, cut_off: _CommitOutcomeUnknown
+        self, group: list[_Job], writer_id: str, group_number: int, cut_off: CommitOutcomeUnknown
     ) -> None:
         """A COMMIT whose answer was lost: read this writer's commit mark to learn whether the group landed.
 
@@ -572,7 +427,7 @@ class PostgresStore:
                 async with await psycopg.AsyncConnection.connect(
                     self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S
                 ) as connection:
-                    found = await _scalar(connection, _COMMITTED_GROUP, (writer_id,))
+                    found = await _scalar(connection, COMMITTED_GROUP, (writer_id,))
                     return found is not None and int(found) >= group_number
             except psycopg.Error:
                 await asyncio.sleep(min(0.05 * 2**attempt, 1.0))  # the server is coming back: ask again soon
@@ -584,7 +439,7 @@ class PostgresStore:
             await connection.execute("COMMIT")
         except psycopg.Error as error:
             if connection.closed or connection.broken:
-                raise _CommitOutcomeUnknown(describe(error)) from None
+                raise CommitOutcomeUnknown(describe(error)) from None
             raise
 
     async def _run_fast(self, connection: Connection, group: list[_Job], mark: tuple[object, ...]) -> bool:
@@ -594,17 +449,17 @@ class PostgresStore:
         try:
             async with connection.pipeline():
                 await connection.execute("BEGIN")
-                lock = _lock_step(commands)
+                lock = lock_step(commands)
                 if lock is not None:
-                    await _run_step(connection, lock)
-                for step in _steps(commands):
-                    checks.append((step, await _run_step(connection, step)))
-                await connection.execute(_MARK_COMMIT, mark)
+                    await run_step(connection, lock)
+                for one in steps(commands):
+                    checks.append((one, await run_step(connection, one)))
+                await connection.execute(MARK_COMMIT, mark)
         except Exception:  # replayed job by job, where the failure is told to its own job
             await connection.execute("ROLLBACK")
             return False
-        for step, cursor in checks:
-            if await _step_error(step, cursor) is not None:
+        for one, cursor in checks:
+            if await step_error(one, cursor) is not None:
                 await connection.execute("ROLLBACK")
                 return False
         if any(expired(job.deadline) for job in group):  # replayed without the late jobs
@@ -616,9 +471,9 @@ class PostgresStore:
     async def _run_isolated(self, connection: Connection, group: list[_Job], mark: tuple[object, ...]) -> None:
         """Run each job under its own savepoint, so that a failing job rolls back alone; then commit."""
         await connection.execute("BEGIN")
-        lock = _lock_step([c for job in group for c in job.commands])
+        lock = lock_step([c for job in group for c in job.commands])
         if lock is not None:
-            await _run_step(connection, lock)
+            await run_step(connection, lock)
         for job in group:
             if expired(job.deadline):
                 job.error = timeout_error()
@@ -626,14 +481,14 @@ class PostgresStore:
             await connection.execute("SAVEPOINT job")
             job.error = None
             for command in job.commands:
-                step = _step(command)
+                one = step(command)
                 try:
-                    cursor = await _run_step(connection, step)
-                    job.error = await _step_error(step, cursor)
+                    cursor = await run_step(connection, one)
+                    job.error = await step_error(one, cursor)
                 except Exception as error:  # whatever a command raises, its job fails alone
-                    job.error = _command_error(command, error)
+                    job.error = command_error(command, error)
                 if job.error is not None:
                     break
             await connection.execute("ROLLBACK TO SAVEPOINT job" if job.error else "RELEASE SAVEPOINT job")
-        await connection.execute(_MARK_COMMIT, mark)
+        await connection.execute(MARK_COMMIT, mark)
         await self._commit(connection)

@@ -35,7 +35,8 @@ from iso_host.ledger.invariants import (
     totals_by_batch,
 )
 from iso_host.ledger.model import BatchDifference, BatchTotals, Difference
-from iso_host.ledger.postgres import describe, redacted_url
+from iso_host.ledger.postgres import redacted_url
+from iso_host.ledger.postgres_steps import describe
 from iso_host.ledger.schema import MIGRATIONS
 from iso_host.ledger.sql import TRANSACTION_COLUMNS, Row, qmark
 from iso_host.ledger.totals_json import optional_totals_from_json
