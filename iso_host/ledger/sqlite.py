@@ -10,35 +10,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
-import functools
 import os
 import queue
 import sqlite3
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, TextIO
 
-from iso_host.errors import BatchSettledError, ConflictError, DuplicateError, StoreError
+from iso_host.errors import StoreError
 from iso_host.ledger.deadlines import expired, timeout_error, within
 from iso_host.ledger.model import (
-    PRECONDITIONS,
     BatchView,
     LedgerCommand,
     Original,
     OriginalQuery,
     PendingEvent,
-    Precondition,
-    RecordDifferences,
-    RecordEvent,
-    RecordTransaction,
-    RecordUpload,
     TerminalRecord,
     TransactionRecord,
 )
-from iso_host.ledger.schema import BATCH_SETTLED_MESSAGE, MIGRATIONS, Statement
+from iso_host.ledger.schema import MIGRATIONS, Statement
 from iso_host.ledger.sql import (
     BATCH_ITEMS,
     BATCH_STATUS,
@@ -48,104 +40,28 @@ from iso_host.ledger.sql import (
     COUNT_VOIDS,
     MAX_GROUP_JOBS,
     MAX_QUEUED_JOBS,
-    OUTBOX_COLUMNS,
     PENDING_EVENTS,
     PRUNE_EVENTS,
     REGISTER_TERMINAL,
     RRN_DIGITS,
     SELECT_TERMINAL,
-    TRANSACTION_COLUMNS,
     batch_view_from_rows,
-    condition_error,
-    event_values,
-    many_statement,
     mark_events_sent,
     original_from_row,
     original_select,
     pending_event_from_row,
-    power_of_two_chunks,
-    precondition_error,
-    precondition_select,
     qmark,
     record_from_row,
-    statement,
     terminal_from_row,
-    transaction_values,
     transactions_select,
     utc_text,
 )
+from iso_host.ledger.sqlite_jobs import Job, apply_command, resolve, resolve_all, run_batched
 from iso_host.ledger.store import TransactionFilter
 from iso_host.log import get_logger
 
 _STOP: Final = object()
 TIGHT_WAL_PAGES: Final = 64  # after the disk filled: checkpoint every 256 KiB of WAL (SQLite's default: 1000 pages)
-MAX_BATCH_ROWS: Final = 512  # SQLite binds at most 32,766 parameters in one statement (3.32+); a power of two
-assert MAX_BATCH_ROWS * len(TRANSACTION_COLUMNS) <= 32_766
-
-
-@dataclass(slots=True)
-class _Job:
-    work: Callable[[sqlite3.Connection], Any]
-    commands: tuple[LedgerCommand, ...] | None  # an apply() job: the fast path batches its inserts
-    loop: asyncio.AbstractEventLoop
-    future: asyncio.Future[Any]
-    deadline: float | None = None  # time.monotonic(): past it the job is not run, nor committed
-    result: Any = None
-    error: BaseException | None = field(default=None)
-
-
-def _resolve(job: _Job) -> None:
-    if job.future.done():  # the caller gave up (cancelled); the commit stands regardless
-        return
-    if job.error is not None:
-        job.future.set_exception(job.error)
-    else:
-        job.future.set_result(job.result)
-
-
-def _resolve_all(jobs: list[_Job]) -> None:
-    for job in jobs:
-        _resolve(job)
-
-
-def _check_precondition(connection: sqlite3.Connection, command: Precondition) -> None:
-    sql, parameters = precondition_select(command)
-    if (failed := precondition_error(command, connection.execute(qmark(sql), parameters).fetchall())) is not None:
-        raise failed
-
-
-def _apply_command(connection: sqlite3.Connection, command: LedgerCommand) -> None:
-    if isinstance(command, PRECONDITIONS):
-        _check_precondition(connection, command)
-        return
-    try:
-        if isinstance(command, RecordUpload | RecordDifferences):
-            many_sql, rows = many_statement(command)
-            connection.executemany(qmark(many_sql), rows)
-            return
-        sql, parameters = statement(command)
-        cursor = connection.execute(qmark(sql), parameters)
-    except sqlite3.IntegrityError as error:
-        raise _integrity_error(command, error) from None
-    if (failed := condition_error(command, cursor.rowcount)) is not None:
-        raise failed
-
-
-def _integrity_error(command: LedgerCommand, error: sqlite3.IntegrityError) -> StoreError:
-    """SQLite names the index's columns: (…, stan) is the duplicate check, (original_rrn) the one-reversal one;
-    the settled-batch triggers (schema v6) name themselves."""
-    text = str(error)
-    if BATCH_SETTLED_MESSAGE in text:
-        return BatchSettledError("the batch it names has settled")
-    if isinstance(command, RecordTransaction):
-        record = command.transaction
-        if "transactions.stan" in text:
-            return DuplicateError(f"{record.tid} batch {record.batch_number} STAN {record.stan} exists")
-        if "transactions.original_rrn" in text:
-            return ConflictError(f"transaction {record.original_rrn} is already reversed")
-    return StoreError(f"ledger write failed: {text}")
-
-
 def sqlite_statement(sql: Statement) -> str:
     """A migration statement as SQLite spells it."""
     return sql if isinstance(sql, str) else sql.sqlite
@@ -172,7 +88,7 @@ class SqliteStore:
     def __init__(self, path: str, *, group_commit: bool = True) -> None:
         self.path = Path(path)
         self.max_group_jobs = MAX_GROUP_JOBS if group_commit else 1
-        self._jobs: queue.Queue[_Job | object] = queue.Queue(maxsize=MAX_QUEUED_JOBS)
+        self._jobs: queue.Queue[Job | object] = queue.Queue(maxsize=MAX_QUEUED_JOBS)
         self._thread: threading.Thread | None = None
         self._lock_file: TextIO | None = None
         self._pan_hash_key = b""
@@ -249,7 +165,7 @@ class SqliteStore:
         if self._thread is None:
             raise StoreError(f"ledger {self.path} is closed")
         loop = asyncio.get_running_loop()
-        job = _Job(work, commands, loop, loop.create_future(), deadline)
+        job = Job(work, commands, loop, loop.create_future(), deadline)
         try:
             self._jobs.put_nowait(job)
         except queue.Full:
@@ -261,7 +177,7 @@ class SqliteStore:
     async def apply(self, commands: Sequence[LedgerCommand], *, deadline: float | None = None) -> None:
         def work(connection: sqlite3.Connection) -> None:
             for command in commands:
-                _apply_command(connection, command)
+                apply_command(connection, command)
 
         await self._submit(work, tuple(commands), deadline)
 
@@ -349,11 +265,11 @@ class SqliteStore:
         # The writer's loop: it ends only when close() queues _STOP.
         stopping = False
         while not stopping:
-            group: list[_Job] = []
+            group: list[Job] = []
             first = self._jobs.get()
             if first is _STOP:
                 break
-            assert isinstance(first, _Job)
+            assert isinstance(first, Job)
             group.append(first)
             while len(group) < self.max_group_jobs:
                 try:
@@ -363,13 +279,13 @@ class SqliteStore:
                 if job is _STOP:
                     stopping = True
                     break
-                assert isinstance(job, _Job)
+                assert isinstance(job, Job)
                 group.append(job)
             late = [job for job in group if expired(job.deadline)]
             for job in late:  # its caller has answered already: run nothing of it
                 job.error = timeout_error()
                 with contextlib.suppress(RuntimeError):
-                    job.loop.call_soon_threadsafe(_resolve, job)
+                    job.loop.call_soon_threadsafe(resolve, job)
             if late:
                 group = [job for job in group if job not in late]
             if group:
@@ -384,12 +300,12 @@ class SqliteStore:
                 job = self._jobs.get_nowait()
             except queue.Empty:
                 return
-            if isinstance(job, _Job):
+            if isinstance(job, Job):
                 job.error = StoreError(f"ledger {self.path} is closing")
                 with contextlib.suppress(RuntimeError):
-                    job.loop.call_soon_threadsafe(_resolve, job)
+                    job.loop.call_soon_threadsafe(resolve, job)
 
-    def _commit_group(self, connection: sqlite3.Connection, group: list[_Job]) -> None:
+    def _commit_group(self, connection: sqlite3.Connection, group: list[Job]) -> None:
         """Commit a group in one transaction. The fast path runs the jobs back to back; only when one
         fails, or one's deadline passed meanwhile, is the group rolled back and replayed job by job under
         savepoints, so it fails alone."""
@@ -410,13 +326,13 @@ class SqliteStore:
                 job.result, job.error = None, StoreError(f"ledger commit failed: {error}")
             if getattr(error, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
                 self._checkpoint_for_space(connection)
-        by_loop: dict[asyncio.AbstractEventLoop, list[_Job]] = {}
+        by_loop: dict[asyncio.AbstractEventLoop, list[Job]] = {}
         for job in group:
             by_loop.setdefault(job.loop, []).append(job)
         for loop, jobs in by_loop.items():
             # A caller whose event loop has already closed (shutdown) has nobody left to tell.
             with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(_resolve_all, jobs)
+                loop.call_soon_threadsafe(resolve_all, jobs)
 
     def _checkpoint_for_space(self, connection: sqlite3.Connection) -> None:
         """The disk is full: move the WAL into the database file and truncate it, which gives back the WAL's
@@ -446,10 +362,10 @@ class SqliteStore:
         self._disk_full = not truncated
 
     @staticmethod
-    def _run_jobs(connection: sqlite3.Connection, group: list[_Job], *, isolated: bool) -> bool:
+    def _run_jobs(connection: sqlite3.Connection, group: list[Job], *, isolated: bool) -> bool:
         """Run every job; returns False at the first failure when not isolated."""
         if not isolated:
-            return _run_batched(connection, group)
+            return run_batched(connection, group)
         for job in group:
             if expired(job.deadline):
                 job.result, job.error = None, timeout_error()
@@ -465,65 +381,6 @@ class SqliteStore:
                 )  # fmt: skip
             connection.execute("RELEASE job")
         return True
-
-
-@functools.lru_cache(maxsize=32)
-def _insert_rows_sql(table: str, columns: tuple[str, ...], count: int) -> str:
-    """An INSERT of ``count`` rows (statement text from constants only)."""
-    assert 0 < count <= MAX_BATCH_ROWS
-    row = "(" + ", ".join(["?"] * len(columns)) + ")"
-    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES " + ", ".join([row] * count)  # noqa: S608
-
-
-class _Inserts:
-    """Rows of one table waiting to go in as multi-row INSERTs."""
-
-    def __init__(self, table: str, columns: tuple[str, ...]) -> None:
-        self.table, self.columns = table, columns
-        self.rows: list[tuple[object, ...]] = []
-
-    def flush(self, connection: sqlite3.Connection) -> None:
-        # One multi-row INSERT: SQLite then runs the whole run of rows in one call that releases the GIL
-        # once, where executemany gives it up and waits to take it back for every row.
-        # Runs of power-of-two lengths: a few statement texts per table, however groups vary in size.
-        for rows in power_of_two_chunks(self.rows, MAX_BATCH_ROWS):
-            sql = _insert_rows_sql(self.table, self.columns, len(rows))
-            connection.execute(sql, [value for row in rows for value in row])
-        self.rows.clear()
-
-
-def _run_batched(connection: sqlite3.Connection, group: list[_Job]) -> bool:
-    """The fast path: runs of inserts go to SQLite in one ``executemany``; False at the first failure.
-
-    The writer thread shares the GIL with the event loop, so Python work per row is what group commit
-    saves after the fsync: one call for a whole run of inserts instead of one per row.
-    """
-    transactions = _Inserts("transactions", TRANSACTION_COLUMNS)
-    events = _Inserts("outbox", OUTBOX_COLUMNS)
-
-    def flush() -> None:
-        transactions.flush(connection)
-        events.flush(connection)
-
-    try:
-        for job in group:
-            job.result, job.error = None, None
-            if job.commands is None:
-                flush()
-                job.result = job.work(connection)
-                continue
-            for command in job.commands:
-                if isinstance(command, RecordTransaction):
-                    transactions.rows.append(transaction_values(command.transaction))
-                elif isinstance(command, RecordEvent):
-                    events.rows.append(event_values(command))
-                else:
-                    flush()
-                    _apply_command(connection, command)
-        flush()
-    except Exception:  # replayed job by job under savepoints, where the failure is told to its own job
-        return False
-    return True
 
 
 def _qmarked(select: tuple[str, tuple[object, ...]]) -> tuple[str, tuple[object, ...]]:

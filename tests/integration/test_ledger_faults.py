@@ -27,7 +27,7 @@ from iso_host.client import TerminalClient
 from iso_host.ledger import Status, TransactionFilter
 from iso_host.ledger.model import BatchDifference, BatchItem, Difference, RecordDifferences, RecordUpload
 from iso_host.ledger.reports import verify
-from iso_host.ledger.sqlite import _insert_rows_sql
+from iso_host.ledger.sqlite_jobs import _insert_rows_sql
 from iso_host.wire import Message
 
 DEADLINE_S = 1.0
