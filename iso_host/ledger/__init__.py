@@ -9,9 +9,11 @@ from iso_host.ledger.model import (
     SaveSession,
     Status,
     TerminalRecord,
+    TransactionFilter,
     TransactionRecord,
 )
-from iso_host.ledger.store import Store, TransactionFilter, open_store
+from iso_host.ledger.open import open_store
+from iso_host.ledger.store import Store
 
 __all__ = [
     "Card",

@@ -67,6 +67,16 @@ class Status(enum.StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class TransactionFilter:
+    """Which transactions ``Store.transactions`` lists (the operator's ``ledger list``)."""
+
+    tid: str | None = None
+    batch_number: int | None = None
+    status: Status | None = None
+    limit: int = 1_000
+
+
+@dataclass(frozen=True, slots=True)
 class Card:
     """A card as the ledger may know it: never the clear PAN, track data, PIN block or CVV."""
 

@@ -36,6 +36,7 @@ from iso_host.ledger.model import (
     OriginalQuery,
     PendingEvent,
     TerminalRecord,
+    TransactionFilter,
     TransactionRecord,
 )
 from iso_host.ledger.postgres_steps import (
@@ -77,7 +78,6 @@ from iso_host.ledger.sql import (
     transactions_select,
     utc_text,
 )
-from iso_host.ledger.store import TransactionFilter
 
 WRITER_COUNT: Final = 2  # one group executes while the other waits for its WAL flush
 POOL_MIN_SIZE: Final = 2

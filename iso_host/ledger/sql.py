@@ -36,9 +36,9 @@ from iso_host.ledger.model import (
     Status,
     TerminalRecord,
     Totals,
+    TransactionFilter,
     TransactionRecord,
 )
-from iso_host.ledger.store import TransactionFilter
 
 # Commands of one statement each; uploads and differences are many rows (``many_statement``), preconditions
 # are SELECTs (``precondition_select``).

@@ -28,6 +28,7 @@ from iso_host.ledger.model import (
     OriginalQuery,
     PendingEvent,
     TerminalRecord,
+    TransactionFilter,
     TransactionRecord,
 )
 from iso_host.ledger.schema import MIGRATIONS, Statement
@@ -57,7 +58,6 @@ from iso_host.ledger.sql import (
     utc_text,
 )
 from iso_host.ledger.sqlite_jobs import Job, apply_command, resolve, resolve_all, run_batched
-from iso_host.ledger.store import TransactionFilter
 from iso_host.log import get_logger
 
 _STOP: Final = object()

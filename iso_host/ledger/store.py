@@ -1,35 +1,25 @@
-"""The store interface every ledger backend implements, and ``open_store`` to pick one by URL."""
+"""The store interface every ledger backend implements (``open.py`` picks one by URL)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Final, Protocol
 
-from iso_host.errors import ConfigError
 from iso_host.ledger.model import (
     BatchView,
     LedgerCommand,
     Original,
     OriginalQuery,
     PendingEvent,
-    Status,
     TerminalRecord,
+    TransactionFilter,
     TransactionRecord,
 )
 
 # How long one request may wait on the ledger in all ([ledger] deadline_s). Terminals give up on a reply after
 # 30-60 s and reverse; the host answers SYSTEM_ERROR (96) well before that, and never approves late.
 DEFAULT_LEDGER_DEADLINE_S: Final = 5.0
-
-
-@dataclass(frozen=True, slots=True)
-class TransactionFilter:
-    tid: str | None = None
-    batch_number: int | None = None
-    status: Status | None = None
-    limit: int = 1_000
 
 
 class Store(Protocol):
@@ -90,23 +80,3 @@ class Store(Protocol):
 
     async def count_pending_events(self) -> int:
         """How many outbox rows wait for the broker."""
-
-
-def open_store(url: str, *, group_commit: bool = True) -> Store:
-    """The store for a ledger URL (``sqlite:///path``).
-
-    Raises:
-        ConfigError: an unsupported scheme or a malformed URL.
-    """
-    from iso_host.ledger.sqlite import SqliteStore  # noqa: PLC0415 - only the backend that is used
-
-    if url.startswith("sqlite:///"):
-        path = url.removeprefix("sqlite:///")
-        if not path:
-            raise ConfigError(f"ledger.url: sqlite URL needs a file path, got {url!r}")
-        return SqliteStore(path, group_commit=group_commit)
-    if url.startswith(("postgresql://", "postgres://")):
-        from iso_host.ledger.postgres import PostgresStore  # noqa: PLC0415 - only the backend that is used
-
-        return PostgresStore(url, group_commit=group_commit)
-    raise ConfigError(f"ledger.url: expected sqlite:///FILE, got {url!r}")
