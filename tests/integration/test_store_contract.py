@@ -13,7 +13,7 @@ import psycopg
 import pytest
 from databases import fresh_postgres_database, opened, with_database
 
-from iso_host.errors import ConflictError, DuplicateError, StoreError
+from iso_host.errors import BatchSettledError, ConflictError, DuplicateError, StoreError
 from iso_host.ledger import (
     Card,
     Kind,
@@ -27,7 +27,18 @@ from iso_host.ledger import (
     TransactionRecord,
     open_store,
 )
-from iso_host.ledger.model import ChangeStatus, OriginalQuery, RecordRefund
+from iso_host.ledger.model import (
+    AdvanceBatch,
+    BatchTotals,
+    ChangeStatus,
+    ExpectBatchTotals,
+    ExpectRefusedVoids,
+    ExpectVoidsSince,
+    OriginalQuery,
+    RecordRefund,
+    SettleBatch,
+    Totals,
+)
 from iso_host.ledger.postgres import PostgresStore, postgres_statement
 from iso_host.ledger.schema import MIGRATIONS
 from iso_host.ledger.sqlite import SqliteStore
@@ -273,6 +284,38 @@ class TestConditions:
             await store.apply([RecordRefund("000000000001", 0, 300, Status.PARTIALLY_REFUNDED, NOW)])
         [row] = await store.transactions(TransactionFilter())
         assert (row.refunded_minor, row.status) == (400, Status.PARTIALLY_REFUNDED)
+
+    async def test_a_settled_batch_takes_no_row_and_no_status_change(self, store: Store) -> None:
+        """The database refuses a row into, and a void or reversal in, a settled batch (a refund keeps count)."""
+        await store.register_terminal(TID, MID)
+        await store.apply([sale("000000000001", amount_minor=1_000)])
+        await store.apply([SettleBatch(TID, MID, 1, "balanced", True, "{}", "{}", NOW), AdvanceBatch(TID, MID, 2)])
+        with pytest.raises(BatchSettledError):
+            await store.apply([sale("000000000002", stan="000002")])
+        with pytest.raises(BatchSettledError):
+            await store.apply([ChangeStatus("000000000001", Status.APPROVED, Status.VOIDED, NOW)])
+        await store.apply([RecordRefund("000000000001", 0, 400, Status.PARTIALLY_REFUNDED, NOW)])
+        await store.apply([sale("000000000003", stan="000003", batch_number=2)])
+        assert [(r.rrn, r.status) for r in await store.transactions(TransactionFilter())] == [
+            ("000000000001", Status.PARTIALLY_REFUNDED), ("000000000003", Status.APPROVED),
+        ]
+
+    @pytest.mark.parametrize("which", ["refused voids", "voids since", "batch totals"])
+    async def test_a_precondition_that_no_longer_holds_conflicts(self, store: Store, which: str) -> None:
+        """A decision made from a count or totals that moved since its view is refused whole."""
+        await store.register_terminal(TID, MID)
+        await store.apply([sale("000000000001", amount_minor=1_000)])
+        refused = void("000000000002", "000002", "000000000001", status=Status.DECLINED)
+        expectation = {
+            "refused voids": ExpectRefusedVoids("000000000001", 0),
+            "voids since": ExpectVoidsSince(TID, MID, NOW - timedelta(hours=1), 0),
+            "batch totals": ExpectBatchTotals(TID, MID, 1, BatchTotals(foreign=Totals(1, 1_000))),
+        }[which]
+        await store.apply([expectation, sale("000000000009", stan="000009", amount_minor=5)])  # holds: commits
+        await store.apply([refused, void("000000000003", "000003", "000000000001")])  # the ledger moves on
+        with pytest.raises(ConflictError):
+            await store.apply([expectation, sale("000000000004", stan="000004")])
+        assert "000000000004" not in await rrns_of(store)
 
 
 class TestReads:
