@@ -12,7 +12,12 @@ or not). After the last kill the host is stopped and the ledger is read:
 (b) every acknowledged settlement closed its batch, and each terminal's open batch is the host's;
 (c) ``iso-host ledger verify`` exits 0.
 
-    python tools/crash_test.py --ledger both --kills 20 --seed 1
+    python tools/crash_test.py --ledger sqlite --kills 20 --connections 16 --seed 7
+    python tools/crash_test.py --ledger postgresql --kills 10 --connections 16 --seed 7
+
+Each ledger is fresh: a SQLite file in a temporary directory, or a database ``iso_host_crash_<random>``
+created on ``--postgres-url`` and dropped afterwards. The run is bounded: ``--kills`` rounds of at most
+``--max-answers`` answers (or ``ROUND_TIMEOUT_S``), every request under ``REQUEST_TIMEOUT_S``.
 
 Exit 0 when nothing was lost and the ledger verifies, 1 otherwise (the ledger is then kept for a look).
 The test suite runs a short version (tests/integration/test_crash.py) through ``run_ledger``.
