@@ -89,8 +89,8 @@ MIGRATIONS: Final[tuple[tuple[Statement, ...], ...]] = (
         "CREATE INDEX outbox_pending ON outbox (id) WHERE sent_at IS NULL",
         "CREATE INDEX outbox_sent ON outbox (sent_at) WHERE sent_at IS NOT NULL",
     ),
-    (  # 6: the database enforces what the eligibility rules rely on (settled batches) and tells a cut-off
-        # COMMIT's outcome (one row per writer, numbered groups)
+    (  # 6: the database enforces what the eligibility rules rely on (settled batches), a refund's time is kept
+        # apart from its sale's changes, and a cut-off COMMIT's outcome can be told (one row per writer)
         PerDatabase(
             "CREATE TRIGGER transactions_into_open_batch BEFORE INSERT ON transactions"
             f" WHEN {_SETTLED_BATCH_OF_NEW_ROW} BEGIN SELECT RAISE(ABORT, '{BATCH_SETTLED_MESSAGE}'); END",
@@ -111,6 +111,7 @@ MIGRATIONS: Final[tuple[tuple[Statement, ...], ...]] = (
             f"CREATE TRIGGER transactions_settled_unchanged BEFORE UPDATE ON transactions FOR EACH ROW"
             f" WHEN ({_STATUS_CHANGE_OF_SUBSTANCE}) EXECUTE FUNCTION iso_host_batch_open()",
         ),
+        "ALTER TABLE transactions ADD COLUMN refunded_at TEXT",  # a refund's time on its sale (not updated_at)
         "CREATE TABLE ledger_commits ("
         " writer TEXT PRIMARY KEY, group_number BIGINT NOT NULL, committed_at TEXT NOT NULL)",
     ),

@@ -67,8 +67,10 @@ INSERT_TRANSACTION: Final = (
     f" VALUES ({', '.join(['%s'] * len(TRANSACTION_COLUMNS))})"
 )
 CHANGE_STATUS: Final = "UPDATE transactions SET status = %s, updated_at = %s WHERE rrn = %s AND status = %s"
+# A refund keeps count on its sale (refunded_at, not updated_at): the sale itself does not change, which is what a
+# sale of a settled batch may not do (invariant settled-batch-unchanged).
 RECORD_REFUND: Final = (
-    "UPDATE transactions SET refunded_minor = %s, status = %s, updated_at = %s"
+    "UPDATE transactions SET refunded_minor = %s, status = %s, refunded_at = %s"
     " WHERE rrn = %s AND refunded_minor = %s AND status IN ('APPROVED', 'PARTIALLY_REFUNDED')"
 )
 SAVE_SESSION: Final = (
@@ -127,13 +129,20 @@ BATCH_UPLOADED: Final = (
 BATCH_STATUS: Final = (
     "SELECT status, host_totals, terminal_totals FROM batches WHERE tid = %s AND mid = %s AND batch_number = %s"
 )
-SETTLE_BATCH: Final = (
+_SETTLE_BATCH: Final = (
     "INSERT INTO batches (tid, mid, batch_number, status, opened_at, settled_at, result, host_totals,"
-    " terminal_totals) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+    " terminal_totals) VALUES (%s, %s, %s, %s, %s, {settled_at}, %s, %s, %s)"
     " ON CONFLICT (tid, mid, batch_number) DO UPDATE SET status = excluded.status, settled_at = excluded.settled_at,"
     " result = excluded.result, host_totals = excluded.host_totals, terminal_totals = excluded.terminal_totals"
     " WHERE batches.status <> 'settled'"
 )
+SETTLE_BATCH: Final = _SETTLE_BATCH.format(settled_at="%s")  # the upload begins: not settled yet (NULL)
+# A batch closes no earlier than its last row changed: a row decided after the settlement read the clock but
+# committed before it (the settlement's totals then include it) must not look "changed after settlement".
+CLOSE_BATCH: Final = _SETTLE_BATCH.format(settled_at=(
+    "(SELECT CASE WHEN MAX(t.updated_at) > %s THEN MAX(t.updated_at) ELSE %s END FROM transactions t"
+    " WHERE t.tid = %s AND t.mid = %s AND t.batch_number = %s)"
+))
 ADVANCE_BATCH: Final = "UPDATE terminals SET batch_number = %s WHERE tid = %s AND mid = %s"
 _UPLOAD_COLUMNS: Final = "tid, mid, batch_number, stan, amount_minor, masked_pan, pan_hash, foreign_card, uploaded_at"
 _DIFFERENCE_COLUMNS: Final = (
@@ -222,8 +231,10 @@ def transaction_values(record: TransactionRecord) -> tuple[object, ...]:
 
 def _settle_statement(c: SettleBatch) -> tuple[str, tuple[object, ...]]:
     at, status = utc_text(c.at), "settled" if c.close else "uploading"
-    return SETTLE_BATCH, (c.tid, c.mid, c.batch_number, status, at, at if c.close else None, c.result,
-                          c.host_totals_json, c.terminal_totals_json)  # fmt: skip
+    key = (c.tid, c.mid, c.batch_number)
+    if not c.close:
+        return SETTLE_BATCH, (*key, status, at, None, c.result, c.host_totals_json, c.terminal_totals_json)
+    return CLOSE_BATCH, (*key, status, at, at, at, *key, c.result, c.host_totals_json, c.terminal_totals_json)
 
 
 def _session_statement(s: SaveSession) -> tuple[str, tuple[object, ...]]:

@@ -12,7 +12,7 @@ import os
 import shutil
 import subprocess
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -52,6 +52,14 @@ def approved_stans(url: str) -> set[str]:
     with psycopg.connect(url) as connection:
         rows = connection.execute("SELECT stan FROM transactions WHERE status = 'APPROVED'").fetchall()
     return {str(row[0]) for row in rows}
+
+
+async def same_terminal(host: RunningHost, first: TerminalClient) -> TerminalClient:
+    """Another connection of ``first``'s terminal, sharing its STAN counter (so no STAN repeats in a batch)."""
+    client = host.client()
+    client.state = first.state
+    await client.connect(*host.address)
+    return client
 
 
 async def serves_again(client: TerminalClient) -> float:
@@ -153,6 +161,42 @@ class TestDeadline:
             assert recovery_s < 10.0, f"recovered after {recovery_s:.1f} s"
             assert verify(url) == []
             await other.close()
+
+    async def test_an_outage_in_the_middle_of_load(self, tmp_path: Path) -> None:
+        """Eight terminals' connections sell while PostgreSQL goes away and comes back: every answer is 00 or
+        96, every 00 is a committed row, and selling goes on by itself afterwards."""
+        async with proxied_host(tmp_path) as (host, proxy, url, client):
+            clients = [client, *[await same_terminal(host, client) for _ in range(7)]]
+            answers: list[Message] = []
+            done = asyncio.Event()
+            changed = asyncio.Event()  # set by a seller after each answer
+
+            async def sell(one: TerminalClient) -> None:
+                while not done.is_set():
+                    answers.append(await sale(one))
+                    changed.set()
+
+            async def until(condition: Callable[[], bool]) -> None:
+                while not condition():
+                    changed.clear()
+                    await changed.wait()
+
+            async def outage() -> None:
+                await until(lambda: len(answers) >= 200)  # let the load settle in
+                proxy.refuse()
+                await until(lambda: sum(1 for a in answers if a.fields["39"] == "96") >= 8)
+                proxy.resume()
+                await until(lambda: [a.fields["39"] for a in answers[-40:]] == ["00"] * 40)  # serving again
+                done.set()
+
+            async with asyncio.timeout(60):
+                await asyncio.gather(outage(), *(sell(one) for one in clients))
+            for one in clients[1:]:
+                await one.close()
+            assert {a.fields["39"] for a in answers} == {"00", "96"}
+            approved = {a.fields["37"] for a in answers if a.fields["39"] == "00"}
+            assert approved <= approved_rrns(url), "a 00 without a committed row"
+            assert verify(url) == []
 
 
 class TestLargeBatches:

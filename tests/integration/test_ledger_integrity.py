@@ -94,6 +94,20 @@ class TestRefusedVoidInASettledBatch:
             assert all(r.batch_number == 2 for r in voids), "recorded in the open batch, or not at all"
 
 
+class TestRefundOfASettledSale:
+    """A refund of a sale from a settled batch is allowed, and the settled batch still verifies unchanged."""
+
+    async def test_keeps_the_settled_batch_verified(self, tmp_path: Path, family: str, backend: str) -> None:
+        async with counter(tmp_path, family, backend) as t:
+            sold = await t.sell(1_000)
+            assert (await t.settle(t.totals([sold]))).fields["39"] == "00"
+            t.client.state.batch += 1
+            t.clock.advance(minutes=5)
+            assert await t.refund(sold, 400) == "00"
+            assert (await t.status_of(sold)).value == "PARTIALLY_REFUNDED"
+            assert_verified(t.ledger_url)
+
+
 class TestVoidRacingSettlement:
     """Defect 2: a void and its batch's settlement at once. One goes first, and the other sees it."""
 
