@@ -26,6 +26,10 @@ KINDS_BY_NAME: Final = {kind.value: kind for kind in Kind}
 DUKPT_MAC_ALGORITHM: Final = "x9.19"  # DUKPT MAC keys are double-length TDES keys
 KSN_BYTES: Final = 10
 F90_STAN: Final = slice(4, 10)  # ISO 8583:1987 F90: original MTI n4, then original STAN n6, ...
+# ISO 8583:1987 n fields whatever the kind: a request with letters or control bytes in one is a format error,
+# even where the kind would change nothing (a reversal of an unknown original is otherwise approved).
+NUMERIC_FIELDS: Final = {"3": "processing code", "4": "amount", "11": "STAN", "25": "POS condition code",
+                         "49": "currency code"}  # fmt: skip
 MAX_NUMBER_DIGITS: Final = 9  # batch numbers are n6 (CUP 60.2, 61.1); 9 digits still fit every database integer
 
 
@@ -131,12 +135,12 @@ class Admission:
         for reference in rule.required:
             if self.dialect.value_of(message, reference) is None:
                 raise Rejected(Reason.FORMAT_ERROR, f"mandatory field {reference} is missing")
+        for field_id, name in NUMERIC_FIELDS.items():
+            value = message.fields.get(field_id)
+            if value is not None and not (value.isascii() and value.isdigit()):
+                raise Rejected(Reason.FORMAT_ERROR, f"field {field_id} ({name}) is not numeric")
         stan = message.fields.get("11", "")
-        if stan and not stan.isdigit():
-            raise Rejected(Reason.FORMAT_ERROR, "field 11 (STAN) is not numeric")
         amount = message.fields.get("4")
-        if amount is not None and not amount.isdigit():
-            raise Rejected(Reason.FORMAT_ERROR, "field 4 (amount) is not numeric")
         operator = message.fields.get("63") if self.dialect.security.key_block == "cup" else None
         operator = operator.strip()[:3] if operator else None
         card, pin_ok, test_card = self._card(message, rule, terminal, pan_key)

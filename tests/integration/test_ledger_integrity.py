@@ -223,6 +223,19 @@ class TestSmallerDefects:
             assert (await t.client.request(message)).fields["39"] == "30"
             assert await t.host.records() == []
 
+    @pytest.mark.parametrize(("field_id", "value"), [("3", "D9D0B5"), ("49", "K>r"), ("25", "ED"), ("11", "00004A")])
+    async def test_letters_in_a_numeric_field_are_a_format_error(
+        self, tmp_path: Path, family: str, field_id: str, value: str
+    ) -> None:
+        """Found by iso-host fuzz: a reversal (of nothing, so approved with no effect) carrying letters in F3,
+        F49 or F25 was answered 00. Every n field is checked, for every kind."""
+        async with counter(tmp_path, family, "sqlite") as t:
+            message = t.client.build("reversal", t.clock.now, amount=100, pan=TEST_PAN, original_stan=77,
+                                     original_processing_code="000000", original_type="22")  # fmt: skip
+            message.fields[field_id] = value
+            assert (await t.client.request(message)).fields["39"] == "30"
+            assert await t.host.records() == []
+
     async def test_a_zero_amount_sale_is_refused_13(self, tmp_path: Path, family: str, backend: str) -> None:
         async with counter(tmp_path, family, backend) as t:
             answer = await t.sale(0)
