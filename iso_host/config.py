@@ -168,6 +168,17 @@ def _table(problems: _Problems, key: str, entry: Any, allowed: set[str]) -> bool
     return True
 
 
+def hex_key(flag: str, text: str) -> bytes:
+    """A DES key given on the command line (single, double or triple length); the error never echoes it.
+
+    Raises:
+        ConfigError: naming ``flag``.
+    """
+    if not _HEX_KEY.fullmatch(text):
+        raise ConfigError(f"{flag}: must be 16, 32 or 48 hex digits")
+    return bytes.fromhex(text)
+
+
 def _terminal(problems: _Problems, index: int, entry: Any) -> TerminalConfig | None:
     key = f"terminals[{index}]"
     if not _table(problems, key, entry, TERMINAL_KEYS):

@@ -15,7 +15,7 @@ from dataclasses import astuple, dataclass, field
 from pathlib import Path
 from typing import Final
 
-from iso_host.config import DEMO_TMK
+from iso_host.config import DEMO_TMK, hex_key
 from iso_host.errors import ConfigError
 from iso_host.fuzz import FuzzFrame, Reading, Tak
 from iso_host.message_auth import mac_field_of, verify_message_mac
@@ -157,17 +157,6 @@ def summary_lines(stats: Stats, elapsed_s: float, out: Path) -> list[str]:
     return lines
 
 
-def parse_key(flag: str, text: str) -> bytes:
-    """A DES key from hex: single, double or triple length."""
-    try:
-        key = bytes.fromhex(text)
-    except ValueError:
-        raise ConfigError(f"{flag}: must be hex digits") from None
-    if len(key) not in (8, 16, 24):
-        raise ConfigError(f"{flag}: must be 16, 32 or 48 hex digits")
-    return key
-
-
 def parse_keys(text: str | None, dialect: Dialect) -> Tak | None:
     """``--keys tak=HEX[,mac=ALGORITHM]``: the terminal's static MAC key, or None without the flag.
 
@@ -183,7 +172,7 @@ def parse_keys(text: str | None, dialect: Dialect) -> Tak | None:
     algorithm = pairs.get("mac") or dialect.security.mac_algorithm
     if algorithm is None:
         raise ConfigError(f"--keys: dialect {dialect.name} has no MAC algorithm; add mac=ALGORITHM")
-    return Tak(algorithm, parse_key("--keys tak", pairs["tak"]))
+    return Tak(algorithm, hex_key("--keys tak", pairs["tak"]))
 
 
 def options_from(args: argparse.Namespace, ssl_context: ssl.SSLContext | None) -> FuzzOptions:
@@ -208,7 +197,7 @@ def options_from(args: argparse.Namespace, ssl_context: ssl.SSLContext | None) -
         host=host, port=int(port), dialect=dialect, count=args.count, rate=args.rate,
         seed=args.seed if args.seed is not None else secrets.randbelow(2**32), connections=args.connections,
         health_every=args.health_every, timeout_s=args.timeout, tid=args.tid, mid=args.mid,
-        tmk=parse_key("--tmk", tmk_text) if tmk_text else None, static_tak=static_tak, out=Path(args.out),
+        tmk=hex_key("--tmk", tmk_text) if tmk_text else None, static_tak=static_tak, out=Path(args.out),
         max_frame_bytes=args.max_frame_bytes,
         ssl_context=ssl_context,
     )  # fmt: skip

@@ -16,7 +16,7 @@ from typing import Any, Final
 from iso_host import terminal_batch as book
 from iso_host.cards import displayed
 from iso_host.client import ClientError, ClientState, MacKeys, TerminalClient, dukpt_keys, pin_block_field
-from iso_host.config import DEMO_MID, DEMO_TID, DEMO_TMK
+from iso_host.config import DEMO_MID, DEMO_TID, DEMO_TMK, hex_key
 from iso_host.errors import ConfigError
 from iso_host.flows.batch_fields import RESULT_BALANCED, terminal_totals_field, upload_records_field
 from iso_host.log import configure
@@ -51,16 +51,6 @@ def print_response(message: Message, dialect: Dialect) -> None:
         value = displayed(field_id, message.fields[field_id])
         description = str(dialect.spec.get(field_id, {}).get("desc", ""))[:32]
         print(f"F{field_id:<4} {description:<32} {value}")
-
-
-def _hex_key(flag: str, text: str) -> bytes:
-    try:
-        key = bytes.fromhex(text)
-    except ValueError:
-        raise ConfigError(f"{flag}: must be hex digits") from None
-    if len(key) not in (8, 16, 24):
-        raise ConfigError(f"{flag}: must be 16, 32 or 48 hex digits")
-    return key
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,7 +123,7 @@ def open_session(args: argparse.Namespace, dialect: Dialect, tid: str, mid: str)
         raise ConfigError(f"--to: expected HOST:PORT, got {args.to!r}")
     state_path = Path(args.state or Path.home() / ".iso-host" / f"terminal-{tid}.json")
     client = TerminalClient(dialect, tid, mid, ClientState.load(state_path))
-    tmk = _hex_key("--tmk", args.tmk)
+    tmk = hex_key("--tmk", args.tmk)
     ssl_context = client_context(args.tls_ca, args.tls_cert, args.tls_key) if args.tls else None
     tak, bdk = (bytes.fromhex(text) if (text := getattr(args, name, None)) else None for name in ("tak", "bdk"))
     return Session(client, state_path, tmk, (host, int(port)), ssl_context, args.timeout, getattr(args, "mac", None),

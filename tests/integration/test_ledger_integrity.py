@@ -8,21 +8,17 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-from databases import BACKENDS, store_url
-from hosting import TEST_PAN, running_host
-from test_cancellations import RULES, UTC, FakeClock, Sold, Till, sold_amount
-from test_settlement import Terminal
+from databases import BACKENDS
+from hosting import TEST_PAN
+from test_cancellations import Sold, Till, sold_amount
+from test_settlement import terminal as counter
 
 from iso_host.client import TerminalClient
 from iso_host.ledger.reports import verify
-from iso_host.ledger.rules import RuleSettings
 from iso_host.wire import Message
 
 FAMILIES = ("iso87binary", "cup")
@@ -39,18 +35,6 @@ def backend(request: pytest.FixtureRequest) -> str:
 @pytest.fixture(params=FAMILIES)
 def family(request: pytest.FixtureRequest) -> str:
     return str(request.param)
-
-
-@asynccontextmanager
-async def counter(tmp_path: Path, family: str, backend: str, rules: RuleSettings = RULES) -> AsyncIterator[Terminal]:
-    """A terminal that settles, on a fresh ledger of ``backend``."""
-    clock = FakeClock(datetime(2026, 3, 10, 9, 0, tzinfo=UTC))
-    with store_url(backend, tmp_path) as url:
-        async with (
-            running_host(tmp_path, family, clock=clock, ledger_url=url, rules=rules) as host,
-            await host.connected_client("TERM0001", signon=True) as client,
-        ):
-            yield Terminal(host, client, clock, url)
 
 
 async def second_connection(t: Till) -> TerminalClient:
