@@ -8,7 +8,6 @@ import os
 import re
 import signal
 import threading
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
@@ -20,6 +19,7 @@ import pytest
 from hosting import TEST_PAN, RunningHost, local_now, running_host
 from processes import serving, terminal
 from structlog.testing import capture_logs
+from waiting import until_blocking
 
 from iso_host.cli import main
 from iso_host.errors import ConfigError
@@ -228,10 +228,10 @@ def test_a_failing_writer_stops_the_trace_not_the_host(tmp_path: Path) -> None:
     with capture_logs() as logs:
         tracer.connection_closed(1, "127.0.0.1:1")
         tracer.connection_closed(2, "127.0.0.1:1")
-        for _ in range(200):
-            if any(entry["event"] == "trace_writer_failed" for entry in logs):
-                break
-            time.sleep(0.01)
+        until_blocking(
+            lambda: any(entry["event"] == "trace_writer_failed" for entry in logs),
+            what="the writer thread logs trace_writer_failed",
+        )
         tracer.connection_closed(3, "127.0.0.1:1")
         tracer.close()
     events = [(entry["event"], entry.get("why")) for entry in logs]
