@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from hosting import TEST_PAN, local_now, running_host
+from waiting import until
 
 from iso_host.limits import Limits
 from iso_host.wire import decode, encode_frame
@@ -128,7 +129,7 @@ class TestLimits:
         async with running_host(tmp_path, "iso87binary", Limits(max_connections=2)) as host:
             first = await host.connected_client()
             second = await host.connected_client()
-            await asyncio.sleep(0.05)
+            await until(lambda: host.server.connection_count == 2, what="the host holds both allowed connections")
             reader, writer = await asyncio.open_connection(*host.address)
             assert await read_until_closed(reader) == b""
             writer.close()
@@ -143,17 +144,26 @@ class TestShutdown:
         """Stopping the server lets a request already in the pipeline reply before its connection closes."""
         async with running_host(tmp_path, "iso87binary") as host:
             client = await host.connected_client()
+            idle_reader, idle_writer = await asyncio.open_connection(*host.address)
+            await until(lambda: host.server.connection_count == 2, what="the host holds both connections")
             original_apply = host.store.apply
+            applying, gate = asyncio.Event(), asyncio.Event()
 
-            async def slow_apply(commands: object, *, deadline: float | None = None) -> None:
-                await asyncio.sleep(0.3)
+            async def gated_apply(commands: object, *, deadline: float | None = None) -> None:
+                applying.set()  # the sale is in the pipeline, and stays there until the test opens the gate
+                await gate.wait()
                 await original_apply(commands, deadline=deadline)  # type: ignore[arg-type]
 
-            host.store.apply = slow_apply  # type: ignore[method-assign]
+            host.store.apply = gated_apply  # type: ignore[method-assign]
             request = client.frame(client.build("sale", local_now(), amount=5, pan=TEST_PAN))
             await client.send_raw(request)
-            await asyncio.sleep(0.1)
+            await asyncio.wait_for(applying.wait(), 5)
             stopping = asyncio.create_task(host.server.stop(grace_s=5))
+            # The idle connection's close shows that the stop is under way; only then may the sale go on.
+            assert await read_until_closed(idle_reader) == b""
+            idle_writer.close()
+            assert not stopping.done(), "the stop waits for the request in flight"
+            gate.set()
             response = await client.receive(timeout_s=5)
             await stopping
             assert response.fields["39"] == "00"
@@ -164,7 +174,7 @@ class TestShutdown:
         """An idle connection is closed promptly when the host stops."""
         async with running_host(tmp_path, "iso87binary") as host:
             reader, writer = await asyncio.open_connection(*host.address)
-            await asyncio.sleep(0.05)
+            await until(lambda: host.server.connection_count == 1, what="the host holds the idle connection")
             await host.server.stop(grace_s=5)
             assert await read_until_closed(reader, timeout_s=3) == b""
             writer.close()
