@@ -12,6 +12,7 @@ from typing import Any
 import psycopg
 import pytest
 from databases import fresh_postgres_database, opened, with_database
+from waiting import until
 
 from iso_host.errors import BatchSettledError, ConflictError, DuplicateError, StoreError
 from iso_host.ledger import (
@@ -459,12 +460,22 @@ class TestSharedPostgres:
         await store.open()
         try:
             await store.apply([sale("000000000001")])
-            async with await psycopg.AsyncConnection.connect(postgres_url) as other:  # another host, mid-void
+            async with (
+                await psycopg.AsyncConnection.connect(postgres_url) as other,  # another host, mid-void
+                await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as observer,
+            ):
                 await other.execute("UPDATE transactions SET status = 'VOIDED' WHERE rrn = '000000000001'")
                 reversing = asyncio.create_task(
                     store.apply([ChangeStatus("000000000001", Status.APPROVED, Status.REVERSED, NOW)])
                 )
-                await asyncio.sleep(0.3)
+
+                async def blocked_by_other() -> bool:
+                    """PostgreSQL itself reports a backend waiting for a lock the other transaction holds."""
+                    sql = "SELECT count(*) FROM pg_stat_activity WHERE %s = ANY(pg_blocking_pids(pid))"
+                    row = await (await observer.execute(sql, (other.info.backend_pid,))).fetchone()
+                    return row is not None and row[0] > 0
+
+                await until(blocked_by_other, what="the store's UPDATE waits for the other transaction's row lock")
                 assert not reversing.done(), "the UPDATE waits on the other transaction's row lock"
                 await other.commit()
             with pytest.raises(ConflictError, match="no longer APPROVED"):
