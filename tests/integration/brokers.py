@@ -14,7 +14,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from urllib.parse import urlsplit
 
 import pytest
 from tls_material import TlsFiles
+from waiting import until_blocking
 
 URL_VARIABLE = "ISO_HOST_TEST_MQTT"
 DEFAULT_URL = "mqtt://127.0.0.1:1883"
@@ -77,11 +77,13 @@ class PrivateBroker:
             [str(shutil.which("mosquitto")), "-c", str(self.config)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
-        deadline = time.monotonic() + 10
-        while not _answers("127.0.0.1", self.port, 0.2):
-            assert self.process.poll() is None, f"mosquitto exited with {self.process.returncode}"
-            assert time.monotonic() < deadline, "mosquitto did not start listening within 10 s"
-            time.sleep(0.05)
+        process = self.process
+
+        def listening() -> bool:
+            assert process.poll() is None, f"mosquitto exited with {process.returncode}"
+            return _answers("127.0.0.1", self.port, 0.2)
+
+        until_blocking(listening, what=f"mosquitto listens on port {self.port}")
 
     def stop(self) -> None:
         """A clean stop: Mosquitto saves its sessions and queued messages to disk first."""

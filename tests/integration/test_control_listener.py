@@ -22,11 +22,13 @@ import pytest
 from brokers import private_broker, shared_broker_url
 from hosting import TEST_PAN, TID, RunningHost, local_now, running_host
 from structlog.testing import capture_logs
+from waiting import until
 
 from iso_host.broker import BrokerSettings, broker_address, control_topic, reply_topic
 from iso_host.cards import pan_hash
 from iso_host.client import TerminalClient
 from iso_host.clock import HostClock
+from iso_host.control import listener as listener_module
 from iso_host.control.commands import INVALID_REQUEST_ID, Controls
 from iso_host.control.listener import INTERNAL_ERROR, ControlListener
 from iso_host.errors import StoreError
@@ -302,7 +304,7 @@ async def test_a_ledger_failure_is_reported_and_the_change_stays(tmp_path: Path)
     assert c.notified == []
 
 
-async def test_listener_comes_back_after_a_broker_outage(tmp_path: Path) -> None:
+async def test_listener_comes_back_after_a_broker_outage(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The broker stops and starts again: the listener logs one warning, resubscribes and answers."""
     terminals = {TID: TerminalState(TID, "MERCHANT0000001")}
     clock = HostClock(local_now)
@@ -312,6 +314,22 @@ async def test_listener_comes_back_after_a_broker_outage(tmp_path: Path) -> None
         async def apply(self, _commands: Any) -> None:
             return None
 
+    real_client = listener_module.client
+    refused = [0]  # connection attempts that failed before the listener got a connection
+
+    @asynccontextmanager
+    async def counted_client(*args: Any, **kwargs: Any) -> AsyncIterator[aiomqtt.Client]:
+        connected = False
+        try:
+            async with real_client(*args, **kwargs) as mqtt:
+                connected = True
+                yield mqtt
+        except (aiomqtt.MqttError, OSError):
+            if not connected:
+                refused[0] += 1
+            raise
+
+    monkeypatch.setattr(listener_module, "client", counted_client)
     with private_broker(tmp_path / "mosquitto") as broker, capture_logs() as logs:
         settings = BrokerSettings(url=broker.url, topic_prefix="iso-host-test", client_id="control-outage")
         listener = ControlListener(controls, NoStore(), settings, lambda: None)  # type: ignore[arg-type]
@@ -319,7 +337,8 @@ async def test_listener_comes_back_after_a_broker_outage(tmp_path: Path) -> None
         try:
             await asyncio.wait_for(listener.ready.wait(), 10)
             broker.stop()
-            await asyncio.sleep(2.5)  # several retries (0.5 s, 1 s, ...) while the broker is down
+            # Several retries (after 0.5 s, then 1 s, ...) fail while the broker is down.
+            await until(lambda: refused[0] >= 2, what="two reconnection attempts fail while the broker is down")
             assert not listener.ready.is_set()
             broker.start()
             await asyncio.wait_for(listener.ready.wait(), 20)
