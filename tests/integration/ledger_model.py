@@ -16,7 +16,9 @@ task that introduced this test):
  5. a void or reversal of a sale whose batch settled is BATCH_CLOSED; a refused void is recorded in the
     terminal's open batch;
  6. a void racing its batch's settlement: one of them wins in the serial sense (``explain``);
- 7. a request naming a settled batch is BATCH_OUT_OF_SYNC (CUP only: iso87 carries no batch in a sale);
+ 7. a request naming a settled batch (CUP 60.2; iso87 carries no batch in a request) writes nothing: a sale,
+    and a void or refund that would be approved, is BATCH_OUT_OF_SYNC; a refused void or refund keeps its
+    reason, unrecorded (so it does not count towards the refused-attempt limit), and is never DUPLICATE;
  8. a settlement repeated for the batch that just closed, with the same totals, is answered 00 again and
     changes nothing; any other batch the host does not hold open is BATCH_OUT_OF_SYNC;
  9. reversals are idempotent: unknown original, repeat, declined original, already voided → 00 without
@@ -24,6 +26,10 @@ task that introduced this test):
 10. refunds up to what remains, from settled batches too, within 30 days.
 
 Where DESIGN.md leaves the order of two refusals open (both change nothing), either reason is accepted.
+
+Dialects: a request whose ``batch`` is None (iso87) goes into the host's open batch; otherwise (CUP) into the
+batch it names, which is also the batch a duplicate is looked for in. With ``Model.domestic_bin`` set (CUP)
+settlement totals come in two sections, domestic cards (PAN starting with that BIN) and foreign ones.
 """
 
 from __future__ import annotations
@@ -84,9 +90,10 @@ class Sale:
 @dataclass(frozen=True, slots=True)
 class Void:
     stan: int
-    rrn: str
+    rrn: str  # the original the request names (CUP names it by its batch and STAN, 61.1 + 61.2)
     amount: int
     pan: str
+    batch: int | None = None  # CUP: the batch the void names as its own (60.2)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,15 +102,20 @@ class Refund:
     rrn: str
     amount: int
     pan: str
+    batch: int | None = None  # CUP: the batch the refund names as its own (60.2)
+    date: str | None = None  # CUP: the original's date as the terminal names it (61.3, MMDD)
 
 
 @dataclass(frozen=True, slots=True)
 class Reversal:
     target_stan: int  # the reversal repeats its original's STAN (F11)
     amount: int
+    batch: int | None = None  # CUP: the original's batch (60.2), which the host looks it up in with the STAN
 
 
-Totals = tuple[int, int, int, int]  # debit count, debit amount, credit count, credit amount
+# Debit count, debit amount, credit count, credit amount; with a domestic BIN (CUP) the domestic section's four,
+# then the foreign section's four; () for the end of a CUP upload, which carries no totals.
+Totals = tuple[int, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,8 +128,9 @@ class Settle:
 @dataclass(frozen=True, slots=True)
 class Upload:
     batch: int
-    stan: int
-    amount: int
+    stan: int  # the first record's
+    amount: int  # of all its records
+    records: int = 1  # CUP carries up to 8 records in one message
 
 
 Request = Sale | Void | Refund | Reversal | Settle | Upload
@@ -140,6 +153,7 @@ class Model:
     batches: dict[int, str] = field(default_factory=dict)  # batch → UPLOADING | SETTLED (absent: open)
     last_settled: tuple[int, Totals] | None = None  # the balanced settlement a lost reply would repeat
     settled_with: dict[int, Totals] = field(default_factory=dict)  # batch → the terminal totals that closed it
+    domestic_bin: str | None = None  # CUP: totals in a domestic and a foreign section
 
     # -- queries -------------------------------------------------------------------------------------------
 
@@ -149,18 +163,38 @@ class Model:
     def settled(self, batch: int) -> bool:
         return self.batches.get(batch) == SETTLED
 
-    def recorded_in_open_batch(self, stan: int) -> bool:
+    def batch_of(self, request: Sale | Void | Refund) -> int:
+        """The batch a request goes into: the one it names (CUP), else the host's open one."""
+        return self.open_batch if request.batch is None else request.batch
+
+    def names_settled_batch(self, request: Sale | Void | Refund) -> bool:
+        return request.batch is not None and self.settled(request.batch)
+
+    def recorded_in(self, stan: int, batch: int) -> bool:
         row = self.rows.get(stan)
-        return row is not None and row.batch == self.open_batch
+        return row is not None and row.batch == batch
+
+    def domestic(self, pan: str) -> bool:
+        return self.domestic_bin is not None and pan.startswith(self.domestic_bin)
 
     def totals(self, batch: int) -> Totals:
         """Gross totals of a batch (DESIGN.md): debits = approved sales, voided ones too; credits = approved
-        voids and refunds; reversed rows count nowhere."""
-        debits = [r.amount for r in self.rows.values() if r.batch == batch and r.kind == SALE
-                  and r.status in DEBIT_STATUSES]  # fmt: skip
-        credits = [r.amount for r in self.rows.values() if r.batch == batch and r.kind in (VOID, REFUND)
-                   and r.status == APPROVED]  # fmt: skip
+        voids and refunds; reversed rows count nowhere. With a domestic BIN: the domestic section, then the
+        foreign one."""
+        if self.domestic_bin is None:
+            return self._section(batch, lambda _pan: True)
+        return self._section(batch, self.domestic) + self._section(batch, lambda pan: not self.domestic(pan))
+
+    def _section(self, batch: int, cards: Callable[[str], bool]) -> Totals:
+        rows = [r for r in self.rows.values() if r.batch == batch and cards(r.pan)]
+        debits = [r.amount for r in rows if r.kind == SALE and r.status in DEBIT_STATUSES]
+        credits = [r.amount for r in rows if r.kind in (VOID, REFUND) and r.status == APPROVED]
         return len(debits), sum(debits), len(credits), sum(credits)
+
+    def plus(self, totals: Totals, pan: str, extra: Totals) -> Totals:
+        """``totals`` with ``extra`` (four numbers) added to the section of the card ``pan``."""
+        at = 4 if self.domestic_bin is not None and not self.domestic(pan) else 0
+        return tuple(value + (extra[i - at] if at <= i < at + 4 else 0) for i, value in enumerate(totals))
 
     def debits(self, batch: int) -> list[Row]:
         return [r for r in self.rows.values() if r.batch == batch and r.kind == SALE and r.status in DEBIT_STATUSES]
@@ -181,7 +215,7 @@ class Model:
     def record(self, kind: str, request: Sale | Void | Refund, now: datetime, status: str, rrn: str | None,
                target: str | None = None) -> Row:  # fmt: skip
         assert request.stan not in self.rows, f"the test reused STAN {request.stan}"
-        row = Row(kind, request.stan, self.open_batch, request.amount, request.pan, now, status, rrn, target)
+        row = Row(kind, request.stan, self.batch_of(request), request.amount, request.pan, now, status, rrn, target)
         self.rows[request.stan] = row
         return row
 
@@ -211,26 +245,32 @@ def outcomes(model: Model, request: Request, now: datetime) -> list[Outcome]:
     return _upload(model, request)
 
 
-def _duplicate(model: Model, stan: int) -> list[Outcome] | None:
+def _duplicate(model: Model, request: Sale | Void | Refund) -> list[Outcome] | None:
     """DESIGN.md "Duplicates": a recorded (TID, MID, batch, STAN) again is refused and changes nothing."""
-    if model.recorded_in_open_batch(stan):
+    if model.recorded_in(request.stan, model.batch_of(request)):
         return [("DUPLICATE", _nothing)]
     return None
 
 
+def _in_a_settled_batch(answers: list[Outcome]) -> list[Outcome]:
+    """7: a void or refund naming a settled batch writes nothing; what would be approved is BATCH_OUT_OF_SYNC."""
+    return [("BATCH_OUT_OF_SYNC" if reason == "APPROVED" else reason, _nothing) for reason, _ in answers]
+
+
 def _sale(model: Model, request: Sale, now: datetime) -> list[Outcome]:
-    if request.batch is not None and request.batch != model.open_batch and model.settled(request.batch):
+    if model.names_settled_batch(request):
         return [("BATCH_OUT_OF_SYNC", _nothing)]  # 7
-    duplicate = _duplicate(model, request.stan)
+    duplicate = _duplicate(model, request)
     if duplicate is not None:
         return duplicate
-    if model.zero_sales.get(request.stan) == model.open_batch:
+    batch = model.batch_of(request)
+    if model.zero_sales.get(request.stan) == batch:
         # The refused sale of 0 may have been recorded (as declined) or not: a duplicate, or refused again.
         return [("DUPLICATE", _nothing), ("INVALID_AMOUNT", _nothing)]
     if request.amount == 0:
 
         def refused(m: Model, _rrn: str | None) -> None:
-            m.zero_sales[request.stan] = m.open_batch
+            m.zero_sales[request.stan] = batch
 
         return [("INVALID_AMOUNT", refused)]  # 2
 
@@ -261,9 +301,15 @@ def _void_reason(model: Model, request: Void, original: Row, now: datetime) -> s
 
 
 def _void(model: Model, request: Void, now: datetime) -> list[Outcome]:
-    duplicate = _duplicate(model, request.stan)
+    if model.names_settled_batch(request):
+        return _in_a_settled_batch(_void_answers(model, request, now))
+    duplicate = _duplicate(model, request)
     if duplicate is not None:
         return duplicate
+    return _void_answers(model, request, now)
+
+
+def _void_answers(model: Model, request: Void, now: datetime) -> list[Outcome]:
     original = model.by_rrn(request.rrn)
 
     def refused(m: Model, rrn: str | None) -> None:
@@ -309,10 +355,18 @@ def _refund_reasons(model: Model, request: Refund, original: Row, now: datetime)
 
 
 def _refund(model: Model, request: Refund, now: datetime) -> list[Outcome]:
-    duplicate = _duplicate(model, request.stan)
+    if model.names_settled_batch(request):
+        return _in_a_settled_batch(_refund_answers(model, request, now))
+    duplicate = _duplicate(model, request)
     if duplicate is not None:
         return duplicate
+    return _refund_answers(model, request, now)
+
+
+def _refund_answers(model: Model, request: Refund, now: datetime) -> list[Outcome]:
     original = model.by_rrn(request.rrn)
+    if original is not None and request.date is not None and request.date != original.at.strftime("%m%d"):
+        original = None  # CUP: the terminal named another day's transaction (the model's times are UTC)
 
     def refused(m: Model, rrn: str | None) -> None:
         m.record(REFUND, request, now, DECLINED, rrn, original.rrn if original else None)
@@ -334,6 +388,8 @@ def _refund(model: Model, request: Refund, now: datetime) -> list[Outcome]:
 def _reversal(model: Model, request: Reversal) -> list[Outcome]:
     """DESIGN.md "Reversal": idempotent; only an approved sale or void of an unsettled batch is undone."""
     target = model.rows.get(request.target_stan)
+    if target is not None and request.batch is not None and target.batch != request.batch:
+        target = None  # CUP: the original is looked up by its batch and STAN
     if target is None or target.status in (DECLINED, REVERSED):
         return [("APPROVED", _nothing)]  # unknown, declined, or a repeat: 00 and no (second) effect
     assert target.kind in (SALE, VOID), "the test reverses sales and voids only"
@@ -405,6 +461,17 @@ class Answer:
     rrn: str | None  # F37, when the response carries one
 
 
+def answered_as_recorded(request: Request, before: Model, after: Model, answer: Answer) -> bool:
+    """A void's or refund's reply carries an RRN (F37) exactly when the host recorded it, approved or refused.
+
+    This tells apart the orders of a burst that differ only in whether a refusal was recorded: a void refused
+    before its batch settled is recorded; refused after, when it names the settled batch (CUP), it is not.
+    """
+    if not isinstance(request, Void | Refund):
+        return True
+    return (len(after.rows) > len(before.rows)) == (answer.rrn is not None)
+
+
 def explain(model: Model, requests: list[Request], answers: list[Answer], now: datetime,
             code_of: Callable[[str], str]) -> list[Model]:  # fmt: skip
     """The models after every serial order of ``requests`` that gives exactly ``answers``, one per outcome.
@@ -434,7 +501,8 @@ def explain(model: Model, requests: list[Request], answers: list[Answer], now: d
                 applied.add(id(effect))
                 following = copy.deepcopy(state)
                 effect(following, answers[index].rrn)
-                walk(following, rest)
+                if answered_as_recorded(requests[index], state, following, answers[index]):
+                    walk(following, rest)
 
     walk(model, tuple(range(len(requests))))
     return list(finals.values())
