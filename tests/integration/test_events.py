@@ -22,9 +22,11 @@ import pytest
 from brokers import private_broker, shared_broker_url
 from databases import store_url
 from hosting import TEST_PAN, TID, RunningHost, local_now, running_host
+from structlog.testing import capture_logs
 from tls_material import make_tls_files
+from waiting import until
 
-from iso_host.broker import BrokerSettings
+from iso_host.broker import BrokerSettings, broker_address
 from iso_host.client import TerminalClient
 from iso_host.mqtt import client as mqtt_client
 
@@ -70,7 +72,8 @@ class Collector:
                             self.events.append(payload)
                             self._arrived.notify_all()
             except aiomqtt.MqttError:
-                await asyncio.sleep(0.1)
+                # The broker is down (a test stages an outage): reconnect once it takes connections again.
+                await until(lambda: accepts_connections(self.broker), timeout_s=60.0, what="the broker is back")
 
     def distinct(self) -> dict[str, dict[str, Any]]:
         """First copy of each event, by event_id, in arrival order."""
@@ -83,6 +86,19 @@ class Collector:
         async with self._arrived:
             await asyncio.wait_for(self._arrived.wait_for(lambda: len(self.distinct()) >= count), timeout_s)
         return self.distinct()
+
+
+async def accepts_connections(broker: BrokerSettings) -> bool:
+    """The broker's port accepts a TCP connection (closed again at once, before any MQTT is spoken)."""
+    address = broker_address(broker.url)
+    try:
+        _, writer = await asyncio.open_connection(address.host, address.port)
+    except OSError:
+        return False
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return True
 
 
 @asynccontextmanager
@@ -133,13 +149,18 @@ async def test_refusals_and_duplicates_are_events_and_echoes_are_not(tmp_path: P
             first = await sale(client)
             client.state.stan -= 1  # the same STAN again: a duplicate
             assert (await sale(client))["39"] == "94"
-        async with await host.connected_client("NOPE0001") as stranger:
-            assert (await sale(stranger))["39"] == "03"
-        received = list((await events.wait_for(3, timeout_s=5.0)).values())
-        await asyncio.sleep(0.3)  # an echo's event, if there were one, would have arrived by now
+            async with await host.connected_client("NOPE0001") as stranger:
+                assert (await sale(stranger))["39"] == "03"
+            await client.request(client.build("echo", local_now()))
+            last = await sale(client)
+        # Events arrive in commit order, and each echo was answered before a sale that comes after it: an echo's
+        # event, if there were one, would arrive before that sale's, so waiting for the last sale's is enough.
+        received = list((await events.wait_for(4, timeout_s=5.0)).values())
     assert [(e["kind"], e["reason"], e["tid"]) for e in received] == [
         ("sale", "APPROVED", TID), ("sale", "DUPLICATE", TID), ("sale", "UNKNOWN_TERMINAL", "NOPE0001"),
+        ("sale", "APPROVED", TID),
     ]  # fmt: skip
+    assert received[-1]["stan"] == last["11"]
     assert received[1]["stan"] == first["11"]
     for event in received:
         valid(event)
@@ -160,20 +181,35 @@ async def drained(host: RunningHost, timeout_s: float = 10.0) -> None:
 
 OUTAGE_SALES = 500
 CONNECTIONS = 10
+SALES_BEFORE_OUTAGE = 10  # per connection; as many again after the outage, and the rest (30) during it
 
 
-async def paced_sales(host: RunningHost, index: int, latencies: list[tuple[float, float]]) -> list[str]:
-    """One terminal connection's share of the sales, spread over about four seconds."""
+class Outage:
+    """Gates the test opens: each connection's sales wait at them until the broker is down, then up again."""
+
+    def __init__(self) -> None:
+        self.broker_down = asyncio.Event()
+        self.broker_up = asyncio.Event()
+
+
+async def sales_around_an_outage(
+    host: RunningHost, index: int, latencies: list[tuple[float, float]], outage: Outage
+) -> list[str]:
+    """One terminal connection's share of the sales: some before the outage, most during it, some after."""
+    during = OUTAGE_SALES // CONNECTIONS - 2 * SALES_BEFORE_OUTAGE
+    phases = ((SALES_BEFORE_OUTAGE, outage.broker_down), (during, outage.broker_up), (SALES_BEFORE_OUTAGE, None))
     stans = []
     async with await host.connected_client() as client:
         client.state.stan = index * 1_000
-        for _ in range(OUTAGE_SALES // CONNECTIONS):
-            started = time.monotonic()
-            reply = await sale(client)
-            latencies.append((started, time.monotonic() - started))
-            assert reply["39"] == "00"
-            stans.append(reply["11"])
-            await asyncio.sleep(0.08)
+        for count, gate in phases:
+            for _ in range(count):
+                started = time.monotonic()
+                reply = await sale(client)
+                latencies.append((started, time.monotonic() - started))
+                assert reply["39"] == "00"
+                stans.append(reply["11"])
+            if gate is not None:
+                await asyncio.wait_for(gate.wait(), 60)
     return stans
 
 
@@ -186,15 +222,28 @@ async def test_a_broker_outage_loses_no_event_and_delays_no_reply(tmp_path: Path
             collecting(broker) as events,
             running_host(tmp_path, "iso87binary", events=broker, ledger_url=url) as host,
         ):
+            assert host.relay is not None
+            relay = host.relay
             latencies: list[tuple[float, float]] = []
-            runs = asyncio.gather(*(paced_sales(host, i + 1, latencies) for i in range(CONNECTIONS)))
-            await asyncio.sleep(0.5)
-            down_at = time.monotonic()
-            await asyncio.to_thread(mosquitto.stop)
-            await asyncio.sleep(2.5)
-            await asyncio.to_thread(mosquitto.start)
-            up_at = time.monotonic()
-            stans_by_connection = await runs
+            outage = Outage()
+            runs = asyncio.gather(*(sales_around_an_outage(host, i + 1, latencies, outage) for i in range(CONNECTIONS)))
+            try:
+                before = CONNECTIONS * SALES_BEFORE_OUTAGE  # and as many after the outage
+                await until(lambda: len(latencies) >= before, what=f"the first {before} sales are answered")
+                down_at = time.monotonic()
+                await asyncio.to_thread(mosquitto.stop)
+                outage.broker_down.set()
+                await until(
+                    lambda: len(latencies) >= OUTAGE_SALES - before, timeout_s=60.0,
+                    what=f"the {OUTAGE_SALES - 2 * before} sales during the outage are answered",
+                )  # fmt: skip
+                await until(lambda: not relay.connected.is_set(), timeout_s=30.0, what="the relay lost the broker")
+                await asyncio.to_thread(mosquitto.start)
+                up_at = time.monotonic()
+                outage.broker_up.set()
+                stans_by_connection = await runs
+            finally:
+                runs.cancel()  # only matters when the test failed half-way: the sales must not outlive it
             received = await events.wait_for(OUTAGE_SALES, timeout_s=60.0)
             await drained(host)
     during_outage = [latency for started, latency in latencies if down_at <= started <= up_at]
@@ -224,13 +273,18 @@ async def test_events_over_tls_and_a_broker_that_cannot_be_trusted(tmp_path: Pat
             (event,) = (await events.wait_for(1, timeout_s=5.0)).values()
             assert event["rrn"] == reply["37"]
         untrusting = replace(trusted, ca_file=str(files.stranger_cert))  # not the CA that signed the broker
-        async with running_host(tmp_path / "second", "iso87binary", events=untrusting) as host:
-            async with await host.connected_client() as client:
-                assert (await sale(client))["39"] == "00"
-            await asyncio.sleep(0.5)
-            assert host.relay is not None
-            assert not host.relay.connected.is_set()
-            assert await host.store.count_pending_events() == 1
+        with capture_logs() as logs:
+            async with running_host(tmp_path / "second", "iso87binary", events=untrusting) as host:
+                async with await host.connected_client() as client:
+                    assert (await sale(client))["39"] == "00"
+                # The relay tried, and failed, to connect: a relay that could publish would never log this.
+                await until(
+                    lambda: any(entry["event"] == "events_unavailable" for entry in logs),
+                    what="the relay reports that it cannot reach the broker",
+                )
+                assert host.relay is not None
+                assert not host.relay.connected.is_set()
+                assert await host.store.count_pending_events() == 1
     gc.collect()  # those sockets are closed here, inside this test's warning filter, not during a later test
 
 
@@ -281,12 +335,11 @@ async def test_published_events_are_pruned_after_keep_sent_s(tmp_path: Path) -> 
         await events.wait_for(1, timeout_s=5.0)
         await drained(host)
         assert outbox_rows(host) == 1, "a published event stays for keep_sent_s"
-        await asyncio.sleep(0.6)
-        await sale(client)  # wakes the relay, which prunes on its next idle round
+        await sale(client)  # a second event, younger than the first
         await events.wait_for(2, timeout_s=5.0)
         await drained(host)
-        await asyncio.sleep(0.1)
-        assert outbox_rows(host) <= 1, "the first event was pruned"
+        # The relay prunes on an idle round (at least once a second) what was sent over keep_sent_s ago.
+        await until(lambda: outbox_rows(host) <= 1, what="the first event was pruned")
 
 
 def outbox_rows(host: RunningHost) -> int:
