@@ -500,7 +500,10 @@ class LedgerMachine(RuleBasedStateMachine):
         sales = self.rows(SALE)
         request: Request
         if kind == "void" and sales:
-            request, message = self.void_of(self.pick(sales, pick), variant, batch=batch)
+            # Half the time a sale of the open batch, which the void would cancel if it named that batch.
+            open_sales = [sale for sale in sales if sale.batch == self.model.open_batch]
+            target = self.pick(open_sales if open_sales and pick % 2 else sales, pick // 2)
+            request, message = self.void_of(target, variant, batch=batch)
         elif kind == "refund" and sales:
             portion = ("partial", "full", "over")[variant % 3]
             request, message = self.refund_of(self.pick(sales, pick), portion, variant == 7, batch=batch)
