@@ -6,13 +6,13 @@ import asyncio
 import json
 import signal
 import subprocess
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
 import pytest
 from processes import ISO_HOST
+from waiting import until_blocking
 
 from iso_host.fuzz import Mutator
 from iso_host.fuzz_cli import build_seeds
@@ -32,17 +32,16 @@ def serving_logged(tmp_path: Path, dialect: str) -> Iterator[tuple[str, Path]]:
             cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, text=True,
         )  # fmt: skip
         try:
-            deadline = time.monotonic() + START_DEADLINE_S
-            address = None
-            while address is None and time.monotonic() < deadline and process.poll() is None:
-                for line in log_path.read_text().splitlines():
-                    event = json.loads(line).get("event", "")
-                    if event.startswith("listening on "):
-                        address = event.removeprefix("listening on ")
-                if address is None:
-                    time.sleep(0.05)  # polling the log file, under the deadline above
-            assert address is not None, f"no 'listening on' line: {log_path.read_text()}"
-            yield address, log_path
+            addresses: list[str] = []
+
+            def listening() -> bool:
+                assert process.poll() is None, f"iso-host serve exited: {log_path.read_text()}"
+                events = (json.loads(line).get("event", "") for line in log_path.read_text().splitlines())
+                addresses.extend(e.removeprefix("listening on ") for e in events if e.startswith("listening on "))
+                return bool(addresses)
+
+            until_blocking(listening, timeout_s=START_DEADLINE_S, what=f"a 'listening on' line in {log_path}")
+            yield addresses[0], log_path
         finally:
             process.send_signal(signal.SIGTERM)
             process.wait(timeout=15)
