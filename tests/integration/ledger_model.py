@@ -14,7 +14,7 @@ task that introduced this test):
     further void of it is VOID_LIMIT_EXCEEDED (where the DESIGN order would refuse it for an earlier rule
     anyway, that earlier reason is accepted too);
  5. a void or reversal of a sale whose batch settled is BATCH_CLOSED; a refused void is recorded in the
-    terminal's open batch;
+    terminal's open batch (CUP: in the batch it names);
  6. a void racing its batch's settlement: one of them wins in the serial sense (``explain``);
  7. a request naming a settled batch (CUP 60.2; iso87 carries no batch in a request) writes nothing: a sale,
     and a void or refund that would be approved, is BATCH_OUT_OF_SYNC; a refused void or refund keeps its
