@@ -28,7 +28,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from iso_host.errors import StoreError
-from iso_host.ledger.deadlines import expired, timeout_error, within
+from iso_host.ledger.deadlines import Deadlines, expired, timeout_error, within
 from iso_host.ledger.model import (
     BatchView,
     LedgerCommand,
@@ -209,6 +209,7 @@ class PostgresStore:
         self._rrn_lock = asyncio.Lock()
         self._writer_prefix = f"{os.getpid()}-{secrets.token_hex(6)}"  # unique per process start
         self._group_numbers = itertools.count(1)
+        self._deadlines = Deadlines()
 
     @property
     def pan_hash_key(self) -> bytes:
@@ -272,12 +273,16 @@ class PostgresStore:
         if not self._writers:
             raise StoreError(f"ledger {self._name} is closed")
         job = _Job(tuple(commands), asyncio.get_running_loop().create_future(), deadline)
-        await within(deadline, self._jobs.put(job))  # waits only when MAX_QUEUED_JOBS are queued (back-pressure)
+        try:
+            self._jobs.put_nowait(job)
+        except asyncio.QueueFull:  # MAX_QUEUED_JOBS are queued: wait for room (back-pressure), within the deadline
+            await within(deadline, self._jobs.put(job))
         if self._stopped:  # the queue had no room until after close() had drained it
             raise StoreError(f"ledger {self._name} is closing")
         # Past the deadline a writer skips the job if it has not begun it, and rolls it back if it has (but in
         # the COMMIT itself): the caller answers SYSTEM_ERROR knowing its commands will not land.
-        await within(deadline, job.future)
+        self._deadlines.watch(deadline, job.future)
+        await job.future
 
     async def batch_view(
         self, tid: str, mid: str, batch_number: int, *, with_totals: bool = True, with_items: bool = False,

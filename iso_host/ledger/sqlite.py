@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Final, TextIO
 
 from iso_host.errors import StoreError
-from iso_host.ledger.deadlines import expired, timeout_error, within
+from iso_host.ledger.deadlines import Deadlines, expired, timeout_error, within
 from iso_host.ledger.model import (
     BatchView,
     LedgerCommand,
@@ -93,6 +93,7 @@ class SqliteStore:
         self._lock_file: TextIO | None = None
         self._pan_hash_key = b""
         self._last_rrn = 0
+        self._deadlines = Deadlines()
         self._disk_full = False  # the last commit failed for space; the next success says so in the log
         self.commits = 0  # how many database transactions the writer committed (for benchmarks)
 
@@ -172,7 +173,8 @@ class SqliteStore:
             await within(deadline, asyncio.to_thread(self._jobs.put, job))
         # Past the deadline the writer skips the job if it has not begun it, and leaves it out of the commit if
         # it has: the caller answers SYSTEM_ERROR knowing that nothing of it will land (but in the COMMIT itself).
-        return await within(deadline, job.future)
+        self._deadlines.watch(deadline, job.future)
+        return await job.future
 
     async def apply(self, commands: Sequence[LedgerCommand], *, deadline: float | None = None) -> None:
         def work(connection: sqlite3.Connection) -> None:
