@@ -9,19 +9,22 @@ import re
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from datetime import time
-from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from iso_host.broker import DEFAULT_PREFIX, BrokerSettings, broker_address
+from iso_host.config_cards import (
+    CardConfig,
+    ScenarioConfig,
+    card_entry,
+    scenario_entry,
+)
+from iso_host.config_checks import Problems, string_value, table_ok
 from iso_host.errors import ConfigError
 from iso_host.ledger.rules import SAME_BUSINESS_DAY, RuleSettings
 from iso_host.ledger.store import DEFAULT_LEDGER_DEADLINE_S
 from iso_host.limits import Limits
-from iso_host.scenarios import ACTIONS as SCENARIO_ACTIONS
-from iso_host.scenarios import Scenario
-from iso_host.test_cards import STATUSES, TestCard
 
 DEMO_TID: Final = "TERM0001"
 DEMO_MID: Final = "MERCHANT0000001"
@@ -43,29 +46,6 @@ class TerminalConfig:
     mac: str | None = None  # MAC algorithm, overriding the dialect's
     require_signon: bool | None = None  # overrides the dialect's
     operators: tuple[tuple[str, bool], ...] | None = None  # (id, can_void); None: every operator may void
-
-
-@dataclass(frozen=True, slots=True)
-class CardConfig:
-    """A test card: its PIN, expiry, status, balance and per-transaction limit (amounts in minor units)."""
-
-    pan: str = field(repr=False)
-    pin: str | None = field(default=None, repr=False)
-    expiry: str | None = None
-    status: str = "active"
-    balance_minor: int | None = None
-    limit_minor: int | None = None
-
-    def test_card(self) -> TestCard:
-        return TestCard(self.status, self.expiry, self.balance_minor, self.limit_minor, self.pin)
-
-
-@dataclass(frozen=True, slots=True)
-class ScenarioConfig:
-    """A `[[scenarios]]` entry; the PAN stays here and is matched by its keyed hash."""
-
-    scenario: Scenario
-    pan: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,33 +91,10 @@ SECTIONS: Final = {
     "control": {"enabled"},
 }
 TERMINAL_KEYS: Final = {"tid", "mid", "tmk", "tak", "tpk", "bdk", "mac", "require_signon", "operators"}
-CARD_KEYS: Final = {"pan", "pin", "expiry", "status", "balance", "limit"}
-SCENARIO_MATCH_KEYS: Final = {"tid", "pan", "kind", "mti", "amount", "amount_cents"}
-SCENARIO_KEYS: Final = {"name", "times", *SCENARIO_MATCH_KEYS, *SCENARIO_ACTIONS}
 MAC_ALGORITHMS: Final = ("aes-cmac", "cup-ecb", "x9.19", "x9.9")
 
 
-class _Problems:
-    def __init__(self, source: str) -> None:
-        self.source = source
-        self.lines: list[str] = []
-
-    def add(self, key: str, problem: str) -> None:
-        self.lines.append(f"{self.source}: {key}: {problem}")
-
-    def raise_if_any(self) -> None:
-        if self.lines:
-            raise ConfigError("\n".join(self.lines))
-
-
-def _string(problems: _Problems, key: str, value: Any) -> str | None:
-    if not isinstance(value, str) or not value:
-        problems.add(key, f"must be a non-empty string, got {value!r}")
-        return None
-    return value
-
-
-def _limits(problems: _Problems, table: dict[str, Any]) -> Limits:
+def _limits(problems: Problems, table: dict[str, Any]) -> Limits:
     values: dict[str, Any] = {}
     for name, raw in table.items():
         key = f"limits.{name}"
@@ -158,16 +115,6 @@ def _limits(problems: _Problems, table: dict[str, Any]) -> Limits:
     return limits
 
 
-def _table(problems: _Problems, key: str, entry: Any, allowed: set[str]) -> bool:
-    """Whether ``entry`` is a table; its unknown keys are reported either way."""
-    if not isinstance(entry, dict):
-        problems.add(key, "must be a table")
-        return False
-    for unknown in sorted(set(entry) - allowed):
-        problems.add(f"{key}.{unknown}", f"unknown key (expected one of {', '.join(sorted(allowed))})")
-    return True
-
-
 def hex_key(flag: str, text: str) -> bytes:
     """A DES key given on the command line (single, double or triple length); the error never echoes it.
 
@@ -179,9 +126,9 @@ def hex_key(flag: str, text: str) -> bytes:
     return bytes.fromhex(text)
 
 
-def _terminal(problems: _Problems, index: int, entry: Any) -> TerminalConfig | None:
+def _terminal(problems: Problems, index: int, entry: Any) -> TerminalConfig | None:
     key = f"terminals[{index}]"
-    if not _table(problems, key, entry, TERMINAL_KEYS):
+    if not table_ok(problems, key, entry, TERMINAL_KEYS):
         return None
     tid, mid = entry.get("tid"), entry.get("mid")
     if not isinstance(tid, str) or len(tid) != TID_LENGTH:
@@ -208,7 +155,7 @@ def _terminal(problems: _Problems, index: int, entry: Any) -> TerminalConfig | N
     return TerminalConfig(tid, mid, **keys, mac=mac, require_signon=require_signon, operators=operators)
 
 
-def _operators(problems: _Problems, key: str, raw: Any) -> tuple[tuple[str, bool], ...] | None:
+def _operators(problems: Problems, key: str, raw: Any) -> tuple[tuple[str, bool], ...] | None:
     if raw is None:
         return None
     if not isinstance(raw, list):
@@ -230,7 +177,7 @@ def _operators(problems: _Problems, key: str, raw: Any) -> tuple[tuple[str, bool
     return tuple(operators)
 
 
-def _rule_day(problems: _Problems, table: dict[str, Any], values: dict[str, Any]) -> None:
+def _rule_day(problems: Problems, table: dict[str, Any], values: dict[str, Any]) -> None:
     """The void window, the business day's cut-off and its time zone."""
     window = table.get("void_window", SAME_BUSINESS_DAY)
     if window != SAME_BUSINESS_DAY and (isinstance(window, bool) or not isinstance(window, int | float) or window <= 0):
@@ -250,7 +197,7 @@ def _rule_day(problems: _Problems, table: dict[str, Any], values: dict[str, Any]
             problems.add("rules.timezone", f"must be an IANA time zone such as Asia/Shanghai, got {zone!r}")
 
 
-def _rules(problems: _Problems, table: dict[str, Any]) -> RuleSettings:
+def _rules(problems: Problems, table: dict[str, Any]) -> RuleSettings:
     values: dict[str, Any] = {}
     _rule_day(problems, table, values)
     for name in ("max_void_age_h", "max_refused_void_attempts", "refund_max_age_days"):
@@ -278,110 +225,7 @@ def _rules(problems: _Problems, table: dict[str, Any]) -> RuleSettings:
     return RuleSettings(**values)
 
 
-def _card(problems: _Problems, index: int, entry: Any) -> CardConfig | None:
-    key = f"cards[{index}]"
-    if not _table(problems, key, entry, CARD_KEYS):
-        return None
-    pan, pin = entry.get("pan"), entry.get("pin")
-    pan_ok = isinstance(pan, str) and pan.isdigit() and 12 <= len(pan) <= 19
-    pin_ok = pin is None or (isinstance(pin, str) and pin.isdigit() and 4 <= len(pin) <= 12)
-    if not pan_ok:
-        problems.add(f"{key}.pan", "must be 12 to 19 digits")  # never echo a PAN
-    if not pin_ok:
-        problems.add(f"{key}.pin", "must be 4 to 12 digits")  # never echo a PIN
-    expiry, status = entry.get("expiry"), entry.get("status", "active")
-    if expiry is not None and not (isinstance(expiry, str) and len(expiry) == 4 and expiry.isdigit()):
-        problems.add(f"{key}.expiry", f"must be YYMM, got {expiry!r}")
-        expiry = None
-    if status not in STATUSES:
-        problems.add(f"{key}.status", f"must be one of {', '.join(STATUSES)}, got {status!r}")
-        status = "active"
-    balance = _money(problems, f"{key}.balance", entry.get("balance"))
-    limit = _money(problems, f"{key}.limit", entry.get("limit"))
-    if not (pan_ok and pin_ok):
-        return None
-    assert isinstance(pan, str)
-    return CardConfig(pan, pin, expiry, status, balance, limit)
-
-
-def _money(problems: _Problems, key: str, raw: Any) -> int | None:
-    """An amount in major units (``100``, ``12.34`` or ``"12.34"``) as minor units."""
-    if raw is None:
-        return None
-    try:
-        value = Decimal(str(raw)) * 100
-    except InvalidOperation:
-        value = Decimal(-1)
-    if isinstance(raw, bool) or value < 0 or value != value.to_integral_value():
-        problems.add(key, f"must be an amount such as 100.00, got {raw!r}")
-        return None
-    return int(value)
-
-
-def _scenario_texts(problems: _Problems, key: str, entry: dict[str, Any], values: dict[str, Any]) -> None:
-    for name in ("name", "tid", "kind", "mti", "respond"):
-        if name in entry:
-            if not isinstance(entry[name], str):
-                problems.add(f"{key}.{name}", f"must be a string, got {entry[name]!r}")
-            values[name] = str(entry[name])
-    if "respond" in values and (len(values["respond"]) != 2 or not values["respond"].isalnum()):
-        problems.add(f"{key}.respond", f"must be a 2-character response code, got {values['respond']!r}")
-        values.pop("respond")
-
-
-def _scenario_numbers(problems: _Problems, key: str, entry: dict[str, Any], values: dict[str, Any]) -> None:
-    for name, low, high in (("amount_cents", 0, 99), ("delay_ms", 0, 600_000), ("times", 1, 10**9)):
-        raw = entry.get(name)
-        if raw is not None and (isinstance(raw, bool) or not isinstance(raw, int) or not low <= raw <= high):
-            problems.add(f"{key}.{name}", f"must be a whole number {low}..{high}, got {raw!r}")
-        elif raw is not None:
-            values[name] = raw
-    for name in ("no_reply", "close", "bad_mac"):
-        if name in entry and not isinstance(entry[name], bool):
-            problems.add(f"{key}.{name}", f"must be true or false, got {entry[name]!r}")
-        elif name in entry:
-            values[name] = entry[name]
-    if "amount" in entry and (amount := _money(problems, f"{key}.amount", entry["amount"])) is not None:
-        values["amount_minor"] = amount
-
-
-def parse_scenario(problems: _Problems, key: str, entry: Any) -> ScenarioConfig | None:
-    """One scenario table (from `[[scenarios]]`, or a control command later)."""
-    if not _table(problems, key, entry, SCENARIO_KEYS):
-        return None
-    values: dict[str, Any] = {}
-    _scenario_texts(problems, key, entry, values)
-    _scenario_numbers(problems, key, entry, values)
-    pan = entry.get("pan")
-    if pan is not None and not (isinstance(pan, str) and pan.isdigit()):
-        problems.add(f"{key}.pan", "must be digits")  # never echo a PAN
-    if not set(entry) & set(SCENARIO_ACTIONS):
-        problems.add(key, f"needs an action: one of {', '.join(SCENARIO_ACTIONS)}")
-    try:
-        return ScenarioConfig(Scenario(**values), pan if isinstance(pan, str) else None)
-    except (AssertionError, TypeError):
-        return None
-
-
-def scenario_from_table(entry: Any, key: str) -> ScenarioConfig:
-    """One scenario table from outside a file (a live-control command), checked as ``[[scenarios]]`` entries are.
-
-    Raises:
-        ConfigError: one ``key.name: problem`` line per problem (no file name: the table came from no file).
-    """
-    problems = _Problems("")
-    parsed = parse_scenario(problems, key, entry)
-    if problems.lines or parsed is None:
-        lines = [line.removeprefix(": ") for line in problems.lines] or [f"{key}: is not a valid scenario"]
-        raise ConfigError("\n".join(lines))
-    return parsed
-
-
-def _scenario(problems: _Problems, index: int, entry: Any) -> ScenarioConfig | None:
-    return parse_scenario(problems, f"scenarios[{index}]", entry)
-
-
-def _tls(problems: _Problems, server: dict[str, Any]) -> TlsConfig | None:
+def _tls(problems: Problems, server: dict[str, Any]) -> TlsConfig | None:
     cert, key, client_ca = server.get("tls_cert"), server.get("tls_key"), server.get("tls_client_ca")
     if cert is None and key is None and client_ca is None:
         return None
@@ -395,7 +239,7 @@ def _tls(problems: _Problems, server: dict[str, Any]) -> TlsConfig | None:
     return TlsConfig(cert, key, client_ca if isinstance(client_ca, str) else None)
 
 
-def _ledger_settings(problems: _Problems, ledger: dict[str, Any]) -> dict[str, Any]:
+def _ledger_settings(problems: Problems, ledger: dict[str, Any]) -> dict[str, Any]:
     changes: dict[str, Any] = {}
     group_commit = ledger.get("group_commit", True)
     if not isinstance(group_commit, bool):
@@ -410,14 +254,14 @@ def _ledger_settings(problems: _Problems, ledger: dict[str, Any]) -> dict[str, A
     return changes
 
 
-def _scalar_settings(problems: _Problems, tables: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def _scalar_settings(problems: Problems, tables: dict[str, dict[str, Any]]) -> dict[str, Any]:
     server, ledger, log = tables["server"], tables["ledger"], tables["log"]
     changes: dict[str, Any] = {}
     for key, attribute, table, name in (
         ("server.host", "host", server, "host"), ("server.dialect", "dialect", server, "dialect"),
         ("ledger.url", "ledger_url", ledger, "url"),
     ):  # fmt: skip
-        if name in table and (value := _string(problems, key, table[name])) is not None:
+        if name in table and (value := string_value(problems, key, table[name])) is not None:
             changes[attribute] = value
     if "port" in server:
         port = server["port"]
@@ -443,7 +287,7 @@ def valid_topic_prefix(prefix: str) -> bool:
     return bool(prefix) and "+" not in prefix and "#" not in prefix and "" not in prefix.split("/")
 
 
-def _events(problems: _Problems, events: dict[str, Any], control: dict[str, Any]) -> dict[str, Any]:
+def _events(problems: Problems, events: dict[str, Any], control: dict[str, Any]) -> dict[str, Any]:
     """``[events]`` (the broker, off without mqtt_url) and ``[control]`` (live control, off unless enabled)."""
     changes: dict[str, Any] = {}
     enabled = control.get("enabled", False)
@@ -459,7 +303,7 @@ def _events(problems: _Problems, events: dict[str, Any], control: dict[str, Any]
             changes["events_keep_sent_s"] = float(keep)
     values: dict[str, str] = {}
     for name in ("mqtt_url", "username", "password", "client_id", "topic_prefix", "ca_file"):
-        if name in events and (value := _string(problems, f"events.{name}", events[name])) is not None:
+        if name in events and (value := string_value(problems, f"events.{name}", events[name])) is not None:
             values[name] = value
     if "mqtt_url" not in values:
         for name in sorted(set(events) - {"mqtt_url", "keep_sent_s"}):
@@ -483,7 +327,7 @@ def _events(problems: _Problems, events: dict[str, Any], control: dict[str, Any]
     return changes
 
 
-def _terminals(problems: _Problems, raw: Any) -> tuple[TerminalConfig, ...]:
+def _terminals(problems: Problems, raw: Any) -> tuple[TerminalConfig, ...]:
     if not isinstance(raw, list) or not raw:
         problems.add("terminals", "must be a non-empty array of tables ([[terminals]])")
         return ()
@@ -503,7 +347,7 @@ def parse_config(document: dict[str, Any], source: str) -> Config:
     Raises:
         ConfigError: one line per bad key, each naming ``source`` and the key.
     """
-    problems = _Problems(source)
+    problems = Problems(source)
     arrays = ("terminals", "cards", "scenarios")
     for unknown in sorted(set(document) - {*SECTIONS, *arrays}):
         problems.add(unknown, f"unknown section (expected one of {', '.join([*SECTIONS, *arrays])})")
@@ -525,13 +369,14 @@ def parse_config(document: dict[str, Any], source: str) -> Config:
         if not isinstance(raw_cards, list):
             problems.add("cards", "must be an array of tables ([[cards]])")
         else:
-            changes["cards"] = tuple(c for i, e in enumerate(raw_cards) if (c := _card(problems, i, e)) is not None)
+            cards = (card_entry(problems, index, entry) for index, entry in enumerate(raw_cards))
+            changes["cards"] = tuple(card for card in cards if card is not None)
     if "scenarios" in document:
         raw_scenarios = document["scenarios"]
         if not isinstance(raw_scenarios, list):
             problems.add("scenarios", "must be an array of tables ([[scenarios]])")
         else:
-            parsed = (_scenario(problems, i, e) for i, e in enumerate(raw_scenarios))
+            parsed = (scenario_entry(problems, i, e) for i, e in enumerate(raw_scenarios))
             changes["scenarios"] = tuple(s for s in parsed if s is not None)
     changes["tls"] = _tls(problems, tables["server"])
     changes["rules"] = _rules(problems, tables["rules"])

@@ -18,7 +18,7 @@ from typing import Any, Final
 
 from iso_host.cards import mask_pan
 from iso_host.clock import HostClock
-from iso_host.config import scenario_from_table
+from iso_host.config_cards import scenario_from_table
 from iso_host.errors import ConfigError
 from iso_host.events.record import control_event
 from iso_host.ledger.model import RecordEvent

@@ -40,7 +40,8 @@ from iso_host.ledger.model import (
     SettleBatch,
     Totals,
 )
-from iso_host.ledger.postgres import PostgresStore, postgres_statement
+from iso_host.ledger.postgres import PostgresStore
+from iso_host.ledger.postgres_schema import postgres_statement
 from iso_host.ledger.schema import MIGRATIONS
 from iso_host.ledger.sqlite import SqliteStore
 

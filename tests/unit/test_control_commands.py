@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from iso_host.clock import HostClock
-from iso_host.config import SCENARIO_KEYS
+from iso_host.config_cards import SCENARIO_KEYS
 from iso_host.control.commands import (
     COMMANDS,
     INVALID_REQUEST_ID,

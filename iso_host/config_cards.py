@@ -1,0 +1,144 @@
+"""The ``[[cards]]`` and ``[[scenarios]]`` tables: test cards and scenarios, checked key by key (live control
+checks a scenario table the same way, through ``scenario_from_table``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from typing import Any, Final
+
+from iso_host.config_checks import Problems, table_ok
+from iso_host.errors import ConfigError
+from iso_host.scenarios import ACTIONS as SCENARIO_ACTIONS
+from iso_host.scenarios import Scenario
+from iso_host.test_cards import STATUSES, TestCard
+
+CARD_KEYS: Final = {"pan", "pin", "expiry", "status", "balance", "limit"}
+SCENARIO_MATCH_KEYS: Final = {"tid", "pan", "kind", "mti", "amount", "amount_cents"}
+SCENARIO_KEYS: Final = {"name", "times", *SCENARIO_MATCH_KEYS, *SCENARIO_ACTIONS}
+
+
+@dataclass(frozen=True, slots=True)
+class CardConfig:
+    """A test card: its PIN, expiry, status, balance and per-transaction limit (amounts in minor units)."""
+
+    pan: str = field(repr=False)
+    pin: str | None = field(default=None, repr=False)
+    expiry: str | None = None
+    status: str = "active"
+    balance_minor: int | None = None
+    limit_minor: int | None = None
+
+    def test_card(self) -> TestCard:
+        return TestCard(self.status, self.expiry, self.balance_minor, self.limit_minor, self.pin)
+
+
+@dataclass(frozen=True, slots=True)
+class ScenarioConfig:
+    """A `[[scenarios]]` entry; the PAN stays here and is matched by its keyed hash."""
+
+    scenario: Scenario
+    pan: str | None = field(default=None, repr=False)
+
+
+def card_entry(problems: Problems, index: int, entry: Any) -> CardConfig | None:
+    key = f"cards[{index}]"
+    if not table_ok(problems, key, entry, CARD_KEYS):
+        return None
+    pan, pin = entry.get("pan"), entry.get("pin")
+    pan_ok = isinstance(pan, str) and pan.isdigit() and 12 <= len(pan) <= 19
+    pin_ok = pin is None or (isinstance(pin, str) and pin.isdigit() and 4 <= len(pin) <= 12)
+    if not pan_ok:
+        problems.add(f"{key}.pan", "must be 12 to 19 digits")  # never echo a PAN
+    if not pin_ok:
+        problems.add(f"{key}.pin", "must be 4 to 12 digits")  # never echo a PIN
+    expiry, status = entry.get("expiry"), entry.get("status", "active")
+    if expiry is not None and not (isinstance(expiry, str) and len(expiry) == 4 and expiry.isdigit()):
+        problems.add(f"{key}.expiry", f"must be YYMM, got {expiry!r}")
+        expiry = None
+    if status not in STATUSES:
+        problems.add(f"{key}.status", f"must be one of {', '.join(STATUSES)}, got {status!r}")
+        status = "active"
+    balance = money(problems, f"{key}.balance", entry.get("balance"))
+    limit = money(problems, f"{key}.limit", entry.get("limit"))
+    if not (pan_ok and pin_ok):
+        return None
+    assert isinstance(pan, str)
+    return CardConfig(pan, pin, expiry, status, balance, limit)
+
+
+def money(problems: Problems, key: str, raw: Any) -> int | None:
+    """An amount in major units (``100``, ``12.34`` or ``"12.34"``) as minor units."""
+    if raw is None:
+        return None
+    try:
+        value = Decimal(str(raw)) * 100
+    except InvalidOperation:
+        value = Decimal(-1)
+    if isinstance(raw, bool) or value < 0 or value != value.to_integral_value():
+        problems.add(key, f"must be an amount such as 100.00, got {raw!r}")
+        return None
+    return int(value)
+
+
+def _scenario_texts(problems: Problems, key: str, entry: dict[str, Any], values: dict[str, Any]) -> None:
+    for name in ("name", "tid", "kind", "mti", "respond"):
+        if name in entry:
+            if not isinstance(entry[name], str):
+                problems.add(f"{key}.{name}", f"must be a string, got {entry[name]!r}")
+            values[name] = str(entry[name])
+    if "respond" in values and (len(values["respond"]) != 2 or not values["respond"].isalnum()):
+        problems.add(f"{key}.respond", f"must be a 2-character response code, got {values['respond']!r}")
+        values.pop("respond")
+
+
+def _scenario_numbers(problems: Problems, key: str, entry: dict[str, Any], values: dict[str, Any]) -> None:
+    for name, low, high in (("amount_cents", 0, 99), ("delay_ms", 0, 600_000), ("times", 1, 10**9)):
+        raw = entry.get(name)
+        if raw is not None and (isinstance(raw, bool) or not isinstance(raw, int) or not low <= raw <= high):
+            problems.add(f"{key}.{name}", f"must be a whole number {low}..{high}, got {raw!r}")
+        elif raw is not None:
+            values[name] = raw
+    for name in ("no_reply", "close", "bad_mac"):
+        if name in entry and not isinstance(entry[name], bool):
+            problems.add(f"{key}.{name}", f"must be true or false, got {entry[name]!r}")
+        elif name in entry:
+            values[name] = entry[name]
+    if "amount" in entry and (amount := money(problems, f"{key}.amount", entry["amount"])) is not None:
+        values["amount_minor"] = amount
+
+
+def parse_scenario(problems: Problems, key: str, entry: Any) -> ScenarioConfig | None:
+    """One scenario table (from `[[scenarios]]`, or a control command later)."""
+    if not table_ok(problems, key, entry, SCENARIO_KEYS):
+        return None
+    values: dict[str, Any] = {}
+    _scenario_texts(problems, key, entry, values)
+    _scenario_numbers(problems, key, entry, values)
+    pan = entry.get("pan")
+    if pan is not None and not (isinstance(pan, str) and pan.isdigit()):
+        problems.add(f"{key}.pan", "must be digits")  # never echo a PAN
+    if not set(entry) & set(SCENARIO_ACTIONS):
+        problems.add(key, f"needs an action: one of {', '.join(SCENARIO_ACTIONS)}")
+    try:
+        return ScenarioConfig(Scenario(**values), pan if isinstance(pan, str) else None)
+    except (AssertionError, TypeError):
+        return None
+
+
+def scenario_from_table(entry: Any, key: str) -> ScenarioConfig:
+    """One scenario table from outside a file (a live-control command), checked as ``[[scenarios]]`` entries are.
+
+    Raises:
+        ConfigError: one ``key.name: problem`` line per problem (no file name: the table came from no file).
+    """
+    problems = Problems("")
+    parsed = parse_scenario(problems, key, entry)
+    if problems.lines or parsed is None:
+        lines = [line.removeprefix(": ") for line in problems.lines] or [f"{key}: is not a valid scenario"]
+        raise ConfigError("\n".join(lines))
+    return parsed
+
+
+def scenario_entry(problems: Problems, index: int, entry: Any) -> ScenarioConfig | None:
+    return parse_scenario(problems, f"scenarios[{index}]", entry)
