@@ -459,6 +459,7 @@ def _upload(model: Model, request: Upload) -> list[Outcome]:
 class Answer:
     code: str  # F39
     rrn: str | None  # F37, when the response carries one
+    totals: str | None = None  # CUP settlement: F48 of the reply (the host's totals and its result digits)
 
 
 def answered_as_recorded(request: Request, before: Model, after: Model, answer: Answer) -> bool:

@@ -239,7 +239,7 @@ class LedgerMachine(RuleBasedStateMachine):
             results = totals[30:31] + totals[61:62]
             if results != "11":
                 code = OUT_OF_BALANCE_00 if set(results) <= {"1", "2"} and len(results) == 2 else f"00+F48 {totals}"
-        return Answer(code, response.fields.get("37"))
+        return Answer(code, response.fields.get("37"), totals if self.cup and response.mti == "0510" else None)
 
     def exchange(self, messages: list[Message]) -> list[Answer]:
         """Send each message on a connection of its own, all at once; their answers in the same order."""
@@ -461,11 +461,22 @@ class LedgerMachine(RuleBasedStateMachine):
         totals = self.model.totals(batch)
         if not balanced:
             totals = self.model.plus(totals, TEST_PAN, (1, 1_234, 0, 0))
+        host_totals = self.model.totals(batch)
         request, message = self.settle_request(batch, totals)
-        self.send("settlement", request, message)
+        answer = self.send("settlement", request, message)
         if self.model.settled(batch):
             self.last_settlement = (request, message)
+        if self.cup and answer.code in ("00", OUT_OF_BALANCE_00):
+            self.check_reply_totals(answer, host_totals)
         self.finish_upload(batch, drop_one=drop_one)
+
+    def check_reply_totals(self, answer: Answer, host_totals: Totals) -> None:
+        """CUP: the 0510's F48 carries the host's own totals (the model's), section by section."""
+        assert answer.totals is not None
+        sections = [answer.totals[at : at + 31] for at in (0, 31)]  # debit n12 n3, credit n12 n3, result n1
+        found = tuple(n for d in sections for n in (int(d[12:15]), int(d[0:12]), int(d[27:30]), int(d[15:27])))
+        if found != tuple(n % 1_000 if i % 2 == 0 else n for i, n in enumerate(host_totals)):
+            self.fail("settlement_reply_totals", f"the 0510 carries totals {found} in F48, the model has {host_totals}")
 
     def finish_upload(self, batch: int, *, drop_one: bool = False) -> None:
         """An out-of-balance batch: the terminal uploads its debits (maybe one short), then ends the upload."""
