@@ -33,7 +33,8 @@ from iso_host.replay_cli import add_replay_parser
 from iso_host.scenarios import ScenarioBook
 from iso_host.security import unwrap_key
 from iso_host.server import Server
-from iso_host.terminal_cli import add_terminal_parser, local_now
+from iso_host.terminal_cli import add_terminal_parser
+from iso_host.terminal_session import local_now
 from iso_host.terminals import NO_KEYS, TerminalState, WorkingKeys, random_working_keys
 from iso_host.test_cards import CardBook
 from iso_host.tls import server_context

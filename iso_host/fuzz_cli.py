@@ -31,7 +31,7 @@ from iso_host.config import DEMO_MID, DEMO_TID
 from iso_host.errors import WireError
 from iso_host.fuzz import FuzzFrame, Mutator, SeedFrame, Tak, read_frame, seed_frame
 from iso_host.limits import DEFAULT_LIMITS
-from iso_host.terminal_cli import TEST_PAN, local_now
+from iso_host.terminal_session import TEST_PAN, local_now
 from iso_host.tls import client_context
 from iso_host.wire import NEED_DATA, Dialect, FrameDecoder, encode_frame
 from iso_host.wire.dialect import TEMPLATE_SAMPLE

@@ -1,48 +1,23 @@
-"""`iso-host terminal`: one terminal, talking to a host, keeping its state (STAN, keys, batch) in a file."""
+"""`iso-host terminal`: one terminal, talking to a host, keeping its state (STAN, keys, batch) in a file.
+
+The actions themselves are ``terminal_session.py``; scripted sessions (``terminal run``) ``session_script.py``.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import ssl
 import sys
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from datetime import datetime
-from decimal import Decimal, InvalidOperation
-from pathlib import Path
-from typing import Any, Final
+from typing import Any
 
-from iso_host import terminal_batch as book
 from iso_host.cards import displayed
-from iso_host.client import ClientError, ClientState, MacKeys, TerminalClient, dukpt_keys, pin_block_field
-from iso_host.config import DEMO_MID, DEMO_TID, DEMO_TMK, hex_key
-from iso_host.errors import ConfigError
-from iso_host.flows.batch_fields import RESULT_BALANCED, terminal_totals_field, upload_records_field
+from iso_host.config import DEMO_MID, DEMO_TID, DEMO_TMK
 from iso_host.log import configure
-from iso_host.tls import client_context
+from iso_host.session_script import run_session
+from iso_host.terminal_session import ACTIONS, TEST_PAN, Params, open_session
 from iso_host.wire import Dialect, Message, load_dialect
 
 EXIT_APPROVED, EXIT_DECLINED = 0, 1
-CUP_RECORDS_PER_UPLOAD: Final = 8  # F48 holds 322 digits
-TEST_PAN: Final = "4761739001010010"
-PARAM_NAMES: Final = ("amount", "pan", "expiry", "pin", "stan", "rrn", "operator")
-
-
-def local_now() -> datetime:
-    return datetime.now().astimezone()
-
-
-def parse_amount(text: str) -> int:
-    """``12.34`` → 1234 minor units (two decimals, as for most currencies)."""
-    try:
-        value = Decimal(text)
-    except InvalidOperation:
-        raise ConfigError(f"AMOUNT: expected a number such as 12.34, got {text!r}") from None
-    minor = value * 100
-    if minor != minor.to_integral_value() or minor < 0 or minor >= 10**12:
-        raise ConfigError(f"AMOUNT: expected 0.00 to 9999999999.99 with at most two decimals, got {text!r}")
-    return int(minor)
 
 
 def print_response(message: Message, dialect: Dialect) -> None:
@@ -52,220 +27,6 @@ def print_response(message: Message, dialect: Dialect) -> None:
         description = str(dialect.spec.get(field_id, {}).get("desc", ""))[:32]
         print(f"F{field_id:<4} {description:<32} {value}")
 
-
-@dataclass(frozen=True, slots=True)
-class Params:
-    """What one action needs besides the session; built from the command line or from a session file step."""
-
-    amount: str | None = None  # major units, "12.34" (sale, refund)
-    pan: str = TEST_PAN
-    expiry: str | None = None  # YYMM
-    pin: str | None = field(default=None, repr=False)
-    stan: str | None = None  # the original (void, reverse, refund): by STAN or by RRN
-    rrn: str | None = None
-    operator: str = "001"  # CUP F63 (void, signon)
-
-    @classmethod
-    def from_args(cls, args: argparse.Namespace) -> Params:
-        return cls(**{name: getattr(args, name) for name in PARAM_NAMES if getattr(args, name, None) is not None})
-
-
-@dataclass
-class Session:
-    """One terminal talking to one host: the client, its state file, its address and the keys in force."""
-
-    client: TerminalClient
-    state_path: Path
-    tmk: bytes = field(repr=False)
-    address: tuple[str, int]
-    ssl_context: ssl.SSLContext | None = None
-    timeout_s: float = 30.0
-    mac_algorithm: str | None = None  # --mac: overrides the dialect's
-    tak: bytes | None = field(default=None, repr=False)  # --tak: a static MAC key instead of sign-on's
-    bdk: bytes | None = field(default=None, repr=False)  # --bdk: a DUKPT terminal
-
-    @property
-    def dialect(self) -> Dialect:
-        return self.client.dialect
-
-    @property
-    def state(self) -> ClientState:
-        return self.client.state
-
-    def mac_keys(self) -> MacKeys | None:
-        """The MAC keys in force: a static --tak, or the keys from the last sign-on."""
-        algorithm = self.mac_algorithm or self.dialect.security.mac_algorithm
-        if self.tak:
-            return MacKeys(algorithm or "x9.19", self.tak, self.tak)
-        keys = self.state.keys(self.tmk)
-        return MacKeys(algorithm, keys[1], keys[1]) if keys is not None and algorithm else None
-
-    async def send(self, message: Message, mac: MacKeys | None) -> Message:
-        """Send a request (MAC'd with ``mac`` when given) and keep the state file current."""
-        self.state.save(self.state_path)  # the STAN is spent even if the host never answers
-        response = await self.client.request(message, timeout_s=self.timeout_s, mac=mac)
-        self.state.save(self.state_path)
-        return response
-
-    async def connect(self) -> None:
-        """Open a fresh connection (closing any old one); the terminal's state and keys carry over."""
-        old = self.client
-        await old.close()
-        self.client = TerminalClient(old.dialect, old.tid, old.mid, old.state)
-        self.client.mac = old.mac
-        await self.client.connect(*self.address, ssl_context=self.ssl_context, timeout_s=self.timeout_s)
-
-
-def open_session(args: argparse.Namespace, dialect: Dialect, tid: str, mid: str) -> Session:
-    """A session for the terminal flags (--to, --state, --tmk, --tls...); not connected yet."""
-    host, _, port = args.to.rpartition(":")
-    if not host or not port.isdigit():
-        raise ConfigError(f"--to: expected HOST:PORT, got {args.to!r}")
-    state_path = Path(args.state or Path.home() / ".iso-host" / f"terminal-{tid}.json")
-    client = TerminalClient(dialect, tid, mid, ClientState.load(state_path))
-    tmk = hex_key("--tmk", args.tmk)
-    ssl_context = client_context(args.tls_ca, args.tls_cert, args.tls_key) if args.tls else None
-    tak, bdk = (bytes.fromhex(text) if (text := getattr(args, name, None)) else None for name in ("tak", "bdk"))
-    return Session(client, state_path, tmk, (host, int(port)), ssl_context, args.timeout, getattr(args, "mac", None),
-                   tak, bdk)  # fmt: skip
-
-
-def _sale(session: Session, params: Params) -> tuple[Message, MacKeys | None]:
-    dialect, state = session.dialect, session.state
-    fields: dict[str, str] = {}
-    mac = session.mac_keys()
-    pin_key: bytes | None = None
-    if session.bdk:
-        ksn = state.next_ksn()
-        pin_key, mac = dukpt_keys(session.bdk, ksn)
-        if dialect.security.ksn_field is None:
-            raise ConfigError(f"--bdk: dialect {dialect.name} has no KSN field for DUKPT")
-        fields[dialect.security.ksn_field] = ksn.hex().upper()
-    elif params.pin and (keys := state.keys(session.tmk)) is not None:
-        pin_key = keys[0]
-    if params.pin:
-        if pin_key is None:
-            raise ConfigError("--pin: no PIN key; sign on first (iso-host terminal signon) or give --bdk")
-        fields["52"] = pin_block_field(pin_key, params.pin, params.pan, dialect.security.pin_block_format)
-    amount = parse_amount(params.amount or "")
-    message = session.client.build("sale", local_now(), amount=amount, pan=params.pan, expiry=params.expiry or "")
-    message.fields.update(fields)
-    return message, mac
-
-
-async def _do_sale(session: Session, params: Params) -> Message:
-    message, mac = _sale(session, params)
-    response = await session.send(message, mac)
-    if response.fields.get("39") == "00":
-        session.state.items.append({
-            "kind": "sale", "stan": message.fields["11"], "rrn": response.fields.get("37", ""),
-            "amount": int(message.fields["4"]), "pan": params.pan, "date": local_now().strftime("%m%d"),
-            "status": book.APPROVED,
-        })  # fmt: skip
-    return response
-
-
-def _target(session: Session, params: Params, kind: str | None = None) -> book.Item:
-    try:
-        return book.find(session.state.items, stan=params.stan, rrn=params.rrn, kind=kind)
-    except LookupError as error:
-        raise ConfigError(f"--stan/--rrn: {error}") from None
-
-
-async def _do_void(session: Session, params: Params) -> Message:
-    sale = _target(session, params, "sale")
-    message = session.client.build(
-        "void", local_now(), amount=sale["amount"], pan=sale["pan"], rrn=sale["rrn"], original_stan=int(sale["stan"]),
-        original_batch=session.state.batch, operator=params.operator,
-    )  # fmt: skip
-    response = await session.send(message, session.mac_keys())
-    if response.fields.get("39") == "00":
-        sale["status"] = book.VOIDED
-        session.state.items.append({"kind": "void", "stan": message.fields["11"], "rrn": response.fields.get("37", ""),
-                                    "amount": sale["amount"], "pan": sale["pan"], "status": book.APPROVED,
-                                    "original_stan": sale["stan"]})  # fmt: skip
-    return response
-
-
-async def _do_reverse(session: Session, params: Params) -> Message:
-    target = _target(session, params)
-    values: dict[str, Any] = {"amount": target["amount"], "pan": target["pan"], "original_stan": int(target["stan"])}
-    if session.dialect.settlement == "cup":
-        values |= {"original_processing_code": "200000" if target["kind"] == "void" else "000000",
-                   "original_type": "23" if target["kind"] == "void" else "22"}  # fmt: skip
-    response = await session.send(session.client.build("reversal", local_now(), **values), session.mac_keys())
-    # The host reverses only what is still approved (a voided sale's reversal changes nothing); so does the book.
-    if response.fields.get("39") == "00" and target["status"] == book.APPROVED:
-        book.apply_reversal(session.state.items, target)
-    return response
-
-
-async def _do_refund(session: Session, params: Params) -> Message:
-    sale = _target(session, params, "sale")
-    amount = parse_amount(params.amount or "")
-    message = session.client.build("refund", local_now(), amount=amount, pan=sale["pan"], rrn=sale["rrn"],
-                                   original_date=sale.get("date", ""))  # fmt: skip
-    response = await session.send(message, session.mac_keys())
-    if response.fields.get("39") == "00":
-        session.state.items.append({
-            "kind": "refund", "stan": message.fields["11"], "amount": amount, "rrn": response.fields.get("37", ""),
-            "pan": sale["pan"], "status": book.APPROVED,
-        })  # fmt: skip
-    return response
-
-
-def _balanced(response: Message, dialect: Dialect) -> bool:
-    if response.fields.get("39") != "00":
-        return False
-    digits = response.fields.get("48", "")
-    return dialect.settlement != "cup" or (digits[30:31] == RESULT_BALANCED and digits[61:62] == RESULT_BALANCED)
-
-
-async def _settle_message(session: Session, processing_code: str) -> Message:
-    totals = book.totals(session.state.items)
-    fields = terminal_totals_field(totals, session.dialect)
-    overall = totals.overall
-    message = session.client.build(
-        "settlement", local_now(), processing_code=processing_code, totals=fields.get("48", ""),
-        debit_count=overall.debit_count, debit_amount=overall.debit_minor, credit_count=overall.credit_count,
-        credit_amount=overall.credit_minor, operator="001",
-    )  # fmt: skip
-    message.fields.update(fields)
-    return await session.send(message, mac=None)
-
-
-async def _upload(session: Session) -> Message:
-    """Send the batch, then the end of the upload (cup 0320 60.3=202, iso87 0500 96xxxx)."""
-    records = book.upload_records(session.state.items)
-    if session.dialect.settlement == "cup":
-        for start in range(0, len(records), CUP_RECORDS_PER_UPLOAD):
-            chunk = records[start : start + CUP_RECORDS_PER_UPLOAD]
-            message = session.client.build("batch_upload", local_now(), records=upload_records_field(chunk))
-            if (await session.send(message, mac=None)).fields.get("39") != "00":
-                raise ClientError("the host refused a batch upload message")
-        end = session.client.build("upload_end", local_now(), count=len(records), processing_code="202")
-        return await session.send(end, mac=None)
-    for record in records:
-        message = session.client.build("batch_upload", local_now(), original_stan=int(record.stan), pan=record.pan,
-                                       amount=record.amount_minor)  # fmt: skip
-        if (await session.send(message, mac=None)).fields.get("39") != "00":
-            raise ClientError(f"the host refused the upload of STAN {record.stan}")
-    return await _settle_message(session, "960000")
-
-
-async def _do_settle(session: Session, params: Params) -> Message:
-    response = await _settle_message(session, "920000")
-    if not _balanced(response, session.dialect):
-        if response.fields.get("39") not in ("00", session.dialect.response_code("OUT_OF_BALANCE")):
-            return response  # refused outright (a batch the host does not hold open)
-        print("out of balance: uploading the batch")
-        response = await _upload(session)
-    if response.fields.get("39") == "00":
-        session.state.batch += 1
-        session.state.items = []
-        session.state.save(session.state_path)
-        print(f"batch settled; batch {session.state.batch} is open")
-    return response
 
 
 async def _run(args: argparse.Namespace) -> int:
@@ -285,39 +46,9 @@ async def _run(args: argparse.Namespace) -> int:
     return EXIT_APPROVED if response.fields.get("39") == "00" else EXIT_DECLINED
 
 
-async def _do_signon(session: Session, params: Params) -> Message:
-    message = session.client.build("signon", local_now(), operator=params.operator)
-    response = await session.send(message, mac=None)
-    if response.fields.get("39") == "00":
-        session.client.accept_signon(response, message, session.tmk)
-        session.state.save(session.state_path)
-    return response
-
-
-async def _do_signoff(session: Session, params: Params) -> Message:
-    response = await session.send(session.client.build("signoff", local_now()), mac=None)
-    if response.fields.get("39") == "00":
-        session.state.tpk_under_tmk = session.state.tak_under_tmk = None
-        session.state.save(session.state_path)
-    return response
-
-
-async def _do_echo(session: Session, params: Params) -> Message:
-    return await session.send(session.client.build("echo", local_now()), mac=None)
-
-
-Action = Callable[[Session, Params], Awaitable[Message]]
-ACTIONS: Final[dict[str, Action]] = {
-    "sale": _do_sale, "void": _do_void, "reverse": _do_reverse, "refund": _do_refund, "settle": _do_settle,
-    "signon": _do_signon, "signoff": _do_signoff, "echo": _do_echo,
-}  # fmt: skip
-
-
 def command_terminal(args: argparse.Namespace) -> int:
     configure("console" if sys.stderr.isatty() else "json", "warning", sys.stderr)
     if args.action == "run":
-        from iso_host.session_script import run_session  # noqa: PLC0415 - session_script builds on this module
-
         return asyncio.run(run_session(args))
     return asyncio.run(_run(args))
 
