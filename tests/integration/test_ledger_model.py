@@ -343,11 +343,12 @@ class LedgerMachine(RuleBasedStateMachine):
         message = self.build("reversal", amount=amount, pan=TEST_PAN, original_stan=stan, **values)
         return Reversal(stan, amount, batch), message
 
-    def settle_request(self, batch: int, totals: Totals, *, after_upload: bool = False) -> tuple[Settle, Message]:
+    def settle_request(self, batch: int, totals: Totals, *, uploaded: int | None = None) -> tuple[Settle, Message]:
+        """A settlement; with ``uploaded`` (the number of records uploaded) the one that ends the upload."""
+        after_upload = uploaded is not None
         if self.cup:
-            if after_upload:  # the end of the upload (0320 60.3 = 202) carries a record count, no totals
-                message = self.build("upload_end", count=len(self.model.debits(batch)), processing_code="202",
-                                     batch=batch)  # fmt: skip
+            if uploaded is not None:  # the end of the upload (0320 60.3 = 202) carries the record count, no totals
+                message = self.build("upload_end", count=uploaded, processing_code="202", batch=batch)
                 return Settle(batch, (), after_upload), message
             sections = [totals[at : at + 4] for at in (0, 4)]  # domestic, foreign: n12 n3 n12 n3 + result n1
             f48 = "".join(f"{da:012d}{dc % 1000:03d}{ca:012d}{cc % 1000:03d}0" for dc, da, cc, ca in sections)
@@ -485,7 +486,7 @@ class LedgerMachine(RuleBasedStateMachine):
         debits = self.model.debits(batch)[1 if drop_one else 0 :]
         for upload, message in self.upload_requests(batch, debits):
             self.send("batch-upload", upload, message)
-        request, message = self.settle_request(batch, self.model.totals(batch), after_upload=True)
+        request, message = self.settle_request(batch, self.model.totals(batch), uploaded=len(debits))
         self.send("upload-end", request, message)
         assert self.model.settled(batch)
         self.last_settlement = None
