@@ -20,7 +20,8 @@ task that introduced this test):
     and a void or refund that would be approved, is BATCH_OUT_OF_SYNC; a refused void or refund keeps its
     reason, unrecorded (so it does not count towards the refused-attempt limit), and is never DUPLICATE;
  8. a settlement repeated for the batch that just closed, with the same totals, is answered 00 again and
-    changes nothing; any other batch the host does not hold open is BATCH_OUT_OF_SYNC;
+    changes nothing (CUP: so is the end of an upload repeated for a batch that closed); any other batch the
+    host does not hold open is BATCH_OUT_OF_SYNC;
  9. reversals are idempotent: unknown original, repeat, declined original, already voided → 00 without
     effect; other amount → AMOUNT_MISMATCH; settled batch → BATCH_CLOSED; reversing a void restores its sale;
 10. refunds up to what remains, from settled batches too, within 30 days.
@@ -442,6 +443,8 @@ def _settle(model: Model, request: Settle) -> list[Outcome]:
         return [("OUT_OF_BALANCE", uploading)]
     if not request.after_upload and model.last_settled == (batch, request.totals):
         return [("APPROVED", _nothing)]  # 8: the reply was lost; the same answer again
+    if request.after_upload and request.totals == () and model.settled(batch):
+        return [("APPROVED", _nothing)]  # 8, CUP: the end of an upload again (its reply was lost); it closed then
     if not request.after_upload and model.settled_with.get(batch) == request.totals:
         # 8 asks 77 for any batch but the one that just closed; answering an older batch's repeat (same totals)
         # as the first time changes nothing either, and is how the host implements it: both are accepted.

@@ -489,11 +489,12 @@ class LedgerMachine(RuleBasedStateMachine):
         request, message = self.settle_request(batch, self.model.totals(batch), uploaded=len(debits))
         self.send("upload-end", request, message)
         assert self.model.settled(batch)
-        self.last_settlement = None
+        self.last_settlement = (request, message) if self.cup else None  # CUP: its reply may be lost too
 
     @rule()
     def settle_again(self) -> None:
-        """The reply to a balanced settlement was lost: the terminal sends the very same message again."""
+        """The reply to a balanced settlement (CUP: or to the end of an upload) was lost: the terminal sends the
+        very same message again."""
         if self.last_settlement is None:
             return  # nothing to aim at yet: a guard, not a precondition, so replays draw the same steps
         assert self.last_settlement is not None
