@@ -188,7 +188,11 @@ class Host:
             except BatchSettledError as error:
                 outcome.log["detail"] = f"attempt {attempt}: {error}"
                 batch_state = True
-                request = await self._rebatched(request, terminal)
+                try:
+                    request = await self._rebatched(request, terminal)
+                except StoreError as reread_error:
+                    outcome.log["detail"] = str(reread_error)
+                    return Decision(Reason.SYSTEM_ERROR), False
                 continue
             except ConflictError as error:
                 outcome.log["detail"] = f"attempt {attempt}: {error}"
