@@ -93,3 +93,40 @@ def test_the_layering_check_sees_the_package() -> None:
     """The checks above found the modules they are meant to check."""
     names = {module_name(p) for p in MODULES}
     assert {"iso_host.wire.codec", "iso_host.host", "iso_host.server", "iso_host.flows.sale"} <= names
+
+
+def _our_imports(path: Path, known: set[str]) -> set[str]:
+    """The iso_host modules ``path`` imports, at module level or inside functions (a package's face excluded:
+    its re-exports are not behaviour)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    packages = {module_name(p) for p in MODULES if p.name == "__init__.py"}
+    return {name for name in names if name in known and name not in packages}
+
+
+def test_no_import_circle() -> None:
+    """No module imports, even from inside a function, a module that imports it back (directly or not)."""
+    known = {module_name(p) for p in MODULES}
+    graph = {module_name(p): _our_imports(p, known) for p in MODULES}
+    circles: list[list[str]] = []
+    state: dict[str, str] = {}  # visiting | done
+
+    def visit(module: str, trail: list[str]) -> None:
+        state[module] = "visiting"
+        for target in sorted(graph[module]):
+            if state.get(target) == "visiting":
+                circles.append([*trail[trail.index(target):], target] if target in trail else [module, target])
+            elif target not in state:
+                visit(target, [*trail, target])
+        state[module] = "done"
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [module])
+    assert not circles, "import circles: " + "; ".join(" -> ".join(circle) for circle in circles)
