@@ -52,6 +52,8 @@ def module_name(path: Path) -> str:
 
 
 def imports_of(path: Path) -> set[str]:
+    """Every module ``path`` imports, at module level or inside functions, with each ``from M import N`` also
+    as ``M.N`` (N may be a module)."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
     names: set[str] = set()
     for node in ast.walk(tree):
@@ -59,6 +61,7 @@ def imports_of(path: Path) -> set[str]:
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
     return names
 
 
@@ -96,18 +99,9 @@ def test_the_layering_check_sees_the_package() -> None:
 
 
 def _our_imports(path: Path, known: set[str]) -> set[str]:
-    """The iso_host modules ``path`` imports, at module level or inside functions (a package's face excluded:
-    its re-exports are not behaviour)."""
-    tree = ast.parse(path.read_text(encoding="utf-8"))
-    names: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            names.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names.add(node.module)
-            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    """The iso_host modules ``path`` imports; a package's face is left out (its re-exports are not behaviour)."""
     packages = {module_name(p) for p in MODULES if p.name == "__init__.py"}
-    return {name for name in names if name in known and name not in packages}
+    return {name for name in imports_of(path) if name in known and name not in packages}
 
 
 def test_no_import_circle() -> None:

@@ -62,6 +62,8 @@ from iso_host.log import get_logger
 
 _STOP: Final = object()
 TIGHT_WAL_PAGES: Final = 64  # after the disk filled: checkpoint every 256 KiB of WAL (SQLite's default: 1000 pages)
+
+
 def sqlite_statement(sql: Statement) -> str:
     """A migration statement as SQLite spells it."""
     return sql if isinstance(sql, str) else sql.sqlite
@@ -283,15 +285,16 @@ class SqliteStore:
                     break
                 assert isinstance(job, Job)
                 group.append(job)
-            late = [job for job in group if expired(job.deadline)]
-            for job in late:  # its caller has answered already: run nothing of it
-                job.error = timeout_error()
+            live = []
+            for job in group:
+                if not expired(job.deadline):
+                    live.append(job)
+                    continue
+                job.error = timeout_error()  # its caller has answered already: run nothing of it
                 with contextlib.suppress(RuntimeError):
                     job.loop.call_soon_threadsafe(resolve, job)
-            if late:
-                group = [job for job in group if job not in late]
-            if group:
-                self._commit_group(connection, group)
+            if live:
+                self._commit_group(connection, live)
         connection.close()
         self._fail_leftovers()
 
