@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any, Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from iso_host.broker import DEFAULT_PREFIX, BrokerSettings, broker_address
 from iso_host.config_cards import (
     CardConfig,
     ScenarioConfig,
@@ -21,10 +20,11 @@ from iso_host.config_cards import (
     scenario_entry,
 )
 from iso_host.config_checks import Problems, string_value, table_ok
+from iso_host.core.rules import SAME_BUSINESS_DAY, RuleSettings
 from iso_host.errors import ConfigError
-from iso_host.ledger.rules import SAME_BUSINESS_DAY, RuleSettings
 from iso_host.ledger.store import DEFAULT_LEDGER_DEADLINE_S
 from iso_host.limits import Limits
+from iso_host.mqtt.topics import DEFAULT_PREFIX, BrokerSettings, broker_address
 
 DEMO_TID: Final = "TERM0001"
 DEMO_MID: Final = "MERCHANT0000001"

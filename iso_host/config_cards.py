@@ -8,10 +8,10 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, Final
 
 from iso_host.config_checks import Problems, table_ok
+from iso_host.core.scenarios import ACTIONS as SCENARIO_ACTIONS
+from iso_host.core.scenarios import Scenario
+from iso_host.core.test_cards import STATUSES, TestCard
 from iso_host.errors import ConfigError
-from iso_host.scenarios import ACTIONS as SCENARIO_ACTIONS
-from iso_host.scenarios import Scenario
-from iso_host.test_cards import STATUSES, TestCard
 
 CARD_KEYS: Final = {"pan", "pin", "expiry", "status", "balance", "limit"}
 SCENARIO_MATCH_KEYS: Final = {"tid", "pan", "kind", "mti", "amount", "amount_cents"}

@@ -14,8 +14,8 @@ import ssl
 import time
 from typing import Any
 
+from iso_host.core.pipeline import Host
 from iso_host.errors import WireError
-from iso_host.host import Host
 from iso_host.limits import Limits
 from iso_host.log import get_logger
 from iso_host.trace import IN, OUT, Tracer

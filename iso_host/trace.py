@@ -58,8 +58,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final
 
+from iso_host.core.flows.batch_fields import CUP_RECORD_DIGITS
 from iso_host.errors import ConfigError, WireError
-from iso_host.flows.batch_fields import CUP_RECORD_DIGITS
 from iso_host.log import get_logger
 from iso_host.wire import Dialect, Message, decode, encode
 

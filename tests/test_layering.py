@@ -14,34 +14,83 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "iso_host.wire": ("iso_host.errors",),
     "iso_host.security": (),
     "iso_host.ledger": ("iso_host.errors", "iso_host.log"),  # the SQLite store says when its disk fills
-    "iso_host.terminals": ("iso_host.security",),
-    "iso_host.message_auth": ("iso_host.security", "iso_host.wire"),
-    "iso_host.flows": ("iso_host.ledger", "iso_host.wire", "iso_host.security", "iso_host.errors",
-                       "iso_host.terminals", "iso_host.test_cards"),
-    "iso_host.admission": ("iso_host.cards", "iso_host.flows", "iso_host.ledger", "iso_host.message_auth",
-                           "iso_host.security", "iso_host.terminals", "iso_host.test_cards", "iso_host.wire"),
-    "iso_host.scenarios": (),
-    "iso_host.test_cards": (),
-    "iso_host.host": ("iso_host.admission", "iso_host.errors", "iso_host.flows", "iso_host.ledger", "iso_host.wire",
-                      "iso_host.message_auth", "iso_host.scenarios", "iso_host.terminals", "iso_host.test_cards",
-                      "iso_host.events.record"),
+    "iso_host.core.terminals": ("iso_host.security",),
+    "iso_host.core.message_auth": ("iso_host.security", "iso_host.wire"),
+    "iso_host.core.flows": (
+        "iso_host.ledger",
+        "iso_host.core.rules",
+        "iso_host.wire",
+        "iso_host.security",
+        "iso_host.errors",
+        "iso_host.core.terminals",
+        "iso_host.core.test_cards",
+    ),
+    "iso_host.core.admission": (
+        "iso_host.cards",
+        "iso_host.core.flows",
+        "iso_host.ledger",
+        "iso_host.core.message_auth",
+        "iso_host.security",
+        "iso_host.core.terminals",
+        "iso_host.core.test_cards",
+        "iso_host.wire",
+    ),
+    "iso_host.core.scenarios": (),
+    "iso_host.core.rules": ("iso_host.ledger",),
+    "iso_host.core.test_cards": (),
+    "iso_host.core.pipeline": (
+        "iso_host.core.admission",
+        "iso_host.core.rules",
+        "iso_host.errors",
+        "iso_host.core.flows",
+        "iso_host.ledger",
+        "iso_host.wire",
+        "iso_host.core.message_auth",
+        "iso_host.core.scenarios",
+        "iso_host.core.terminals",
+        "iso_host.core.test_cards",
+        "iso_host.events.record",
+    ),
     "iso_host.clock": (),
-    "iso_host.broker": ("iso_host.errors",),
+    "iso_host.mqtt.topics": ("iso_host.errors",),
     "iso_host.events.record": ("iso_host.cards", "iso_host.ledger"),
-    "iso_host.control.commands": ("iso_host.broker", "iso_host.cards", "iso_host.clock", "iso_host.config",
-                                  "iso_host.errors", "iso_host.events.record", "iso_host.ledger",
-                                  "iso_host.scenarios", "iso_host.terminals", "iso_host.test_cards"),
-}  # fmt: skip
+    "iso_host.control.commands": (
+        "iso_host.mqtt.topics",
+        "iso_host.cards",
+        "iso_host.clock",
+        "iso_host.config",
+        "iso_host.errors",
+        "iso_host.events.record",
+        "iso_host.ledger",
+        "iso_host.core.scenarios",
+        "iso_host.core.terminals",
+        "iso_host.core.test_cards",
+    ),
+}
 # Modules that may do I/O with asyncio, threads, sockets or the clock.
 EDGE_MODULES = (
-    "iso_host.server", "iso_host.client", "iso_host.cli", "iso_host.terminal_cli", "iso_host.ledger_commands",
-    "iso_host.ledger.sqlite", "iso_host.ledger.postgres", "iso_host.ledger.reports", "iso_host.ledger.deadlines",
+    "iso_host.server",
+    "iso_host.terminal.client",
+    "iso_host.cli.main",
+    "iso_host.cli.terminal",
+    "iso_host.cli.ledger",
+    "iso_host.ledger.sqlite",
+    "iso_host.ledger.postgres",
+    "iso_host.ledger.reports",
+    "iso_host.ledger.deadlines",
     "iso_host.events.relay",
-    "iso_host.session_script", "iso_host.mqtt", "iso_host.mqtt_tasks", "iso_host.mqtt_cli",
-    "iso_host.events_tail", "iso_host.control_cli",
+    "iso_host.terminal.script",
+    "iso_host.mqtt.client",
+    "iso_host.mqtt.tasks",
+    "iso_host.cli.broker_flags",
+    "iso_host.cli.events",
+    "iso_host.cli.control",
     "iso_host.control.listener",
-    "iso_host.trace", "iso_host.replay_cli", "iso_host.keyed_locks", "iso_host.fuzz_cli",
-)  # fmt: skip
+    "iso_host.trace",
+    "iso_host.cli.replay",
+    "iso_host.keyed_locks",
+    "iso_host.cli.fuzz",
+)
 IO_IMPORTS = ("asyncio", "socket", "threading", "sqlite3", "aiomqtt", "psycopg")
 
 
@@ -76,9 +125,7 @@ def test_layer_imports_only_what_it_may(path: Path) -> None:
     if layer is None:
         return
     ours = {i for i in imports_of(path) if i.startswith("iso_host")}
-    foreign = {
-        i for i in ours if not (i == layer or i.startswith(layer + ".")) and not i.startswith(ALLOWED[layer])
-    }
+    foreign = {i for i in ours if not (i == layer or i.startswith(layer + ".")) and not i.startswith(ALLOWED[layer])}
     assert not foreign, f"{name} imports {sorted(foreign)}"
 
 
@@ -95,7 +142,7 @@ def test_io_stays_at_the_edge(path: Path) -> None:
 def test_the_layering_check_sees_the_package() -> None:
     """The checks above found the modules they are meant to check."""
     names = {module_name(p) for p in MODULES}
-    assert {"iso_host.wire.codec", "iso_host.host", "iso_host.server", "iso_host.flows.sale"} <= names
+    assert {"iso_host.wire.codec", "iso_host.core.pipeline", "iso_host.server", "iso_host.core.flows.sale"} <= names
 
 
 def _our_imports(path: Path, known: set[str]) -> set[str]:
@@ -115,7 +162,7 @@ def test_no_import_circle() -> None:
         state[module] = "visiting"
         for target in sorted(graph[module]):
             if state.get(target) == "visiting":
-                circles.append([*trail[trail.index(target):], target] if target in trail else [module, target])
+                circles.append([*trail[trail.index(target) :], target] if target in trail else [module, target])
             elif target not in state:
                 visit(target, [*trail, target])
         state[module] = "done"

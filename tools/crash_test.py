@@ -49,17 +49,17 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 from psycopg.rows import dict_row
 
-from iso_host.client import ClientError, ClientState, TerminalClient
 from iso_host.config import DEMO_TMK
-from iso_host.flows.batch_fields import terminal_totals_field
+from iso_host.core.flows.batch_fields import terminal_totals_field
 from iso_host.ledger.model import BatchTotals, Totals
+from iso_host.terminal.client import ClientError, ClientState, TerminalClient
 from iso_host.wire import Dialect, Message, load_dialect
 
 DIALECT_NAME: Final = "iso87binary"  # no sign-on, no MAC for a terminal with only a TMK
 MID: Final = "CRASHMERCHANT01"  # field 42, 15 characters
 PAN: Final = "4761739001010010"
 DEFAULT_POSTGRES_URL: Final = "postgresql://postgres@127.0.0.1:5432/postgres"
-ISO_HOST: Final = (sys.executable, "-m", "iso_host.cli")
+ISO_HOST: Final = (sys.executable, "-m", "iso_host.cli.main")
 START_TIMEOUT_S: Final = 60.0  # a cold interpreter, then migrations on a fresh database
 STOP_TIMEOUT_S: Final = 30.0  # the server's grace period plus closing the store
 REQUEST_TIMEOUT_S: Final = 15.0  # on loopback an answer slower than this is a hang, not load

@@ -23,10 +23,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from iso_host.client import TerminalClient
-from iso_host.flows.batch_fields import terminal_totals_field
+from iso_host.core.flows.batch_fields import terminal_totals_field
 from iso_host.ledger import Card, Kind, Reason, RecordTransaction, Status, TransactionRecord, open_store
 from iso_host.ledger.model import BatchTotals, Totals
+from iso_host.terminal.client import TerminalClient
 from iso_host.wire import load_dialect
 
 MID = "BENCHMERCHANT01"

@@ -19,11 +19,11 @@ from typing import Any, Final
 from iso_host.cards import mask_pan
 from iso_host.clock import HostClock
 from iso_host.config_cards import scenario_from_table
+from iso_host.core.scenarios import Scenario, ScenarioBook
+from iso_host.core.terminals import TerminalState
 from iso_host.errors import ConfigError
 from iso_host.events.record import control_event
 from iso_host.ledger.model import RecordEvent
-from iso_host.scenarios import Scenario, ScenarioBook
-from iso_host.terminals import TerminalState
 
 INVALID_REQUEST_ID: Final = "invalid"  # the reply topic's last level when the request named no usable id
 MAX_PAYLOAD_BYTES: Final = 65_536  # a scenario table is a few hundred bytes; this bounds every parse below

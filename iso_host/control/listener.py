@@ -19,12 +19,12 @@ from typing import Final
 
 import aiomqtt
 
-from iso_host.broker import BrokerSettings, control_topic, reply_topic
 from iso_host.control.commands import ControlReply, Controls, execute, failure_reply
 from iso_host.errors import StoreError
 from iso_host.ledger.store import Store
 from iso_host.log import get_logger
-from iso_host.mqtt import client, describe_broker, error_line
+from iso_host.mqtt.client import client, describe_broker, error_line
+from iso_host.mqtt.topics import BrokerSettings, control_topic, reply_topic
 
 QOS: Final = 1
 PUBLISH_TIMEOUT_S: Final = 10.0  # no PUBACK for a reply by then: the connection is treated as lost

@@ -16,12 +16,12 @@ from typing import Final
 
 import aiomqtt
 
-from iso_host.broker import BrokerSettings, event_topic
 from iso_host.errors import StoreError
 from iso_host.ledger.model import PendingEvent
 from iso_host.ledger.store import Store
 from iso_host.log import get_logger
-from iso_host.mqtt import client, describe_broker, error_line
+from iso_host.mqtt.client import client, describe_broker, error_line
+from iso_host.mqtt.topics import BrokerSettings, event_topic
 
 BATCH_SIZE: Final = 500  # events read and published per round
 POLL_S: Final = 1.0  # a wake-up is missed only if a commit raced the read; this catches it

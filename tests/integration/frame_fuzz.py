@@ -19,15 +19,15 @@ from hypothesis import strategies as st
 from log_audit import remember_secret
 
 from iso_host.cards import pan_hash
-from iso_host.cli import terminal_state
-from iso_host.client import TerminalClient
+from iso_host.cli.main import terminal_state
 from iso_host.config import DEMO_TMK, TerminalConfig
-from iso_host.host import Host
+from iso_host.core.message_auth import mac_field_of
+from iso_host.core.pipeline import Host
+from iso_host.core.terminals import TerminalState, random_working_keys
+from iso_host.core.test_cards import CardBook
 from iso_host.ledger import Store, open_store
-from iso_host.message_auth import mac_field_of
 from iso_host.security import compute_mac
-from iso_host.terminals import TerminalState, random_working_keys
-from iso_host.test_cards import CardBook
+from iso_host.terminal.client import TerminalClient
 from iso_host.wire import Dialect, Envelope, Message, WireDecodeError, decode, encode, load_dialect
 from iso_host.wire.dialect import TEMPLATE_SAMPLE
 

@@ -13,22 +13,22 @@ from pathlib import Path
 
 from log_audit import remember_secret
 
-from iso_host.broker import BrokerSettings
 from iso_host.cards import pan_hash
-from iso_host.cli import terminal_state
-from iso_host.client import TerminalClient
+from iso_host.cli.main import terminal_state
 from iso_host.config import DEMO_TMK, TerminalConfig
+from iso_host.core.pipeline import Host
+from iso_host.core.rules import RuleSettings
+from iso_host.core.scenarios import Scenario, ScenarioBook
+from iso_host.core.terminals import TerminalState, random_working_keys
+from iso_host.core.test_cards import CardBook, TestCard
 from iso_host.events.record import EventSink
 from iso_host.events.relay import Relay, machine_now
-from iso_host.host import Host
 from iso_host.keyed_locks import KeyedLocks
 from iso_host.ledger import Store, TransactionFilter, TransactionRecord, open_store
-from iso_host.ledger.rules import RuleSettings
 from iso_host.limits import Limits
-from iso_host.scenarios import Scenario, ScenarioBook
+from iso_host.mqtt.topics import BrokerSettings
 from iso_host.server import Server
-from iso_host.terminals import TerminalState, random_working_keys
-from iso_host.test_cards import CardBook, TestCard
+from iso_host.terminal.client import TerminalClient
 from iso_host.wire import Dialect, load_dialect
 
 TID, MID = "TERM0001", "MERCHANT0000001"

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-ISO_HOST = [sys.executable, "-m", "iso_host.cli"]
+ISO_HOST = [sys.executable, "-m", "iso_host.cli.main"]
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 

@@ -21,11 +21,11 @@ from databases import store_url
 from hosting import TEST_PAN, RunningHost, running_host
 
 from iso_host.cards import pan_hash
-from iso_host.client import TerminalClient, pin_block_field
 from iso_host.config import DEMO_TMK
+from iso_host.core.rules import RuleSettings
+from iso_host.core.test_cards import CardBook, TestCard
 from iso_host.ledger import Status, TransactionRecord
-from iso_host.ledger.rules import RuleSettings
-from iso_host.test_cards import CardBook, TestCard
+from iso_host.terminal.client import TerminalClient, pin_block_field
 from iso_host.wire import Message
 
 UTC = ZoneInfo("UTC")

@@ -24,18 +24,18 @@ from hosting import TEST_PAN, TID, RunningHost, local_now, running_host
 from structlog.testing import capture_logs
 from waiting import until
 
-from iso_host.broker import BrokerSettings, broker_address, control_topic, reply_topic
 from iso_host.cards import pan_hash
-from iso_host.client import TerminalClient
 from iso_host.clock import HostClock
 from iso_host.control import listener as listener_module
 from iso_host.control.commands import INVALID_REQUEST_ID, Controls
 from iso_host.control.listener import INTERNAL_ERROR, ControlListener
+from iso_host.core.scenarios import ScenarioBook
+from iso_host.core.terminals import TerminalState
+from iso_host.core.test_cards import TestCard
 from iso_host.errors import StoreError
 from iso_host.ledger import Reason, Status
-from iso_host.scenarios import ScenarioBook
-from iso_host.terminals import TerminalState
-from iso_host.test_cards import TestCard
+from iso_host.mqtt.topics import BrokerSettings, broker_address, control_topic, reply_topic
+from iso_host.terminal.client import TerminalClient
 
 SCHEMA_PATH = Path(__file__).parents[2] / "docs" / "events.schema.json"
 REPLY_TIMEOUT_S = 10.0

@@ -26,9 +26,9 @@ from structlog.testing import capture_logs
 from tls_material import make_tls_files
 from waiting import until
 
-from iso_host.broker import BrokerSettings, broker_address
-from iso_host.client import TerminalClient
-from iso_host.mqtt import client as mqtt_client
+from iso_host.mqtt.client import client as mqtt_client
+from iso_host.mqtt.topics import BrokerSettings, broker_address
+from iso_host.terminal.client import TerminalClient
 
 SCHEMA_PATH = Path(__file__).parents[2] / "docs" / "events.schema.json"
 

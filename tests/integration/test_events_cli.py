@@ -22,11 +22,11 @@ import pytest
 from brokers import free_port, shared_broker_url
 from processes import ISO_HOST
 
-from iso_host.broker import BrokerSettings, event_topic, reply_topic
 from iso_host.cards import mask_pan
 from iso_host.events.record import control_event, decision_event
 from iso_host.ledger.model import Card, Reason, RecordEvent
-from iso_host.mqtt import client
+from iso_host.mqtt.client import client
+from iso_host.mqtt.topics import BrokerSettings, event_topic, reply_topic
 
 NOW = datetime(2025, 3, 1, 9, 15, 30, 250_000, tzinfo=UTC)
 PAN = "4761739001010010"

@@ -17,8 +17,8 @@ from hosting import TEST_PAN
 from test_cancellations import Sold, Till, sold_amount
 from test_settlement import terminal as counter
 
-from iso_host.client import TerminalClient
 from iso_host.ledger.reports import verify
+from iso_host.terminal.client import TerminalClient
 from iso_host.wire import Message
 
 FAMILIES = ("iso87binary", "cup")

@@ -79,10 +79,10 @@ from ledger_model import (
 )
 from log_audit import remember_secret
 
-from iso_host.client import ClientState, TerminalClient
+from iso_host.core import rules as host_rules
 from iso_host.ledger import TransactionRecord
-from iso_host.ledger import rules as host_rules
 from iso_host.ledger.reports import verify_ledger
+from iso_host.terminal.client import ClientState, TerminalClient
 from iso_host.wire import Message
 
 UTC = ZoneInfo("UTC")

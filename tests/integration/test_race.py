@@ -19,7 +19,7 @@ from pathlib import Path
 import psycopg
 from databases import fresh_postgres_database
 
-from iso_host.client import ClientState, TerminalClient
+from iso_host.terminal.client import ClientState, TerminalClient
 from iso_host.wire import load_dialect
 
 ORIGINALS = 200
@@ -32,7 +32,7 @@ def serve(ledger_url: str, tmp_path: Path, name: str) -> Iterator[tuple[str, int
     """An `iso-host serve` process on the shared ledger; yields its address once it listens."""
     log = (tmp_path / f"{name}.log").open("w")
     process = subprocess.Popen(
-        [sys.executable, "-m", "iso_host.cli", "serve", "--port", "0", "--ledger", ledger_url,
+        [sys.executable, "-m", "iso_host.cli.main", "serve", "--port", "0", "--ledger", ledger_url,
          "--log-format", "json", "--log-level", "warning"],
         stdout=subprocess.PIPE, stderr=log, text=True, cwd=tmp_path,
     )  # fmt: skip

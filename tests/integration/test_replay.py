@@ -16,11 +16,11 @@ import dpkt
 import pytest
 from hosting import MID, TEST_PAN, TID, RunningHost, local_now, running_host
 
-from iso_host.client import TerminalClient, pin_block_field
+from iso_host.cli.replay import add_replay_parser
 from iso_host.config import DEMO_TMK
-from iso_host.replay import DEFAULT_IGNORE, compare
-from iso_host.replay_cli import add_replay_parser
-from iso_host.terminals import TerminalState
+from iso_host.core.terminals import TerminalState
+from iso_host.terminal.captures import DEFAULT_IGNORE, compare
+from iso_host.terminal.client import TerminalClient, pin_block_field
 from iso_host.wire import LENGTH_HEADERS, Message, encode_frame
 
 OTHER_TID = "TERM0003"  # configured on the recording host only

@@ -12,10 +12,10 @@ from hosting import TEST_PAN, local_now, running_host
 from waiting import until
 
 from iso_host.cards import pan_hash
-from iso_host.client import ClientError
+from iso_host.core.scenarios import Scenario
+from iso_host.core.test_cards import TestCard
 from iso_host.ledger import Reason, Status
-from iso_host.scenarios import Scenario
-from iso_host.test_cards import TestCard
+from iso_host.terminal.client import ClientError
 
 CARD = "5413330089010012"
 _STANS = itertools.count(100, 100)  # every helper connection numbers its requests from a fresh STAN range

@@ -9,10 +9,10 @@ import pytest
 from hosting import MID, TEST_PAN, TID, local_now, running_host
 from log_audit import remember_secret
 
-from iso_host.client import MacKeys, dukpt_keys, pin_block_field
 from iso_host.config import DEMO_TMK
+from iso_host.core.terminals import TerminalState, WorkingKeys
 from iso_host.security import derive_ipek
-from iso_host.terminals import TerminalState, WorkingKeys
+from iso_host.terminal.client import MacKeys, dukpt_keys, pin_block_field
 
 DUKPT_BDK = bytes.fromhex("0123456789ABCDEFFEDCBA9876543210")
 KSN = bytes.fromhex("FFFF9876543210E00001")

@@ -14,7 +14,7 @@ from databases import store_url
 from hosting import TEST_PAN, RunningHost, running_host
 from test_cancellations import RULES, UTC, FakeClock, Sold, Till
 
-from iso_host.flows.batch_fields import UploadRecord, terminal_totals_field, upload_records_field
+from iso_host.core.flows.batch_fields import UploadRecord, terminal_totals_field, upload_records_field
 from iso_host.ledger import Status
 from iso_host.ledger.model import BatchTotals, Totals
 from iso_host.wire import Message

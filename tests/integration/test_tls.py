@@ -9,8 +9,8 @@ import pytest
 from hosting import TEST_PAN, local_now, running_host
 from tls_material import TlsFiles, make_tls_files
 
-from iso_host.client import ClientError
 from iso_host.errors import ConfigError
+from iso_host.terminal.client import ClientError
 from iso_host.tls import client_context, server_context
 
 

@@ -21,9 +21,9 @@ from processes import serving, terminal
 from structlog.testing import capture_logs
 from waiting import until_blocking
 
-from iso_host.cli import main
+from iso_host.cli.main import main
+from iso_host.core.flows.batch_fields import UploadRecord, upload_records_field
 from iso_host.errors import ConfigError
-from iso_host.flows.batch_fields import UploadRecord, upload_records_field
 from iso_host.limits import Limits
 from iso_host.server import Server
 from iso_host.trace import Tracer, redact_body

@@ -9,7 +9,16 @@ from pathlib import Path
 import pytest
 from log_audit import remember_secret
 
-from iso_host.client import (
+from iso_host.core.message_auth import MAC_PLACEHOLDER, seal
+from iso_host.security import (
+    CupWorkingKeys,
+    build_cup_key_block,
+    build_iso87_key_block,
+    decode_pin_block,
+    decrypt_pin_block,
+    wrap_key,
+)
+from iso_host.terminal.client import (
     DEFAULT_KSN,
     DUKPT_MAC_ALGORITHM,
     ClientError,
@@ -18,15 +27,6 @@ from iso_host.client import (
     TerminalClient,
     dukpt_keys,
     pin_block_field,
-)
-from iso_host.message_auth import MAC_PLACEHOLDER, seal
-from iso_host.security import (
-    CupWorkingKeys,
-    build_cup_key_block,
-    build_iso87_key_block,
-    decode_pin_block,
-    decrypt_pin_block,
-    wrap_key,
 )
 from iso_host.wire import Envelope, Message, encode, load_dialect
 

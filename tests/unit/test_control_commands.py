@@ -25,9 +25,9 @@ from iso_host.control.commands import (
     execute,
     failure_reply,
 )
+from iso_host.core.scenarios import Scenario, ScenarioBook
+from iso_host.core.terminals import TerminalState
 from iso_host.errors import ConfigError
-from iso_host.scenarios import Scenario, ScenarioBook
-from iso_host.terminals import TerminalState
 
 MACHINE_NOW = datetime(2026, 3, 10, 10, 0, tzinfo=UTC)
 TID, OTHER_TID, MID = "TERM0001", "TERM0002", "MERCHANT0000001"

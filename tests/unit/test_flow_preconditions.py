@@ -9,9 +9,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from iso_host.cards import mask_pan, pan_hash
-from iso_host.flows import Context, Decision, Request
-from iso_host.flows.cancel import refund, reversal, void
-from iso_host.flows.settlement import settlement, upload_end
+from iso_host.core.flows import Context, Decision, Request
+from iso_host.core.flows.cancel import refund, reversal, void
+from iso_host.core.flows.settlement import settlement, upload_end
+from iso_host.core.rules import RuleSettings, business_day_start
 from iso_host.ledger.model import (
     AdvanceBatch,
     BatchTotals,
@@ -31,7 +32,6 @@ from iso_host.ledger.model import (
     Totals,
     TransactionRecord,
 )
-from iso_host.ledger.rules import RuleSettings, business_day_start
 from iso_host.ledger.totals_json import totals_to_json
 from iso_host.wire import Message, load_dialect
 

@@ -10,12 +10,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from iso_host.cards import mask_pan, pan_hash
-from iso_host.flows import FINANCIAL_KINDS, FLOWS, Context, Decision, Request
-from iso_host.flows.base import NO_VIEW, authorization_code
-from iso_host.flows.echo import echo
-from iso_host.flows.sale import sale
+from iso_host.core.flows import FINANCIAL_KINDS, FLOWS, Context, Decision, Request
+from iso_host.core.flows.base import NO_VIEW, authorization_code
+from iso_host.core.flows.echo import echo
+from iso_host.core.flows.sale import sale
+from iso_host.core.rules import RuleSettings
 from iso_host.ledger.model import Card, Kind, LedgerView, Reason, RecordTransaction, Status, TransactionRecord
-from iso_host.ledger.rules import RuleSettings
 from iso_host.wire import Message, builtin_dialect_names, load_dialect
 
 NOW = datetime(2025, 1, 1, 12, 30, tzinfo=UTC)

@@ -10,9 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from log_audit import remember_secret
 
-from iso_host.client import MacKeys, TerminalClient
 from iso_host.errors import WireError
-from iso_host.fuzz import (
+from iso_host.fuzz.mutations import (
     MUTATIONS,
     FuzzFrame,
     Mutator,
@@ -26,7 +25,8 @@ from iso_host.fuzz import (
     read_frame,
     seed_frame,
 )  # fmt: skip
-from iso_host.fuzz_report import ANSWERED, CLOSED, TIMEOUT, Tally, expects_answer, judge, mac_verifies
+from iso_host.fuzz.report import ANSWERED, CLOSED, TIMEOUT, Tally, expects_answer, judge, mac_verifies
+from iso_host.terminal.client import MacKeys, TerminalClient
 from iso_host.wire import Dialect, load_dialect
 from iso_host.wire.dialect import TEMPLATE_SAMPLE
 

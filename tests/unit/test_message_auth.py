@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from log_audit import remember_secret
 
-from iso_host.client import MacKeys, TerminalClient
-from iso_host.message_auth import MAC_PLACEHOLDER, has_mac, mac_field_of, seal, verify_message_mac
+from iso_host.core.message_auth import MAC_PLACEHOLDER, has_mac, mac_field_of, seal, verify_message_mac
+from iso_host.terminal.client import MacKeys, TerminalClient
 from iso_host.wire import Dialect, Envelope, Message, builtin_dialect_names, decode, encode, load_dialect
 
 NOW = datetime(2025, 1, 1, 12, 30, 5, tzinfo=UTC)

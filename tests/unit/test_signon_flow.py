@@ -8,9 +8,10 @@ from datetime import UTC, datetime
 import pytest
 from log_audit import remember_secret
 
-from iso_host.flows import FLOWS, Context, Decision, Request, SessionUpdate
-from iso_host.flows.base import NO_VIEW
-from iso_host.flows.signon import CUP_KEY_LENGTHS, signoff, signon
+from iso_host.core.flows import FLOWS, Context, Decision, Request, SessionUpdate
+from iso_host.core.flows.base import NO_VIEW
+from iso_host.core.flows.signon import CUP_KEY_LENGTHS, signoff, signon
+from iso_host.core.terminals import NO_KEYS, WorkingKeys
 from iso_host.ledger.model import Kind, Reason, SaveSession
 from iso_host.security import (
     CupWorkingKeys,
@@ -21,7 +22,6 @@ from iso_host.security import (
     wrap_key,
 )
 from iso_host.security.keys import adjust_odd_parity, has_odd_parity
-from iso_host.terminals import NO_KEYS, WorkingKeys
 from iso_host.wire import Dialect, Message, load_dialect
 
 NOW = datetime(2025, 1, 1, 12, 30, 5, tzinfo=UTC)

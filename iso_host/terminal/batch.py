@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from iso_host.flows.batch_fields import UploadRecord
+from iso_host.core.flows.batch_fields import UploadRecord
 from iso_host.ledger.model import BatchTotals, Totals
 
 APPROVED, VOIDED, REVERSED = "approved", "voided", "reversed"

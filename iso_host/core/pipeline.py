@@ -15,18 +15,18 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Final, Protocol
 
-from iso_host.admission import Admission, Rejected, ResponseMac
+from iso_host.core.admission import Admission, Rejected, ResponseMac
+from iso_host.core.flows import BATCH_KINDS, FINANCIAL_KINDS, FLOWS, NO_VIEW, ORIGINAL_KINDS, Context, Decision, Request
+from iso_host.core.flows.sale import forced_decline
+from iso_host.core.message_auth import MAC_PLACEHOLDER, mac_field_of, seal
+from iso_host.core.rules import RuleSettings, business_day_start
+from iso_host.core.scenarios import Scenario, ScenarioBook
+from iso_host.core.terminals import TerminalState, WorkingKeys
+from iso_host.core.test_cards import CardBook
 from iso_host.errors import BatchSettledError, ConflictError, DuplicateError, StoreError, WireError
 from iso_host.events.record import EventSink, decision_event
-from iso_host.flows import BATCH_KINDS, FINANCIAL_KINDS, FLOWS, NO_VIEW, ORIGINAL_KINDS, Context, Decision, Request
-from iso_host.flows.sale import forced_decline
 from iso_host.ledger.model import Kind, LedgerView, Reason, RecordEvent
-from iso_host.ledger.rules import RuleSettings, business_day_start
 from iso_host.ledger.store import DEFAULT_LEDGER_DEADLINE_S, Store
-from iso_host.message_auth import MAC_PLACEHOLDER, mac_field_of, seal
-from iso_host.scenarios import Scenario, ScenarioBook
-from iso_host.terminals import TerminalState, WorkingKeys
-from iso_host.test_cards import CardBook
 from iso_host.wire import Dialect, Envelope, Message, WireDecodeError, decode, encode, reply_mti
 
 # A request that lost a race decides again with a fresh view; each round commits at least one of the racers,

@@ -13,8 +13,8 @@ from typing import Any
 from iso_host.cards import displayed
 from iso_host.config import DEMO_MID, DEMO_TID, DEMO_TMK
 from iso_host.log import configure
-from iso_host.session_script import run_session
-from iso_host.terminal_session import ACTIONS, TEST_PAN, Params, open_session
+from iso_host.terminal.script import run_session
+from iso_host.terminal.session import ACTIONS, TEST_PAN, Params, open_session
 from iso_host.wire import Dialect, Message, load_dialect
 
 EXIT_APPROVED, EXIT_DECLINED = 0, 1

@@ -17,10 +17,7 @@ from typing import Any, Final, TextIO
 
 import aiomqtt
 
-from iso_host.broker import BrokerSettings
-from iso_host.errors import ConfigError
-from iso_host.mqtt import client
-from iso_host.mqtt_cli import (
+from iso_host.cli.broker_flags import (
     EXIT_OK,
     EXIT_SHORT,
     QOS,
@@ -32,6 +29,9 @@ from iso_host.mqtt_cli import (
     run_mqtt,
     say,
 )
+from iso_host.errors import ConfigError
+from iso_host.mqtt.client import client
+from iso_host.mqtt.topics import BrokerSettings
 
 SEEN_IDS_MAX: Final = 100_000  # event ids remembered to drop re-deliveries: a few MB at most
 DETAIL_CHARS_MAX: Final = 80  # a control event's detail in the table; --json shows all of it

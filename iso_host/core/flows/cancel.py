@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from iso_host.flows.base import Context, Decision, Request, batch_out_of_sync, new_record, reply_fields
+from iso_host.core.flows.base import Context, Decision, Request, batch_out_of_sync, new_record, reply_fields
+from iso_host.core.rules import REFUND_RULES, VOID_RULES, Rule, business_day_start, first_failing
 from iso_host.ledger.model import (
     ChangeStatus,
     ExpectRefusedVoids,
@@ -18,7 +19,6 @@ from iso_host.ledger.model import (
     Status,
     TransactionRecord,
 )
-from iso_host.ledger.rules import REFUND_RULES, VOID_RULES, Rule, business_day_start, first_failing
 
 
 def _given_back(record: TransactionRecord, amount_minor: int) -> tuple[tuple[str, int], ...]:

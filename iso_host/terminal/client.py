@@ -15,8 +15,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from iso_host.core.message_auth import MAC_PLACEHOLDER, has_mac, mac_field_of, seal, verify_message_mac
 from iso_host.errors import IsoHostError, WireError
-from iso_host.message_auth import MAC_PLACEHOLDER, has_mac, mac_field_of, seal, verify_message_mac
 from iso_host.security import (
     CupWorkingKeys,
     SecurityError,

@@ -14,29 +14,29 @@ from pathlib import Path
 
 from iso_host import __version__
 from iso_host.cards import pan_hash
-from iso_host.client import ClientError
+from iso_host.cli.control import add_control_parser
+from iso_host.cli.events import add_events_parser
+from iso_host.cli.fuzz import add_fuzz_parser
+from iso_host.cli.ledger import add_ledger_commands
+from iso_host.cli.replay import add_replay_parser
+from iso_host.cli.terminal import add_terminal_parser
 from iso_host.clock import HostClock
 from iso_host.config import DEMO_MID, DEMO_TID, Config, TerminalConfig, TlsConfig, load_config, with_overrides
-from iso_host.control_cli import add_control_parser
+from iso_host.core.pipeline import Host
+from iso_host.core.scenarios import ScenarioBook
+from iso_host.core.terminals import NO_KEYS, TerminalState, WorkingKeys, random_working_keys
+from iso_host.core.test_cards import CardBook
 from iso_host.errors import ConfigError, IsoHostError, StoreError
 from iso_host.events.record import EventSink
-from iso_host.events_tail import add_events_parser
-from iso_host.fuzz_cli import add_fuzz_parser
-from iso_host.host import Host
 from iso_host.keyed_locks import KeyedLocks
 from iso_host.ledger import Status, TerminalRecord, TransactionFilter, TransactionRecord, open_store
-from iso_host.ledger_commands import add_ledger_commands
 from iso_host.log import announce, configure, get_logger
-from iso_host.mqtt import check_settings, describe_broker
-from iso_host.mqtt_tasks import start_mqtt_tasks
-from iso_host.replay_cli import add_replay_parser
-from iso_host.scenarios import ScenarioBook
+from iso_host.mqtt.client import check_settings, describe_broker
+from iso_host.mqtt.tasks import start_mqtt_tasks
 from iso_host.security import unwrap_key
 from iso_host.server import Server
-from iso_host.terminal_cli import add_terminal_parser
-from iso_host.terminal_session import local_now
-from iso_host.terminals import NO_KEYS, TerminalState, WorkingKeys, random_working_keys
-from iso_host.test_cards import CardBook
+from iso_host.terminal.client import ClientError
+from iso_host.terminal.session import local_now
 from iso_host.tls import server_context
 from iso_host.trace import DEFAULT_MAX_BYTES, Tracer
 from iso_host.wire import builtin_dialect_names, load_dialect

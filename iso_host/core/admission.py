@@ -12,14 +12,14 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from iso_host.cards import is_valid_pan, mask_pan, pan_from_track2, pan_hash
-from iso_host.flows import FLOWS, ORIGINAL_KINDS, Request
-from iso_host.flows.batch_fields import BatchFieldError, is_after_upload, read_totals, read_upload
+from iso_host.core.flows import FLOWS, ORIGINAL_KINDS, Request
+from iso_host.core.flows.batch_fields import BatchFieldError, is_after_upload, read_totals, read_upload
+from iso_host.core.message_auth import has_mac, mac_field_of, verify_message_mac
+from iso_host.core.terminals import TerminalState
+from iso_host.core.test_cards import CardBook, TestCard
 from iso_host.ledger.model import BatchItem, Card, Kind, OriginalQuery, Reason
-from iso_host.message_auth import has_mac, mac_field_of, verify_message_mac
 from iso_host.security import SecurityError, decode_pin_block, decrypt_pin_block, mac_request_key, mac_response_key
 from iso_host.security import pin_key as dukpt_pin_key
-from iso_host.terminals import TerminalState
-from iso_host.test_cards import CardBook, TestCard
 from iso_host.wire import Dialect, KindRule, Message
 
 KINDS_BY_NAME: Final = {kind.value: kind for kind in Kind}

@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any, Final, TextIO
 
 from iso_host import security
+from iso_host.core.message_auth import MAC_PLACEHOLDER, has_mac, mac_field_of, seal
 from iso_host.errors import ConfigError, IsoHostError, WireError
-from iso_host.message_auth import MAC_PLACEHOLDER, has_mac, mac_field_of, seal
-from iso_host.replay import (
+from iso_host.terminal.captures import (
     DEFAULT_IGNORE,
     Connection,
     Difference,

@@ -19,8 +19,8 @@ from typing import Final
 
 import iso8583  # type: ignore[import-untyped,unused-ignore]
 
+from iso_host.core.message_auth import MAC_PLACEHOLDER, has_mac, mac_field_of, seal
 from iso_host.errors import WireError
-from iso_host.message_auth import MAC_PLACEHOLDER, has_mac, mac_field_of, seal
 from iso_host.wire import Dialect, Message, WireDecodeError, decode
 
 MUTATIONS: Final = (

@@ -7,6 +7,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from iso_host.core.rules import Attempt, RuleSettings
+from iso_host.core.terminals import WorkingKeys
+from iso_host.core.test_cards import TestCard
 from iso_host.ledger.model import (
     BatchItem,
     BatchTotals,
@@ -19,9 +22,6 @@ from iso_host.ledger.model import (
     Status,
     TransactionRecord,
 )
-from iso_host.ledger.rules import Attempt, RuleSettings
-from iso_host.terminals import WorkingKeys
-from iso_host.test_cards import TestCard
 from iso_host.wire import Dialect, Message
 
 MAX_COMMANDS_PER_DECISION = 8

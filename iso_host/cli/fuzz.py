@@ -25,13 +25,13 @@ from collections import deque
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from iso_host import fuzz_report as report
-from iso_host.client import ClientError, ClientState, MacKeys, TerminalClient
 from iso_host.config import DEMO_MID, DEMO_TID
 from iso_host.errors import WireError
-from iso_host.fuzz import FuzzFrame, Mutator, SeedFrame, Tak, read_frame, seed_frame
+from iso_host.fuzz import report
+from iso_host.fuzz.mutations import FuzzFrame, Mutator, SeedFrame, Tak, read_frame, seed_frame
 from iso_host.limits import DEFAULT_LIMITS
-from iso_host.terminal_session import TEST_PAN, local_now
+from iso_host.terminal.client import ClientError, ClientState, MacKeys, TerminalClient
+from iso_host.terminal.session import TEST_PAN, local_now
 from iso_host.tls import client_context
 from iso_host.wire import NEED_DATA, Dialect, FrameDecoder, encode_frame
 from iso_host.wire.dialect import TEMPLATE_SAMPLE

@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING, Final
 from iso_host.cards import pan_hash
 from iso_host.clock import HostClock
 from iso_host.config import Config
+from iso_host.core.pipeline import Host
 from iso_host.events.record import EventSink
 from iso_host.events.relay import Relay, machine_now
-from iso_host.host import Host
 
 if TYPE_CHECKING:
     from iso_host.control.listener import ControlListener

@@ -12,8 +12,8 @@ from typing import Final
 
 import aiomqtt
 
-from iso_host.broker import BrokerSettings, broker_address
 from iso_host.errors import ConfigError
+from iso_host.mqtt.topics import BrokerSettings, broker_address
 
 CONNECT_TIMEOUT_S: Final = 5.0
 MAX_INFLIGHT: Final = 100  # unacknowledged QoS 1 messages on the wire at once

@@ -16,11 +16,7 @@ from typing import Any, Final
 
 import aiomqtt
 
-from iso_host.broker import BrokerSettings, control_topic, reply_topic
-from iso_host.control.commands import COMMANDS, REQUEST_ID
-from iso_host.errors import ConfigError
-from iso_host.mqtt import client
-from iso_host.mqtt_cli import (
+from iso_host.cli.broker_flags import (
     EXIT_ERROR,
     EXIT_OK,
     EXIT_SHORT,
@@ -33,6 +29,10 @@ from iso_host.mqtt_cli import (
     run_mqtt,
     say,
 )
+from iso_host.control.commands import COMMANDS, REQUEST_ID
+from iso_host.errors import ConfigError
+from iso_host.mqtt.client import client
+from iso_host.mqtt.topics import BrokerSettings, control_topic, reply_topic
 
 DEFAULT_CONTROL_TIMEOUT_S: Final = 5.0
 SHOWN_REPLY_CHARS_MAX: Final = 80  # a reply that is not one, quoted in the error

@@ -2,12 +2,12 @@
 
 from typing import Final
 
-from iso_host.flows.base import NO_VIEW, Context, Decision, Flow, Request, SessionUpdate
-from iso_host.flows.cancel import refund, reversal, void
-from iso_host.flows.echo import echo
-from iso_host.flows.sale import sale
-from iso_host.flows.settlement import batch_upload, settlement, upload_end
-from iso_host.flows.signon import signoff, signon
+from iso_host.core.flows.base import NO_VIEW, Context, Decision, Flow, Request, SessionUpdate
+from iso_host.core.flows.cancel import refund, reversal, void
+from iso_host.core.flows.echo import echo
+from iso_host.core.flows.sale import sale
+from iso_host.core.flows.settlement import batch_upload, settlement, upload_end
+from iso_host.core.flows.signon import signoff, signon
 from iso_host.ledger.model import Kind
 
 FLOWS: Final[dict[Kind, Flow]] = {

@@ -7,8 +7,8 @@ differs) and closes the batch anyway, as an acquirer does.
 
 from __future__ import annotations
 
-from iso_host.flows.base import Context, Decision, Request, reply_fields
-from iso_host.flows.batch_fields import compare
+from iso_host.core.flows.base import Context, Decision, Request, reply_fields
+from iso_host.core.flows.batch_fields import compare
 from iso_host.ledger.model import (
     AdvanceBatch,
     BatchDifference,

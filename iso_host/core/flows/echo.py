@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from iso_host.flows.base import Context, Decision, Request
+from iso_host.core.flows.base import Context, Decision, Request
 from iso_host.ledger.model import Kind, LedgerView, Reason
 
 

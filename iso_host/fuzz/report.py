@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Final
 
 from iso_host.config import DEMO_TMK, hex_key
+from iso_host.core.message_auth import mac_field_of, verify_message_mac
 from iso_host.errors import ConfigError
-from iso_host.fuzz import FuzzFrame, Reading, Tak
-from iso_host.message_auth import mac_field_of, verify_message_mac
+from iso_host.fuzz.mutations import FuzzFrame, Reading, Tak
 from iso_host.wire import Dialect, Message, load_dialect
 
 ANSWERED: Final = "answered"

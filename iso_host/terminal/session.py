@@ -13,11 +13,11 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, Final
 
-from iso_host import terminal_batch as book
-from iso_host.client import ClientError, ClientState, MacKeys, TerminalClient, dukpt_keys, pin_block_field
 from iso_host.config import hex_key
+from iso_host.core.flows.batch_fields import RESULT_BALANCED, terminal_totals_field, upload_records_field
 from iso_host.errors import ConfigError
-from iso_host.flows.batch_fields import RESULT_BALANCED, terminal_totals_field, upload_records_field
+from iso_host.terminal import batch as book
+from iso_host.terminal.client import ClientError, ClientState, MacKeys, TerminalClient, dukpt_keys, pin_block_field
 from iso_host.tls import client_context
 from iso_host.wire import Dialect, Message
 
