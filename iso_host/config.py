@@ -25,6 +25,7 @@ from iso_host.errors import ConfigError
 from iso_host.ledger.store import DEFAULT_LEDGER_DEADLINE_S
 from iso_host.limits import Limits
 from iso_host.mqtt.topics import DEFAULT_PREFIX, BrokerSettings, broker_address
+from iso_host.vocab import MAC_ALGORITHMS
 
 DEMO_TID: Final = "TERM0001"
 DEMO_MID: Final = "MERCHANT0000001"
@@ -91,7 +92,6 @@ SECTIONS: Final = {
     "control": {"enabled"},
 }
 TERMINAL_KEYS: Final = {"tid", "mid", "tmk", "tak", "tpk", "bdk", "mac", "require_signon", "operators"}
-MAC_ALGORITHMS: Final = ("aes-cmac", "cup-ecb", "x9.19", "x9.9")
 
 
 def _limits(problems: Problems, table: dict[str, Any]) -> Limits:

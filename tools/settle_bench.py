@@ -24,9 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from iso_host.core.flows.batch_fields import terminal_totals_field
-from iso_host.ledger import Card, Kind, Reason, RecordTransaction, Status, TransactionRecord, open_store
+from iso_host.ledger import Card, RecordTransaction, TransactionRecord, open_store
 from iso_host.ledger.model import BatchTotals, Totals
 from iso_host.terminal.client import TerminalClient
+from iso_host.vocab import Kind, Reason, Status
 from iso_host.wire import load_dialect
 
 MID = "BENCHMERCHANT01"

@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -29,7 +30,7 @@ from iso_host.core.test_cards import CardBook
 from iso_host.errors import ConfigError, IsoHostError, StoreError
 from iso_host.events.record import EventSink
 from iso_host.keyed_locks import KeyedLocks
-from iso_host.ledger import Status, TerminalRecord, TransactionFilter, TransactionRecord, open_store
+from iso_host.ledger import TerminalRecord, TransactionFilter, TransactionRecord, open_store
 from iso_host.log import announce, configure, get_logger
 from iso_host.mqtt.client import check_settings, describe_broker
 from iso_host.mqtt.tasks import start_mqtt_tasks
@@ -39,6 +40,7 @@ from iso_host.terminal.client import ClientError
 from iso_host.terminal.session import local_now
 from iso_host.tls import server_context
 from iso_host.trace import DEFAULT_MAX_BYTES, Tracer
+from iso_host.vocab import Status
 from iso_host.wire import builtin_dialect_names, load_dialect
 
 EXIT_ERROR = 2
@@ -65,7 +67,7 @@ async def _serve(config: Config, trace: TraceOptions | None = None) -> int:
     clock = HostClock(local_now)
     events = EventSink() if config.events is not None else None
     host = Host(
-        dialect, store, terminals, clock, cards=card_book(config, store.pan_hash_key),
+        dialect, store, terminals, clock, monotonic=time.monotonic, cards=card_book(config, store.pan_hash_key),
         key_source=random_working_keys, rules=config.rules, scenarios=scenario_book(config, store.pan_hash_key),
         events=events, ledger_deadline_s=config.ledger_deadline_s, serialiser=KeyedLocks(),
     )  # fmt: skip

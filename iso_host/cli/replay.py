@@ -40,6 +40,7 @@ from iso_host.terminal.captures import (
     junit_tree,
     read_trace,
 )
+from iso_host.vocab import MAC_ALGORITHMS
 from iso_host.wire import Dialect, Envelope, FrameDecoder, Message, decode, encode, encode_frame, load_dialect
 
 EXIT_MATCHED, EXIT_DIFFERED, EXIT_ERROR = 0, 1, 2
@@ -282,8 +283,8 @@ def load_keys(path: str) -> dict[str, TerminalKeys]:
             problems.append(f"{where}.mid must be the merchant id (F42), got {mid!r}")
         if not isinstance(tmk, str) or not HEX_KEY.fullmatch(tmk):
             problems.append(f"{where}.tmk must be 16, 32 or 48 hex digits")  # the value is a key: never echoed
-        if mac is not None and mac not in security.MAC_ALGORITHMS:
-            problems.append(f"{where}.mac must be one of {', '.join(security.MAC_ALGORITHMS)}, got {mac!r}")
+        if mac is not None and mac not in MAC_ALGORITHMS:
+            problems.append(f"{where}.mac must be one of {', '.join(MAC_ALGORITHMS)}, got {mac!r}")
         if not problems:
             terminals[str(tid)] = TerminalKeys(str(tid), str(mid), bytes.fromhex(str(tmk)), mac)
     if problems:

@@ -17,13 +17,13 @@ from iso_host.core.flows.batch_fields import BatchFieldError, is_after_upload, r
 from iso_host.core.message_auth import has_mac, mac_field_of, verify_message_mac
 from iso_host.core.terminals import TerminalState
 from iso_host.core.test_cards import CardBook, TestCard
-from iso_host.ledger.model import BatchItem, Card, Kind, OriginalQuery, Reason
+from iso_host.ledger.model import BatchItem, Card, OriginalQuery
 from iso_host.security import SecurityError, decode_pin_block, decrypt_pin_block, mac_request_key, mac_response_key
 from iso_host.security import pin_key as dukpt_pin_key
+from iso_host.vocab import DEFAULT_MAC_ALGORITHM, Kind, Reason
 from iso_host.wire import Dialect, KindRule, Message
 
 KINDS_BY_NAME: Final = {kind.value: kind for kind in Kind}
-DUKPT_MAC_ALGORITHM: Final = "x9.19"  # DUKPT MAC keys are double-length TDES keys
 KSN_BYTES: Final = 10
 F90_STAN: Final = slice(4, 10)  # ISO 8583:1987 F90: original MTI n4, then original STAN n6, ...
 # ISO 8583:1987 n fields whatever the kind: a request with letters or control bytes in one is a format error,
@@ -120,7 +120,7 @@ class Admission:
         """The algorithm, the key that checks the request and the key that MACs the response."""
         if terminal.bdk is not None:
             ksn = self._ksn(message)
-            algorithm = terminal.mac_algorithm or DUKPT_MAC_ALGORITHM
+            algorithm = terminal.mac_algorithm or DEFAULT_MAC_ALGORITHM
             return algorithm, mac_request_key(terminal.bdk, ksn), mac_response_key(terminal.bdk, ksn)
         tak = terminal.keys.tak
         assert tak is not None, "has_mac_key said so"

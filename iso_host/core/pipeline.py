@@ -8,7 +8,6 @@ reading what a void or reversal refers to, and committing, which must finish bef
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import Callable, Hashable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field, replace
@@ -25,8 +24,9 @@ from iso_host.core.terminals import TerminalState, WorkingKeys
 from iso_host.core.test_cards import CardBook
 from iso_host.errors import BatchSettledError, ConflictError, DuplicateError, StoreError, WireError
 from iso_host.events.record import EventSink, decision_event
-from iso_host.ledger.model import Kind, LedgerView, Reason, RecordEvent
+from iso_host.ledger.model import LedgerView, RecordEvent
 from iso_host.ledger.store import DEFAULT_LEDGER_DEADLINE_S, Store
+from iso_host.vocab import Kind, Reason
 from iso_host.wire import Dialect, Envelope, Message, WireDecodeError, decode, encode, reply_mti
 
 # A request that lost a race decides again with a fresh view; each round commits at least one of the racers,
@@ -75,6 +75,7 @@ class Host:
         terminals: dict[str, TerminalState],
         clock: Callable[[], datetime],
         *,
+        monotonic: Callable[[], float],
         cards: CardBook | None = None,
         key_source: Callable[[], WorkingKeys] | None = None,
         rules: RuleSettings | None = None,
@@ -87,6 +88,7 @@ class Host:
         self.store = store
         self.terminals = terminals
         self.clock = clock
+        self.monotonic = monotonic  # seconds, for deadlines and latency; the edge passes time.monotonic
         self.key_source = key_source
         self.rules = rules or RuleSettings()
         self.cards = cards if cards is not None else CardBook((), str)  # an empty book is still the one to share
@@ -98,8 +100,8 @@ class Host:
 
     async def handle(self, frame: bytes) -> Outcome:
         """Answer one frame body (TPDU and header included, length header excluded)."""
-        started = time.perf_counter()
-        deadline = time.monotonic() + self.ledger_deadline_s
+        started = self.monotonic()
+        deadline = started + self.ledger_deadline_s
         try:
             envelope, message = decode(frame, self.dialect)
         except WireDecodeError as error:
@@ -231,7 +233,7 @@ class Host:
         return decision_event(
             now=self.clock(), kind=kind_name, mti=message.mti, fields=message.fields, reason=decision.reason,
             response_code=decision.response_code or self.dialect.response_code(decision.reason),
-            latency_s=time.perf_counter() - started,
+            latency_s=self.monotonic() - started,
             card=request.card if request else None, amount_minor=request.amount_minor if request else None,
             batch_number=request.batch_number if request else None, rrn=decision.fields.get("37"),
             scenario=(scenario.name or "unnamed") if scenario else None,

@@ -13,7 +13,8 @@ from datetime import date, datetime, time, timedelta
 from typing import Final
 from zoneinfo import ZoneInfo
 
-from iso_host.ledger.model import Kind, LedgerView, Original, Reason, Status
+from iso_host.ledger.model import LedgerView, Original
+from iso_host.vocab import Kind, Reason, Status
 
 SAME_BUSINESS_DAY: Final = "same_business_day"
 VOIDABLE_KINDS: Final = frozenset({Kind.SALE})

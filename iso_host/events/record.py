@@ -8,13 +8,14 @@ that did. docs/events.md and docs/events.schema.json describe the payloads; keep
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Final
 
 from iso_host.cards import is_valid_pan, mask_pan
-from iso_host.ledger.model import Card, Reason, RecordEvent
+from iso_host.events.ids import next_event_id
+from iso_host.ledger.model import Card, RecordEvent
+from iso_host.vocab import Reason
 
 SCHEMA: Final = "iso-host/event/1"
 CONTROL_KIND: Final = "control"
@@ -22,39 +23,10 @@ UNCLASSIFIED_KIND: Final = "unclassified"  # a request refused before the host c
 
 
 _ENCODER: Final = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)  # json.dumps makes one per call
-_ID_POOL_BYTES: Final = 16 * 1_024
 
 
 def _json(payload: Mapping[str, Any]) -> str:
     return _ENCODER.encode(payload)
-
-
-class _EventIds:
-    """Random (version 4) UUIDs, drawing on the OS's randomness a thousand at a time: one ``os.urandom`` call
-    per event cost more than the rest of the event together."""
-
-    def __init__(self) -> None:
-        self._pool = b""
-        self._at = 0
-
-    def next(self) -> str:
-        if self._at >= len(self._pool):
-            self._pool, self._at = os.urandom(_ID_POOL_BYTES), 0
-        raw = bytearray(self._pool[self._at : self._at + 16])
-        self._at += 16
-        raw[6] = (raw[6] & 0x0F) | 0x40  # version 4
-        raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 4122 variant
-        text = raw.hex()
-        return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
-
-
-    def forget(self) -> None:
-        """A forked child must not hand out its parent's ids."""
-        self._pool, self._at = b"", 0
-
-
-_event_ids = _EventIds()
-os.register_at_fork(after_in_child=_event_ids.forget)
 
 
 def _digits(value: str | None) -> int | None:
@@ -91,7 +63,7 @@ def decision_event(
         pan = fields.get("2")
         masked = mask_pan(pan) if pan is not None and is_valid_pan(pan) else None
     tid = fields.get("41")
-    event_id = _event_ids.next()
+    event_id = next_event_id()
     kind = kind or UNCLASSIFIED_KIND
     payload = {
         "schema": SCHEMA, "event_id": event_id, "time": now.astimezone(UTC).isoformat(), "kind": kind,
@@ -109,7 +81,7 @@ def control_event(
     *, now: datetime, command: str, request_id: str, detail: Mapping[str, Any], tid: str | None = None
 ) -> RecordEvent:
     """The event of a change made through live control (a scenario added, a terminal disabled, ...)."""
-    event_id = _event_ids.next()
+    event_id = next_event_id()
     payload = {
         "schema": SCHEMA, "event_id": event_id, "time": now.astimezone(UTC).isoformat(), "kind": CONTROL_KIND,
         "tid": tid, "command": command, "request_id": request_id, "detail": dict(detail),

@@ -2,18 +2,16 @@
 
 from iso_host.ledger.model import (
     Card,
-    Kind,
     LedgerCommand,
-    Reason,
     RecordTransaction,
     SaveSession,
-    Status,
     TerminalRecord,
     TransactionFilter,
     TransactionRecord,
 )
 from iso_host.ledger.open import open_store
 from iso_host.ledger.store import Store
+from iso_host.vocab import Kind, Reason, Status
 
 __all__ = [
     "Card",

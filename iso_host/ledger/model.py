@@ -7,63 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Final
 
-
-class Reason(enum.StrEnum):
-    """Why a request got the answer it got; each dialect maps these to field 39 codes."""
-
-    APPROVED = "APPROVED"
-    FORMAT_ERROR = "FORMAT_ERROR"
-    UNKNOWN_TERMINAL = "UNKNOWN_TERMINAL"
-    UNKNOWN_MERCHANT = "UNKNOWN_MERCHANT"
-    TERMINAL_DISABLED = "TERMINAL_DISABLED"  # switched off through live control
-    NOT_SIGNED_ON = "NOT_SIGNED_ON"
-    MAC_FAILED = "MAC_FAILED"
-    PIN_INCORRECT = "PIN_INCORRECT"
-    DUPLICATE = "DUPLICATE"
-    ORIGINAL_NOT_FOUND = "ORIGINAL_NOT_FOUND"
-    ALREADY_CANCELLED = "ALREADY_CANCELLED"
-    NOT_VOIDABLE = "NOT_VOIDABLE"
-    BATCH_CLOSED = "BATCH_CLOSED"
-    VOID_WINDOW_EXPIRED = "VOID_WINDOW_EXPIRED"
-    AMOUNT_MISMATCH = "AMOUNT_MISMATCH"
-    CARD_MISMATCH = "CARD_MISMATCH"
-    OPERATOR_NOT_PERMITTED = "OPERATOR_NOT_PERMITTED"
-    VOID_LIMIT_EXCEEDED = "VOID_LIMIT_EXCEEDED"
-    OUT_OF_BALANCE = "OUT_OF_BALANCE"
-    BATCH_OUT_OF_SYNC = "BATCH_OUT_OF_SYNC"
-    INVALID_AMOUNT = "INVALID_AMOUNT"  # a zero amount where the rules want money to move
-    INSUFFICIENT_FUNDS = "INSUFFICIENT_FUNDS"
-    EXPIRED_CARD = "EXPIRED_CARD"
-    LOST_CARD = "LOST_CARD"
-    STOLEN_CARD = "STOLEN_CARD"
-    EXCEEDS_LIMIT = "EXCEEDS_LIMIT"
-    FORCED_DECLINE = "FORCED_DECLINE"  # a scenario chose the response code
-    INVALID_TRANSACTION = "INVALID_TRANSACTION"
-    SYSTEM_ERROR = "SYSTEM_ERROR"
-
-
-class Kind(enum.StrEnum):
-    """Transaction kinds; dialect files classify messages into these names."""
-
-    SALE = "sale"
-    ECHO = "echo"
-    SIGNON = "signon"
-    SIGNOFF = "signoff"
-    VOID = "void"
-    REVERSAL = "reversal"
-    REFUND = "refund"
-    SETTLEMENT = "settlement"
-    BATCH_UPLOAD = "batch_upload"
-    UPLOAD_END = "upload_end"
-
-
-class Status(enum.StrEnum):
-    APPROVED = "APPROVED"
-    DECLINED = "DECLINED"
-    VOIDED = "VOIDED"
-    REVERSED = "REVERSED"
-    REFUNDED = "REFUNDED"
-    PARTIALLY_REFUNDED = "PARTIALLY_REFUNDED"
+from iso_host.vocab import Kind, Reason, Status
 
 
 @dataclass(frozen=True, slots=True)
@@ -400,8 +344,18 @@ Precondition = ExpectRefusedVoids | ExpectVoidsSince | ExpectBatchTotals
 PRECONDITIONS: Final = (ExpectRefusedVoids, ExpectVoidsSince, ExpectBatchTotals)
 
 LedgerCommand = (
-    RecordTransaction | SaveSession | ChangeStatus | RecordRefund | SettleBatch | AdvanceBatch | RecordUpload
-    | RecordDifferences | RecordEvent | ExpectRefusedVoids | ExpectVoidsSince | ExpectBatchTotals
+    RecordTransaction
+    | SaveSession
+    | ChangeStatus
+    | RecordRefund
+    | SettleBatch
+    | AdvanceBatch
+    | RecordUpload
+    | RecordDifferences
+    | RecordEvent
+    | ExpectRefusedVoids
+    | ExpectVoidsSince
+    | ExpectBatchTotals
 )
 
 
@@ -414,8 +368,15 @@ def command_terminal(command: LedgerCommand) -> tuple[str, str] | None:
     match command:
         case RecordTransaction():
             return command.transaction.tid, command.transaction.mid
-        case (SaveSession() | SettleBatch() | AdvanceBatch() | RecordUpload() | RecordDifferences()
-              | ExpectVoidsSince() | ExpectBatchTotals()):
+        case (
+            SaveSession()
+            | SettleBatch()
+            | AdvanceBatch()
+            | RecordUpload()
+            | RecordDifferences()
+            | ExpectVoidsSince()
+            | ExpectBatchTotals()
+        ):
             return command.tid, command.mid
         case _:
             return None

@@ -20,12 +20,10 @@ from iso_host.ledger.model import (
     ExpectBatchTotals,
     ExpectRefusedVoids,
     ExpectVoidsSince,
-    Kind,
     Original,
     OriginalQuery,
     PendingEvent,
     Precondition,
-    Reason,
     RecordDifferences,
     RecordEvent,
     RecordRefund,
@@ -33,12 +31,12 @@ from iso_host.ledger.model import (
     RecordUpload,
     SaveSession,
     SettleBatch,
-    Status,
     TerminalRecord,
     Totals,
     TransactionFilter,
     TransactionRecord,
 )
+from iso_host.vocab import Kind, Reason, Status
 
 # Commands of one statement each; uploads and differences are many rows (``many_statement``), preconditions
 # are SELECTs (``precondition_select``).
@@ -139,10 +137,12 @@ _SETTLE_BATCH: Final = (
 SETTLE_BATCH: Final = _SETTLE_BATCH.format(settled_at="%s")  # the upload begins: not settled yet (NULL)
 # A batch closes no earlier than its last row changed: a row decided after the settlement read the clock but
 # committed before it (the settlement's totals then include it) must not look "changed after settlement".
-CLOSE_BATCH: Final = _SETTLE_BATCH.format(settled_at=(
-    "(SELECT CASE WHEN MAX(t.updated_at) > %s THEN MAX(t.updated_at) ELSE %s END FROM transactions t"
-    " WHERE t.tid = %s AND t.mid = %s AND t.batch_number = %s)"
-))
+CLOSE_BATCH: Final = _SETTLE_BATCH.format(
+    settled_at=(
+        "(SELECT CASE WHEN MAX(t.updated_at) > %s THEN MAX(t.updated_at) ELSE %s END FROM transactions t"
+        " WHERE t.tid = %s AND t.mid = %s AND t.batch_number = %s)"
+    )
+)
 ADVANCE_BATCH: Final = "UPDATE terminals SET batch_number = %s WHERE tid = %s AND mid = %s"
 _UPLOAD_COLUMNS: Final = "tid, mid, batch_number, stan, amount_minor, masked_pan, pan_hash, foreign_card, uploaded_at"
 _DIFFERENCE_COLUMNS: Final = (
@@ -267,9 +267,7 @@ UPLOAD_ONE: Final = (
     " ON CONFLICT (tid, mid, batch_number, stan) DO UPDATE SET amount_minor = excluded.amount_minor,"
     " masked_pan = excluded.masked_pan, pan_hash = excluded.pan_hash, foreign_card = excluded.foreign_card"
 )
-DIFFERENCE_ONE: Final = (
-    f"INSERT INTO batch_differences ({_DIFFERENCE_COLUMNS}) VALUES ({', '.join(['%s'] * 10)})"  # noqa: S608
-)
+DIFFERENCE_ONE: Final = f"INSERT INTO batch_differences ({_DIFFERENCE_COLUMNS}) VALUES ({', '.join(['%s'] * 10)})"  # noqa: S608
 
 
 def many_statement(command: RecordUpload | RecordDifferences) -> tuple[str, list[tuple[object, ...]]]:

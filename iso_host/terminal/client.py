@@ -30,13 +30,13 @@ from iso_host.security import (
     unwrap_key,
     wrap_key,
 )
+from iso_host.vocab import DEFAULT_MAC_ALGORITHM
 from iso_host.wire import NEED_DATA, Dialect, Envelope, FrameDecoder, Message, decode, encode, encode_frame
 
 DEFAULT_TPDU = bytes.fromhex("6000030000")  # 60 + destination NII 0003 + source NII 0000
 DEFAULT_CUP_HEADER = bytes.fromhex("603100000000")  # magstripe application, software version 31
 DEFAULT_KSN = bytes.fromhex("FFFF9876543210E00000")  # ANSI X9.24-1 Annex A test KSN, counter 0
 MAX_STAN = 999_999
-DUKPT_MAC_ALGORITHM = "x9.19"
 
 
 class ClientError(IsoHostError):
@@ -101,7 +101,7 @@ class MacKeys:
 
 def dukpt_keys(bdk: bytes, ksn: bytes) -> tuple[bytes, MacKeys]:
     """The PIN key and MAC keys a DUKPT terminal uses for one KSN (test labs derive them from the BDK)."""
-    return pin_key(bdk, ksn), MacKeys(DUKPT_MAC_ALGORITHM, mac_request_key(bdk, ksn), mac_response_key(bdk, ksn))
+    return pin_key(bdk, ksn), MacKeys(DEFAULT_MAC_ALGORITHM, mac_request_key(bdk, ksn), mac_response_key(bdk, ksn))
 
 
 def pin_block_field(tpk: bytes, pin: str, pan: str, pin_format: int) -> str:

@@ -19,6 +19,7 @@ from iso_host.errors import ConfigError
 from iso_host.terminal import batch as book
 from iso_host.terminal.client import ClientError, ClientState, MacKeys, TerminalClient, dukpt_keys, pin_block_field
 from iso_host.tls import client_context
+from iso_host.vocab import DEFAULT_MAC_ALGORITHM
 from iso_host.wire import Dialect, Message
 
 CUP_RECORDS_PER_UPLOAD: Final = 8  # F48 holds 322 digits
@@ -85,7 +86,7 @@ class Session:
         """The MAC keys in force: a static --tak, or the keys from the last sign-on."""
         algorithm = self.mac_algorithm or self.dialect.security.mac_algorithm
         if self.tak:
-            return MacKeys(algorithm or "x9.19", self.tak, self.tak)
+            return MacKeys(algorithm or DEFAULT_MAC_ALGORITHM, self.tak, self.tak)
         keys = self.state.keys(self.tmk)
         return MacKeys(algorithm, keys[1], keys[1]) if keys is not None and algorithm else None
 

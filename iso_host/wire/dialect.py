@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from iso_host.errors import ConfigError
+from iso_host.vocab import MAC_ALGORITHMS
 from iso_host.wire.framing import LENGTH_HEADERS, LengthHeader
 from iso_host.wire.message import Message
 
@@ -32,8 +33,6 @@ SECURITY_KEYS: Final = frozenset(
     {"mac_algorithm", "mac_policy", "mac_kinds", "require_signon", "signon_key_field", "ksn_field", "pin_block_format",
      "key_block"}
 )
-# The names iso_host.security.MAC_ALGORITHMS implements (wire may not import it; a test keeps them equal).
-MAC_ALGORITHM_NAMES: Final = ("aes-cmac", "cup-ecb", "x9.19", "x9.9")
 MAC_POLICIES: Final = ("always", "when-keyed")
 TEMPLATE_KEYS: Final = frozenset({"mti", "fields"})
 # Values a request template may use; a client fills them in (see ``Dialect.render``).
@@ -359,8 +358,8 @@ def _validate_security(source: str, raw: Any, fields: dict[str, Any]) -> Securit
         raise _fail(source, "security", "must be a table")
     _check_keys(source, "security", raw, SECURITY_KEYS)
     algorithm = raw.get("mac_algorithm")
-    if algorithm is not None and algorithm not in MAC_ALGORITHM_NAMES:
-        names = ", ".join(MAC_ALGORITHM_NAMES)
+    if algorithm is not None and algorithm not in MAC_ALGORITHMS:
+        names = ", ".join(MAC_ALGORITHMS)
         raise _fail(source, "security.mac_algorithm", f"must be one of {names}, got {algorithm!r}")
     if algorithm is not None and "64" not in fields:
         raise _fail(source, "security.mac_algorithm", "needs field 64 in [fields]")

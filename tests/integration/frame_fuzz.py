@@ -8,6 +8,7 @@ frame re-MAC'd with its session TAK reaches past the MAC check; TERM0002 never s
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -139,7 +140,9 @@ class FuzzRig:
         keys = random_working_keys()
         remember_secret(*(key.hex() for key in (keys.tpk, keys.tak, keys.tdk) if key is not None))
         cards = CardBook((), lambda pan: pan_hash(pan, store.pan_hash_key))
-        host = Host(dialect, store, terminals, lambda: NOW, cards=cards, key_source=lambda: keys)
+        host = Host(
+            dialect, store, terminals, lambda: NOW, monotonic=time.monotonic, cards=cards, key_source=lambda: keys
+        )
         ledger = sqlite3.connect(ledger_path, isolation_level=None)
         rig = cls(dialect, store, host, ledger, b"", {})
         try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import ssl
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -116,7 +117,8 @@ async def running_host(
     configured_cards = {pan: TestCard(pin=pin) for pan, pin in (cards or {}).items()} | (test_cards or {})
     book = CardBook(configured_cards.items(), lambda pan: pan_hash(pan, store.pan_hash_key))
     sink = EventSink() if events is not None else None
-    host = Host(dialect, store, terminals, clock, cards=book, key_source=random_working_keys, rules=rules,
+    host = Host(dialect, store, terminals, clock, monotonic=time.monotonic, cards=book, key_source=random_working_keys,
+                rules=rules,
                 scenarios=ScenarioBook(scenarios or ()), events=sink, ledger_deadline_s=ledger_deadline_s,
                 serialiser=KeyedLocks())  # fmt: skip
     relay = (

@@ -24,8 +24,9 @@ from iso_host.cards import pan_hash
 from iso_host.config import DEMO_TMK
 from iso_host.core.rules import RuleSettings
 from iso_host.core.test_cards import CardBook, TestCard
-from iso_host.ledger import Status, TransactionRecord
+from iso_host.ledger import TransactionRecord
 from iso_host.terminal.client import TerminalClient, pin_block_field
+from iso_host.vocab import Status
 from iso_host.wire import Message
 
 UTC = ZoneInfo("UTC")
@@ -102,8 +103,6 @@ class Till:
 
 def sold_amount(sold: Sold) -> int:
     return int(sold.request.fields["4"])
-
-
 
 
 @asynccontextmanager

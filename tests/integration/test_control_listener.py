@@ -33,9 +33,9 @@ from iso_host.core.scenarios import ScenarioBook
 from iso_host.core.terminals import TerminalState
 from iso_host.core.test_cards import TestCard
 from iso_host.errors import StoreError
-from iso_host.ledger import Reason, Status
 from iso_host.mqtt.topics import BrokerSettings, broker_address, control_topic, reply_topic
 from iso_host.terminal.client import TerminalClient
+from iso_host.vocab import Reason, Status
 
 SCHEMA_PATH = Path(__file__).parents[2] / "docs" / "events.schema.json"
 REPLY_TIMEOUT_S = 10.0

@@ -24,9 +24,10 @@ from processes import ISO_HOST
 
 from iso_host.cards import mask_pan
 from iso_host.events.record import control_event, decision_event
-from iso_host.ledger.model import Card, Reason, RecordEvent
+from iso_host.ledger.model import Card, RecordEvent
 from iso_host.mqtt.client import client
 from iso_host.mqtt.topics import BrokerSettings, event_topic, reply_topic
+from iso_host.vocab import Reason
 
 NOW = datetime(2025, 3, 1, 9, 15, 30, 250_000, tzinfo=UTC)
 PAN = "4761739001010010"

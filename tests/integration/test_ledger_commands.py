@@ -26,17 +26,7 @@ from hosting import TEST_PAN, running_host
 
 from iso_host.cli.ledger import ProgressBar, add_ledger_commands
 from iso_host.errors import ConfigError, StoreError
-from iso_host.ledger import (
-    Card,
-    Kind,
-    Reason,
-    RecordTransaction,
-    Status,
-    Store,
-    TransactionFilter,
-    TransactionRecord,
-    open_store,
-)
+from iso_host.ledger import Card, RecordTransaction, Store, TransactionFilter, TransactionRecord, open_store
 from iso_host.ledger.invariants import Invariant, key_text
 from iso_host.ledger.model import (
     AdvanceBatch,
@@ -62,6 +52,7 @@ from iso_host.ledger.reports import (
 )
 from iso_host.ledger.sql import TRANSACTION_COLUMNS, utc_text
 from iso_host.ledger.totals_json import optional_totals_from_json, totals_from_json, totals_to_json
+from iso_host.vocab import Kind, Reason, Status
 from iso_host.wire import Message
 
 NOW = datetime(2025, 3, 10, 9, 0, tzinfo=UTC)

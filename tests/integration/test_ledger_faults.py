@@ -23,11 +23,12 @@ from databases import fresh_postgres_database, opened, store_url
 from faults import FaultProxy, fault_proxy
 from hosting import TEST_PAN, RunningHost, local_now, running_host
 
-from iso_host.ledger import Status, TransactionFilter
+from iso_host.ledger import TransactionFilter
 from iso_host.ledger.model import BatchDifference, BatchItem, Difference, RecordDifferences, RecordUpload
 from iso_host.ledger.reports import verify
 from iso_host.ledger.sqlite_jobs import _insert_rows_sql
 from iso_host.terminal.client import TerminalClient
+from iso_host.vocab import Status
 from iso_host.wire import Message
 
 DEADLINE_S = 1.0

@@ -12,18 +12,10 @@ from pathlib import Path
 import pytest
 
 from iso_host.errors import ConfigError, StoreError
-from iso_host.ledger import (
-    Card,
-    Kind,
-    Reason,
-    RecordTransaction,
-    Status,
-    TransactionFilter,
-    TransactionRecord,
-    open_store,
-)
+from iso_host.ledger import Card, RecordTransaction, TransactionFilter, TransactionRecord, open_store
 from iso_host.ledger.schema import MIGRATIONS
 from iso_host.ledger.sqlite import SqliteStore
+from iso_host.vocab import Kind, Reason, Status
 
 NOW = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
 

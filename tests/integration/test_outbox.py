@@ -13,8 +13,9 @@ from test_store_contract import NOW, TID, sale
 
 from iso_host.errors import DuplicateError
 from iso_host.events.record import decision_event
-from iso_host.ledger import Reason, Store
+from iso_host.ledger import Store
 from iso_host.ledger.model import RecordEvent
+from iso_host.vocab import Reason
 
 
 def event(stan: str, tid: str = TID, at: datetime = NOW) -> RecordEvent:

@@ -40,8 +40,8 @@ from hypothesis import strategies as st
 from hypothesis.control import currently_in_test_context
 
 from iso_host.core.pipeline import Outcome
-from iso_host.ledger.model import Reason
 from iso_host.terminal.client import TerminalClient
+from iso_host.vocab import Reason
 from iso_host.wire import WireDecodeError, decode, reply_mti
 
 EXAMPLES: Final = int(os.environ.get("ISO_HOST_FUZZ_EXAMPLES", "400"), 10)

@@ -14,8 +14,8 @@ from waiting import until
 from iso_host.cards import pan_hash
 from iso_host.core.scenarios import Scenario
 from iso_host.core.test_cards import TestCard
-from iso_host.ledger import Reason, Status
 from iso_host.terminal.client import ClientError
+from iso_host.vocab import Reason, Status
 
 CARD = "5413330089010012"
 _STANS = itertools.count(100, 100)  # every helper connection numbers its requests from a fresh STAN range
@@ -138,4 +138,3 @@ class TestScenarios:
                 await client.request(client.build("sale", local_now(), amount=321, pan=CARD))
             good = await client.request(client.build("sale", local_now(), amount=322, pan=CARD))
             assert good.fields["39"] == "00"
-

@@ -15,13 +15,11 @@ from hosting import TEST_PAN, RunningHost, running_host
 from test_cancellations import RULES, UTC, FakeClock, Sold, Till
 
 from iso_host.core.flows.batch_fields import UploadRecord, terminal_totals_field, upload_records_field
-from iso_host.ledger import Status
 from iso_host.ledger.model import BatchTotals, Totals
+from iso_host.vocab import Status
 from iso_host.wire import Message
 
 UNIONPAY_PAN = "6225880012345678"
-
-
 
 
 class Terminal(Till):

@@ -17,11 +17,8 @@ from waiting import until
 from iso_host.errors import BatchSettledError, ConflictError, DuplicateError, StoreError
 from iso_host.ledger import (
     Card,
-    Kind,
-    Reason,
     RecordTransaction,
     SaveSession,
-    Status,
     Store,
     TerminalRecord,
     TransactionFilter,
@@ -44,6 +41,7 @@ from iso_host.ledger.postgres import PostgresStore
 from iso_host.ledger.postgres_schema import postgres_statement
 from iso_host.ledger.schema import MIGRATIONS
 from iso_host.ledger.sqlite import SqliteStore
+from iso_host.vocab import Kind, Reason, Status
 
 NOW = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
 TID, MID = "TERM0001", "MERCHANT0000001"
@@ -299,7 +297,8 @@ class TestConditions:
         await store.apply([RecordRefund("000000000001", 0, 400, Status.PARTIALLY_REFUNDED, NOW)])
         await store.apply([sale("000000000003", stan="000003", batch_number=2)])
         assert [(r.rrn, r.status) for r in await store.transactions(TransactionFilter())] == [
-            ("000000000001", Status.PARTIALLY_REFUNDED), ("000000000003", Status.APPROVED),
+            ("000000000001", Status.PARTIALLY_REFUNDED),
+            ("000000000003", Status.APPROVED),
         ]
 
     @pytest.mark.parametrize("which", ["refused voids", "voids since", "batch totals"])

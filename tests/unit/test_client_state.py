@@ -20,7 +20,7 @@ from iso_host.security import (
 )
 from iso_host.terminal.client import (
     DEFAULT_KSN,
-    DUKPT_MAC_ALGORITHM,
+    DEFAULT_MAC_ALGORITHM,
     ClientError,
     ClientState,
     MacKeys,
@@ -172,7 +172,7 @@ class TestDukptKeys:
     def test_mac_keys(self) -> None:
         """The MAC keys use x9.19, and the response key differs from the request key and the PIN key."""
         pin_key, mac = dukpt_keys(ANNEX_A_BDK, ANNEX_A_KSN)
-        assert mac.algorithm == DUKPT_MAC_ALGORITHM == "x9.19"
+        assert mac.algorithm == DEFAULT_MAC_ALGORITHM == "x9.19"
         assert (len(mac.request_key), len(mac.response_key)) == (16, 16)
         assert mac.response_key != mac.request_key
         assert pin_key not in (mac.request_key, mac.response_key)

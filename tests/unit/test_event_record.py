@@ -9,8 +9,10 @@ from datetime import UTC, datetime
 from hypothesis import given
 from hypothesis import strategies as st
 
-from iso_host.events.record import _EventIds, control_event, decision_event
-from iso_host.ledger import Card, Reason
+from iso_host.events.ids import _EventIds
+from iso_host.events.record import control_event, decision_event
+from iso_host.ledger import Card
+from iso_host.vocab import Reason
 
 NOW = datetime(2026, 11, 26, 9, 30, tzinfo=UTC)
 PAN = "4761739001010010"

@@ -15,7 +15,8 @@ from jsonschema import Draft202012Validator
 from iso_host.cards import mask_pan
 from iso_host.control.commands import COMMANDS as CONTROL_COMMANDS
 from iso_host.events.record import SCHEMA, control_event, decision_event
-from iso_host.ledger.model import Card, Kind, Reason
+from iso_host.ledger.model import Card
+from iso_host.vocab import Kind, Reason
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "docs" / "events.schema.json"
 DOCUMENT: dict[str, Any] = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))

@@ -22,17 +22,15 @@ from iso_host.ledger.model import (
     ExpectBatchTotals,
     ExpectRefusedVoids,
     ExpectVoidsSince,
-    Kind,
     LedgerView,
     Original,
-    Reason,
     RecordTransaction,
     SettleBatch,
-    Status,
     Totals,
     TransactionRecord,
 )
 from iso_host.ledger.totals_json import totals_to_json
+from iso_host.vocab import Kind, Reason, Status
 from iso_host.wire import Message, load_dialect
 
 NOW = datetime(2025, 1, 1, 12, 30, tzinfo=UTC)

@@ -15,7 +15,8 @@ from iso_host.core.flows.base import NO_VIEW, authorization_code
 from iso_host.core.flows.echo import echo
 from iso_host.core.flows.sale import sale
 from iso_host.core.rules import RuleSettings
-from iso_host.ledger.model import Card, Kind, LedgerView, Reason, RecordTransaction, Status, TransactionRecord
+from iso_host.ledger.model import Card, LedgerView, RecordTransaction, TransactionRecord
+from iso_host.vocab import Kind, Reason, Status
 from iso_host.wire import Message, builtin_dialect_names, load_dialect
 
 NOW = datetime(2025, 1, 1, 12, 30, tzinfo=UTC)

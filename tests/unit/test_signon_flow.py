@@ -12,7 +12,7 @@ from iso_host.core.flows import FLOWS, Context, Decision, Request, SessionUpdate
 from iso_host.core.flows.base import NO_VIEW
 from iso_host.core.flows.signon import CUP_KEY_LENGTHS, signoff, signon
 from iso_host.core.terminals import NO_KEYS, WorkingKeys
-from iso_host.ledger.model import Kind, Reason, SaveSession
+from iso_host.ledger.model import SaveSession
 from iso_host.security import (
     CupWorkingKeys,
     SecurityError,
@@ -22,6 +22,7 @@ from iso_host.security import (
     wrap_key,
 )
 from iso_host.security.keys import adjust_odd_parity, has_odd_parity
+from iso_host.vocab import Kind, Reason
 from iso_host.wire import Dialect, Message, load_dialect
 
 NOW = datetime(2025, 1, 1, 12, 30, 5, tzinfo=UTC)

@@ -8,7 +8,7 @@ from iso_host.core.flows.echo import echo
 from iso_host.core.flows.sale import sale
 from iso_host.core.flows.settlement import batch_upload, settlement, upload_end
 from iso_host.core.flows.signon import signoff, signon
-from iso_host.ledger.model import Kind
+from iso_host.vocab import Kind
 
 FLOWS: Final[dict[Kind, Flow]] = {
     Kind.SALE: sale, Kind.ECHO: echo, Kind.SIGNON: signon, Kind.SIGNOFF: signoff,

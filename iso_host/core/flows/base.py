@@ -14,14 +14,12 @@ from iso_host.ledger.model import (
     BatchItem,
     BatchTotals,
     Card,
-    Kind,
     LedgerCommand,
     LedgerView,
     OriginalQuery,
-    Reason,
-    Status,
     TransactionRecord,
 )
+from iso_host.vocab import Kind, Reason, Status
 from iso_host.wire import Dialect, Message
 
 MAX_COMMANDS_PER_DECISION = 8

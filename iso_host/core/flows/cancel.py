@@ -10,15 +10,13 @@ from iso_host.ledger.model import (
     ChangeStatus,
     ExpectRefusedVoids,
     ExpectVoidsSince,
-    Kind,
     LedgerCommand,
     LedgerView,
-    Reason,
     RecordRefund,
     RecordTransaction,
-    Status,
     TransactionRecord,
 )
+from iso_host.vocab import Kind, Reason, Status
 
 
 def _given_back(record: TransactionRecord, amount_minor: int) -> tuple[tuple[str, int], ...]:
@@ -108,7 +106,8 @@ def reversal(request: Request, view: LedgerView, context: Context) -> Decision:
     record = view.original.record
     row = new_record(request, context, Reason.APPROVED, original_rrn=record.rrn)
     commands: list[ChangeStatus | RecordTransaction] = [
-        RecordTransaction(row), ChangeStatus(record.rrn, Status.APPROVED, Status.REVERSED, context.now)
+        RecordTransaction(row),
+        ChangeStatus(record.rrn, Status.APPROVED, Status.REVERSED, context.now),
     ]
     if record.kind is Kind.VOID:
         assert record.original_rrn is not None, "an approved void names its sale"

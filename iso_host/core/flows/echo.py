@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from iso_host.core.flows.base import Context, Decision, Request
-from iso_host.ledger.model import Kind, LedgerView, Reason
+from iso_host.ledger.model import LedgerView
+from iso_host.vocab import Kind, Reason
 
 
 def echo(request: Request, _view: LedgerView, context: Context) -> Decision:

@@ -6,7 +6,8 @@ from datetime import datetime
 
 from iso_host.core.flows.base import Context, Decision, Request, batch_out_of_sync, new_record, reply_fields
 from iso_host.core.test_cards import TestCard
-from iso_host.ledger.model import Kind, LedgerView, Reason, RecordTransaction
+from iso_host.ledger.model import LedgerView, RecordTransaction
+from iso_host.vocab import Kind, Reason
 
 CARD_STATUS_REASONS = {"lost": Reason.LOST_CARD, "stolen": Reason.STOLEN_CARD, "expired": Reason.EXPIRED_CARD}
 

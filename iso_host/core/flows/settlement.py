@@ -16,15 +16,14 @@ from iso_host.ledger.model import (
     BatchView,
     Difference,
     ExpectBatchTotals,
-    Kind,
     LedgerCommand,
     LedgerView,
-    Reason,
     RecordDifferences,
     RecordUpload,
     SettleBatch,
 )
 from iso_host.ledger.totals_json import NO_TOTALS_JSON, optional_totals_from_json, totals_to_json
+from iso_host.vocab import Kind, Reason
 
 BALANCED, OUT_OF_BALANCE = "balanced", "out_of_balance"
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from iso_host.core.flows.base import Context, Decision, Request, SessionUpdate
 from iso_host.core.terminals import NO_KEYS, WorkingKeys
-from iso_host.ledger.model import Kind, LedgerView, Reason, SaveSession
+from iso_host.ledger.model import LedgerView, SaveSession
 from iso_host.security import build_cup_key_block, build_iso87_key_block, wrap_key
+from iso_host.vocab import Kind, Reason
 
 SINGLE_DES_BYTES = 8
 # CUP 60.3 layouts: which keys are single-length. TAK is single-length in all three (CUP.md).
