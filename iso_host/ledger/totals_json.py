@@ -13,7 +13,6 @@ from typing import Any, Final
 
 from iso_host.ledger.model import BatchTotals, Totals
 
-SIDES: Final = ("domestic", "foreign")
 TOTALS_KEYS: Final = tuple(f.name for f in fields(Totals))
 NO_TOTALS_JSON: Final = "{}"  # the terminal reported no totals
 assert TOTALS_KEYS == ("debit_count", "debit_minor", "credit_count", "credit_minor")
