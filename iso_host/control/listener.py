@@ -24,12 +24,11 @@ from iso_host.errors import StoreError
 from iso_host.ledger.store import Store
 from iso_host.log import get_logger
 from iso_host.mqtt.client import client, describe_broker, error_line
+from iso_host.mqtt.reconnect import keep_connected
 from iso_host.mqtt.topics import BrokerSettings, control_topic, reply_topic
 
 QOS: Final = 1
 PUBLISH_TIMEOUT_S: Final = 10.0  # no PUBACK for a reply by then: the connection is treated as lost
-BACKOFF_FIRST_S: Final = 0.5
-BACKOFF_MAX_S: Final = 15.0
 INTERNAL_ERROR: Final = "internal error (a bug in the host; the change may be partly in force: list and check)"
 
 
@@ -51,26 +50,23 @@ class ControlListener:
 
     async def run(self) -> None:
         """Connect, subscribe and answer; on broker trouble reconnect with backoff; never returns until cancelled."""
-        backoff, outage_logged = BACKOFF_FIRST_S, False
-        while True:  # the listener's only loop: it ends when the host cancels it
-            try:
-                async with client(self.settings, "control") as mqtt:
-                    await mqtt.subscribe(self.subscription, qos=QOS)
-                    self.ready.set()
-                    self._log.info("control_listening", topic=self.subscription)
-                    backoff, outage_logged = BACKOFF_FIRST_S, False
-                    async for message in mqtt.messages:
-                        await self._answer(mqtt, message)
-            except (aiomqtt.MqttError, OSError) as error:
-                self.ready.clear()
-                if not outage_logged:  # one line per outage, not one per retry
-                    self._log.warning(
-                        "control_unavailable", error=error_line(error), retry_s=backoff,
-                        hint="commands sent meanwhile get no reply; send them again once the broker is back",
-                    )  # fmt: skip
-                    outage_logged = True
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, BACKOFF_MAX_S)
+        await keep_connected(
+            lambda: client(self.settings, "control"), self._session, ready=self.ready,
+            outages=(aiomqtt.MqttError, OSError), on_outage=self._outage,
+        )  # fmt: skip
+
+    async def _session(self, mqtt: aiomqtt.Client, connected: Callable[[], None]) -> None:
+        await mqtt.subscribe(self.subscription, qos=QOS)
+        connected()
+        self._log.info("control_listening", topic=self.subscription)
+        async for message in mqtt.messages:
+            await self._answer(mqtt, message)
+
+    async def _outage(self, error: Exception, retry_s: float) -> None:
+        self._log.warning(
+            "control_unavailable", error=error_line(error), retry_s=retry_s,
+            hint="commands sent meanwhile get no reply; send them again once the broker is back",
+        )  # fmt: skip
 
     async def _answer(self, mqtt: aiomqtt.Client, message: aiomqtt.Message) -> None:
         """Carry one command out and publish its reply; a bug here costs this one command, not the listener."""

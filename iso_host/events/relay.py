@@ -21,6 +21,7 @@ from iso_host.ledger.model import PendingEvent
 from iso_host.ledger.store import Store
 from iso_host.log import get_logger
 from iso_host.mqtt.client import client, describe_broker, error_line
+from iso_host.mqtt.reconnect import keep_connected
 from iso_host.mqtt.topics import BrokerSettings, event_topic
 
 BATCH_SIZE: Final = 500  # events read and published per round
@@ -30,8 +31,6 @@ PUBLISH_TIMEOUT_S: Final = 10.0  # no PUBACK by then: the connection is treated 
 # quadratic time (measured: 160 us of CPU per event at 500, 73 us at 32); 32 still keeps the link busy.
 PUBLISH_WINDOW: Final = 32
 PRUNE_EVERY_S: Final = 60.0
-BACKOFF_FIRST_S: Final = 0.5
-BACKOFF_MAX_S: Final = 15.0
 QOS: Final = 1
 
 
@@ -79,27 +78,26 @@ class Relay:
 
     async def run(self) -> None:
         """Connect, publish, and on any broker trouble reconnect with backoff; never returns until cancelled."""
-        backoff, outage_logged = BACKOFF_FIRST_S, False
-        while True:
-            try:
-                async with client(self.settings, "relay") as mqtt:
-                    self.connected.set()
-                    self._log.info("events_connected")
-                    backoff, outage_logged = BACKOFF_FIRST_S, False
-                    await self._publish_forever(mqtt)
-            except Exception as error:  # a bug must not end event delivery for the life of the host, either
-                self.connected.clear()
-                if not isinstance(error, aiomqtt.MqttError | StoreError | OSError):
-                    self._log.error("events_relay_failed", error=error_line(error), retry_s=backoff)
-                elif not outage_logged:  # one line per outage, not one per retry
-                    pending = await self._pending_count()
-                    self._log.warning(
-                        "events_unavailable", error=error_line(error), pending=pending, retry_s=backoff,
-                        hint="events wait in the outbox and go out once the broker is back",
-                    )  # fmt: skip
-                    outage_logged = True
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, BACKOFF_MAX_S)
+        # A bug must not end event delivery for the life of the host, either: it is logged and retried too.
+        await keep_connected(
+            lambda: client(self.settings, "relay"), self._session, ready=self.connected,
+            outages=(aiomqtt.MqttError, StoreError, OSError), on_outage=self._outage, on_other_error=self._failed,
+        )  # fmt: skip
+
+    async def _session(self, mqtt: aiomqtt.Client, connected: Callable[[], None]) -> None:
+        connected()
+        self._log.info("events_connected")
+        await self._publish_forever(mqtt)
+
+    async def _outage(self, error: Exception, retry_s: float) -> None:
+        pending = await self._pending_count()
+        self._log.warning(
+            "events_unavailable", error=error_line(error), pending=pending, retry_s=retry_s,
+            hint="events wait in the outbox and go out once the broker is back",
+        )  # fmt: skip
+
+    async def _failed(self, error: Exception, retry_s: float) -> None:
+        self._log.error("events_relay_failed", error=error_line(error), retry_s=retry_s)
 
     async def _publish_forever(self, mqtt: aiomqtt.Client) -> None:
         while True:
