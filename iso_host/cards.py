@@ -9,6 +9,11 @@ PAN_MIN_DIGITS = 12
 PAN_MAX_DIGITS = 19
 
 
+def mask_pan_digits(pan: str) -> str:
+    """``mask_pan`` with zeros instead of stars, for a field that must stay numeric (a redacted trace frame)."""
+    return mask_pan(pan).replace("*", "0")
+
+
 def mask_pan(pan: str) -> str:
     """Keep the first 6 and last 4 digits, as PCI DSS allows for display.
 

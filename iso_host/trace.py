@@ -58,9 +58,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final
 
-from iso_host.core.flows.batch_fields import CUP_RECORD_DIGITS
+from iso_host.cards import mask_pan_digits
 from iso_host.errors import ConfigError, WireError
 from iso_host.log import get_logger
+from iso_host.styles import family_of
 from iso_host.wire import Dialect, Message, decode, encode
 
 DEFAULT_MAX_BYTES: Final = 100 * 1024 * 1024  # a file an editor and jq still open quickly
@@ -69,7 +70,6 @@ MAX_PENDING_LINES: Final = 65_536  # seconds of frames at full load, tens of MB 
 WRITER_INTERVAL_S: Final = 0.05  # how often the writer drains the queue (and how stale the file may be)
 DROP_WARNING_INTERVAL_S: Final = 1.0  # at most one trace_lines_dropped warning per second
 CLOSE_TIMEOUT_S: Final = 30.0  # waiting for the writer to write what is queued at shutdown
-PAN_KEPT_DIGITS: Final = 10  # first 6 + last 4
 
 IN, OUT, CLOSE = "in", "out", "close"
 
@@ -83,20 +83,13 @@ _SENSITIVE_FIELDS: Final = frozenset({"2", "35", "36", "45", "52", "55"})
 _Event = tuple[int, str, int, int, str, bytes | None]
 
 
-def _keep_6_4(pan: str) -> str:
-    """The first 6 and last 4 characters, the rest ``0`` (all ``0`` when there are no more than 10)."""
-    if len(pan) <= PAN_KEPT_DIGITS:
-        return "0" * len(pan)
-    return pan[:6] + "0" * (len(pan) - PAN_KEPT_DIGITS) + pan[-4:]
-
-
 def _mask_track(track: str, after_pan: re.Pattern[str] = _DIGIT) -> str:
     """Tracks 1, 2 and 3: the PAN part (first run of digits) keeps 6 + 4 digits; ``after_pan`` matches become 0."""
     pan = _FIRST_DIGITS.search(track)
     if pan is None:
         return after_pan.sub("0", track)
     start, end = pan.span()
-    return track[:start] + _keep_6_4(pan.group()) + after_pan.sub("0", track[end:])
+    return track[:start] + mask_pan_digits(pan.group()) + after_pan.sub("0", track[end:])
 
 
 def _zeros(value: str) -> str:
@@ -104,7 +97,7 @@ def _zeros(value: str) -> str:
 
 
 _MASKS: Final[dict[str, Callable[[str], str]]] = {
-    "2": _keep_6_4,
+    "2": mask_pan_digits,
     "35": _mask_track,
     "36": _mask_track,
     "45": lambda track: _mask_track(track, _ALPHANUMERIC),
@@ -112,22 +105,6 @@ _MASKS: Final[dict[str, Callable[[str], str]]] = {
     "55": _zeros,
 }
 assert set(_MASKS) == _SENSITIVE_FIELDS
-
-
-def _mask_upload_records(value: str) -> str:
-    """CUP F48 of a batch upload: n2 count, then records of card type n2 + STAN n6 + PAN n20 + amount n12."""
-    count = value[:2]
-    records = value[2:]
-    if not count.isdigit() or len(records) < int(count) * CUP_RECORD_DIGITS:
-        return _DIGIT.sub("0", value)
-    masked = [count]
-    for index in range(int(count)):
-        record = records[index * CUP_RECORD_DIGITS : (index + 1) * CUP_RECORD_DIGITS]
-        padded = record[8:28]
-        pan = padded.lstrip("0")
-        masked.append(record[:8] + "0" * (len(padded) - len(pan)) + _keep_6_4(pan) + record[28:])
-    masked.append(_DIGIT.sub("0", records[int(count) * CUP_RECORD_DIGITS :]))
-    return "".join(masked)
 
 
 def redact_body(body: bytes, dialect: Dialect) -> bytes | None:
@@ -139,10 +116,8 @@ def redact_body(body: bytes, dialect: Dialect) -> bytes | None:
     fields = dict(message.fields)
     for field_id in _SENSITIVE_FIELDS.intersection(fields):
         fields[field_id] = _MASKS[field_id](fields[field_id])
-    if "48" in fields and dialect.settlement == "cup":
-        rule = dialect.classify(message)
-        if rule is not None and rule.kind == "batch_upload":
-            fields["48"] = _mask_upload_records(fields["48"])
+    rule = dialect.classify(message)
+    fields = family_of(dialect).redact(fields, rule.kind if rule is not None else None)
     if fields == message.fields:
         return body
     try:

@@ -71,3 +71,5 @@ class Status(enum.StrEnum):
 MAC_ALGORITHMS: Final = ("aes-cmac", "cup-ecb", "x9.19", "x9.9")  # the names configs and dialects may use
 # The double-length TDES MAC: for DUKPT MAC keys, and for a static TAK whose dialect names no algorithm.
 DEFAULT_MAC_ALGORITHM: Final = "x9.19"
+# Dialect families (iso_host/styles/): what a dialect's spec names as its ``family``.
+DIALECT_FAMILIES: Final = ("iso87", "cup")

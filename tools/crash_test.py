@@ -50,8 +50,8 @@ import psycopg
 from psycopg.rows import dict_row
 
 from iso_host.config import DEMO_TMK
-from iso_host.core.flows.batch_fields import terminal_totals_field
 from iso_host.ledger.model import BatchTotals, Totals
+from iso_host.styles import family_of
 from iso_host.terminal.client import ClientError, ClientState, TerminalClient
 from iso_host.wire import Dialect, Message, load_dialect
 
@@ -348,7 +348,7 @@ class Terminal:
         message = client.build("settlement", _now(), processing_code=processing_code, debit_count=t.debit_count,
                                debit_amount=t.debit_minor, credit_count=t.credit_count,
                                credit_amount=t.credit_minor)  # fmt: skip
-        message.fields.update(terminal_totals_field(totals, self.dialect))
+        message.fields.update(family_of(self.dialect).totals_fields(totals))
         return message
 
 

@@ -23,9 +23,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from iso_host.core.flows.batch_fields import terminal_totals_field
 from iso_host.ledger import Card, RecordTransaction, TransactionRecord, open_store
 from iso_host.ledger.model import BatchTotals, Totals
+from iso_host.styles import family_of
 from iso_host.terminal.client import TerminalClient
 from iso_host.vocab import Kind, Reason, Status
 from iso_host.wire import load_dialect
@@ -78,7 +78,7 @@ async def settle(port: int, tid: str, totals: BatchTotals, processing_code: str)
         message = client.build("settlement", datetime.now().astimezone(), processing_code=processing_code,
                                debit_count=t.debit_count, debit_amount=t.debit_minor, credit_count=0,
                                credit_amount=0)  # fmt: skip
-        message.fields.update(terminal_totals_field(totals, dialect))
+        message.fields.update(family_of(dialect).totals_fields(totals))
         started = time.perf_counter()
         response = await client.request(message)
         elapsed_ms = (time.perf_counter() - started) * 1000

@@ -23,6 +23,7 @@ from typing import Any, Final, TextIO
 from iso_host import security
 from iso_host.core.message_auth import MAC_PLACEHOLDER, has_mac, mac_field_of, seal
 from iso_host.errors import ConfigError, IsoHostError, WireError
+from iso_host.styles import family_of
 from iso_host.terminal.captures import (
     DEFAULT_IGNORE,
     Connection,
@@ -115,10 +116,8 @@ class Rekeyer:
         block = response.fields.get(self.dialect.security.signon_key_field or "")
         if response.fields.get("39") != "00" or block is None:
             return None
-        key_block = bytes.fromhex(block)
-        if self.dialect.security.key_block == "cup":
-            return security.parse_cup_key_block(terminal.tmk, self.dialect.value_of(request, "60.3") or "", key_block)
-        return security.parse_iso87_key_block(terminal.tmk, key_block)
+        family = family_of(self.dialect)
+        return family.accept_keys(terminal.tmk, family.key_layout(request, self.dialect), bytes.fromhex(block))
 
     def learn(self, request: bytes, expected: bytes | None, actual: bytes | None) -> tuple[Difference, ...]:
         """After a sign-on: keep the recorded and the live keys; a live key block that does not unwrap differs.

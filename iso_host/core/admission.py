@@ -12,14 +12,14 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from iso_host.cards import is_valid_pan, mask_pan, pan_from_track2, pan_hash
-from iso_host.core.flows import FLOWS, ORIGINAL_KINDS, Request
-from iso_host.core.flows.batch_fields import BatchFieldError, is_after_upload, read_totals, read_upload
+from iso_host.core.flows import KINDS, Request
 from iso_host.core.message_auth import has_mac, mac_field_of, verify_message_mac
 from iso_host.core.terminals import TerminalState
 from iso_host.core.test_cards import CardBook, TestCard
 from iso_host.ledger.model import BatchItem, Card, OriginalQuery
 from iso_host.security import SecurityError, decode_pin_block, decrypt_pin_block, mac_request_key, mac_response_key
 from iso_host.security import pin_key as dukpt_pin_key
+from iso_host.styles import BatchFieldError, family_of
 from iso_host.vocab import DEFAULT_MAC_ALGORITHM, Kind, Reason
 from iso_host.wire import Dialect, KindRule, Message
 
@@ -36,10 +36,11 @@ MAX_NUMBER_DIGITS: Final = 9  # batch numbers are n6 (CUP 60.2, 61.1); 9 digits 
 class Rejected(Exception):
     """A request refused before any flow runs (missing field, unknown terminal, bad MAC)."""
 
-    def __init__(self, reason: Reason, detail: str) -> None:
+    def __init__(self, reason: Reason, detail: str, kind_name: str | None = None) -> None:
         super().__init__(detail)
         self.reason = reason
         self.detail = detail
+        self.kind_name = kind_name  # what the dialect calls the message, once it has been classified
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +56,7 @@ class Admission:
 
     def __init__(self, dialect: Dialect, terminals: Mapping[str, TerminalState], cards: CardBook) -> None:
         self.dialect = dialect
+        self.family = family_of(dialect)
         self.terminals = terminals
         self.cards = cards
 
@@ -74,8 +76,8 @@ class Admission:
         if rule is None:
             raise Rejected(Reason.INVALID_TRANSACTION, f"no transaction kind matches MTI {message.mti}")
         kind = KINDS_BY_NAME.get(rule.kind)
-        if kind is None or kind not in FLOWS:
-            raise Rejected(Reason.INVALID_TRANSACTION, f"transaction kind {rule.kind} is not supported")
+        if kind is None or kind not in KINDS:
+            raise Rejected(Reason.INVALID_TRANSACTION, f"transaction kind {rule.kind} is not supported", rule.kind)
         return rule, kind
 
     def authenticate(
@@ -141,17 +143,22 @@ class Admission:
                 raise Rejected(Reason.FORMAT_ERROR, f"field {field_id} ({name}) is not numeric")
         stan = message.fields.get("11", "")
         amount = message.fields.get("4")
-        operator = message.fields.get("63") if self.dialect.security.key_block == "cup" else None
-        operator = operator.strip()[:3] if operator else None
+        operator = self.family.operator(message)
+        spec = KINDS[kind]
         card, pin_ok, test_card = self._card(message, rule, terminal, pan_key)
         if not pin_ok and kind is not Kind.SALE:
             raise Rejected(Reason.PIN_INCORRECT, "the PIN does not match the test card table")
+        batch_field = self.dialect.batch_field
+        batch_named = batch_field is not None and self.dialect.value_of(message, batch_field) is not None
         return Request(
             kind=kind,
-            message=message,
+            mti=message.mti,
+            processing_code=message.fields.get("3", ""),
             tid=terminal.tid,
             mid=terminal.mid,
             batch_number=self._batch_number(message, terminal),
+            batch_named=batch_named,
+            key_layout=self.family.key_layout(message, self.dialect) if spec.issues_keys else None,
             stan=stan,
             amount_minor=int(amount, 10) if amount is not None else None,
             currency=message.fields.get("49") or self.dialect.default_currency,
@@ -162,7 +169,7 @@ class Admission:
             operator_permitted=terminal.may_void(operator) if kind is Kind.VOID else True,
             original_date_mmdd=self._lookup_value(message, rule, "date"),
             open_batch=terminal.batch_number,
-            original_queries=tuple(self.original_queries(message, rule, terminal)) if kind in ORIGINAL_KINDS else (),
+            original_queries=tuple(self.original_queries(message, rule, terminal)) if spec.original else (),
             **self.batch_fields(message, rule, kind, pan_key),
         )
 
@@ -242,10 +249,10 @@ class Admission:
         """Settlement totals and upload records, with every uploaded PAN masked and hashed here."""
         try:
             if kind is Kind.SETTLEMENT:
-                return {"terminal_totals": read_totals(message, self.dialect),
-                        "after_upload": is_after_upload(message, self.dialect)}  # fmt: skip
+                return {"terminal_totals": self.family.read_totals(message),
+                        "after_upload": self.family.is_after_upload(message)}  # fmt: skip
             if kind is Kind.BATCH_UPLOAD:
-                records = read_upload(message, self.dialect, self._clear_pan(message, rule))
+                records = self.family.read_upload(message, self._clear_pan(message, rule))
                 upload = tuple(
                     (BatchItem(r.stan, r.amount_minor, mask_pan(r.pan)), pan_hash(r.pan, pan_key), r.foreign_card)
                     for r in records

@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Final, Protocol
 
 from iso_host.core.admission import Admission, Rejected, ResponseMac
-from iso_host.core.flows import BATCH_KINDS, FINANCIAL_KINDS, FLOWS, NO_VIEW, ORIGINAL_KINDS, Context, Decision, Request
+from iso_host.core.flows import KINDS, NO_VIEW, Context, Decision, Request
 from iso_host.core.flows.sale import forced_decline
 from iso_host.core.message_auth import MAC_PLACEHOLDER, mac_field_of, seal
 from iso_host.core.rules import RuleSettings, business_day_start
@@ -44,10 +44,6 @@ class Serialiser(Protocol):
 class _NoSerialiser:
     def hold(self, _key: Hashable) -> AbstractAsyncContextManager[None]:
         return contextlib.nullcontext()
-
-
-# Kinds whose decision reads the terminal's ledger state (an original, a batch): one at a time per terminal.
-STATEFUL_KINDS: Final = ORIGINAL_KINDS | BATCH_KINDS
 
 
 @dataclass(slots=True)
@@ -106,24 +102,25 @@ class Host:
             envelope, message = decode(frame, self.dialect)
         except WireDecodeError as error:
             return self._format_error(error)
-        if len(message.mti) != 4 or not message.mti.isdigit():
-            bad_mti = WireError(f"MTI is not 4 digits: {message.mti!r}", field="t", offset=self.dialect.envelope_bytes)
-            return Outcome(None, close=True, error=bad_mti)
         outcome = Outcome(None, mti=message.mti, log=self._log_fields(message))
         response_mac: ResponseMac | None = None
+        classified = False
         try:
             terminal = self.admission.terminal(message)
+            classified = True
             rule, kind = self.admission.classify(message)
             outcome.kind = kind.value
-            body = frame[self.dialect.envelope_bytes :]
-            response_mac = self.admission.authenticate(message, body, rule, terminal)
+            response_mac = self.admission.authenticate(message, frame[self.dialect.envelope_bytes :], rule, terminal)
             request = self.admission.request(message, rule, kind, terminal, self.store.pan_hash_key)
         except Rejected as rejection:
             outcome.log["detail"] = rejection.detail
             refused = Decision(rejection.reason)
-            kind_name = (outcome.kind or self._kind_name(message)) if self.events is not None else None
-            if self._wants_event(kind_name):
-                await self._record_alone(self._event(message, kind_name, refused, started=started), outcome, deadline)
+            if self.events is not None:
+                # Refused before classification: the event still says what the message was, where it can.
+                kind_name = (outcome.kind or rejection.kind_name) if classified else self._kind_name(message)
+                if self._wants_event(kind_name):
+                    event = self._event(message, kind_name, refused, now=self.clock(), started=started)
+                    await self._record_alone(event, outcome, deadline)
             return self._respond(outcome, envelope, message, refused, response_mac)
         scenario = self.scenarios.fire(
             tid=terminal.tid, mti=message.mti, kind=kind.value, amount_minor=request.amount_minor,
@@ -131,14 +128,15 @@ class Host:
         )  # fmt: skip
         if scenario is not None:
             outcome.log["scenario"] = scenario.name or "unnamed"
-        key = (terminal.tid, terminal.mid) if kind in STATEFUL_KINDS else None
+        key = (terminal.tid, terminal.mid) if KINDS[kind].stateful else None
         async with self.serialiser.hold(key) if key else contextlib.nullcontext():
-            decision, event_committed = await self._decide_and_commit(
-                request, terminal, outcome, scenario=scenario, started=started, deadline=deadline
+            decision, now, event_committed = await self._decide_and_commit(
+                message, request, terminal, outcome, scenario=scenario, started=started, deadline=deadline
             )
         if not event_committed and self._wants_event(kind.value):
             # The decision's own commit failed (a duplicate, a database error): its answer is still an event.
-            event = self._event(message, kind.value, decision, started=started, request=request, scenario=scenario)
+            event = self._event(message, kind.value, decision, now=now, started=started, request=request,
+                                scenario=scenario)  # fmt: skip
             await self._record_alone(event, outcome, deadline)
         self.cards.apply(decision.balance_changes)
         if decision.session is not None and decision.reason is Reason.APPROVED:
@@ -153,40 +151,42 @@ class Host:
         return _acted_out(outcome, scenario, response_mac is not None) if scenario else outcome
 
     async def _decide_and_commit(
-        self, request: Request, terminal: TerminalState, outcome: Outcome, *,
+        self, message: Message, request: Request, terminal: TerminalState, outcome: Outcome, *,
         scenario: Scenario | None, started: float, deadline: float,
-    ) -> tuple[Decision, bool]:  # fmt: skip
+    ) -> tuple[Decision, datetime, bool]:  # fmt: skip
         """Load the view, let the flow (or a scenario) decide, commit; decide again if the view changed meanwhile.
 
         The decision's event, when events are on, commits in the same transaction as its ledger change.
-        Returns the decision and whether its event was committed. Every ledger wait ends by ``deadline``.
+        Returns the decision, the time it was made at and whether its event was committed. Every ledger wait
+        ends by ``deadline``.
         """
         wants_event = self._wants_event(request.kind.value)
+        now = self.clock()  # the decision's time: its rules, its rows and its event all read this one
         # The batch's state is read when the request names another batch than the one the host holds open,
         # and after the ledger refused a write into a batch that has settled.
         batch_state = request.batch_number != request.open_batch
         try:
-            context = await self._context(request, terminal, deadline)
+            context = await self._context(request, terminal, now, deadline)
         except StoreError as error:
             outcome.log["detail"] = str(error)
-            return Decision(Reason.SYSTEM_ERROR), False
+            return Decision(Reason.SYSTEM_ERROR), now, False
         for attempt in range(1, MAX_DECISION_ATTEMPTS + 1):
             try:
                 if scenario is not None and scenario.respond is not None:
                     decision = forced_decline(request, context, scenario.respond)
                 else:
                     view = await self._view(request, terminal, context.now, deadline, batch_state=batch_state)
-                    decision = FLOWS[request.kind](request, view, context)
+                    decision = KINDS[request.kind].flow(request, view, context)
                 commands = decision.commands
                 if wants_event:
-                    event = self._event(request.message, request.kind.value, decision, started=started,
+                    event = self._event(message, request.kind.value, decision, now=now, started=started,
                                         request=request, scenario=scenario)  # fmt: skip
                     commands = (*commands, event)
                 if commands:
                     await self.store.apply(commands, deadline=deadline)
             except DuplicateError:
                 outcome.log["detail"] = "terminal, batch and STAN already in the ledger"
-                return Decision(Reason.DUPLICATE), False
+                return Decision(Reason.DUPLICATE), now, False
             except BatchSettledError as error:
                 outcome.log["detail"] = f"attempt {attempt}: {error}"
                 batch_state = True
@@ -194,25 +194,24 @@ class Host:
                     request = await self._rebatched(request, terminal)
                 except StoreError as reread_error:
                     outcome.log["detail"] = str(reread_error)
-                    return Decision(Reason.SYSTEM_ERROR), False
+                    return Decision(Reason.SYSTEM_ERROR), now, False
                 continue
             except ConflictError as error:
                 outcome.log["detail"] = f"attempt {attempt}: {error}"
                 continue
             except StoreError as error:
                 outcome.log["detail"] = str(error)
-                return Decision(Reason.SYSTEM_ERROR), False
+                return Decision(Reason.SYSTEM_ERROR), now, False
             if wants_event:
                 self._notify()
-            return decision, wants_event
-        return Decision(Reason.SYSTEM_ERROR), False
+            return decision, now, wants_event
+        return Decision(Reason.SYSTEM_ERROR), now, False
 
     async def _rebatched(self, request: Request, terminal: TerminalState) -> Request:
         """After a write into a settled batch was refused: where the host, not the terminal, named the batch (the
         dialect has no batch field, or the request left it out), the request moves to the batch the ledger now
         holds open."""
-        batch_field = self.dialect.batch_field
-        if batch_field is not None and self.dialect.value_of(request.message, batch_field) is not None:
+        if request.batch_named:
             return request  # the terminal named that batch: it is told it is out of step
         record = await self.store.register_terminal(terminal.tid, terminal.mid)
         terminal.batch_number = max(terminal.batch_number, record.batch_number)
@@ -226,13 +225,13 @@ class Host:
             self.events.notify()
 
     def _event(
-        self, message: Message, kind_name: str | None, decision: Decision, *, started: float,
+        self, message: Message, kind_name: str | None, decision: Decision, *, now: datetime, started: float,
         request: Request | None = None, scenario: Scenario | None = None,
     ) -> RecordEvent:  # fmt: skip
-        """The event of this answer; its latency runs from the frame's arrival to the decision."""
+        """The event of this answer, at the time of its decision; its latency runs from the frame's arrival."""
         return decision_event(
-            now=self.clock(), kind=kind_name, mti=message.mti, fields=message.fields, reason=decision.reason,
-            response_code=decision.response_code or self.dialect.response_code(decision.reason),
+            now=now, kind=kind_name, mti=message.mti, fields=message.fields, reason=decision.reason,
+            response_code=decision.code(self.dialect),
             latency_s=self.monotonic() - started,
             card=request.card if request else None, amount_minor=request.amount_minor if request else None,
             batch_number=request.batch_number if request else None, rrn=decision.fields.get("37"),
@@ -256,20 +255,21 @@ class Host:
     async def _view(
         self, request: Request, terminal: TerminalState, now: datetime, deadline: float, *, batch_state: bool
     ) -> LedgerView:
-        if request.kind in BATCH_KINDS:
-            closing = request.kind is Kind.UPLOAD_END or request.after_upload
+        """What the kind's row in KINDS says its flow decides from."""
+        spec = KINDS[request.kind]
+        if spec.batch is not None:
             batch = await self.store.batch_view(
-                terminal.tid, terminal.mid, request.batch_number,
-                with_totals=request.kind is not Kind.BATCH_UPLOAD, with_items=closing, deadline=deadline,
+                terminal.tid, terminal.mid, request.batch_number, with_totals=spec.batch.totals,
+                with_items=spec.batch.items or request.after_upload, deadline=deadline,
             )  # fmt: skip
             return LedgerView(batch=batch)
         settled = False
-        if batch_state and request.kind in FINANCIAL_KINDS:
+        if batch_state and spec.financial:
             state = await self.store.batch_view(
                 terminal.tid, terminal.mid, request.batch_number, with_totals=False, deadline=deadline
             )
             settled = state.status == "settled"
-        if request.kind not in ORIGINAL_KINDS:
+        if not spec.original:
             return LedgerView(request_batch_settled=True) if settled else NO_VIEW
         original = None
         for query in request.original_queries:
@@ -277,33 +277,35 @@ class Host:
             if original is not None:
                 break
         voids_today = 0
-        if request.kind is Kind.VOID and self.rules.max_voids_per_day is not None:
+        if spec.counts_voids and self.rules.max_voids_per_day is not None:
             since = business_day_start(now, self.rules)
             voids_today = await self.store.count_voids(terminal.tid, terminal.mid, since, deadline=deadline)
         return LedgerView(original, voids_today, request_batch_settled=settled)
 
-    async def _context(self, request: Request, terminal: TerminalState, deadline: float) -> Context:
-        signing_on = request.kind is Kind.SIGNON
+    async def _context(self, request: Request, terminal: TerminalState, now: datetime, deadline: float) -> Context:
+        spec = KINDS[request.kind]
         return Context(
-            now=self.clock(),
-            rrn=await self.store.next_rrn(deadline=deadline) if request.kind in FINANCIAL_KINDS else None,
+            now=now,
+            rrn=await self.store.next_rrn(deadline=deadline) if spec.financial else None,
             dialect=self.dialect,
             rules=self.rules,
-            tmk=terminal.tmk if signing_on else None,
-            fresh_keys=self.key_source() if signing_on and self.key_source is not None else None,
+            tmk=terminal.tmk if spec.issues_keys else None,
+            fresh_keys=self.key_source() if spec.issues_keys and self.key_source is not None else None,
         )
 
     def _respond(
         self, outcome: Outcome, envelope: Envelope, request: Message, decision: Decision, mac: ResponseMac | None
     ) -> Outcome:
-        code = decision.response_code or self.dialect.response_code(decision.reason)
+        code = decision.code(self.dialect)
         response = self.response_for(request, code, decision.fields)
-        if mac is not None and decision.reason is not Reason.MAC_FAILED:
+        maced = mac is not None and decision.reason is not Reason.MAC_FAILED
+        if maced:
             response.fields[mac_field_of(response)] = MAC_PLACEHOLDER
-            body = encode(response, Envelope(), self.dialect)
-            outcome.reply = bytes(envelope.reply()) + seal(body, response, self.dialect, mac.algorithm, mac.key)
-        else:
-            outcome.reply = encode(response, envelope.reply(), self.dialect)
+        body = encode(response, Envelope(), self.dialect)
+        if maced:
+            assert mac is not None
+            body = seal(body, response, self.dialect, mac.algorithm, mac.key)
+        outcome.reply = bytes(envelope.reply()) + body
         outcome.reason = decision.reason
         outcome.response_code = code
         return outcome

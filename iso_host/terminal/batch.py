@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from iso_host.core.flows.batch_fields import UploadRecord
 from iso_host.ledger.model import BatchTotals, Totals
+from iso_host.styles import UploadRecord
 
 APPROVED, VOIDED, REVERSED = "approved", "voided", "reversed"
 DEBIT_STATUSES: Final = frozenset({APPROVED, VOIDED})  # a voided sale stays a debit (gross totals)

@@ -24,12 +24,11 @@ from iso_host.security import (
     encrypt_pin_block,
     mac_request_key,
     mac_response_key,
-    parse_cup_key_block,
-    parse_iso87_key_block,
     pin_key,
     unwrap_key,
     wrap_key,
 )
+from iso_host.styles import family_of
 from iso_host.vocab import DEFAULT_MAC_ALGORITHM
 from iso_host.wire import NEED_DATA, Dialect, Envelope, FrameDecoder, Message, decode, encode, encode_frame
 
@@ -240,11 +239,8 @@ class TerminalClient:
         if block is None:
             raise ClientError(f"the sign-on response has no key block in field {key_field}")
         try:
-            if self.dialect.security.key_block == "cup":
-                layout = self.dialect.value_of(request, "60.3") or ""
-                keys = parse_cup_key_block(tmk, layout, bytes.fromhex(block))
-            else:
-                keys = parse_iso87_key_block(tmk, bytes.fromhex(block))
+            family = family_of(self.dialect)
+            keys = family.accept_keys(tmk, family.key_layout(request, self.dialect), bytes.fromhex(block))
         except (SecurityError, ValueError) as error:
             raise ClientError(f"sign-on key block rejected: {error}") from None
         self.state.store_keys(tmk, keys)

@@ -82,8 +82,11 @@ def decode(frame: bytes, dialect: Dialect) -> tuple[Envelope, Message]:
             field="p", offset=skip + (2 if dialect.spec["t"]["data_enc"] == "b" else 4),
             envelope=envelope, partial=_partial_message({"t": _mti_of(body, dialect)}, None),
         ) from None  # fmt: skip
+    mti = decoded["t"]
+    if len(mti) != 4 or not mti.isdigit():
+        raise WireDecodeError(f"MTI is not 4 digits: {mti!r}", field="t", offset=skip, envelope=envelope, partial=None)
     fields = {k: v for k, v in decoded.items() if k not in _NOT_FIELDS}
-    return envelope, Message(decoded["t"], fields)
+    return envelope, Message(mti, fields)
 
 
 def encode(message: Message, envelope: Envelope, dialect: Dialect) -> bytes:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from iso_host.errors import ConfigError
-from iso_host.vocab import MAC_ALGORITHMS
+from iso_host.vocab import DIALECT_FAMILIES, MAC_ALGORITHMS
 from iso_host.wire.framing import LENGTH_HEADERS, LengthHeader
 from iso_host.wire.message import Message
 
@@ -27,11 +27,10 @@ FIELD_SPEC_KEYS: Final = frozenset(
 )
 TOP_LEVEL_KEYS: Final = frozenset(
     {"name", "description", "framing", "fields", "subfields", "kinds", "response", "reasons", "batch_field",
-     "templates", "security", "settlement"}
+     "templates", "security", "family"}
 )
 SECURITY_KEYS: Final = frozenset(
-    {"mac_algorithm", "mac_policy", "mac_kinds", "require_signon", "signon_key_field", "ksn_field", "pin_block_format",
-     "key_block"}
+    {"mac_algorithm", "mac_policy", "mac_kinds", "require_signon", "signon_key_field", "ksn_field", "pin_block_format"}
 )
 MAC_POLICIES: Final = ("always", "when-keyed")
 TEMPLATE_KEYS: Final = frozenset({"mti", "fields"})
@@ -85,7 +84,6 @@ class SecurityPolicy:
     signon_key_field: str | None = None  # where the 0810 carries the key block
     ksn_field: str | None = None  # DUKPT key serial number, 10 bytes
     pin_block_format: int = 0  # ISO 9564 format of F52
-    key_block: str = "iso87"  # sign-on key block layout: "iso87", or "cup" (layout chosen by 60.3)
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +104,7 @@ class Dialect:
     batch_field: str | None = None
     templates: dict[str, Message] = field(default_factory=dict)
     security: SecurityPolicy = field(default_factory=SecurityPolicy)
-    settlement: str = "iso87"  # how totals and batch uploads are carried: "iso87" (F74/76/86/88) or "cup" (F48)
+    family: str = "iso87"  # iso_host/styles/: key blocks, operator, settlement and upload layouts
     description: str = ""
 
     @property
@@ -376,16 +374,12 @@ def _validate_security(source: str, raw: Any, fields: dict[str, Any]) -> Securit
         value = raw.get(key)
         if value is not None and (not isinstance(value, str) or value not in fields):
             raise _fail(source, f"security.{key}", f"names a field the dialect does not define: {value!r}")
-    key_block = raw.get("key_block", "iso87")
-    if key_block not in ("iso87", "cup"):
-        raise _fail(source, "security.key_block", f"must be iso87 or cup, got {key_block!r}")
     pin_format = raw.get("pin_block_format", 0)
     if pin_format not in (0, 3) or isinstance(pin_format, bool):
         raise _fail(source, "security.pin_block_format", f"must be 0 or 3 (ISO 9564), got {pin_format!r}")
     return SecurityPolicy(
         mac_algorithm=algorithm, mac_policy=policy, mac_kinds=tuple(kinds), require_signon=require_signon,
         signon_key_field=raw.get("signon_key_field"), ksn_field=raw.get("ksn_field"), pin_block_format=pin_format,
-        key_block=key_block,
     )  # fmt: skip
 
 
@@ -437,9 +431,9 @@ def parse_dialect(source: str, document: dict[str, Any]) -> Dialect:
         raise _fail(source, "batch_field", f"names an undefined field or sub-field: {batch_field!r}")
     templates = _validate_templates(source, document.get("templates", {}), fields)
     security = _validate_security(source, document.get("security", {}), fields)
-    settlement = document.get("settlement", "iso87")
-    if settlement not in ("iso87", "cup"):
-        raise _fail(source, "settlement", f"must be iso87 or cup, got {settlement!r}")
+    family = document.get("family", "iso87")
+    if family not in DIALECT_FAMILIES:
+        raise _fail(source, "family", f"must be one of {', '.join(DIALECT_FAMILIES)}, got {family!r}")
     currency = response.get("default_currency", "840")
     if not isinstance(currency, str) or not re.fullmatch(r"\d{3}", currency):
         raise _fail(source, "response.default_currency", f"must be 3 digits, got {currency!r}")
@@ -459,7 +453,7 @@ def parse_dialect(source: str, document: dict[str, Any]) -> Dialect:
         batch_field=batch_field,
         templates=templates,
         security=security,
-        settlement=settlement,
+        family=family,
     )
 
 

@@ -14,8 +14,9 @@ from databases import store_url
 from hosting import TEST_PAN, RunningHost, running_host
 from test_cancellations import RULES, UTC, FakeClock, Sold, Till
 
-from iso_host.core.flows.batch_fields import UploadRecord, terminal_totals_field, upload_records_field
 from iso_host.ledger.model import BatchTotals, Totals
+from iso_host.styles import UploadRecord, family_of
+from iso_host.styles.cup import upload_records_field
 from iso_host.vocab import Status
 from iso_host.wire import Message
 
@@ -45,7 +46,7 @@ class Terminal(Till):
         return BatchTotals(section(domestic), section(foreign) + credit)
 
     async def settle(self, totals: BatchTotals, *, batch: int | None = None, after_upload: bool = False) -> Message:
-        fields = terminal_totals_field(totals, self.host.dialect)
+        fields = family_of(self.host.dialect).totals_fields(totals)
         values: dict[str, Any] = {"processing_code": "960000" if after_upload else "920000", "totals": fields.get("48")}
         if not self.cup:
             t = totals.overall

@@ -22,10 +22,11 @@ from structlog.testing import capture_logs
 from waiting import until_blocking
 
 from iso_host.cli.main import main
-from iso_host.core.flows.batch_fields import UploadRecord, upload_records_field
 from iso_host.errors import ConfigError
 from iso_host.limits import Limits
 from iso_host.server import Server
+from iso_host.styles import UploadRecord
+from iso_host.styles.cup import upload_records_field
 from iso_host.trace import Tracer, redact_body
 from iso_host.wire import Dialect, Envelope, Message, decode, encode, encode_frame, load_dialect
 
@@ -326,7 +327,7 @@ def test_redaction_of_the_other_card_fields(dialect_name: str) -> None:
     assert message.fields["55"] == "0" * len(fields["55"])
     if "45" in fields:
         assert message.fields["45"] == f"B{MASKED_PAN}^000/0000^0000000"
-    if dialect.settlement == "cup":
+    if dialect.family == "cup":
         upload = dialect.render("batch_upload", {"stan": 7, "tid": "TERM0001", "mid": "MERCHANT0000001", "batch": 1,
             "records": upload_records_field([UploadRecord("000001", TEST_PAN, 100, False)] * 2)})  # fmt: skip
         body = encode(upload, envelope, dialect)

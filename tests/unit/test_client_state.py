@@ -265,7 +265,7 @@ def _signon_exchange(name: str, tmk: bytes) -> tuple[TerminalClient, Message, Me
     dialect = DIALECTS[name]
     client = TerminalClient(dialect, TID, MID)
     request = client.build("signon", NOW)
-    if dialect.security.key_block == "cup":
+    if dialect.family == "cup":
         block = build_cup_key_block(tmk, "003", TPK, SINGLE_TAK)
     else:
         block = build_iso87_key_block(tmk, TPK, TAK)

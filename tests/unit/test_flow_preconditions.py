@@ -10,8 +10,11 @@ import pytest
 
 from iso_host.cards import mask_pan, pan_hash
 from iso_host.core.flows import Context, Decision, Request
-from iso_host.core.flows.cancel import refund, reversal, void
-from iso_host.core.flows.settlement import settlement, upload_end
+from iso_host.core.flows.refund import refund
+from iso_host.core.flows.reversal import reversal
+from iso_host.core.flows.settlement import settlement
+from iso_host.core.flows.upload import upload_end
+from iso_host.core.flows.void import void
 from iso_host.core.rules import RuleSettings, business_day_start
 from iso_host.ledger.model import (
     AdvanceBatch,
@@ -31,7 +34,7 @@ from iso_host.ledger.model import (
 )
 from iso_host.ledger.totals_json import totals_to_json
 from iso_host.vocab import Kind, Reason, Status
-from iso_host.wire import Message, load_dialect
+from iso_host.wire import load_dialect
 
 NOW = datetime(2025, 1, 1, 12, 30, tzinfo=UTC)
 PAN = "4761739001010010"
@@ -47,9 +50,9 @@ def context(rules: RuleSettings | None = None) -> Context:
 
 
 def request(kind: Kind, amount_minor: int = 1_000, **fields: object) -> Request:
-    message = Message("0200", {"3": "020000", "4": f"{amount_minor:012d}", "11": "000042", "41": TID, "42": MID})
     values: dict[str, object] = {
-        "kind": kind, "message": message, "tid": TID, "mid": MID, "batch_number": 3, "stan": "000042",
+        "kind": kind, "mti": "0200", "processing_code": "020000", "tid": TID, "mid": MID, "batch_number": 3,
+        "stan": "000042",
         "amount_minor": amount_minor, "currency": "840", "card": CARD, "open_batch": 3,
     }  # fmt: skip
     values.update(fields)

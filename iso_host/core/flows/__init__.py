@@ -1,36 +1,74 @@
-"""Flows: one pure function per transaction kind, and the table the pipeline routes with."""
+"""Flows: one pure function per transaction kind, and KINDS, the table the pipeline routes with.
 
+A new kind is a flow module here, its row in KINDS, its name in ``vocab.Kind`` and its ``[[kinds]]`` and
+``[templates]`` entries in the dialect specs. The pipeline reads everything else it needs from the row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
 from typing import Final
 
 from iso_host.core.flows.base import NO_VIEW, Context, Decision, Flow, Request, SessionUpdate
-from iso_host.core.flows.cancel import refund, reversal, void
 from iso_host.core.flows.echo import echo
+from iso_host.core.flows.refund import refund
+from iso_host.core.flows.reversal import reversal
 from iso_host.core.flows.sale import sale
-from iso_host.core.flows.settlement import batch_upload, settlement, upload_end
+from iso_host.core.flows.settlement import settlement
 from iso_host.core.flows.signon import signoff, signon
+from iso_host.core.flows.upload import batch_upload, upload_end
+from iso_host.core.flows.void import void
 from iso_host.vocab import Kind
 
-FLOWS: Final[dict[Kind, Flow]] = {
-    Kind.SALE: sale, Kind.ECHO: echo, Kind.SIGNON: signon, Kind.SIGNOFF: signoff,
-    Kind.VOID: void, Kind.REVERSAL: reversal, Kind.REFUND: refund,
-    Kind.SETTLEMENT: settlement, Kind.BATCH_UPLOAD: batch_upload, Kind.UPLOAD_END: upload_end,
-}  # fmt: skip
-# Kinds that decide from a batch: the host loads its BatchView first.
-BATCH_KINDS: Final = frozenset({Kind.SETTLEMENT, Kind.BATCH_UPLOAD, Kind.UPLOAD_END})
-# Kinds that move money: they get an RRN, need F4, and are recorded in the ledger.
-FINANCIAL_KINDS: Final = frozenset({Kind.SALE, Kind.VOID, Kind.REVERSAL, Kind.REFUND})
-# Kinds that name an original transaction: the host loads it (the LedgerView) before the flow decides.
-ORIGINAL_KINDS: Final = frozenset({Kind.VOID, Kind.REVERSAL, Kind.REFUND})
+
+@dataclass(frozen=True, slots=True)
+class BatchRead:
+    """What of its batch a kind decides from (the host reads it before the flow runs)."""
+
+    totals: bool = True  # the host's totals of the batch
+    items: bool = False  # its transactions one by one (also read for a settlement that follows an upload)
+
+
+@dataclass(frozen=True, slots=True)
+class KindSpec:
+    """What the pipeline does for one kind besides calling its flow."""
+
+    flow: Flow
+    financial: bool = False  # moves money: gets an RRN, needs F4 and a card, is recorded, belongs to a batch
+    original: bool = False  # names an original transaction: the host looks it up (``Request.original_queries``)
+    batch: BatchRead | None = None  # decides from its batch: the host reads it
+    counts_voids: bool = False  # the per-day void limit applies: the host counts the terminal's voids today
+    issues_keys: bool = False  # sign-on: the flow gets the TMK and fresh random keys
+
+    @property
+    def stateful(self) -> bool:
+        """Decides from the terminal's ledger state (an original, a batch): one at a time per terminal."""
+        return self.original or self.batch is not None
+
+
+KINDS: Final[dict[Kind, KindSpec]] = {
+    Kind.SALE: KindSpec(sale, financial=True),
+    Kind.ECHO: KindSpec(echo),
+    Kind.SIGNON: KindSpec(signon, issues_keys=True),
+    Kind.SIGNOFF: KindSpec(signoff),
+    Kind.VOID: KindSpec(void, financial=True, original=True, counts_voids=True),
+    Kind.REVERSAL: KindSpec(reversal, financial=True, original=True),
+    Kind.REFUND: KindSpec(refund, financial=True, original=True),
+    Kind.SETTLEMENT: KindSpec(settlement, batch=BatchRead()),
+    Kind.BATCH_UPLOAD: KindSpec(batch_upload, batch=BatchRead(totals=False)),
+    Kind.UPLOAD_END: KindSpec(upload_end, batch=BatchRead(items=True)),
+}
+FLOWS: Final[dict[Kind, Flow]] = {kind: spec.flow for kind, spec in KINDS.items()}  # for tests that call a flow
 
 __all__ = [
-    "BATCH_KINDS",
-    "FINANCIAL_KINDS",
     "FLOWS",
+    "KINDS",
     "NO_VIEW",
-    "ORIGINAL_KINDS",
+    "BatchRead",
     "Context",
     "Decision",
     "Flow",
+    "KindSpec",
     "Request",
     "SessionUpdate",
 ]

@@ -20,17 +20,19 @@ from iso_host.ledger.model import (
     TransactionRecord,
 )
 from iso_host.vocab import Kind, Reason, Status
-from iso_host.wire import Dialect, Message
+from iso_host.wire import Dialect
 
 MAX_COMMANDS_PER_DECISION = 8
 
 
 @dataclass(frozen=True, slots=True)
 class Request:
-    """A classified, validated request from a known terminal. Holds no clear card data."""
+    """A classified, validated request from a known terminal: what flows decide from, read once in admission.
+    Holds no clear card data (no PAN, track, PIN block): the card is masked and hashed."""
 
     kind: Kind
-    message: Message
+    mti: str
+    processing_code: str  # F3 as sent ("" when absent)
     tid: str
     mid: str
     batch_number: int
@@ -44,6 +46,8 @@ class Request:
     operator_permitted: bool = True  # may this operator void (terminal configuration)
     original_date_mmdd: str | None = None  # CUP refunds name the original's date (61.3)
     open_batch: int = 1  # the batch the host holds open for this terminal
+    batch_named: bool = False  # the terminal named its batch (else the host chose it: the one it holds open)
+    key_layout: str | None = None  # sign-on: the key-block layout the terminal asks for (CUP 60.3)
     terminal_totals: BatchTotals | None = None  # settlement: what the terminal counted
     after_upload: bool = False  # iso87 settlement 96xxxx: the upload is over
     upload: tuple[tuple[BatchItem, str | None, bool], ...] | None = None  # batch upload: (item, PAN hash, foreign)
@@ -92,6 +96,10 @@ class Decision:
     balance_changes: tuple[tuple[str, int], ...] = ()  # (PAN hash, minor units) for test cards, after the commit
     response_code: str | None = None  # a scenario's forced code, instead of the dialect's for the reason
 
+    def code(self, dialect: Dialect) -> str:
+        """Field 39: a scenario's forced code, else the dialect's code for the reason."""
+        return self.response_code or dialect.response_code(self.reason)
+
     def __post_init__(self) -> None:
         assert len(self.commands) <= MAX_COMMANDS_PER_DECISION
         assert "39" not in self.fields, "field 39 comes from the dialect's reason table"
@@ -118,8 +126,8 @@ def new_record(request: Request, context: Context, reason: Reason, *, original_r
         rrn=context.rrn, auth_code=authorization_code(context.rrn) if reason is Reason.APPROVED else "",
         amount_minor=amount, currency=request.currency, card=request.card,
         status=Status.APPROVED if reason is Reason.APPROVED else Status.DECLINED,
-        response_code=response_code or context.dialect.response_code(reason), reason=reason, mti=request.message.mti,
-        processing_code=request.message.fields.get("3", ""), created_at=context.now, original_rrn=original_rrn,
+        response_code=response_code or context.dialect.response_code(reason), reason=reason, mti=request.mti,
+        processing_code=request.processing_code, created_at=context.now, original_rrn=original_rrn,
         operator=request.operator,
     )  # fmt: skip
 

@@ -1,4 +1,4 @@
-"""Settlement (0500), batch upload (0320) and the end of an upload. Pure: the batch view and `now` come in.
+"""Settlement (0500): compare the terminal's totals with the host's. Pure: the batch view and `now` come in.
 
 Balanced totals close the batch and open the next. Totals that disagree leave the batch open for an upload;
 at the upload's end the host records every difference (missing on host, missing on terminal, amount
@@ -8,7 +8,6 @@ differs) and closes the batch anyway, as an acquirer does.
 from __future__ import annotations
 
 from iso_host.core.flows.base import Context, Decision, Request, reply_fields
-from iso_host.core.flows.batch_fields import compare
 from iso_host.ledger.model import (
     AdvanceBatch,
     BatchDifference,
@@ -19,10 +18,10 @@ from iso_host.ledger.model import (
     LedgerCommand,
     LedgerView,
     RecordDifferences,
-    RecordUpload,
     SettleBatch,
 )
-from iso_host.ledger.totals_json import NO_TOTALS_JSON, optional_totals_from_json, totals_to_json
+from iso_host.ledger.totals_json import optional_totals_from_json, totals_to_json
+from iso_host.styles import family_of
 from iso_host.vocab import Kind, Reason
 
 BALANCED, OUT_OF_BALANCE = "balanced", "out_of_balance"
@@ -48,7 +47,7 @@ def find_differences(host: tuple[BatchItem, ...], uploaded: tuple[BatchItem, ...
     return tuple(differences)
 
 
-def _batch(request: Request, view: LedgerView) -> BatchView | None:
+def open_batch_of(request: Request, view: LedgerView) -> BatchView | None:
     """The batch being settled, or None when the terminal names one the host does not expect."""
     batch = view.batch
     assert batch is not None, "the host loads the batch view for settlement kinds"
@@ -87,7 +86,7 @@ def _repeated_settlement(request: Request, view: LedgerView, context: Context) -
         return None  # unreadable: answered as any settlement of a batch the host does not hold open
     if host_totals is None:
         return None
-    _balanced, fields = compare(host_totals, request.terminal_totals, context.dialect)
+    _balanced, fields = family_of(context.dialect).compare(host_totals, request.terminal_totals)
     return Decision(Reason.APPROVED, fields | reply_fields(context))
 
 
@@ -98,14 +97,14 @@ def settlement(request: Request, view: LedgerView, context: Context) -> Decision
     assert request.terminal_totals is not None, "admission reads the totals"
     if (repeated := _repeated_settlement(request, view, context)) is not None:
         return repeated
-    batch = _batch(request, view)
+    batch = open_batch_of(request, view)
     if batch is None:
         return Decision(Reason.BATCH_OUT_OF_SYNC, reply_fields(context))
-    balanced, fields = compare(batch.host_totals, request.terminal_totals, context.dialect)
+    balanced, fields = family_of(context.dialect).compare(batch.host_totals, request.terminal_totals)
     fields |= reply_fields(context)
     terminal_json = totals_to_json(request.terminal_totals)
     if request.after_upload:
-        return _end_of_upload(request, batch, context, fields, terminal_json)
+        return end_of_upload(request, batch, context, fields, terminal_json)
     if balanced:
         return Decision(Reason.APPROVED, fields, tuple(_close(request, batch, context, BALANCED, terminal_json)),
                         next_batch=batch.batch_number + 1)  # fmt: skip
@@ -114,7 +113,7 @@ def settlement(request: Request, view: LedgerView, context: Context) -> Decision
     return Decision(Reason.OUT_OF_BALANCE, fields, (_unchanged(request, batch), settle))
 
 
-def _end_of_upload(
+def end_of_upload(
     request: Request, batch: BatchView, context: Context, fields: dict[str, str], terminal_json: str
 ) -> Decision:
     differences = find_differences(batch.host_items, batch.uploaded)
@@ -122,27 +121,3 @@ def _end_of_upload(
     if differences:
         commands.append(RecordDifferences(request.tid, request.mid, batch.batch_number, differences, context.now))
     return Decision(Reason.APPROVED, fields, tuple(commands), next_batch=batch.batch_number + 1)
-
-
-def batch_upload(request: Request, view: LedgerView, context: Context) -> Decision:
-    """Keep the uploaded records (a record sent again replaces its first copy)."""
-    assert request.kind is Kind.BATCH_UPLOAD
-    assert request.upload is not None, "admission reads the records"
-    batch = _batch(request, view)
-    if batch is None:
-        return Decision(Reason.BATCH_OUT_OF_SYNC, reply_fields(context))
-    if not request.upload:
-        return Decision(Reason.APPROVED, reply_fields(context))
-    upload = RecordUpload(request.tid, request.mid, batch.batch_number, request.upload, context.now)
-    return Decision(Reason.APPROVED, reply_fields(context), (upload,))
-
-
-def upload_end(request: Request, view: LedgerView, context: Context) -> Decision:
-    """CUP 0320 60.3 = 202/207: record the differences and close the batch."""
-    assert request.kind is Kind.UPLOAD_END
-    if view.batch is not None and view.batch.status == "settled" and request.batch_number < request.open_batch:
-        return Decision(Reason.APPROVED, reply_fields(context))  # a repeat: the batch closed at the first one
-    batch = _batch(request, view)
-    if batch is None:
-        return Decision(Reason.BATCH_OUT_OF_SYNC, reply_fields(context))
-    return _end_of_upload(request, batch, context, reply_fields(context), NO_TOTALS_JSON)

@@ -5,33 +5,24 @@ from __future__ import annotations
 from iso_host.core.flows.base import Context, Decision, Request, SessionUpdate
 from iso_host.core.terminals import NO_KEYS, WorkingKeys
 from iso_host.ledger.model import LedgerView, SaveSession
-from iso_host.security import build_cup_key_block, build_iso87_key_block, wrap_key
+from iso_host.security import CupWorkingKeys, wrap_key
+from iso_host.styles import family_of
 from iso_host.vocab import Kind, Reason
-
-SINGLE_DES_BYTES = 8
-# CUP 60.3 layouts: which keys are single-length. TAK is single-length in all three (CUP.md).
-CUP_KEY_LENGTHS = {"001": (8, 8, None), "003": (16, 8, None), "004": (16, 8, 16)}
 
 
 def _issued_keys(context: Context, request: Request) -> tuple[WorkingKeys, bytes] | None:
-    """The keys to issue and the key block that carries them, or None for an unknown CUP layout."""
+    """The keys to issue and the key block that carries them, or None for a layout the family does not know."""
     assert context.tmk is not None
-    assert context.fresh_keys is not None
     fresh = context.fresh_keys
+    assert fresh is not None
     assert fresh.tpk is not None
     assert fresh.tak is not None
-    assert fresh.tdk is not None
-    if context.dialect.security.key_block == "cup":
-        layout = context.dialect.value_of(request.message, "60.3") or ""
-        if layout not in CUP_KEY_LENGTHS:
-            return None
-        tpk_bytes, tak_bytes, tdk_bytes = CUP_KEY_LENGTHS[layout]
-        keys = WorkingKeys(fresh.tpk[:tpk_bytes], fresh.tak[:tak_bytes], fresh.tdk[:tdk_bytes] if tdk_bytes else None)
-        assert keys.tpk is not None
-        assert keys.tak is not None
-        return keys, build_cup_key_block(context.tmk, layout, keys.tpk, keys.tak, keys.tdk)
-    keys = WorkingKeys(fresh.tpk, fresh.tak)
-    return keys, build_iso87_key_block(context.tmk, fresh.tpk, fresh.tak)
+    issued = family_of(context.dialect).issue_keys(context.tmk, CupWorkingKeys(fresh.tpk, fresh.tak, fresh.tdk),
+                                                  request.key_layout)  # fmt: skip
+    if issued is None:
+        return None
+    keys, key_block = issued
+    return WorkingKeys(keys.tpk, keys.tak, keys.tdk), key_block
 
 
 def _wrapped(tmk: bytes, key: bytes | None) -> bytes | None:

@@ -1,0 +1,36 @@
+"""What void, reversal and refund share: judging a request about an original sale. Pure."""
+
+from __future__ import annotations
+
+from iso_host.core.flows.base import Context, Decision, Request, batch_out_of_sync, new_record, reply_fields
+from iso_host.core.rules import Rule, first_failing
+from iso_host.ledger.model import LedgerView, RecordTransaction, TransactionRecord
+from iso_host.vocab import Reason
+
+
+def given_back(record: TransactionRecord, amount_minor: int) -> tuple[tuple[str, int], ...]:
+    """The balance change for a test card: ``amount_minor`` back onto the card the record was paid with."""
+    return ((record.card.pan_hash, amount_minor),) if record.card is not None else ()
+
+
+def apply_rules(
+    rules: tuple[Rule, ...], request: Request, view: LedgerView, context: Context
+) -> tuple[TransactionRecord, Decision | None]:
+    """The request's ledger row under the first failing rule's reason, and the refusal (recorded) if one failed."""
+    reason = first_failing(rules, request.attempt(), view, context.now, context.rules)
+    original_rrn = view.original.record.rrn if view.original else None
+    record = new_record(request, context, reason or Reason.APPROVED, original_rrn=original_rrn)
+    if reason is None:
+        return record, None
+    return record, Decision(reason, reply_fields(context, record), (RecordTransaction(record),))
+
+
+def in_a_settled_batch(refusal: Decision | None, context: Context) -> Decision:
+    """A void or refund whose own batch (the one the request names) has settled: nothing is written into it.
+
+    A refusal keeps its reason, unrecorded (a settled batch takes no row, and the original can no longer be
+    cancelled there); what would be approved is BATCH_OUT_OF_SYNC, the terminal's batch not being the host's.
+    """
+    if refusal is None:
+        return batch_out_of_sync(context)
+    return Decision(refusal.reason, reply_fields(context))
