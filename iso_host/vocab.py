@@ -57,6 +57,7 @@ class Kind(enum.StrEnum):
     SETTLEMENT = "settlement"
     BATCH_UPLOAD = "batch_upload"
     UPLOAD_END = "upload_end"
+    BALANCE = "balance"
 
 
 class Status(enum.StrEnum):

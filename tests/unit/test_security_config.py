@@ -128,7 +128,7 @@ class TestDialectSecurity:
         """cup MACs every sale with cup-ecb, needs sign-on and carries the CUP key block in F62."""
         dialect = parse_dialect(DIALECT_SOURCE, copy.deepcopy(SPEC_DOCUMENTS["cup"]))
         assert dialect.security == SecurityPolicy(
-            mac_algorithm="cup-ecb", mac_policy="always", mac_kinds=("sale", "void", "refund", "reversal"),
+            mac_algorithm="cup-ecb", mac_policy="always", mac_kinds=("sale", "void", "refund", "reversal", "balance"),
             require_signon=True,
             signon_key_field="62", ksn_field=None, pin_block_format=0,
         )  # fmt: skip
@@ -137,7 +137,7 @@ class TestDialectSecurity:
         """iso87binary MACs sales with x9.19 once keyed, carries keys in F48 and the DUKPT KSN in F53."""
         dialect = parse_dialect(DIALECT_SOURCE, copy.deepcopy(SPEC_DOCUMENTS["iso87binary"]))
         assert dialect.security == SecurityPolicy(
-            mac_algorithm="x9.19", mac_policy="when-keyed", mac_kinds=("sale", "void", "refund", "reversal"),
+            mac_algorithm="x9.19", mac_policy="when-keyed", mac_kinds=("sale", "void", "refund", "reversal", "balance"),
             require_signon=False,
             signon_key_field="48", ksn_field="53", pin_block_format=0,
         )  # fmt: skip

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
+from iso_host.core.flows.balance import balance
 from iso_host.core.flows.base import NO_VIEW, Context, Decision, Flow, Request, SessionUpdate
 from iso_host.core.flows.echo import echo
 from iso_host.core.flows.refund import refund
@@ -57,6 +58,7 @@ KINDS: Final[dict[Kind, KindSpec]] = {
     Kind.SETTLEMENT: KindSpec(settlement, batch=BatchRead()),
     Kind.BATCH_UPLOAD: KindSpec(batch_upload, batch=BatchRead(totals=False)),
     Kind.UPLOAD_END: KindSpec(upload_end, batch=BatchRead(items=True)),
+    Kind.BALANCE: KindSpec(balance),
 }
 FLOWS: Final[dict[Kind, Flow]] = {kind: spec.flow for kind, spec in KINDS.items()}  # for tests that call a flow
 
