@@ -30,6 +30,7 @@ from iso_host.cli.broker_flags import (
     say,
 )
 from iso_host.errors import ConfigError
+from iso_host.money import format_amount
 from iso_host.mqtt.client import client
 from iso_host.mqtt.topics import BrokerSettings
 
@@ -91,11 +92,10 @@ def _time(value: Any) -> str:
 
 
 def _amount(value: Any) -> str:
-    """Minor units as major units with 2 decimals (``1234`` → ``12.34``), exactly: no float rounding."""
+    """Minor units as major units with 2 decimals (``1234`` → ``12.34``); anything else as a plain cell."""
     if isinstance(value, bool) or not isinstance(value, int):
         return cell(value)
-    sign = "-" if value < 0 else ""
-    return f"{sign}{abs(value) // 100}.{abs(value) % 100:02d}"
+    return format_amount(value)
 
 
 def _row(cells: list[str]) -> str:

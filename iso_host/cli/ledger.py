@@ -26,6 +26,7 @@ from iso_host.ledger.reports import (
     export_rows,
     verify_ledger,
 )
+from iso_host.money import format_amount
 
 DEFAULT_LEDGER_URL: Final = "sqlite:///iso-host.db"
 PROGRESS_MIN_ROWS: Final = 10_000  # a smaller export is over before a bar would tell anything
@@ -38,7 +39,7 @@ def _amount(minor: int | None) -> str:
     if minor is None:
         return "-"
     assert minor >= 0, "ledger amounts are unsigned"
-    return f"{minor // 100}.{minor % 100:02d}"
+    return format_amount(minor)
 
 
 def _totals_lines(label: str, totals: BatchTotals | None) -> list[str]:

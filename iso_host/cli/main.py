@@ -32,6 +32,7 @@ from iso_host.events.record import EventSink
 from iso_host.keyed_locks import KeyedLocks
 from iso_host.ledger import TerminalRecord, TransactionFilter, TransactionRecord, open_store
 from iso_host.log import announce, configure, get_logger
+from iso_host.money import format_amount
 from iso_host.mqtt.client import check_settings, describe_broker
 from iso_host.mqtt.tasks import start_mqtt_tasks
 from iso_host.security import unwrap_key
@@ -207,7 +208,7 @@ def command_ledger_list(args: argparse.Namespace) -> int:
     for r in records:
         pan = r.card.masked_pan if r.card else "-"
         print(f"{r.rrn:<12} {r.tid:<8} {r.batch_number:>5} {r.stan:<6} {r.kind.value:<8} "
-              f"{r.amount_minor / 100:>12.2f} {r.currency:<3} {pan:<19} {r.status.value:<18} "
+              f"{format_amount(r.amount_minor):>12} {r.currency:<3} {pan:<19} {r.status.value:<18} "
               f"{r.response_code:<2} {r.reason.value:<22} {r.original_rrn or '-'}")  # fmt: skip
     return 0
 

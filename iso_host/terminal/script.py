@@ -23,8 +23,9 @@ from typing import Any, Final
 
 from iso_host.cards import NOT_SHOWN_FIELDS, displayed
 from iso_host.errors import ConfigError, IsoHostError
+from iso_host.money import parse_amount
 from iso_host.terminal.client import TerminalClient
-from iso_host.terminal.session import ACTIONS, Params, Session, open_session, parse_amount
+from iso_host.terminal.session import ACTIONS, Params, Session, open_session
 from iso_host.wire import Dialect, Message, load_dialect
 
 EXIT_PASSED, EXIT_FAILED = 0, 1

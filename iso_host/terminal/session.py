@@ -9,13 +9,13 @@ import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, Final
 
 from iso_host.config import hex_key
 from iso_host.core.flows.batch_fields import RESULT_BALANCED, terminal_totals_field, upload_records_field
 from iso_host.errors import ConfigError
+from iso_host.money import parse_amount
 from iso_host.terminal import batch as book
 from iso_host.terminal.client import ClientError, ClientState, MacKeys, TerminalClient, dukpt_keys, pin_block_field
 from iso_host.tls import client_context
@@ -29,18 +29,6 @@ PARAM_NAMES: Final = ("amount", "pan", "expiry", "pin", "stan", "rrn", "operator
 
 def local_now() -> datetime:
     return datetime.now().astimezone()
-
-
-def parse_amount(text: str) -> int:
-    """``12.34`` → 1234 minor units (two decimals, as for most currencies)."""
-    try:
-        value = Decimal(text)
-    except InvalidOperation:
-        raise ConfigError(f"AMOUNT: expected a number such as 12.34, got {text!r}") from None
-    minor = value * 100
-    if minor != minor.to_integral_value() or minor < 0 or minor >= 10**12:
-        raise ConfigError(f"AMOUNT: expected 0.00 to 9999999999.99 with at most two decimals, got {text!r}")
-    return int(minor)
 
 
 @dataclass(frozen=True, slots=True)
