@@ -13,16 +13,15 @@ from pathlib import Path
 from typing import Any, Final
 
 from iso_host.config import hex_key
-from iso_host.core.flows.batch_fields import RESULT_BALANCED, terminal_totals_field, upload_records_field
 from iso_host.errors import ConfigError
 from iso_host.money import parse_amount
+from iso_host.styles import family_of
 from iso_host.terminal import batch as book
 from iso_host.terminal.client import ClientError, ClientState, MacKeys, TerminalClient, dukpt_keys, pin_block_field
 from iso_host.tls import client_context
 from iso_host.vocab import DEFAULT_MAC_ALGORITHM
 from iso_host.wire import Dialect, Message
 
-CUP_RECORDS_PER_UPLOAD: Final = 8  # F48 holds 322 digits
 TEST_PAN: Final = "4761739001010010"
 PARAM_NAMES: Final = ("amount", "pan", "expiry", "pin", "stan", "rrn", "operator")
 
@@ -168,9 +167,7 @@ async def _do_void(session: Session, params: Params) -> Message:
 async def _do_reverse(session: Session, params: Params) -> Message:
     target = _target(session, params)
     values: dict[str, Any] = {"amount": target["amount"], "pan": target["pan"], "original_stan": int(target["stan"])}
-    if session.dialect.settlement == "cup":
-        values |= {"original_processing_code": "200000" if target["kind"] == "void" else "000000",
-                   "original_type": "23" if target["kind"] == "void" else "22"}  # fmt: skip
+    values |= family_of(session.dialect).reversal_values(target["kind"])
     response = await session.send(session.client.build("reversal", local_now(), **values), session.mac_keys())
     # The host reverses only what is still approved (a voided sale's reversal changes nothing); so does the book.
     if response.fields.get("39") == "00" and target["status"] == book.APPROVED:
@@ -195,13 +192,12 @@ async def _do_refund(session: Session, params: Params) -> Message:
 def _balanced(response: Message, dialect: Dialect) -> bool:
     if response.fields.get("39") != "00":
         return False
-    digits = response.fields.get("48", "")
-    return dialect.settlement != "cup" or (digits[30:31] == RESULT_BALANCED and digits[61:62] == RESULT_BALANCED)
+    return family_of(dialect).balanced(response)
 
 
 async def _settle_message(session: Session, processing_code: str) -> Message:
     totals = book.totals(session.state.items)
-    fields = terminal_totals_field(totals, session.dialect)
+    fields = family_of(session.dialect).totals_fields(totals)
     overall = totals.overall
     message = session.client.build(
         "settlement", local_now(), processing_code=processing_code, totals=fields.get("48", ""),
@@ -214,21 +210,15 @@ async def _settle_message(session: Session, processing_code: str) -> Message:
 
 async def _upload(session: Session) -> Message:
     """Send the batch, then the end of the upload (cup 0320 60.3=202, iso87 0500 96xxxx)."""
-    records = book.upload_records(session.state.items)
-    if session.dialect.settlement == "cup":
-        for start in range(0, len(records), CUP_RECORDS_PER_UPLOAD):
-            chunk = records[start : start + CUP_RECORDS_PER_UPLOAD]
-            message = session.client.build("batch_upload", local_now(), records=upload_records_field(chunk))
-            if (await session.send(message, mac=None)).fields.get("39") != "00":
-                raise ClientError("the host refused a batch upload message")
-        end = session.client.build("upload_end", local_now(), count=len(records), processing_code="202")
-        return await session.send(end, mac=None)
-    for record in records:
-        message = session.client.build("batch_upload", local_now(), original_stan=int(record.stan), pan=record.pan,
-                                       amount=record.amount_minor)  # fmt: skip
-        if (await session.send(message, mac=None)).fields.get("39") != "00":
-            raise ClientError(f"the host refused the upload of STAN {record.stan}")
-    return await _settle_message(session, "960000")
+    family = family_of(session.dialect)
+    steps = family.upload_steps(session.client.build, book.upload_records(session.state.items), local_now())
+    last = steps.pop() if family.settle_after_upload is None else None
+    for step in steps:
+        if (await session.send(step.message, mac=None)).fields.get("39") != "00":
+            raise ClientError(f"the host refused {step.refused}")
+    if last is not None:
+        return await session.send(last.message, mac=None)
+    return await _settle_message(session, family.settle_after_upload or "")
 
 
 async def _do_settle(session: Session, params: Params) -> Message:
