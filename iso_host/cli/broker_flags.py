@@ -18,12 +18,12 @@ from typing import Any, Final
 
 import aiomqtt
 
+from iso_host.cli.exit_codes import EXIT_ERROR
 from iso_host.config import load_config, valid_topic_prefix
 from iso_host.errors import ConfigError
 from iso_host.mqtt.client import describe_broker
 from iso_host.mqtt.topics import DEFAULT_PREFIX, DEFAULT_URL, BrokerSettings, broker_address
 
-EXIT_OK, EXIT_SHORT, EXIT_ERROR = 0, 1, 2
 QOS: Final = 1
 ERRNO_PREFIX: Final = re.compile(r"^\[Errno -?\d+\] ")
 

@@ -17,9 +17,6 @@ from typing import Any, Final
 import aiomqtt
 
 from iso_host.cli.broker_flags import (
-    EXIT_ERROR,
-    EXIT_OK,
-    EXIT_SHORT,
     QOS,
     BrokerLostError,
     add_broker_arguments,
@@ -29,6 +26,7 @@ from iso_host.cli.broker_flags import (
     run_mqtt,
     say,
 )
+from iso_host.cli.exit_codes import EXIT_ERROR, EXIT_NEGATIVE, EXIT_OK
 from iso_host.control.commands import COMMANDS, REQUEST_ID
 from iso_host.errors import ConfigError
 from iso_host.mqtt.client import client
@@ -164,7 +162,7 @@ async def _control(settings: BrokerSettings, command: str, payload: dict[str, An
             print(json.dumps(reply.body["result"], indent=2, ensure_ascii=False), flush=True)
     else:
         print(f"error: {cell(reply.body.get('error'))}", file=sys.stderr, flush=True)
-    return EXIT_OK if ok else EXIT_SHORT
+    return EXIT_OK if ok else EXIT_NEGATIVE
 
 
 def command_control(args: argparse.Namespace) -> int:

@@ -18,8 +18,6 @@ from typing import Any, Final, TextIO
 import aiomqtt
 
 from iso_host.cli.broker_flags import (
-    EXIT_OK,
-    EXIT_SHORT,
     QOS,
     BrokerLostError,
     add_broker_arguments,
@@ -29,6 +27,7 @@ from iso_host.cli.broker_flags import (
     run_mqtt,
     say,
 )
+from iso_host.cli.exit_codes import EXIT_NEGATIVE, EXIT_OK
 from iso_host.errors import ConfigError
 from iso_host.money import format_amount
 from iso_host.mqtt.client import client
@@ -181,7 +180,7 @@ async def _print_events(mqtt: aiomqtt.Client, options: TailOptions, out: TextIO)
             return EXIT_OK
         wanted = "no events" if shown == 0 else f"{shown} of {options.count} events"
         say("events", f"{wanted} within {options.timeout_s:g} s on {options.topic_filter}")
-        return EXIT_SHORT
+        return EXIT_NEGATIVE
     raise aiomqtt.MqttError("the broker ended the subscription")
 
 
@@ -195,7 +194,7 @@ def command_events_tail(args: argparse.Namespace) -> int:
     topic_filter = f"{settings.topic_prefix}/events/{tid}/{kind}"
     options = TailOptions(topic_filter, as_json=args.json, count=args.count, timeout_s=args.timeout)
     return run_mqtt("events", settings, lambda: tail(settings, options, sys.stdout), on_interrupt=(
-        EXIT_OK if args.count is None and args.timeout is None else EXIT_SHORT))  # fmt: skip
+        EXIT_OK if args.count is None and args.timeout is None else EXIT_NEGATIVE))  # fmt: skip
 
 
 def add_events_parser(commands: Any) -> None:

@@ -25,6 +25,7 @@ from collections import deque
 from datetime import UTC, datetime
 from typing import Any, Final
 
+from iso_host.cli.exit_codes import EXIT_NEGATIVE, EXIT_OK
 from iso_host.config import DEMO_MID, DEMO_TID
 from iso_host.errors import WireError
 from iso_host.fuzz import report
@@ -36,7 +37,6 @@ from iso_host.tls import client_context
 from iso_host.wire import NEED_DATA, Dialect, FrameDecoder, encode_frame
 from iso_host.wire.dialect import TEMPLATE_SAMPLE
 
-EXIT_CLEAN, EXIT_FOUND = 0, 1
 SESSION_KINDS: Final = frozenset({"signon", "signoff"})
 SEED_TIME: Final = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)  # seed frames do not depend on the day they are made
 # Health-check STANs are drawn from 700000-999999: one bit flip cannot turn a seed's STAN (digits 0-2) into one,
@@ -330,7 +330,7 @@ class Run:
 
 
 async def fuzz(options: report.FuzzOptions) -> int:
-    """Run the fuzzer, print the summary; EXIT_FOUND when anything was found."""
+    """Run the fuzzer, print the summary; EXIT_NEGATIVE when anything was found."""
     dialect = options.dialect
     terminal = Terminal(options)
     # An unreachable host, or a refused sign-on, is a usage error (ClientError: exit 2), not a finding.
@@ -350,7 +350,7 @@ async def fuzz(options: report.FuzzOptions) -> int:
     where = f"{dialect.name} at {options.host}:{options.port}, seed {options.seed}, {options.connections} connections"
     print(f"iso-host fuzz: {where}")
     print("\n".join(report.summary_lines(run.stats, time.monotonic() - started, options.out)))
-    return EXIT_FOUND if run.stats.found else EXIT_CLEAN
+    return EXIT_NEGATIVE if run.stats.found else EXIT_OK
 
 
 def command_fuzz(args: argparse.Namespace) -> int:

@@ -16,6 +16,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Final, TextIO
 
+from iso_host.cli.exit_codes import EXIT_NEGATIVE, EXIT_OK
 from iso_host.errors import ConfigError
 from iso_host.ledger.model import BatchTotals, Totals
 from iso_host.ledger.reports import (
@@ -31,7 +32,6 @@ from iso_host.money import format_amount
 DEFAULT_LEDGER_URL: Final = "sqlite:///iso-host.db"
 PROGRESS_MIN_ROWS: Final = 10_000  # a smaller export is over before a bar would tell anything
 PROGRESS_BAR_WIDTH: Final = 40  # characters between the brackets; the whole line stays under 80
-EXIT_OK, EXIT_VIOLATIONS = 0, 1
 
 
 def _amount(minor: int | None) -> str:
@@ -180,7 +180,7 @@ def command_ledger_verify(args: argparse.Namespace) -> int:
     if verification.violations:
         for violation in verification.violations:
             print(violation)
-        return EXIT_VIOLATIONS
+        return EXIT_NEGATIVE
     print(f"ledger ok: {verification.transaction_count} transactions, {verification.batch_count} batches checked")
     return EXIT_OK
 

@@ -17,6 +17,7 @@ from iso_host import __version__
 from iso_host.cards import pan_hash
 from iso_host.cli.control import add_control_parser
 from iso_host.cli.events import add_events_parser
+from iso_host.cli.exit_codes import EXIT_ERROR, EXIT_OK
 from iso_host.cli.fuzz import add_fuzz_parser
 from iso_host.cli.ledger import add_ledger_commands
 from iso_host.cli.replay import add_replay_parser
@@ -44,7 +45,6 @@ from iso_host.trace import DEFAULT_MAX_BYTES, Tracer
 from iso_host.vocab import Status
 from iso_host.wire import builtin_dialect_names, load_dialect
 
-EXIT_ERROR = 2
 MQTT_READY_TIMEOUT_S = 3.0  # at start, how long to wait for the broker before serving without it
 
 
@@ -106,7 +106,7 @@ async def _serve(config: Config, trace: TraceOptions | None = None) -> int:
     await background.stop()
     await store.close()
     log.info("host_stopped")
-    return 0
+    return EXIT_OK
 
 
 def card_book(config: Config, pan_key: bytes) -> CardBook:
@@ -202,7 +202,7 @@ def command_ledger_list(args: argparse.Namespace) -> int:
             row = asdict(record)
             row["created_at"] = record.created_at.isoformat()
             print(json.dumps(row, default=str))
-        return 0
+        return EXIT_OK
     print(f"{'RRN':<12} {'TID':<8} {'BATCH':>5} {'STAN':<6} {'KIND':<8} {'AMOUNT':>12} {'CUR':<3} "
           f"{'PAN':<19} {'STATUS':<18} {'RC':<2} {'REASON':<22} ORIGINAL")  # fmt: skip
     for r in records:
@@ -210,14 +210,14 @@ def command_ledger_list(args: argparse.Namespace) -> int:
         print(f"{r.rrn:<12} {r.tid:<8} {r.batch_number:>5} {r.stan:<6} {r.kind.value:<8} "
               f"{format_amount(r.amount_minor):>12} {r.currency:<3} {pan:<19} {r.status.value:<18} "
               f"{r.response_code:<2} {r.reason.value:<22} {r.original_rrn or '-'}")  # fmt: skip
-    return 0
+    return EXIT_OK
 
 
 def command_dialects(_args: argparse.Namespace) -> int:
     for name in builtin_dialect_names():
         dialect = load_dialect(name)
         print(f"{name:<12} {dialect.description}")
-    return 0
+    return EXIT_OK
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Final, TextIO
 
 from iso_host import security
+from iso_host.cli.exit_codes import EXIT_ERROR, EXIT_NEGATIVE, EXIT_OK
 from iso_host.core.message_auth import MAC_PLACEHOLDER, has_mac, mac_field_of, seal
 from iso_host.errors import ConfigError, IsoHostError, WireError
 from iso_host.styles import family_of
@@ -44,7 +45,6 @@ from iso_host.terminal.captures import (
 from iso_host.vocab import MAC_ALGORITHMS
 from iso_host.wire import Dialect, Envelope, FrameDecoder, Message, decode, encode, encode_frame, load_dialect
 
-EXIT_MATCHED, EXIT_DIFFERED, EXIT_ERROR = 0, 1, 2
 FAILED: Final = (Status.DIFFERED, Status.NO_REPLY)
 PROGRESS_WIDTH: Final = 30  # characters of the bar
 READ_CHUNK_BYTES: Final = 65_536
@@ -382,7 +382,7 @@ def command_replay(args: argparse.Namespace) -> int:
     except (IsoHostError, OSError) as error:
         print(f"iso-host: {error}", file=sys.stderr)
         return EXIT_ERROR
-    return EXIT_DIFFERED if any(result.status in FAILED for result in results) else EXIT_MATCHED
+    return EXIT_NEGATIVE if any(result.status in FAILED for result in results) else EXIT_OK
 
 
 def add_replay_parser(commands: Any) -> None:

@@ -11,13 +11,12 @@ import sys
 from typing import Any
 
 from iso_host.cards import displayed
+from iso_host.cli.exit_codes import EXIT_NEGATIVE, EXIT_OK
 from iso_host.config import DEMO_MID, DEMO_TID, DEMO_TMK
 from iso_host.log import configure
 from iso_host.terminal.script import run_session
 from iso_host.terminal.session import ACTIONS, TEST_PAN, Params, open_session
 from iso_host.wire import Dialect, Message, load_dialect
-
-EXIT_APPROVED, EXIT_DECLINED = 0, 1
 
 
 def print_response(message: Message, dialect: Dialect) -> None:
@@ -43,7 +42,7 @@ async def _run(args: argparse.Namespace) -> int:
     print_response(response, dialect)
     if session.mac_keys() is not None and response.fields.get("39") == "00" and "64" in response.fields:
         print("response MAC verified")
-    return EXIT_APPROVED if response.fields.get("39") == "00" else EXIT_DECLINED
+    return EXIT_OK if response.fields.get("39") == "00" else EXIT_NEGATIVE
 
 
 def command_terminal(args: argparse.Namespace) -> int:
