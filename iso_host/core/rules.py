@@ -66,7 +66,8 @@ def _local(moment: datetime, settings: RuleSettings) -> datetime:
 def business_day(moment: datetime, settings: RuleSettings) -> date:
     """The business day a moment belongs to: its local date, or the next one from the cut-off on."""
     local = _local(moment, settings)
-    cutoff = timedelta(hours=settings.business_day_cutoff.hour, minutes=settings.business_day_cutoff.minute)
+    c = settings.business_day_cutoff
+    cutoff = timedelta(hours=c.hour, minutes=c.minute, seconds=c.second, microseconds=c.microsecond)
     return (local + (timedelta(days=1) - cutoff)).date() if cutoff else local.date()
 
 

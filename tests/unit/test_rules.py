@@ -268,11 +268,6 @@ def test_business_day_start_begins_the_day_of_now(now: datetime, zone: ZoneInfo,
     assert business_day(start - timedelta(microseconds=1), settings) == business_day(now, settings) - timedelta(days=1)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: business_day ignores a cut-off's seconds (config accepts '22:00:30') but business_day_start "
-    "keeps them, so at 22:00:10 the day has 'begun' at 22:00:30, after now",
-)
 def test_a_cutoff_with_seconds_is_honoured_by_both_helpers() -> None:
     """A cut-off given to the second puts 22:00:10 in the day before it, and the day began before now."""
     settings = rules(business_day_cutoff=time(22, 0, 30))
