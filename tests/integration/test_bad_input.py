@@ -8,13 +8,18 @@ from pathlib import Path
 
 import pytest
 from hosting import TEST_PAN, local_now, running_host
-from waiting import until
+from structlog.testing import capture_logs
+from waiting import DEFAULT_TIMEOUT_S, until
 
 from iso_host.limits import Limits
+from iso_host.terminal.client import ClientError
 from iso_host.wire import decode, encode_frame
 
+SHORT_TIMEOUT_S = 0.3  # a host timeout short enough that a test need not wait long for it to fire
 
-async def read_until_closed(reader: asyncio.StreamReader, timeout_s: float = 5.0) -> bytes:
+
+async def read_until_closed(reader: asyncio.StreamReader, timeout_s: float = DEFAULT_TIMEOUT_S) -> bytes:
+    """Everything the host sends until it closes the connection; the deadline only fails a host that never does."""
     async with asyncio.timeout(timeout_s):
         return await reader.read()
 
@@ -31,7 +36,7 @@ class TestGarbage:
             async with await host.connected_client() as client:
                 response = await client.request(client.build("sale", local_now(), amount=4200, pan=TEST_PAN))
             assert response.fields["39"] == "00"
-            async with asyncio.timeout(5):
+            async with asyncio.timeout(DEFAULT_TIMEOUT_S):  # an answer or a close, whichever the host gives
                 answer = await garbage_reader.read(4096)
             if answer:  # the MTI happened to be readable: then the answer must be a format error
                 _, refusal = decode(answer[host.dialect.length_header.size_bytes :], host.dialect)
@@ -88,7 +93,8 @@ class TestGarbage:
 
     @pytest.mark.parametrize("seed", range(5))
     async def test_mutated_frames_never_reach_the_ledger_unless_valid(self, tmp_path: Path, seed: int) -> None:
-        """Mutated sales get 00 (still valid), 30, another decline or a close, and every 00 is a ledger row."""
+        """Mutated sales get 00 (still valid), 30, another decline, no answer or a close, and every 00 is a ledger
+        row."""
         rng = random.Random(seed)
         async with running_host(tmp_path, "cup") as host:
             approvals = 0
@@ -98,10 +104,18 @@ class TestGarbage:
                     body = bytearray(client.frame(client.build("sale", local_now(), amount=10, pan=TEST_PAN))[2:])
                     position = rng.randrange(len(body))
                     body[position] ^= 1 << rng.randrange(8)
-                    await client.send_raw(encode_frame(host.dialect.length_header, bytes(body)))
+                    echo = client.build("echo", local_now())
                     try:
-                        response = await client.receive(timeout_s=5)
-                    except Exception:
+                        await client.send_raw(encode_frame(host.dialect.length_header, bytes(body)))
+                        # A fence: the connection's requests are answered in order, so an answer to the mutated
+                        # frame comes before the echo's; the echo's first means the mutated frame got none.
+                        await client.send_raw(client.frame(echo))
+                        response = client.decode_response(await client.receive_frame())
+                    except ClientError as error:
+                        if "no response" in str(error):
+                            raise  # the host neither answered nor closed: a hang, not an outcome
+                        continue  # closed (or an unreadable answer): no approval
+                    if (response.mti, response.fields.get("11")) == ("0810", echo.fields["11"]):
                         continue
                     approvals += response.fields.get("39") == "00"
             assert len(host.ledger_rows()) == approvals
@@ -109,20 +123,28 @@ class TestGarbage:
 
 class TestLimits:
     async def test_half_frame_times_out(self, tmp_path: Path) -> None:
-        """A frame that stops half-way is dropped after frame_timeout_s and the connection closed."""
-        async with running_host(tmp_path, "iso87binary", Limits(frame_timeout_s=0.3)) as host:
-            reader, writer = await asyncio.open_connection(*host.address)
-            writer.write(b"\x00\x40" + b"0200")
-            await writer.drain()
-            assert await read_until_closed(reader, timeout_s=3) == b""
-            writer.close()
+        """A frame that stops half-way is dropped once frame_timeout_s expires: logged, and the connection closed."""
+        limits = Limits(frame_timeout_s=SHORT_TIMEOUT_S)
+        with capture_logs() as logs:
+            async with running_host(tmp_path, "iso87binary", limits) as host:
+                reader, writer = await asyncio.open_connection(*host.address)
+                writer.write(b"\x00\x40" + b"0200")
+                await writer.drain()
+                assert await read_until_closed(reader) == b""
+                writer.close()
+        (timeout,) = [entry for entry in logs if entry["event"] == "frame_timeout"]
+        assert (timeout["frame_timeout_s"], timeout["buffered_bytes"]) == (SHORT_TIMEOUT_S, 6)
+        assert not any(entry["event"] == "connection_idle" for entry in logs), "the half frame is not idleness"
 
     async def test_idle_connection_times_out_when_configured(self, tmp_path: Path) -> None:
-        """With idle_timeout_s set, a silent connection is closed."""
-        async with running_host(tmp_path, "iso87binary", Limits(idle_timeout_s=0.3)) as host:
-            reader, writer = await asyncio.open_connection(*host.address)
-            assert await read_until_closed(reader, timeout_s=3) == b""
-            writer.close()
+        """With idle_timeout_s set, a silent connection is closed once it expires, and that is logged."""
+        with capture_logs() as logs:
+            async with running_host(tmp_path, "iso87binary", Limits(idle_timeout_s=SHORT_TIMEOUT_S)) as host:
+                reader, writer = await asyncio.open_connection(*host.address)
+                assert await read_until_closed(reader) == b""
+                writer.close()
+        (idle,) = [entry for entry in logs if entry["event"] == "connection_idle"]
+        assert idle["idle_timeout_s"] == SHORT_TIMEOUT_S
 
     async def test_max_connections(self, tmp_path: Path) -> None:
         """Connections beyond max_connections are closed at once; those within keep working."""
@@ -157,25 +179,30 @@ class TestShutdown:
             host.store.apply = gated_apply  # type: ignore[method-assign]
             request = client.frame(client.build("sale", local_now(), amount=5, pan=TEST_PAN))
             await client.send_raw(request)
-            await asyncio.wait_for(applying.wait(), 5)
-            stopping = asyncio.create_task(host.server.stop(grace_s=5))
+            await asyncio.wait_for(applying.wait(), DEFAULT_TIMEOUT_S)
+            # A grace far beyond any deadline here: the request in flight is never cut off by it.
+            stopping = asyncio.create_task(host.server.stop(grace_s=600))
             # The idle connection's close shows that the stop is under way; only then may the sale go on.
             assert await read_until_closed(idle_reader) == b""
             idle_writer.close()
             assert not stopping.done(), "the stop waits for the request in flight"
             gate.set()
-            response = await client.receive(timeout_s=5)
-            await stopping
+            response = await client.receive(timeout_s=DEFAULT_TIMEOUT_S)
+            async with asyncio.timeout(DEFAULT_TIMEOUT_S):  # once the reply is out, the stop ends: no grace waited
+                await stopping
             assert response.fields["39"] == "00"
             assert len(host.ledger_rows()) == 1
             await client.close()
 
     async def test_idle_connections_are_closed_on_stop(self, tmp_path: Path) -> None:
-        """An idle connection is closed promptly when the host stops."""
-        async with running_host(tmp_path, "iso87binary") as host:
-            reader, writer = await asyncio.open_connection(*host.address)
-            await until(lambda: host.server.connection_count == 1, what="the host holds the idle connection")
-            await host.server.stop(grace_s=5)
-            assert await read_until_closed(reader, timeout_s=3) == b""
-            writer.close()
-
+        """An idle connection is closed as soon as the host stops, not left to the stop's grace period."""
+        with capture_logs() as logs:
+            async with running_host(tmp_path, "iso87binary") as host:
+                reader, writer = await asyncio.open_connection(*host.address)
+                await until(lambda: host.server.connection_count == 1, what="the host holds the idle connection")
+                # A grace far beyond the deadline: a stop that waited it out for the idle connection fails here.
+                async with asyncio.timeout(DEFAULT_TIMEOUT_S):
+                    await host.server.stop(grace_s=600)
+                assert await read_until_closed(reader) == b""
+                writer.close()
+        assert [entry["why"] for entry in logs if entry["event"] == "connection_closed"] == ["host stopping"]

@@ -93,32 +93,50 @@ class TestScenarios:
             async with await host.connected_client() as client:
                 assert (await client.request(client.build("echo", local_now()))).fields["39"] == "91"
 
-    async def test_delay_stalls_one_reply_not_the_others(self, tmp_path: Path) -> None:
-        """delay_ms holds the matching reply; a sale on another connection is answered meanwhile."""
-        # A generous delay (a reply on another connection takes milliseconds): the order asserted below then
-        # holds on however busy a machine. The only time asserted is the delay's own lower bound.
-        held = Scenario(amount_minor=777, delay_ms=1_000)
+    async def test_delay_holds_the_reply_at_least_delay_ms(self, tmp_path: Path) -> None:
+        """delay_ms holds the matching reply: it comes, approved, no sooner than delay_ms after the request."""
+        held = Scenario(amount_minor=777, delay_ms=300)
         async with running_host(tmp_path, "iso87binary", scenarios=[held]) as host:
             started = time.perf_counter()
+            assert await sale_code(host, 777) == "00"
+            assert time.perf_counter() - started >= held.delay_ms / 1000  # a lower bound: sound on any machine
+            (row,) = await host.records()
+        assert (row.amount_minor, row.status) == (777, Status.APPROVED)
+
+    async def test_delay_stalls_one_reply_not_the_others(self, tmp_path: Path) -> None:
+        """While delay_ms holds one reply, a sale on another connection (same terminal) is answered."""
+        # The delay outlasts every deadline in this test (a request gives up after 30 s): if the held reply
+        # stalled the other sale, that sale would time out and fail the test, never pass it by luck.
+        held = Scenario(amount_minor=777, delay_ms=600_000)
+        async with running_host(tmp_path, "iso87binary", scenarios=[held]) as host:
             slow = asyncio.create_task(sale_code(host, 777))
 
             async def slow_sale_committed() -> bool:
                 return any(record.amount_minor == 777 for record in await host.records())
 
-            # The ledger commits before the delay starts: from here on the 777 reply is being held.
-            await until(slow_sale_committed, what="the 777 sale is in the ledger")
-            assert await sale_code(host, 100) == "00"
-            assert not slow.done(), "the sale on another connection was answered while the 777 reply was held"
-            assert await slow == "00"
-            assert time.perf_counter() - started >= held.delay_ms / 1000
+            try:
+                # The ledger commits before the delay starts: from here on the 777 reply is being held.
+                await until(slow_sale_committed, what="the 777 sale is in the ledger")
+                assert await sale_code(host, 100) == "00"
+                assert not slow.done(), "the 777 reply is held for delay_ms, not sent"
+            finally:
+                slow.cancel()
+                await asyncio.gather(slow, return_exceptions=True)
+                await host.server.stop(grace_s=0)  # end the held reply now rather than wait out the stop's grace
+            amounts = sorted(record.amount_minor for record in await host.records())
+        assert amounts == [100, 777]
 
     async def test_no_reply_commits_but_stays_silent(self, tmp_path: Path) -> None:
         """no_reply: the sale is approved in the ledger, the terminal hears nothing (and will reverse)."""
         async with running_host(tmp_path, "iso87binary", scenarios=[Scenario(amount_minor=888, no_reply=True)]) as host:
             async with await host.connected_client() as client:
-                with pytest.raises(ClientError, match="no response"):
-                    await client.request(client.build("sale", local_now(), amount=888, pan=CARD), timeout_s=0.5)
-                assert (await client.request(client.build("echo", local_now()))).fields["39"] == "00"
+                await client.send_raw(client.frame(client.build("sale", local_now(), amount=888, pan=CARD)))
+                # A connection's requests are answered in order: had the sale a reply, it would come before the
+                # echo's. So the first frame back being the echo's shows the sale got none.
+                echo = client.build("echo", local_now())
+                first_back = await client.request(echo)
+                assert (first_back.mti, first_back.fields["11"]) == ("0810", echo.fields["11"]), "the sale was answered"
+                assert first_back.fields["39"] == "00"
             (row,) = await host.records()
         assert row.status is Status.APPROVED
 
@@ -127,7 +145,7 @@ class TestScenarios:
         async with running_host(tmp_path, "iso87binary", scenarios=[Scenario(amount_minor=999, close=True)]) as host:
             async with await host.connected_client() as client:
                 with pytest.raises(ClientError, match="closed"):
-                    await client.request(client.build("sale", local_now(), amount=999, pan=CARD), timeout_s=5)
+                    await client.request(client.build("sale", local_now(), amount=999, pan=CARD))
             assert len(await host.records()) == 1
 
     async def test_bad_mac(self, tmp_path: Path) -> None:
