@@ -1,13 +1,19 @@
 """The host's clock: the machine's time plus an offset that live control may set or advance.
 
 QA rolls the business day without waiting for it: every rule (void window, business-day cut-off) and every
-ledger timestamp reads this clock, so moving it moves them all. Pure: the source of real time is injected.
+ledger timestamp reads this clock, so moving it moves them all. ``HostClock`` is pure: the source of real time
+is injected, and ``local_now`` is the one the host and the terminal use.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime, timedelta
+
+
+def local_now() -> datetime:
+    """The machine's time, aware, in its local zone: the real-time source of the host's and the terminal's clocks."""
+    return datetime.now().astimezone()
 
 
 class HostClock:

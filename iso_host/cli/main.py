@@ -22,7 +22,7 @@ from iso_host.cli.fuzz import add_fuzz_parser
 from iso_host.cli.ledger import add_ledger_commands
 from iso_host.cli.replay import add_replay_parser
 from iso_host.cli.terminal import add_terminal_parser
-from iso_host.clock import HostClock
+from iso_host.clock import HostClock, local_now
 from iso_host.config import DEMO_MID, DEMO_TID, Config, TerminalConfig, TlsConfig, load_config, with_overrides
 from iso_host.core.pipeline import Host
 from iso_host.core.scenarios import ScenarioBook
@@ -39,7 +39,6 @@ from iso_host.mqtt.tasks import start_mqtt_tasks
 from iso_host.security import unwrap_key
 from iso_host.server import Server
 from iso_host.terminal.client import ClientError
-from iso_host.terminal.session import local_now
 from iso_host.tls import server_context
 from iso_host.trace import DEFAULT_MAX_BYTES, Tracer
 from iso_host.vocab import Status

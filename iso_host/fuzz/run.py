@@ -1,18 +1,17 @@
-"""`iso-host fuzz`: send mutated frames of every kind to a host and record what it did wrong.
+"""The fuzzer's asyncio edge (``iso-host fuzz``): send mutated frames of every kind to a host and record what it
+did wrong.
 
-The asyncio edge of ``fuzz.py``. Workers (one connection each) take frames from one scheduler in index order;
+Workers (one connection each) take frames from one scheduler in index order;
 every ``--health-every`` frames the scheduler lets the frames in flight finish and sends a valid sale on a
 connection of its own. Frames that may change the terminal's session (sign-on, sign-off) are sent alone,
 and when the host may have acted on one the session is put back (signed on again, or off) before the next
 frame goes out, so that every other frame meets a known MAC key and an approval can be judged against it.
 Findings: a timeout, a close without an answer for a frame whose MTI reads, an approval of a frame that does
 not decode or whose MAC does not verify, a failed health check, a host that stops accepting connections.
-Exit 0: nothing found; 1: findings (one JSON reproducer each in ``--out``); 2: usage or connection error.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import json
@@ -25,15 +24,12 @@ from collections import deque
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from iso_host.cli.exit_codes import EXIT_NEGATIVE, EXIT_OK
-from iso_host.config import DEMO_MID, DEMO_TID
+from iso_host.clock import local_now
 from iso_host.errors import WireError
 from iso_host.fuzz import report
 from iso_host.fuzz.mutations import FuzzFrame, Mutator, SeedFrame, Tak, read_frame, seed_frame
-from iso_host.limits import DEFAULT_LIMITS
 from iso_host.terminal.client import ClientError, ClientState, MacKeys, TerminalClient
-from iso_host.terminal.session import TEST_PAN, local_now
-from iso_host.tls import client_context
+from iso_host.terminal.session import TEST_PAN
 from iso_host.wire import NEED_DATA, Dialect, FrameDecoder, encode_frame
 from iso_host.wire.dialect import TEMPLATE_SAMPLE
 
@@ -329,8 +325,8 @@ class Run:
         path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
 
 
-async def fuzz(options: report.FuzzOptions) -> int:
-    """Run the fuzzer, print the summary; EXIT_NEGATIVE when anything was found."""
+async def fuzz(options: report.FuzzOptions) -> report.Stats:
+    """Run the fuzzer and print the summary; the tallies, ``found`` among them."""
     dialect = options.dialect
     terminal = Terminal(options)
     # An unreachable host, or a refused sign-on, is a usage error (ClientError: exit 2), not a finding.
@@ -350,35 +346,4 @@ async def fuzz(options: report.FuzzOptions) -> int:
     where = f"{dialect.name} at {options.host}:{options.port}, seed {options.seed}, {options.connections} connections"
     print(f"iso-host fuzz: {where}")
     print("\n".join(report.summary_lines(run.stats, time.monotonic() - started, options.out)))
-    return EXIT_NEGATIVE if run.stats.found else EXIT_OK
-
-
-def command_fuzz(args: argparse.Namespace) -> int:
-    ssl_context = client_context(args.tls_ca, args.tls_cert, args.tls_key) if args.tls else None
-    return asyncio.run(fuzz(report.options_from(args, ssl_context)))
-
-
-def add_fuzz_parser(commands: Any) -> None:
-    parser = commands.add_parser("fuzz", help="send mutated frames of every kind to a host and report its faults")
-    parser.add_argument("--to", default="127.0.0.1:8583", help="HOST:PORT of the host")
-    parser.add_argument("--dialect", default="iso87binary", help="built-in dialect or a .toml path")
-    parser.add_argument("--count", type=int, default=10_000, help="frames to send (10000)")
-    parser.add_argument("--rate", type=float, default=0.0, help="frames per second; 0 = as fast as answered (0)")
-    parser.add_argument("--seed", type=int, help="seed: frame N of a seed is always the same bytes (default: random)")
-    parser.add_argument("--connections", type=int, default=4, help="connections sending at once (4)")
-    parser.add_argument("--health-every", type=int, default=1_000, metavar="N",
-                        help="a valid sale on its own connection every N frames, at start and at end")  # fmt: skip
-    parser.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for an answer or a close (5)")
-    parser.add_argument("--keys", metavar="tak=HEX[,mac=ALG]", help="the terminal's static MAC key: frames re-MAC'd")
-    parser.add_argument("--tmk", help="terminal master key, hex: sign on first and re-MAC with the session TAK "
-                                      "(default for dialects that require sign-on: the demo TMK)")  # fmt: skip
-    parser.add_argument("--tid", default=DEMO_TID)
-    parser.add_argument("--mid", default=DEMO_MID)
-    parser.add_argument("--out", default="fuzz-findings", help="directory for reproducers, one JSON file each")
-    parser.add_argument("--max-frame-bytes", type=int, default=DEFAULT_LIMITS.max_frame_bytes,
-                        help="the host's frame limit: a larger frame may get a close (iso-host's: 8192)")  # fmt: skip
-    parser.add_argument("--tls", action="store_true", help="connect with TLS")
-    parser.add_argument("--tls-ca", help="PEM CA that signed the host's certificate")
-    parser.add_argument("--tls-cert", help="PEM client certificate (mutual TLS)")
-    parser.add_argument("--tls-key", help="PEM key of --tls-cert")
-    parser.set_defaults(handler=command_fuzz)
+    return run.stats

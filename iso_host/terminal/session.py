@@ -8,10 +8,10 @@ import argparse
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Final
 
+from iso_host.clock import local_now
 from iso_host.config import hex_key
 from iso_host.errors import ConfigError
 from iso_host.money import parse_amount
@@ -24,10 +24,6 @@ from iso_host.wire import Dialect, Message
 
 TEST_PAN: Final = "4761739001010010"
 PARAM_NAMES: Final = ("amount", "pan", "expiry", "pin", "stan", "rrn", "operator")
-
-
-def local_now() -> datetime:
-    return datetime.now().astimezone()
 
 
 @dataclass(frozen=True, slots=True)

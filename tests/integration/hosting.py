@@ -16,6 +16,7 @@ from log_audit import remember_secret
 
 from iso_host.cards import pan_hash
 from iso_host.cli.main import terminal_state
+from iso_host.clock import local_now
 from iso_host.config import DEMO_TMK, TerminalConfig
 from iso_host.core.pipeline import Host
 from iso_host.core.rules import RuleSettings
@@ -79,10 +80,6 @@ class RunningHost:
 
 def _operator_table(operators: dict[str, bool] | None) -> tuple[tuple[str, bool], ...] | None:
     return tuple(operators.items()) if operators is not None else None
-
-
-def local_now() -> datetime:
-    return datetime.now().astimezone()
 
 
 @asynccontextmanager

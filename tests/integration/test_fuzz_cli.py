@@ -14,8 +14,8 @@ import pytest
 from processes import ISO_HOST
 from waiting import until_blocking
 
-from iso_host.cli.fuzz import build_seeds
 from iso_host.fuzz.mutations import Mutator
+from iso_host.fuzz.run import build_seeds
 from iso_host.wire import NEED_DATA, Envelope, FrameDecoder, Message, encode, encode_frame, load_dialect, reply_mti
 
 FRAMES_PER_DIALECT = 3_000
