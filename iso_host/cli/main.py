@@ -8,13 +8,11 @@ import json
 import os
 import signal
 import sys
-import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from iso_host import __version__
-from iso_host.cards import pan_hash
+from iso_host.app import TraceOptions, start
 from iso_host.cli.control import add_control_parser
 from iso_host.cli.events import add_events_parser
 from iso_host.cli.exit_codes import EXIT_ERROR, EXIT_OK
@@ -22,76 +20,26 @@ from iso_host.cli.fuzz import add_fuzz_parser
 from iso_host.cli.ledger import add_ledger_commands
 from iso_host.cli.replay import add_replay_parser
 from iso_host.cli.terminal import add_terminal_parser
-from iso_host.clock import HostClock, local_now
-from iso_host.config import DEMO_MID, DEMO_TID, Config, TerminalConfig, TlsConfig, load_config, with_overrides
-from iso_host.core.pipeline import Host
-from iso_host.core.scenarios import ScenarioBook
-from iso_host.core.terminals import NO_KEYS, TerminalState, WorkingKeys, random_working_keys
-from iso_host.core.test_cards import CardBook
+from iso_host.config import DEMO_MID, DEMO_TID, Config, TlsConfig, load_config, with_overrides
 from iso_host.errors import ConfigError, IsoHostError, StoreError
-from iso_host.events.record import EventSink
-from iso_host.keyed_locks import KeyedLocks
-from iso_host.ledger import TerminalRecord, TransactionFilter, TransactionRecord, open_store
+from iso_host.ledger import TransactionFilter, TransactionRecord, open_store
 from iso_host.log import announce, configure, get_logger
 from iso_host.money import format_amount
-from iso_host.mqtt.client import check_settings, describe_broker
-from iso_host.mqtt.tasks import start_mqtt_tasks
-from iso_host.security import unwrap_key
-from iso_host.server import Server
+from iso_host.mqtt.client import describe_broker
 from iso_host.terminal.client import ClientError
-from iso_host.tls import server_context
-from iso_host.trace import DEFAULT_MAX_BYTES, Tracer
+from iso_host.trace import DEFAULT_MAX_BYTES
 from iso_host.vocab import Status
 from iso_host.wire import builtin_dialect_names, load_dialect
-
-MQTT_READY_TIMEOUT_S = 3.0  # at start, how long to wait for the broker before serving without it
-
-
-@dataclass(frozen=True, slots=True)
-class TraceOptions:
-    """``serve --trace FILE [--trace-redact] [--trace-max-bytes N]``."""
-
-    path: Path
-    redact: bool = False
-    max_bytes: int = DEFAULT_MAX_BYTES
 
 
 async def _serve(config: Config, trace: TraceOptions | None = None) -> int:
     log = get_logger()
-    dialect = load_dialect(config.dialect)
-    if config.events is not None:
-        check_settings(config.events)
-    store = open_store(config.ledger_url, group_commit=config.group_commit)
-    await store.open()
-    terminals = {t.tid: terminal_state(t, await store.register_terminal(t.tid, t.mid)) for t in config.terminals}
-    clock = HostClock(local_now)
-    events = EventSink() if config.events is not None else None
-    host = Host(
-        dialect, store, terminals, clock, monotonic=time.monotonic, cards=card_book(config, store.pan_hash_key),
-        key_source=random_working_keys, rules=config.rules, scenarios=scenario_book(config, store.pan_hash_key),
-        events=events, ledger_deadline_s=config.ledger_deadline_s, serialiser=KeyedLocks(),
-    )  # fmt: skip
-    ssl_context = server_context(config.tls.cert, config.tls.key, config.tls.client_ca) if config.tls else None
-    try:
-        tracer = Tracer(trace.path, dialect, redact=trace.redact, max_bytes=trace.max_bytes) if trace else None
-    except ConfigError:
-        await store.close()
-        raise
-    server = Server(host, config.limits, ssl_context=ssl_context, tracer=tracer)
-    try:
-        bound_host, bound_port = await server.start(config.host, config.port)
-    except OSError as error:
-        if tracer is not None:
-            await asyncio.to_thread(tracer.close)
-        await store.close()
-        raise ConfigError(f"server.port: cannot listen on {config.host}:{config.port}: {error.strerror}") from None
-    background = start_mqtt_tasks(config, host, events, cards_reloader(config, host))
-    # A script that starts the host and at once sends a control command must find the listener subscribed.
-    await background.ready(MQTT_READY_TIMEOUT_S)
+    app = await start(config, trace)
     if config.source == "defaults":
         log.info("demo_terminal", tid=DEMO_TID, mid=DEMO_MID, hint="iso-host terminal --tid TERM0001 ...")
-    announce(f"listening on {bound_host}:{bound_port}", dialect=dialect.name, ledger=config.ledger_url,
-             terminals=len(terminals), tls="mutual" if config.tls and config.tls.client_ca else bool(config.tls),
+    (bound_host, bound_port), host = app.address, app.host
+    announce(f"listening on {bound_host}:{bound_port}", dialect=host.dialect.name, ledger=config.ledger_url,
+             terminals=len(host.terminals), tls="mutual" if config.tls and config.tls.client_ca else bool(config.tls),
              trace=str(trace.path) if trace else None,
              events=describe_broker(config.events) if config.events else None, control=config.control_enabled,
              version=__version__)  # fmt: skip
@@ -100,58 +48,10 @@ async def _serve(config: Config, trace: TraceOptions | None = None) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     await stop.wait()
-    log.info("host_stopping", connections=server.connection_count)
-    await server.stop()  # closes the tracer too, after the last connection's lines
-    await background.stop()
-    await store.close()
+    log.info("host_stopping", connections=app.server.connection_count)
+    await app.stop()
     log.info("host_stopped")
     return EXIT_OK
-
-
-def card_book(config: Config, pan_key: bytes) -> CardBook:
-    """The configured test cards, reachable by PAN and by the ledger's keyed PAN hash."""
-    return CardBook(((c.pan, c.test_card()) for c in config.cards), lambda pan: pan_hash(pan, pan_key))
-
-
-def cards_reloader(config: Config, host: Host) -> Callable[[], int] | None:
-    """Live control's reload-cards: read the config file's [[cards]] again (balances start afresh)."""
-    if config.source == "defaults":
-        return None
-
-    def reload() -> int:
-        fresh = load_config(config.source)
-        host.cards.replace((c.pan, c.test_card()) for c in fresh.cards)
-        return len(fresh.cards)
-
-    return reload
-
-
-def scenario_book(config: Config, pan_key: bytes) -> ScenarioBook:
-    """The configured scenarios; a PAN to match on becomes its keyed hash, as requests carry it."""
-    return ScenarioBook(
-        replace(s.scenario, pan_hash=pan_hash(s.pan, pan_key)) if s.pan else s.scenario for s in config.scenarios
-    )
-
-
-def terminal_state(configured: TerminalConfig, record: TerminalRecord) -> TerminalState:
-    """A configured terminal with the session the ledger remembers (keys unwrapped with its TMK)."""
-
-    def key(hex_text: str | None) -> bytes | None:
-        return bytes.fromhex(hex_text) if hex_text else None
-
-    tmk = key(configured.tmk)
-    signed_on = record.signed_on and tmk is not None
-    session = WorkingKeys(
-        *(unwrap_key(tmk, wrapped) if (tmk and wrapped) else None
-          for wrapped in (record.tpk_under_tmk, record.tak_under_tmk, record.tdk_under_tmk))
-    ) if signed_on else NO_KEYS  # fmt: skip
-    return TerminalState(
-        tid=configured.tid, mid=configured.mid, batch_number=record.batch_number, tmk=tmk,
-        static_keys=WorkingKeys(key(configured.tpk), key(configured.tak)), bdk=key(configured.bdk),
-        mac_algorithm=configured.mac, require_signon=configured.require_signon, signed_on=signed_on,
-        session_keys=session, operator=record.operator,
-        operators=dict(configured.operators) if configured.operators is not None else None,
-    )  # fmt: skip
 
 
 def command_serve(args: argparse.Namespace) -> int:

@@ -15,8 +15,8 @@ from iso_host.cards import pan_hash
 from iso_host.clock import HostClock
 from iso_host.config import Config
 from iso_host.core.pipeline import Host
-from iso_host.events.record import EventSink
-from iso_host.events.relay import Relay, machine_now
+from iso_host.events.relay import PRUNE_EVERY_S, Relay, machine_now
+from iso_host.mqtt.topics import BrokerSettings
 
 if TYPE_CHECKING:
     from iso_host.control.listener import ControlListener
@@ -48,22 +48,34 @@ class MqttTasks:
         """Give the relay a moment to publish what is committed, then stop everything."""
         if self.relay is not None:
             await self.relay.drain(flush_s)
+        await self.cancel()
+
+    async def cancel(self) -> None:
+        """Stop everything now; what is committed and not yet published waits in the outbox for the next start."""
         for task in self.tasks:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
         self.tasks.clear()
 
 
-def start_mqtt_tasks(
-    config: Config, host: Host, events: EventSink | None, reload_cards: Callable[[], int] | None = None
+def start_relay(
+    host: Host, settings: BrokerSettings, *, keep_sent_s: float, prune_every_s: float = PRUNE_EVERY_S
 ) -> MqttTasks:
+    """Start the outbox relay for a host with events on; the host wakes it after each commit with an event."""
+    assert host.events is not None, "a host without an event sink writes no events to relay"
+    relay = Relay(host.store, settings, machine_now, keep_sent_s=keep_sent_s, prune_every_s=prune_every_s)
+    host.events.notify = relay.wake
+    return MqttTasks(relay, tasks=[asyncio.create_task(relay.run(), name="events-relay")])
+
+
+def start_mqtt_tasks(config: Config, host: Host, reload_cards: Callable[[], int] | None = None) -> MqttTasks:
     """Start the relay when events are on, and the control listener when control is enabled too."""
-    if config.events is None or events is None:
+    if config.events is None or host.events is None:
         return MqttTasks()
     assert isinstance(host.clock, HostClock), "live control moves the host's clock"
-    relay = Relay(host.store, config.events, machine_now, keep_sent_s=config.events_keep_sent_s)
-    events.notify = relay.wake
-    running = MqttTasks(relay, tasks=[asyncio.create_task(relay.run(), name="events-relay")])
+    running = start_relay(host, config.events, keep_sent_s=config.events_keep_sent_s)
+    relay = running.relay
+    assert relay is not None
     if config.control_enabled:
         from iso_host.control.commands import Controls  # noqa: PLC0415 - only hosts with control enabled
         from iso_host.control.listener import ControlListener  # noqa: PLC0415

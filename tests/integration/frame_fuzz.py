@@ -19,8 +19,8 @@ import iso8583
 from hypothesis import strategies as st
 from log_audit import remember_secret
 
+from iso_host.app import terminal_state
 from iso_host.cards import pan_hash
-from iso_host.cli.main import terminal_state
 from iso_host.config import DEMO_TMK, TerminalConfig
 from iso_host.core.message_auth import mac_field_of
 from iso_host.core.pipeline import Host

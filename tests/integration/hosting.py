@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 import ssl
-import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -14,20 +12,18 @@ from pathlib import Path
 
 from log_audit import remember_secret
 
-from iso_host.cards import pan_hash
-from iso_host.cli.main import terminal_state
+from iso_host.app import build_host, card_book, open_ledger, open_terminals
 from iso_host.clock import local_now
 from iso_host.config import DEMO_TMK, TerminalConfig
 from iso_host.core.pipeline import Host
 from iso_host.core.rules import RuleSettings
 from iso_host.core.scenarios import Scenario, ScenarioBook
-from iso_host.core.terminals import TerminalState, random_working_keys
-from iso_host.core.test_cards import CardBook, TestCard
-from iso_host.events.record import EventSink
-from iso_host.events.relay import Relay, machine_now
-from iso_host.keyed_locks import KeyedLocks
-from iso_host.ledger import Store, TransactionFilter, TransactionRecord, open_store
+from iso_host.core.terminals import TerminalState
+from iso_host.core.test_cards import TestCard
+from iso_host.events.relay import Relay
+from iso_host.ledger import Store, TransactionFilter, TransactionRecord
 from iso_host.limits import Limits
+from iso_host.mqtt.tasks import MqttTasks, start_relay
 from iso_host.mqtt.topics import BrokerSettings
 from iso_host.server import Server
 from iso_host.terminal.client import TerminalClient
@@ -103,35 +99,28 @@ async def running_host(
 ) -> AsyncIterator[RunningHost]:
     dialect = load_dialect(dialect_name)
     ledger_path = tmp_path / f"{dialect_name}.db"
-    store = open_store(ledger_url or f"sqlite:///{ledger_path}")
-    await store.open()
+    store = await open_ledger(ledger_url or f"sqlite:///{ledger_path}")
     # The same path `iso-host serve` takes: configured terminals plus the sessions the ledger remembers.
     configured = [TerminalConfig(tid, MID, DEMO_TMK, operators=_operator_table(operators)) for tid in (TID, "TERM0002")]
-    terminals = {t.tid: terminal_state(t, await store.register_terminal(t.tid, t.mid)) for t in configured}
+    terminals = await open_terminals(store, configured)
     for extra in (extra_terminals or {}).values():
         await store.register_terminal(extra.tid, extra.mid)
     terminals.update(extra_terminals or {})
     configured_cards = {pan: TestCard(pin=pin) for pan, pin in (cards or {}).items()} | (test_cards or {})
-    book = CardBook(configured_cards.items(), lambda pan: pan_hash(pan, store.pan_hash_key))
-    sink = EventSink() if events is not None else None
-    host = Host(dialect, store, terminals, clock, monotonic=time.monotonic, cards=book, key_source=random_working_keys,
-                rules=rules,
-                scenarios=ScenarioBook(scenarios or ()), events=sink, ledger_deadline_s=ledger_deadline_s,
-                serialiser=KeyedLocks())  # fmt: skip
-    relay = (
-        Relay(store, events, machine_now, keep_sent_s=keep_sent_s, prune_every_s=min(keep_sent_s, 60.0))
-        if events is not None else None
+    host = build_host(
+        dialect, store, terminals, clock, cards=card_book(configured_cards.items(), store.pan_hash_key),
+        scenarios=ScenarioBook(scenarios or ()), rules=rules, events=events is not None,
+        ledger_deadline_s=ledger_deadline_s,
     )  # fmt: skip
-    relay_task = asyncio.create_task(relay.run()) if relay is not None else None
-    if sink is not None and relay is not None:
-        sink.notify = relay.wake
+    background = (
+        start_relay(host, events, keep_sent_s=keep_sent_s, prune_every_s=min(keep_sent_s, 60.0))
+        if events is not None else MqttTasks()
+    )  # fmt: skip
     server = Server(host, limits or Limits(), ssl_context=ssl_context)
     address = await server.start("127.0.0.1", 0)
     try:
-        yield RunningHost(address, dialect, server, store, ledger_path, relay)
+        yield RunningHost(address, dialect, server, store, ledger_path, background.relay)
     finally:
         await server.stop(grace_s=2.0)
-        if relay_task is not None:
-            relay_task.cancel()
-            await asyncio.gather(relay_task, return_exceptions=True)
+        await background.cancel()
         await store.close()

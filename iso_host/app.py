@@ -1,0 +1,172 @@
+"""The composition root: a running host, built from a ``Config`` (``iso-host serve``) or from a test's parts.
+
+Every host is wired here, once: the ledger opened, the configured terminals joined with the sessions the
+ledger remembers, the ``Host`` with the machine's monotonic clock, fresh random working keys and one lock per
+terminal, the TCP server with its tracer, and the MQTT relay and control listener beside it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
+from datetime import datetime
+from pathlib import Path
+from typing import Final
+
+from iso_host.cards import pan_hash
+from iso_host.clock import HostClock, local_now
+from iso_host.config import Config, TerminalConfig, load_config
+from iso_host.core.pipeline import Host
+from iso_host.core.rules import RuleSettings
+from iso_host.core.scenarios import ScenarioBook
+from iso_host.core.terminals import NO_KEYS, TerminalState, WorkingKeys, random_working_keys
+from iso_host.core.test_cards import CardBook, TestCard
+from iso_host.errors import ConfigError
+from iso_host.events.record import EventSink
+from iso_host.keyed_locks import KeyedLocks
+from iso_host.ledger import Store, TerminalRecord, open_store
+from iso_host.ledger.store import DEFAULT_LEDGER_DEADLINE_S
+from iso_host.mqtt.client import check_settings
+from iso_host.mqtt.tasks import MqttTasks, start_mqtt_tasks
+from iso_host.security import unwrap_key
+from iso_host.server import Server
+from iso_host.tls import server_context
+from iso_host.trace import DEFAULT_MAX_BYTES, Tracer
+from iso_host.wire import Dialect, load_dialect
+
+MQTT_READY_TIMEOUT_S: Final = 3.0  # at start, how long to wait for the broker before serving without it
+
+
+@dataclass(frozen=True, slots=True)
+class TraceOptions:
+    """``serve --trace FILE [--trace-redact] [--trace-max-bytes N]``."""
+
+    path: Path
+    redact: bool = False
+    max_bytes: int = DEFAULT_MAX_BYTES
+
+
+async def open_ledger(url: str, *, group_commit: bool = True) -> Store:
+    """The store for ``url``, opened (migrated, writers started)."""
+    store = open_store(url, group_commit=group_commit)
+    await store.open()
+    return store
+
+
+def terminal_state(configured: TerminalConfig, record: TerminalRecord) -> TerminalState:
+    """A configured terminal with the session the ledger remembers (keys unwrapped with its TMK)."""
+
+    def key(hex_text: str | None) -> bytes | None:
+        return bytes.fromhex(hex_text) if hex_text else None
+
+    tmk = key(configured.tmk)
+    signed_on = record.signed_on and tmk is not None
+    session = WorkingKeys(
+        *(unwrap_key(tmk, wrapped) if (tmk and wrapped) else None
+          for wrapped in (record.tpk_under_tmk, record.tak_under_tmk, record.tdk_under_tmk))
+    ) if signed_on else NO_KEYS  # fmt: skip
+    return TerminalState(
+        tid=configured.tid, mid=configured.mid, batch_number=record.batch_number, tmk=tmk,
+        static_keys=WorkingKeys(key(configured.tpk), key(configured.tak)), bdk=key(configured.bdk),
+        mac_algorithm=configured.mac, require_signon=configured.require_signon, signed_on=signed_on,
+        session_keys=session, operator=record.operator,
+        operators=dict(configured.operators) if configured.operators is not None else None,
+    )  # fmt: skip
+
+
+async def open_terminals(store: Store, configured: Iterable[TerminalConfig]) -> dict[str, TerminalState]:
+    """The configured terminals, registered in the ledger, each with the session the ledger remembers."""
+    return {t.tid: terminal_state(t, await store.register_terminal(t.tid, t.mid)) for t in configured}
+
+
+def card_book(cards: Iterable[tuple[str, TestCard]], pan_key: bytes) -> CardBook:
+    """Test cards by PAN, reachable by PAN and by the ledger's keyed PAN hash."""
+    return CardBook(cards, lambda pan: pan_hash(pan, pan_key))
+
+
+def scenario_book(config: Config, pan_key: bytes) -> ScenarioBook:
+    """The configured scenarios; a PAN to match on becomes its keyed hash, as requests carry it."""
+    return ScenarioBook(
+        replace(s.scenario, pan_hash=pan_hash(s.pan, pan_key)) if s.pan else s.scenario for s in config.scenarios
+    )
+
+
+def cards_reloader(config: Config, host: Host) -> Callable[[], int] | None:
+    """Live control's reload-cards: read the config file's [[cards]] again (balances start afresh)."""
+    if config.source == "defaults":
+        return None
+
+    def reload() -> int:
+        fresh = load_config(config.source)
+        host.cards.replace((c.pan, c.test_card()) for c in fresh.cards)
+        return len(fresh.cards)
+
+    return reload
+
+
+def build_host(
+    dialect: Dialect, store: Store, terminals: dict[str, TerminalState], clock: Callable[[], datetime], *,
+    cards: CardBook, scenarios: ScenarioBook, rules: RuleSettings | None = None, events: bool = False,
+    ledger_deadline_s: float = DEFAULT_LEDGER_DEADLINE_S,
+) -> Host:  # fmt: skip
+    """The ``Host``: the machine's monotonic clock for deadlines, fresh random working keys at sign-on, one
+    terminal's stateful requests decided one at a time, and an event sink when ``events`` are on."""
+    return Host(
+        dialect, store, terminals, clock, monotonic=time.monotonic, cards=cards, key_source=random_working_keys,
+        rules=rules, scenarios=scenarios, events=EventSink() if events else None,
+        ledger_deadline_s=ledger_deadline_s, serialiser=KeyedLocks(),
+    )  # fmt: skip
+
+
+@dataclass
+class RunningApp:
+    """A host serving: its server and the MQTT tasks beside it. ``stop`` shuts it all down in order."""
+
+    host: Host
+    server: Server
+    background: MqttTasks
+    address: tuple[str, int]
+
+    async def stop(self) -> None:
+        await self.server.stop()  # closes the tracer too, after the last connection's lines
+        await self.background.stop()
+        await self.host.store.close()
+
+
+async def start(config: Config, trace: TraceOptions | None = None) -> RunningApp:
+    """Open the ledger, build the host, listen, and start the MQTT tasks (waiting a moment for the broker).
+
+    Raises:
+        ConfigError: a wrong broker setting, trace file or listening address (the ledger is closed again).
+    """
+    dialect = load_dialect(config.dialect)
+    if config.events is not None:
+        check_settings(config.events)
+    store = await open_ledger(config.ledger_url, group_commit=config.group_commit)
+    terminals = await open_terminals(store, config.terminals)
+    host = build_host(
+        dialect, store, terminals, HostClock(local_now), rules=config.rules,
+        cards=card_book(((c.pan, c.test_card()) for c in config.cards), store.pan_hash_key),
+        scenarios=scenario_book(config, store.pan_hash_key), events=config.events is not None,
+        ledger_deadline_s=config.ledger_deadline_s,
+    )  # fmt: skip
+    ssl_context = server_context(config.tls.cert, config.tls.key, config.tls.client_ca) if config.tls else None
+    try:
+        tracer = Tracer(trace.path, dialect, redact=trace.redact, max_bytes=trace.max_bytes) if trace else None
+    except ConfigError:
+        await store.close()
+        raise
+    server = Server(host, config.limits, ssl_context=ssl_context, tracer=tracer)
+    try:
+        address = await server.start(config.host, config.port)
+    except OSError as error:
+        if tracer is not None:
+            await asyncio.to_thread(tracer.close)
+        await store.close()
+        raise ConfigError(f"server.port: cannot listen on {config.host}:{config.port}: {error.strerror}") from None
+    background = start_mqtt_tasks(config, host, cards_reloader(config, host))
+    # A script that starts the host and at once sends a control command must find the listener subscribed.
+    await background.ready(MQTT_READY_TIMEOUT_S)
+    return RunningApp(host, server, background, address)
