@@ -197,7 +197,7 @@ class _IntermixedParser(argparse.ArgumentParser):
             self._intermixing = False
 
 
-def add_control_parser(commands: Any) -> None:
+def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     control = commands.add_parser(
         "control", help="send a live control command to a running host (MQTT)",
         description="Publish COMMAND with a JSON payload built from KEY=TEXT and KEY:=JSON pairs and print the "

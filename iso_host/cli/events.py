@@ -197,7 +197,7 @@ def command_events_tail(args: argparse.Namespace) -> int:
         EXIT_OK if args.count is None and args.timeout is None else EXIT_NEGATIVE))  # fmt: skip
 
 
-def add_events_parser(commands: Any) -> None:
+def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     events = commands.add_parser("events", help="watch the host's event stream (MQTT)")
     events_commands = events.add_subparsers(dest="events_command", required=True)
     tail_parser = events_commands.add_parser("tail", help="print events as they are published")

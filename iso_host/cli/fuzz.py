@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-from typing import Any
 
 from iso_host.cli.exit_codes import EXIT_NEGATIVE, EXIT_OK
 from iso_host.config import DEMO_MID, DEMO_TID
@@ -23,7 +22,7 @@ def command_fuzz(args: argparse.Namespace) -> int:
     return EXIT_NEGATIVE if stats.found else EXIT_OK
 
 
-def add_fuzz_parser(commands: Any) -> None:
+def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = commands.add_parser("fuzz", help="send mutated frames of every kind to a host and report its faults")
     parser.add_argument("--to", default="127.0.0.1:8583", help="HOST:PORT of the host")
     parser.add_argument("--dialect", default="iso87binary", help="built-in dialect or a .toml path")

@@ -1,13 +1,15 @@
-"""``iso-host ledger report | export | verify | backup``: their arguments, and how their answers are printed.
+"""``iso-host ledger list | report | export | verify | backup``: their arguments, and how their answers are printed.
 
-Rule: this module parses and prints; every read of a ledger happens in ``iso_host.ledger.reports``. A
-problem the user can fix is raised as ``ConfigError`` or ``StoreError``, which ``cli.main`` prints as one
-line (exit 2). Handlers take the parsed arguments and return the exit status, as cli.py's own do.
+Rule: this module parses and prints; every read of a ledger happens in ``iso_host.ledger.reports``, except
+``list``, which reads through the ``Store`` (it works beside a running host). A problem the user can fix is
+raised as ``ConfigError`` or ``StoreError``, which ``cli.main`` prints as one line (exit 2). Handlers take the
+parsed arguments and return the exit status, as every command's do.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import sys
@@ -18,6 +20,7 @@ from typing import Final, TextIO
 
 from iso_host.cli.exit_codes import EXIT_NEGATIVE, EXIT_OK
 from iso_host.errors import ConfigError
+from iso_host.ledger import TransactionFilter, TransactionRecord, open_store
 from iso_host.ledger.model import BatchTotals, Totals
 from iso_host.ledger.reports import (
     EXPORT_FORMATS,
@@ -28,6 +31,7 @@ from iso_host.ledger.reports import (
     verify_ledger,
 )
 from iso_host.money import format_amount
+from iso_host.vocab import Status
 
 DEFAULT_LEDGER_URL: Final = "sqlite:///iso-host.db"
 PROGRESS_MIN_ROWS: Final = 10_000  # a smaller export is over before a bar would tell anything
@@ -99,6 +103,38 @@ def report_json(report: BatchReport) -> dict[str, object]:
         "terminal_totals": _totals_json(report.terminal_totals),
         "differences": [asdict(d) | {"difference": d.difference.value} for d in report.differences],
     }  # fmt: skip
+
+
+async def _read_transactions(url: str, where: TransactionFilter) -> list[TransactionRecord]:
+    """Read a ledger that a host may be using right now: SQLite directly (WAL), PostgreSQL through the store."""
+    store = open_store(url)
+    if url.startswith("sqlite:///"):
+        return await store.transactions(where)  # no lock file taken: a running host keeps it
+    await store.open()
+    try:
+        return await store.transactions(where)
+    finally:
+        await store.close()
+
+
+def command_ledger_list(args: argparse.Namespace) -> int:
+    status = Status(args.status) if args.status else None
+    where = TransactionFilter(tid=args.tid, batch_number=args.batch, status=status, limit=args.limit)
+    records = asyncio.run(_read_transactions(args.ledger, where))
+    if args.json:
+        for record in records:
+            row = asdict(record)
+            row["created_at"] = record.created_at.isoformat()
+            print(json.dumps(row, default=str))
+        return EXIT_OK
+    print(f"{'RRN':<12} {'TID':<8} {'BATCH':>5} {'STAN':<6} {'KIND':<8} {'AMOUNT':>12} {'CUR':<3} "
+          f"{'PAN':<19} {'STATUS':<18} {'RC':<2} {'REASON':<22} ORIGINAL")  # fmt: skip
+    for r in records:
+        pan = r.card.masked_pan if r.card else "-"
+        print(f"{r.rrn:<12} {r.tid:<8} {r.batch_number:>5} {r.stan:<6} {r.kind.value:<8} "
+              f"{format_amount(r.amount_minor):>12} {r.currency:<3} {pan:<19} {r.status.value:<18} "
+              f"{r.response_code:<2} {r.reason.value:<22} {r.original_rrn or '-'}")  # fmt: skip
+    return EXIT_OK
 
 
 def command_ledger_report(args: argparse.Namespace) -> int:
@@ -191,12 +227,26 @@ def command_ledger_backup(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    ledger = commands.add_parser("ledger", help="inspect the ledger")
+    add_ledger_commands(ledger.add_subparsers(dest="ledger_command", required=True))
+
+
 def add_ledger_commands(ledger_subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Register ``report``, ``export``, ``verify`` and ``backup`` under ``iso-host ledger``.
+    """Register ``list``, ``report``, ``export``, ``verify`` and ``backup`` under ``iso-host ledger``.
 
     Args:
         ledger_subparsers: what ``ledger.add_subparsers(...)`` returned; each command sets ``handler``.
     """
+    listing = ledger_subparsers.add_parser("list", help="list transactions")
+    listing.add_argument("--ledger", default=DEFAULT_LEDGER_URL)
+    listing.add_argument("--tid")
+    listing.add_argument("--batch", type=int)
+    listing.add_argument("--status", choices=[s.value for s in Status])
+    listing.add_argument("--limit", type=int, default=1_000, help="at most this many rows, oldest first (1000)")
+    listing.add_argument("--json", action="store_true", help="one JSON object per line")
+    listing.set_defaults(handler=command_ledger_list)
+
     ledger_help = f"ledger URL: sqlite:///FILE or postgresql://... (default {DEFAULT_LEDGER_URL})"
     report = ledger_subparsers.add_parser("report", help="per batch: status, host and terminal totals, differences")
     report.add_argument("--ledger", default=DEFAULT_LEDGER_URL, help=ledger_help)

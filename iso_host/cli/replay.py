@@ -18,7 +18,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, TextIO
+from typing import Final, TextIO
 
 from iso_host import security
 from iso_host.cli.exit_codes import EXIT_ERROR, EXIT_NEGATIVE, EXIT_OK
@@ -385,7 +385,7 @@ def command_replay(args: argparse.Namespace) -> int:
     return EXIT_NEGATIVE if any(result.status in FAILED for result in results) else EXIT_OK
 
 
-def add_replay_parser(commands: Any) -> None:
+def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     replay_parser = commands.add_parser("replay", help="replay a recorded trace against a host, diff the responses")
     replay_parser.add_argument("trace", metavar="TRACE", help="the host's JSONL trace, hex frames (one a line), pcap")
     replay_parser.add_argument("--to", required=True, help="HOST:PORT of the host to replay against")

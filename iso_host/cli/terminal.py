@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from typing import Any
 
 from iso_host.cards import displayed
 from iso_host.cli.exit_codes import EXIT_NEGATIVE, EXIT_OK
@@ -58,7 +57,7 @@ def _original_options(parser: argparse.ArgumentParser) -> None:
     which.add_argument("--rrn", help="the original's RRN, from this terminal's batch")
 
 
-def add_terminal_parser(commands: Any) -> None:
+def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     terminal = commands.add_parser("terminal", help="act as a terminal: send a request, print the response")
     terminal.add_argument("--to", default="127.0.0.1:8583", help="HOST:PORT of the host")
     terminal.add_argument("--dialect", default="iso87binary")

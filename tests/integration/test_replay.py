@@ -16,7 +16,7 @@ import dpkt
 import pytest
 from hosting import MID, TEST_PAN, TID, RunningHost, local_now, running_host
 
-from iso_host.cli.replay import add_replay_parser
+from iso_host.cli.replay import add_parser as add_replay_parser
 from iso_host.config import DEMO_TMK
 from iso_host.core.terminals import TerminalState
 from iso_host.terminal.captures import DEFAULT_IGNORE, compare

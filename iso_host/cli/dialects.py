@@ -1,0 +1,20 @@
+"""`iso-host dialects`: list the built-in dialects."""
+
+from __future__ import annotations
+
+import argparse
+
+from iso_host.cli.exit_codes import EXIT_OK
+from iso_host.wire import builtin_dialect_names, load_dialect
+
+
+def command_dialects(_args: argparse.Namespace) -> int:
+    for name in builtin_dialect_names():
+        dialect = load_dialect(name)
+        print(f"{name:<12} {dialect.description}")
+    return EXIT_OK
+
+
+def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    dialects = commands.add_parser("dialects", help="list the built-in dialects")
+    dialects.set_defaults(handler=command_dialects)
