@@ -1,6 +1,7 @@
 """`iso-host terminal`: one terminal, talking to a host, keeping its state (STAN, keys, batch) in a file.
 
-The actions themselves are ``terminal_session.py``; scripted sessions (``terminal run``) ``session_script.py``.
+The actions themselves are ``iso_host.terminal.session``; scripted sessions (``terminal run``)
+``iso_host.terminal.script``.
 """
 
 from __future__ import annotations
