@@ -12,6 +12,7 @@ from iso_host.core.scenarios import ACTIONS as SCENARIO_ACTIONS
 from iso_host.core.scenarios import Scenario
 from iso_host.core.test_cards import STATUSES, TestCard
 from iso_host.errors import ConfigError
+from iso_host.money import minor_units
 
 CARD_KEYS: Final = {"pan", "pin", "expiry", "status", "balance", "limit"}
 SCENARIO_MATCH_KEYS: Final = {"tid", "pan", "kind", "mti", "amount", "amount_cents"}
@@ -72,13 +73,12 @@ def money(problems: Problems, key: str, raw: Any) -> int | None:
     if raw is None:
         return None
     try:
-        value = Decimal(str(raw)) * 100
+        minor = None if isinstance(raw, bool) else minor_units(Decimal(str(raw)))
     except InvalidOperation:
-        value = Decimal(-1)
-    if isinstance(raw, bool) or value < 0 or value != value.to_integral_value():
+        minor = None
+    if minor is None:
         problems.add(key, f"must be an amount such as 100.00, got {raw!r}")
-        return None
-    return int(value)
+    return minor
 
 
 def _scenario_texts(problems: Problems, key: str, entry: dict[str, Any], values: dict[str, Any]) -> None:

@@ -19,8 +19,6 @@ class ConfigError(IsoHostError):
 class PeerError(IsoHostError):
     """The peer sent something we cannot accept."""
 
-    response_code_hint = "30"  # ISO 8583:1987 field 39 "format error"
-
 
 class WireError(PeerError):
     """Bytes that cannot be framed or decoded.

@@ -14,6 +14,14 @@ MINOR_PER_MAJOR: Final = 100
 MAX_MINOR: Final = 10**12 - 1  # F4 holds 12 digits
 
 
+def minor_units(value: Decimal) -> int | None:
+    """Major units as minor units when exact and not negative (``12.34`` → 1234), else None."""
+    if not value.is_finite():
+        return None
+    minor = value * MINOR_PER_MAJOR
+    return int(minor) if minor >= 0 and minor == minor.to_integral_value() else None
+
+
 def format_amount(minor: int) -> str:
     """Minor units as major units with two decimals: 1234 → ``12.34``, 5 → ``0.05``, -5 → ``-0.05``."""
     sign = "-" if minor < 0 else ""
@@ -30,8 +38,10 @@ def parse_amount(text: str) -> int:
     try:
         value = Decimal(text)
     except InvalidOperation:
-        raise ConfigError(f"AMOUNT: expected a number such as 12.34, got {text!r}") from None
-    minor = value * MINOR_PER_MAJOR
-    if minor != minor.to_integral_value() or minor < 0 or minor > MAX_MINOR:
+        value = Decimal("NaN")
+    if not value.is_finite():
+        raise ConfigError(f"AMOUNT: expected a number such as 12.34, got {text!r}")
+    minor = minor_units(value)
+    if minor is None or minor > MAX_MINOR:
         raise ConfigError(f"AMOUNT: expected 0.00 to 9999999999.99 with at most two decimals, got {text!r}")
-    return int(minor)
+    return minor
