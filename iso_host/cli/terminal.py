@@ -48,7 +48,7 @@ async def _run(args: argparse.Namespace) -> int:
 def command_terminal(args: argparse.Namespace) -> int:
     configure("console" if sys.stderr.isatty() else "json", "warning", sys.stderr)
     if args.action == "run":
-        return asyncio.run(run_session(args))
+        return EXIT_OK if asyncio.run(run_session(args)) else EXIT_NEGATIVE
     return asyncio.run(_run(args))
 
 
@@ -74,12 +74,16 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     actions = terminal.add_subparsers(dest="action", required=True)
     sale = actions.add_parser("sale", help="purchase")
     sale.add_argument("amount", help="amount in major units, e.g. 12.34")
-    sale.add_argument("--pan", default=TEST_PAN, help="card number (default: a test card)")
-    sale.add_argument("--expiry", help="YYMM")
-    sale.add_argument("--pin", help="PIN: sends an encrypted PIN block (F52) under the PIN key in force")
-    sale.add_argument("--mac", help="MAC algorithm, overriding the dialect's")
-    sale.add_argument("--tak", help="static MAC key, hex (instead of the keys from sign-on)")
-    sale.add_argument("--bdk", help="DUKPT base derivation key, hex (test labs): sends a KSN, DUKPT PIN and MAC")
+    balance = actions.add_parser("balance", help="balance inquiry: the card's available balance comes back in F54")
+    for card_action in (sale, balance):
+        card_action.add_argument("--pan", default=TEST_PAN, help="card number (default: a test card)")
+        card_action.add_argument("--expiry", help="YYMM")
+        card_action.add_argument("--pin", help="PIN: sends an encrypted PIN block (F52) under the PIN key in force")
+        card_action.add_argument("--mac", help="MAC algorithm, overriding the dialect's")
+        card_action.add_argument("--tak", help="static MAC key, hex (instead of the keys from sign-on)")
+        card_action.add_argument(
+            "--bdk", help="DUKPT base derivation key, hex (test labs): sends a KSN, DUKPT PIN and MAC"
+        )
     void = actions.add_parser("void", help="void a sale of this terminal's open batch")
     _original_options(void)
     void.add_argument("--operator", default="001", help="operator code (CUP F63)")

@@ -28,12 +28,12 @@ from iso_host.terminal.client import TerminalClient
 from iso_host.terminal.session import ACTIONS, Params, Session, open_session
 from iso_host.wire import Dialect, Message, load_dialect
 
-EXIT_PASSED, EXIT_FAILED = 0, 1
 PASSED, FAILED, ERROR = "passed", "failed", "error"
 MAX_WAIT_MS: Final = 600_000  # a session is a test, not a scheduler
 ACTION_PARAMS: Final[dict[str, frozenset[str]]] = {
     "signon": frozenset({"operator"}), "signoff": frozenset(), "echo": frozenset(),
-    "sale": frozenset({"amount", "pan", "pin", "expiry"}), "void": frozenset({"stan", "rrn", "operator"}),
+    "sale": frozenset({"amount", "pan", "pin", "expiry"}), "balance": frozenset({"pan", "pin", "expiry"}),
+    "void": frozenset({"stan", "rrn", "operator"}),
     "reversal": frozenset({"stan", "rrn"}), "refund": frozenset({"amount", "stan", "rrn"}), "settle": frozenset(),
     "raw": frozenset({"hex"}), "wait": frozenset({"ms"}),
 }  # fmt: skip
@@ -397,8 +397,8 @@ def write_junit(path: Path, script: Script, results: Sequence[Result]) -> None:
         raise ConfigError(f"--junit: cannot write {path}: {error.strerror}") from None
 
 
-async def run_session(args: argparse.Namespace) -> int:
-    """``iso-host terminal run``: 0 when every step passed, 1 at the first that did not."""
+async def run_session(args: argparse.Namespace) -> bool:
+    """``iso-host terminal run``: whether every step passed (it stops at the first that does not)."""
     script = load_script(args.session, args.dialect)
     tid, mid = script.tid or args.tid, script.mid or args.mid
     session = open_session(args, script.dialect, tid, mid)
@@ -417,5 +417,4 @@ async def run_session(args: argparse.Namespace) -> int:
         session.state.save(session.state_path)
     if args.junit:
         write_junit(Path(args.junit), script, results)
-    passed = len(results) == len(script.steps) and all(result.passed for result in results)
-    return EXIT_PASSED if passed else EXIT_FAILED
+    return len(results) == len(script.steps) and all(result.passed for result in results)

@@ -1,4 +1,4 @@
-"""The terminal as a library: its actions (sale, void, reverse, refund, settle, sign-on, sign-off, echo) on one
+"""The terminal as a library: its actions (sale, balance, void, reverse, refund, settle, sign-on, sign-off, echo) on one
 session (a connection, the state file with STAN, keys and batch), used by ``iso-host terminal`` and by scripted
 sessions (``session_script.py``)."""
 
@@ -103,7 +103,8 @@ def open_session(args: argparse.Namespace, dialect: Dialect, tid: str, mid: str)
                    tak, bdk)  # fmt: skip
 
 
-def _sale(session: Session, params: Params) -> tuple[Message, MacKeys | None]:
+def _card_request(session: Session, params: Params, kind: str, **values: Any) -> tuple[Message, MacKeys | None]:
+    """A request that carries the card (sale, balance), with a PIN block and DUKPT where asked for."""
     dialect, state = session.dialect, session.state
     fields: dict[str, str] = {}
     mac = session.mac_keys()
@@ -120,10 +121,13 @@ def _sale(session: Session, params: Params) -> tuple[Message, MacKeys | None]:
         if pin_key is None:
             raise ConfigError("--pin: no PIN key; sign on first (iso-host terminal signon) or give --bdk")
         fields["52"] = pin_block_field(pin_key, params.pin, params.pan, dialect.security.pin_block_format)
-    amount = parse_amount(params.amount or "")
-    message = session.client.build("sale", local_now(), amount=amount, pan=params.pan, expiry=params.expiry or "")
+    message = session.client.build(kind, local_now(), pan=params.pan, expiry=params.expiry or "", **values)
     message.fields.update(fields)
     return message, mac
+
+
+def _sale(session: Session, params: Params) -> tuple[Message, MacKeys | None]:
+    return _card_request(session, params, "sale", amount=parse_amount(params.amount or ""))
 
 
 async def _do_sale(session: Session, params: Params) -> Message:
@@ -249,6 +253,11 @@ async def _do_signoff(session: Session, params: Params) -> Message:
     return response
 
 
+async def _do_balance(session: Session, params: Params) -> Message:
+    message, mac = _card_request(session, params, "balance")
+    return await session.send(message, mac)
+
+
 async def _do_echo(session: Session, params: Params) -> Message:
     return await session.send(session.client.build("echo", local_now()), mac=None)
 
@@ -256,7 +265,7 @@ async def _do_echo(session: Session, params: Params) -> Message:
 Action = Callable[[Session, Params], Awaitable[Message]]
 ACTIONS: Final[dict[str, Action]] = {
     "sale": _do_sale, "void": _do_void, "reverse": _do_reverse, "refund": _do_refund, "settle": _do_settle,
-    "signon": _do_signon, "signoff": _do_signoff, "echo": _do_echo,
+    "signon": _do_signon, "signoff": _do_signoff, "echo": _do_echo, "balance": _do_balance,
 }  # fmt: skip
 
 

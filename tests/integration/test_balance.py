@@ -6,6 +6,7 @@ import asyncio
 from pathlib import Path
 
 from hosting import TEST_PAN, local_now, running_host
+from processes import serving, terminal
 
 from iso_host.core.test_cards import TestCard
 from iso_host.wire import decode, load_dialect
@@ -75,3 +76,14 @@ async def test_a_card_without_a_balance_is_approved_without_f54(tmp_path: Path) 
         response = await client.request(client.build("balance", local_now(), pan=TEST_PAN))
     assert response.fields["39"] == "00"
     assert "54" not in response.fields
+
+
+def test_the_terminal_command_asks_for_a_balance(tmp_path: Path) -> None:
+    """`iso-host terminal balance` against `iso-host serve --config` with a card's balance: F54, exit 0."""
+    config = tmp_path / "host.toml"
+    config.write_text('[[terminals]]\ntid = "TERM0001"\nmid = "MERCHANT0000001"\n\n'
+                      f'[[cards]]\npan = "{TEST_PAN}"\nbalance = 250.00\n')  # fmt: skip
+    with serving(tmp_path, "--config", str(config)) as (address, _):
+        result = terminal(tmp_path, address, "balance")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "0002840C000000025000" in result.stdout
