@@ -80,32 +80,43 @@ class Admission:
             raise Rejected(Reason.INVALID_TRANSACTION, f"transaction kind {rule.kind} is not supported", rule.kind)
         return rule, kind
 
-    def authenticate(
-        self, message: Message, body: bytes, rule: KindRule, terminal: TerminalState
-    ) -> ResponseMac | None:
-        """Sign-on and MAC checks for the kinds the dialect protects; returns how to MAC the response.
+    def verify_mac(self, message: Message, body: bytes, terminal: TerminalState) -> ResponseMac | None:
+        """Check a MAC the message carries, before anything else of it is read: whatever its kind, a message
+        with F64/F128 from a terminal that has a MAC key must verify. Returns how to MAC the response.
 
         Raises:
-            Rejected: NOT_SIGNED_ON, MAC_FAILED, or FORMAT_ERROR for an unreadable KSN.
+            Rejected: MAC_FAILED, or FORMAT_ERROR for an unreadable KSN.
+        """
+        algorithm = self.dialect.security.mac_algorithm
+        if algorithm is None or not terminal.has_mac_key or not has_mac(message):
+            return None
+        algorithm, request_key, response_key = self._mac_keys(message, terminal, algorithm)
+        if not verify_message_mac(body, message, self.dialect, algorithm, request_key):
+            raise Rejected(Reason.MAC_FAILED, f"MAC (field {mac_field_of(message)}) does not verify")
+        return ResponseMac(algorithm, response_key)
+
+    def authenticate(
+        self, message: Message, rule: KindRule, terminal: TerminalState, verified: ResponseMac | None
+    ) -> ResponseMac | None:
+        """Sign-on and mandatory-MAC checks for the kinds the dialect protects (``verified``: the MAC the message
+        carried has checked). Returns how to MAC the response.
+
+        Raises:
+            Rejected: NOT_SIGNED_ON, MAC_FAILED.
         """
         policy = self.dialect.security
         if rule.kind not in policy.mac_kinds:
-            return None
+            return verified
         require_signon = policy.require_signon if terminal.require_signon is None else terminal.require_signon
         if require_signon and not terminal.signed_on:
             raise Rejected(Reason.NOT_SIGNED_ON, "the terminal has not signed on")
-        if policy.mac_algorithm is None:
-            return None
+        if policy.mac_algorithm is None or verified is not None:
+            return verified
         if not terminal.has_mac_key:
             if policy.mac_policy == "always" or has_mac(message):
                 raise Rejected(Reason.MAC_FAILED, "the terminal has no MAC key (sign on first)")
             return None
-        if not has_mac(message):
-            raise Rejected(Reason.MAC_FAILED, f"MAC (field {mac_field_of(message)}) is missing")
-        algorithm, request_key, response_key = self._mac_keys(message, terminal, policy.mac_algorithm)
-        if not verify_message_mac(body, message, self.dialect, algorithm, request_key):
-            raise Rejected(Reason.MAC_FAILED, f"MAC (field {mac_field_of(message)}) does not verify")
-        return ResponseMac(algorithm, response_key)
+        raise Rejected(Reason.MAC_FAILED, f"MAC (field {mac_field_of(message)}) is missing")
 
     def _ksn(self, message: Message) -> bytes:
         ksn_field = self.dialect.security.ksn_field

@@ -24,7 +24,7 @@ from iso_host.core.terminals import TerminalState, WorkingKeys
 from iso_host.core.test_cards import CardBook
 from iso_host.errors import BatchSettledError, ConflictError, DuplicateError, StoreError, WireError
 from iso_host.events.record import EventSink, decision_event
-from iso_host.ledger.model import LedgerView, RecordEvent
+from iso_host.ledger.model import AdvanceBatch, BatchTotals, LedgerCommand, LedgerView, RecordEvent
 from iso_host.ledger.store import DEFAULT_LEDGER_DEADLINE_S, Store
 from iso_host.vocab import Kind, Reason
 from iso_host.wire import Dialect, Envelope, Message, WireDecodeError, decode, encode, reply_mti
@@ -107,10 +107,11 @@ class Host:
         classified = False
         try:
             terminal = self.admission.terminal(message)
+            response_mac = self.admission.verify_mac(message, frame[self.dialect.envelope_bytes :], terminal)
             classified = True
             rule, kind = self.admission.classify(message)
             outcome.kind = kind.value
-            response_mac = self.admission.authenticate(message, frame[self.dialect.envelope_bytes :], rule, terminal)
+            response_mac = self.admission.authenticate(message, rule, terminal, response_mac)
             request = self.admission.request(message, rule, kind, terminal, self.store.pan_hash_key)
         except Rejected as rejection:
             outcome.log["detail"] = rejection.detail
@@ -167,21 +168,19 @@ class Host:
         batch_state = request.batch_number != request.open_batch
         try:
             context = await self._context(request, terminal, now, deadline)
+            adoption = await self._adoption(request, deadline)
         except StoreError as error:
             outcome.log["detail"] = str(error)
             return Decision(Reason.SYSTEM_ERROR), now, False
+        if adoption is not None:
+            outcome.log["batch_adopted"] = adoption.batch_number
+            request, batch_state = replace(request, open_batch=adoption.batch_number), False
         for attempt in range(1, MAX_DECISION_ATTEMPTS + 1):
             try:
-                if scenario is not None and scenario.respond is not None:
-                    decision = forced_decline(request, context, scenario.respond)
-                else:
-                    view = await self._view(request, terminal, context.now, deadline, batch_state=batch_state)
-                    decision = KINDS[request.kind].flow(request, view, context)
-                commands = decision.commands
-                if wants_event:
-                    event = self._event(message, request.kind.value, decision, now=now, started=started,
-                                        request=request, scenario=scenario)  # fmt: skip
-                    commands = (*commands, event)
+                decision = await self._decide(request, terminal, context, scenario, deadline, batch_state=batch_state)
+                event = self._event(message, request.kind.value, decision, now=now, started=started,
+                                    request=request, scenario=scenario) if wants_event else None  # fmt: skip
+                commands = _commands(decision, adoption, event)
                 if commands:
                     await self.store.apply(commands, deadline=deadline)
             except DuplicateError:
@@ -202,10 +201,40 @@ class Host:
             except StoreError as error:
                 outcome.log["detail"] = str(error)
                 return Decision(Reason.SYSTEM_ERROR), now, False
+            if adoption is not None and decision.commands:
+                terminal.batch_number = adoption.batch_number
             if wants_event:
                 self._notify()
             return decision, now, wants_event
         return Decision(Reason.SYSTEM_ERROR), now, False
+
+    async def _decide(
+        self, request: Request, terminal: TerminalState, context: Context, scenario: Scenario | None,
+        deadline: float, *, batch_state: bool,
+    ) -> Decision:  # fmt: skip
+        """The flow's decision on the view its KINDS row asks for, or a scenario's forced decline."""
+        if scenario is not None and scenario.respond is not None:
+            return forced_decline(request, context, scenario.respond)
+        view = await self._view(request, terminal, context.now, deadline, batch_state=batch_state)
+        return KINDS[request.kind].flow(request, view, context)
+
+    async def _adoption(self, request: Request, deadline: float) -> AdvanceBatch | None:
+        """The batch the terminal names becomes the one the host holds open, when the host's holds nothing yet.
+
+        A static-key terminal that never signs on, or one restored from a backup, keeps its own batch number
+        (say 000024) while the host holds batch 1 for it. At the terminal's first financial request of a fresh
+        batch the host takes the terminal's number, as an acquirer does; a named batch that has settled is not
+        taken (that request gets BATCH_OUT_OF_SYNC), nor is one while the host's batch holds approvals.
+        """
+        named, held = request.batch_number, request.open_batch
+        if not (KINDS[request.kind].financial and request.batch_named and named != held):
+            return None
+        tid, mid = request.tid, request.mid
+        open_batch = await self.store.batch_view(tid, mid, held, with_totals=True, deadline=deadline)
+        if open_batch.status != "open" or open_batch.host_totals != BatchTotals():
+            return None
+        target = await self.store.batch_view(tid, mid, named, with_totals=False, deadline=deadline)
+        return AdvanceBatch(tid, mid, named) if target.status == "open" else None
 
     async def _rebatched(self, request: Request, terminal: TerminalState) -> Request:
         """After a write into a settled batch was refused: where the host, not the terminal, named the batch (the
@@ -313,7 +342,7 @@ class Host:
     def response_for(self, request: Message, response_code: str, fields: dict[str, str]) -> Message:
         """The response MTI, the echoed fields, the flow's fields and F39."""
         echoed = {k: request.fields[k] for k in self.dialect.echo_fields if k in request.fields}
-        return Message(reply_mti(request.mti), {**echoed, **fields, "39": response_code})
+        return Message(reply_mti(request.mti), {**echoed, **fields, "39": response_code}, dict(request.pads))
 
     def _format_error(self, error: WireDecodeError) -> Outcome:
         partial = error.partial
@@ -330,6 +359,17 @@ class Host:
     def _log_fields(message: Message) -> dict[str, object]:
         pairs = (("tid", "41"), ("stan", "11"))
         return {key: message.fields[field_id] for key, field_id in pairs if field_id in message}
+
+
+def _commands(
+    decision: Decision, adoption: AdvanceBatch | None, event: RecordEvent | None
+) -> tuple[LedgerCommand, ...]:
+    """What one commit writes: the decision's commands, after the batch adoption (which rides with the terminal's
+    first row in the batch, never alone) and before the answer's event."""
+    commands = decision.commands
+    if adoption is not None and commands:
+        commands = (adoption, *commands)
+    return (*commands, event) if event is not None else commands
 
 
 def _acted_out(outcome: Outcome, scenario: Scenario, maced: bool) -> Outcome:

@@ -16,6 +16,34 @@ from iso_host.wire.dialect import Dialect
 from iso_host.wire.message import Envelope, Message
 
 _NOT_FIELDS: Final = frozenset({"h", "t", "p", "1"})
+PAD_NIBBLES: Final = ("0", "F")  # terminals and acquirers pad odd-length BCD with either
+_PAD_KEYS: Final = ("left_pad", "right_pad")
+
+
+def _pad_key(field_spec: dict[str, Any]) -> str | None:
+    return next((key for key in _PAD_KEYS if field_spec.get(key)), None)
+
+
+def _repadded(error: Any, spec: dict[str, dict[str, Any]], pads: dict[str, str]) -> str | None:
+    """The other pad nibble of an odd-length BCD field that failed only for its pad, or None."""
+    field_id = error.field
+    field_spec = spec.get(field_id)
+    key = _pad_key(field_spec) if field_spec is not None else None
+    if key is None or field_id in pads or field_spec is None or field_spec.get("len_count") != "nibbles":
+        return None
+    value = str(error.doc_dec.get(field_id, ""))
+    nibble = value[:1] if key == "left_pad" else value[-1:]
+    return nibble if nibble in PAD_NIBBLES and nibble != field_spec[key] else None
+
+
+def _spec_with(spec: dict[str, dict[str, Any]], pads: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """The dialect's spec with these fields' pad nibbles replaced."""
+    changed = dict(spec)
+    for field_id, nibble in pads.items():
+        key = _pad_key(spec[field_id])
+        assert key is not None
+        changed[field_id] = {**spec[field_id], key: nibble}
+    return changed
 
 
 class WireDecodeError(WireError):
@@ -66,8 +94,9 @@ def decode(frame: bytes, dialect: Dialect) -> tuple[Envelope, Message]:
     tpdu_bytes = skip - dialect.header_bytes
     envelope = Envelope(frame[:tpdu_bytes], frame[tpdu_bytes:skip])
     body = frame[skip:]
+    pads: dict[str, str] = {}
     try:
-        decoded, _ = iso8583.decode(body, dialect.spec)
+        decoded = _decode_any_pad(body, dialect.spec, pads)
     except iso8583.DecodeError as error:
         # After "Extra data after last field" pyiso8583 names the last field, which decoded whole.
         trailing = error.msg.startswith("Extra data")
@@ -86,7 +115,21 @@ def decode(frame: bytes, dialect: Dialect) -> tuple[Envelope, Message]:
     if len(mti) != 4 or not mti.isdigit():
         raise WireDecodeError(f"MTI is not 4 digits: {mti!r}", field="t", offset=skip, envelope=envelope, partial=None)
     fields = {k: v for k, v in decoded.items() if k not in _NOT_FIELDS}
-    return envelope, Message(mti, fields)
+    return envelope, Message(mti, fields, pads)
+
+
+def _decode_any_pad(body: bytes, spec: dict[str, dict[str, Any]], pads: dict[str, str]) -> dict[str, str]:
+    """pyiso8583 knows one pad nibble per field: a field padded with the other is read again with it."""
+    while True:
+        try:
+            decoded, _ = iso8583.decode(body, _spec_with(spec, pads) if pads else spec)
+        except iso8583.DecodeError as error:
+            nibble = _repadded(error, spec, pads)
+            if nibble is None:
+                raise
+            pads[error.field] = nibble
+            continue
+        return dict(decoded)
 
 
 def encode(message: Message, envelope: Envelope, dialect: Dialect) -> bytes:
@@ -98,8 +141,9 @@ def encode(message: Message, envelope: Envelope, dialect: Dialect) -> bytes:
     document: dict[str, Any] = {"t": message.mti, **message.fields}
     if dialect.spec["h"]["max_len"]:
         document["h"] = ""
+    pads = {k: v for k, v in message.pads.items() if k in message.fields}
     try:
-        encoded, _ = iso8583.encode(document, dialect.spec)
+        encoded, _ = iso8583.encode(document, _spec_with(dialect.spec, pads) if pads else dialect.spec)
     except iso8583.EncodeError as error:
         msg = f"cannot encode {message.mti} field {error.field}: {error.msg}"
         raise ValueError(msg) from None

@@ -14,6 +14,9 @@ class Message:
 
     mti: str
     fields: dict[str, str] = field(default_factory=dict)
+    # Odd-length BCD fields the terminal padded with another nibble than the dialect's (field id → pad, "F"):
+    # read that way, and a reply echoes them alike.
+    pads: dict[str, str] = field(default_factory=dict)
 
     def get(self, field_id: str) -> str | None:
         return self.fields.get(field_id)

@@ -44,7 +44,8 @@ from iso_host.wire import Message, decode
 OTHER_KEY = bytes.fromhex("5B5B5B5B5B5B5B5B6E6E6E6E6E6E6E6E")
 RIGHT_PIN, WRONG_PIN = "1234", "9999"
 remember_secret(OTHER_KEY)
-NAMES = tuple(sorted(DIALECTS))  # cup, iso87ascii, iso87binary
+NAMES = tuple(sorted(DIALECTS))  # cup, iso87ascii, iso87ascii-dukpt, iso87bcd, iso87binary
+DUKPT_NAMES = tuple(name for name in NAMES if DIALECTS[name].security.ksn_field)  # iso87ascii-dukpt, iso87binary
 ORIGINAL_VALUES: dict[str, Any] = {
     "rrn": "000000000007",
     "original_batch": 1,
@@ -68,8 +69,9 @@ def admit(dialect_name: str, request_message: Message, *, known: TerminalState, 
     cards = card_book({pan: TestCard(pin=pin) for pan, pin in (pins or {}).items()})
     checks = admission(dialect_name, {TID: known}, cards)
     found = checks.terminal(decoded)
+    verified = checks.verify_mac(decoded, frame[dialect.envelope_bytes :], found)
     rule, kind = checks.classify(decoded)
-    checks.authenticate(decoded, frame[dialect.envelope_bytes :], rule, found)
+    checks.authenticate(decoded, rule, found, verified)
     return checks.request(decoded, rule, kind, found, PAN_HASH_KEY)
 
 
@@ -91,7 +93,8 @@ def track2(dialect_name: str, separator_and_rest: str) -> Message:
     return edit(sale(dialect_name), {"35": PAN + separator_and_rest}, drop=("2",))
 
 
-SEPARATOR = {"cup": "D", "iso87ascii": "=", "iso87binary": "="}  # BCD track 2 has no '=' (CUP.md, field 35)
+# BCD track 2 (cup, iso87bcd) has no '=': its separator is the nibble D (CUP.md, field 35; jPOS IFB_LLNUM).
+SEPARATOR = {name: "D" if DIALECTS[name].spec["35"]["data_enc"] == "b" else "=" for name in NAMES}
 
 
 def unclassified(dialect_name: str) -> Message:
@@ -202,19 +205,19 @@ class TestDukpt:
 
     KSN = DEFAULT_KSN
 
-    @pytest.mark.parametrize("dialect_name", NAMES[1:])
+    @pytest.mark.parametrize("dialect_name", DUKPT_NAMES)
     def test_mac_under_the_ksns_key(self, dialect_name: str) -> None:
         _pin_key, mac = dukpt_keys(BDK, self.KSN)
         sent = edit(sale(dialect_name), {"53": self.KSN.hex().upper()})
         assert refusal(dialect_name, sent, known=terminal(bdk=BDK), mac=mac) is None
 
-    @pytest.mark.parametrize("dialect_name", NAMES[1:])
+    @pytest.mark.parametrize("dialect_name", DUKPT_NAMES)
     def test_mac_under_another_ksns_key(self, dialect_name: str) -> None:
         _pin_key, mac = dukpt_keys(BDK, self.KSN[:-1] + b"\x07")
         sent = edit(sale(dialect_name), {"53": self.KSN.hex().upper()})
         assert refusal(dialect_name, sent, known=terminal(bdk=BDK), mac=mac) is Reason.MAC_FAILED
 
-    @pytest.mark.parametrize("dialect_name", NAMES[1:])
+    @pytest.mark.parametrize("dialect_name", DUKPT_NAMES)
     def test_no_ksn_is_a_format_error(self, dialect_name: str) -> None:
         _pin_key, mac = dukpt_keys(BDK, self.KSN)
         assert refusal(dialect_name, sale(dialect_name), known=terminal(bdk=BDK), mac=mac) is Reason.FORMAT_ERROR
