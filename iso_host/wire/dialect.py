@@ -18,6 +18,8 @@ from typing import Any, Final
 
 from iso_host.errors import ConfigError
 from iso_host.vocab import DIALECT_FAMILIES, MAC_ALGORITHMS
+from iso_host.wire.dialect_checks import check_keys, fail, field_reference_ok, string_list
+from iso_host.wire.dialect_kinds import KindRule, validate_kinds
 from iso_host.wire.framing import LENGTH_HEADERS, LengthHeader
 from iso_host.wire.message import Message
 
@@ -42,9 +44,7 @@ TEMPLATE_SAMPLE: Final[dict[str, Any]] = {
     "original_processing_code": "000000", "original_type": "22", "processing_code": "920000", "totals": "0" * 62,
     "records": "00", "count": 0, "debit_count": 0, "debit_amount": 0, "credit_count": 0, "credit_amount": 0,
 }  # fmt: skip
-KIND_KEYS: Final = frozenset({"kind", "mti", "match", "required", "card_fields", "card_required", "original_by"})
 # How a void, reversal or refund names its original: each lookup is a table of these keys → fields.
-ORIGINAL_KEYS: Final = frozenset({"rrn", "stan", "batch", "data_elements", "date"})
 RESPONSE_KEYS: Final = frozenset({"echo", "default_currency"})
 FRAMING_KEYS: Final = frozenset({"length", "tpdu", "header_bytes"})
 # Reasons a flow can return; the dialect maps each to a field 39 response code.
@@ -58,19 +58,6 @@ REASONS: Final = (
 )  # fmt: skip
 # Reasons added after dialect files were in users' hands: a file that predates them gets these codes.
 REASON_DEFAULTS: Final = {"INVALID_AMOUNT": "13"}  # ISO 8583:1987 field 39: 13 invalid amount
-
-
-@dataclass(frozen=True, slots=True)
-class KindRule:
-    """Messages with this MTI whose fields match every pattern are of this transaction kind."""
-
-    kind: str
-    mti: str
-    match: tuple[tuple[str, re.Pattern[str]], ...]
-    required: tuple[str, ...]
-    card_fields: tuple[str, ...]  # the card may come from any one of these (PAN, track 2)
-    card_required: bool = True  # with card_fields: a request without a card is a format error
-    original_by: tuple[tuple[tuple[str, str], ...], ...] = ()  # lookups tried in order, e.g. (("rrn", "37"),)
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,17 +135,6 @@ class Dialect:
         return Message(template.mti, {k: v for k, v in fields.items() if v != ""})
 
 
-def _fail(source: str, key: str, problem: str) -> ConfigError:
-    return ConfigError(f"{source}: {key}: {problem}")
-
-
-def _check_keys(source: str, where: str, table: dict[str, Any], allowed: frozenset[str]) -> None:
-    unknown = sorted(set(table) - allowed)
-    if unknown:
-        prefix = f"{where}." if where else ""
-        raise _fail(source, f"{prefix}{unknown[0]}", f"unknown key (expected one of {', '.join(sorted(allowed))})")
-
-
 def _is_text_codec(name: object) -> bool:
     """A Python codec that turns str into bytes and back (``base64`` or ``zlib`` do not)."""
     if not isinstance(name, str):
@@ -182,201 +158,131 @@ def _prefix_capacity(len_enc: str, len_type: int) -> int:
     return int(10**len_type - 1)
 
 
-def _string_list(value: object) -> bool:
-    return isinstance(value, list) and all(isinstance(item, str) for item in value)
-
-
 def _validate_field(source: str, field_id: str, spec: Any) -> dict[str, Any]:
     key = f"fields.{field_id}"
     if not isinstance(spec, dict):
-        raise _fail(source, key, "must be a table")
-    _check_keys(source, key, spec, FIELD_SPEC_KEYS)
+        raise fail(source, key, "must be a table")
+    check_keys(source, key, spec, FIELD_SPEC_KEYS)
     for required in ("data_enc", "len_enc", "len_type", "max_len"):
         if required not in spec:
-            raise _fail(source, f"{key}.{required}", "missing")
+            raise fail(source, f"{key}.{required}", "missing")
     if spec["data_enc"] != "b" and not _is_text_codec(spec["data_enc"]):
-        raise _fail(source, f"{key}.data_enc", f"must be 'b' or a Python text codec, got {spec['data_enc']!r}")
+        raise fail(source, f"{key}.data_enc", f"must be 'b' or a Python text codec, got {spec['data_enc']!r}")
     if spec["len_enc"] not in ("b", "bcd") and not _is_text_codec(spec["len_enc"]):
-        raise _fail(source, f"{key}.len_enc", f"must be 'b', 'bcd' or a Python text codec, got {spec['len_enc']!r}")
+        raise fail(source, f"{key}.len_enc", f"must be 'b', 'bcd' or a Python text codec, got {spec['len_enc']!r}")
     len_type, max_len = spec["len_type"], spec["max_len"]
     if not _is_whole_number(len_type) or not 0 <= len_type <= 4:
-        raise _fail(source, f"{key}.len_type", f"must be 0..4, got {len_type!r}")
+        raise fail(source, f"{key}.len_type", f"must be 0..4, got {len_type!r}")
     if not _is_whole_number(max_len) or max_len < 0 or max_len > 9_999:
-        raise _fail(source, f"{key}.max_len", f"must be 0..9999, got {max_len!r}")
+        raise fail(source, f"{key}.max_len", f"must be 0..9999, got {max_len!r}")
     if max_len == 0 and field_id != "h":
-        raise _fail(source, f"{key}.max_len", "must be > 0")
+        raise fail(source, f"{key}.max_len", "must be > 0")
     if len_type and max_len > _prefix_capacity(spec["len_enc"], len_type):
         capacity = _prefix_capacity(spec["len_enc"], len_type)
-        raise _fail(source, f"{key}.max_len", f"must be at most {capacity} for len_type {len_type}, got {max_len}")
+        raise fail(source, f"{key}.max_len", f"must be at most {capacity} for len_type {len_type}, got {max_len}")
     if spec.get("len_count", "bytes") not in ("bytes", "nibbles"):
-        raise _fail(source, f"{key}.len_count", f"must be 'bytes' or 'nibbles', got {spec['len_count']!r}")
+        raise fail(source, f"{key}.len_count", f"must be 'bytes' or 'nibbles', got {spec['len_count']!r}")
     for pad in ("left_pad", "right_pad"):
         if pad in spec and (not isinstance(spec[pad], str) or len(spec[pad]) != 1):
-            raise _fail(source, f"{key}.{pad}", f"must be one character, got {spec[pad]!r}")
+            raise fail(source, f"{key}.{pad}", f"must be one character, got {spec[pad]!r}")
     return dict(spec)
 
 
 def _validate_fields(source: str, raw: Any) -> dict[str, dict[str, Any]]:
     if not isinstance(raw, dict):
-        raise _fail(source, "fields", "must be a table")
+        raise fail(source, "fields", "must be a table")
     spec: dict[str, dict[str, Any]] = {}
     for field_id, field_spec in raw.items():
         if field_id not in ("h", "t", "p") and not (field_id.isdigit() and 1 <= int(field_id) <= 128):
-            raise _fail(source, f"fields.{field_id}", "field ids are h, t, p or 1..128")
+            raise fail(source, f"fields.{field_id}", "field ids are h, t, p or 1..128")
         spec[field_id] = _validate_field(source, field_id, field_spec)
     for needed in ("h", "t", "p"):
         if needed not in spec:
-            raise _fail(source, f"fields.{needed}", "missing")
+            raise fail(source, f"fields.{needed}", "missing")
     return spec
 
 
 def _validate_subfields(source: str, raw: Any, fields: dict[str, Any]) -> dict[str, tuple[tuple[str, int], ...]]:
     if not isinstance(raw, dict):
-        raise _fail(source, "subfields", "must be a table")
+        raise fail(source, "subfields", "must be a table")
     result: dict[str, tuple[tuple[str, int], ...]] = {}
     for field_id, parts in raw.items():
         key = f"subfields.{field_id}"
         if field_id not in fields:
-            raise _fail(source, key, "names a field the dialect does not define")
+            raise fail(source, key, "names a field the dialect does not define")
         if not isinstance(parts, list) or not all(
             isinstance(p, list) and len(p) == 2 and isinstance(p[0], str) and isinstance(p[1], int) and p[1] > 0
             for p in parts
         ):
-            raise _fail(source, key, 'must be a list of ["name", length] pairs')
+            raise fail(source, key, 'must be a list of ["name", length] pairs')
         result[field_id] = tuple((name, length) for name, length in parts)
     return result
 
 
-def _field_reference_ok(reference: str, fields: dict[str, Any], subfields: dict[str, Any]) -> bool:
-    head, _, sub = reference.partition(".")
-    if head not in fields:
-        return False
-    return not sub or any(name == sub for name, _ in subfields.get(head, ()))
-
-
-def _validate_kind(source: str, key: str, entry: Any, fields: dict[str, Any], subfields: dict[str, Any]) -> KindRule:
-    if not isinstance(entry, dict):
-        raise _fail(source, key, "must be a table")
-    _check_keys(source, key, entry, KIND_KEYS)
-    kind, mti, match = entry.get("kind"), entry.get("mti"), entry.get("match", {})
-    if not isinstance(kind, str) or not kind:
-        raise _fail(source, f"{key}.kind", "missing or not a string")
-    if not isinstance(mti, str) or not re.fullmatch(r"\d{4}", mti):
-        raise _fail(source, f"{key}.mti", f"must be 4 digits, got {mti!r}")
-    if not isinstance(match, dict):
-        raise _fail(source, f"{key}.match", "must be a table of field = pattern")
-    for list_key in ("required", "card_fields"):
-        if not _string_list(entry.get(list_key, [])):
-            raise _fail(source, f"{key}.{list_key}", 'must be an array of field ids such as ["3", "60.1"]')
-    patterns = []
-    for reference, pattern in match.items():
-        if not _field_reference_ok(reference, fields, subfields):
-            raise _fail(source, f"{key}.match.{reference}", "names an undefined field or sub-field")
-        try:
-            patterns.append((reference, re.compile(pattern)))
-        except (re.error, TypeError) as error:
-            raise _fail(source, f"{key}.match.{reference}", f"bad pattern: {error}") from None
-    required, card_fields = tuple(entry.get("required", [])), tuple(entry.get("card_fields", []))
-    for reference in (*required, *card_fields):
-        if not _field_reference_ok(reference, fields, subfields):
-            raise _fail(source, key, f"required/card_fields names an undefined field {reference!r}")
-    card_required = entry.get("card_required", True)
-    if not isinstance(card_required, bool):
-        raise _fail(source, f"{key}.card_required", f"must be true or false, got {card_required!r}")
-    original_by = _validate_original_by(source, f"{key}.original_by", entry.get("original_by", []), fields, subfields)
-    return KindRule(
-        kind=kind, mti=mti, match=tuple(patterns), required=required, card_fields=card_fields,
-        card_required=card_required, original_by=original_by,
-    )  # fmt: skip
-
-
-def _validate_original_by(
-    source: str, key: str, raw: Any, fields: dict[str, Any], subfields: dict[str, Any]
-) -> tuple[tuple[tuple[str, str], ...], ...]:
-    if not isinstance(raw, list) or not all(isinstance(lookup, dict) and lookup for lookup in raw):
-        raise _fail(source, key, 'must be an array of tables such as [{ rrn = "37" }]')
-    lookups = []
-    for index, lookup in enumerate(raw):
-        _check_keys(source, f"{key}[{index}]", lookup, ORIGINAL_KEYS)
-        if "rrn" not in lookup and "stan" not in lookup and "data_elements" not in lookup:
-            raise _fail(source, f"{key}[{index}]", "needs rrn, stan or data_elements")
-        for name, reference in lookup.items():
-            if not isinstance(reference, str) or not _field_reference_ok(reference, fields, subfields):
-                raise _fail(source, f"{key}[{index}].{name}", f"names an undefined field {reference!r}")
-        lookups.append(tuple(sorted(lookup.items())))
-    return tuple(lookups)
-
-
-def _validate_kinds(source: str, raw: Any, fields: dict[str, Any], subfields: dict[str, Any]) -> tuple[KindRule, ...]:
-    if not isinstance(raw, list) or not raw:
-        raise _fail(source, "kinds", "must be a non-empty array of tables")
-    return tuple(_validate_kind(source, f"kinds[{i}]", entry, fields, subfields) for i, entry in enumerate(raw))
-
-
 def _validate_reasons(source: str, raw: Any) -> dict[str, str]:
     if not isinstance(raw, dict):
-        raise _fail(source, "reasons", "must be a table")
-    _check_keys(source, "reasons", raw, frozenset(REASONS))
+        raise fail(source, "reasons", "must be a table")
+    check_keys(source, "reasons", raw, frozenset(REASONS))
     for reason in REASONS:
         code = raw.get(reason, REASON_DEFAULTS.get(reason))
         if code is None:
-            raise _fail(source, f"reasons.{reason}", "missing")
+            raise fail(source, f"reasons.{reason}", "missing")
         if not isinstance(code, str) or len(code) != 2 or not code.isalnum():
-            raise _fail(source, f"reasons.{reason}", f"must be a 2-character response code, got {code!r}")
+            raise fail(source, f"reasons.{reason}", f"must be a 2-character response code, got {code!r}")
     return REASON_DEFAULTS | dict(raw)
 
 
 def _validate_templates(source: str, raw: Any, fields: dict[str, Any]) -> dict[str, Message]:
     if not isinstance(raw, dict):
-        raise _fail(source, "templates", "must be a table")
+        raise fail(source, "templates", "must be a table")
     templates: dict[str, Message] = {}
     for name, entry in raw.items():
         key = f"templates.{name}"
         if not isinstance(entry, dict):
-            raise _fail(source, key, "must be a table")
-        _check_keys(source, key, entry, TEMPLATE_KEYS)
+            raise fail(source, key, "must be a table")
+        check_keys(source, key, entry, TEMPLATE_KEYS)
         mti, values = entry.get("mti"), entry.get("fields", {})
         if not isinstance(mti, str) or not re.fullmatch(r"\d{4}", mti):
-            raise _fail(source, f"{key}.mti", f"must be 4 digits, got {mti!r}")
+            raise fail(source, f"{key}.mti", f"must be 4 digits, got {mti!r}")
         if not isinstance(values, dict):
-            raise _fail(source, f"{key}.fields", "must be a table of field = template text")
+            raise fail(source, f"{key}.fields", "must be a table of field = template text")
         for field_id, text in values.items():
             if field_id not in fields or not isinstance(text, str):
-                raise _fail(source, f"{key}.fields.{field_id}", "undefined field or value not a string")
+                raise fail(source, f"{key}.fields.{field_id}", "undefined field or value not a string")
             try:
                 text.format(**TEMPLATE_SAMPLE)
             except (KeyError, ValueError, IndexError, AttributeError, TypeError) as error:
-                raise _fail(source, f"{key}.fields.{field_id}", f"bad placeholder: {error}") from None
+                raise fail(source, f"{key}.fields.{field_id}", f"bad placeholder: {error}") from None
         templates[name] = Message(mti, dict(values))
     return templates
 
 
 def _validate_security(source: str, raw: Any, fields: dict[str, Any]) -> SecurityPolicy:
     if not isinstance(raw, dict):
-        raise _fail(source, "security", "must be a table")
-    _check_keys(source, "security", raw, SECURITY_KEYS)
+        raise fail(source, "security", "must be a table")
+    check_keys(source, "security", raw, SECURITY_KEYS)
     algorithm = raw.get("mac_algorithm")
     if algorithm is not None and algorithm not in MAC_ALGORITHMS:
         names = ", ".join(MAC_ALGORITHMS)
-        raise _fail(source, "security.mac_algorithm", f"must be one of {names}, got {algorithm!r}")
+        raise fail(source, "security.mac_algorithm", f"must be one of {names}, got {algorithm!r}")
     if algorithm is not None and "64" not in fields:
-        raise _fail(source, "security.mac_algorithm", "needs field 64 in [fields]")
+        raise fail(source, "security.mac_algorithm", "needs field 64 in [fields]")
     policy = raw.get("mac_policy", "when-keyed")
     if policy not in MAC_POLICIES:
-        raise _fail(source, "security.mac_policy", f"must be one of {', '.join(MAC_POLICIES)}, got {policy!r}")
+        raise fail(source, "security.mac_policy", f"must be one of {', '.join(MAC_POLICIES)}, got {policy!r}")
     kinds = raw.get("mac_kinds", [])
-    if not _string_list(kinds):
-        raise _fail(source, "security.mac_kinds", 'must be an array of kind names such as ["sale"]')
+    if not string_list(kinds):
+        raise fail(source, "security.mac_kinds", 'must be an array of kind names such as ["sale"]')
     require_signon = raw.get("require_signon", False)
     if not isinstance(require_signon, bool):
-        raise _fail(source, "security.require_signon", f"must be true or false, got {require_signon!r}")
+        raise fail(source, "security.require_signon", f"must be true or false, got {require_signon!r}")
     for key in ("signon_key_field", "ksn_field"):
         value = raw.get(key)
         if value is not None and (not isinstance(value, str) or value not in fields):
-            raise _fail(source, f"security.{key}", f"names a field the dialect does not define: {value!r}")
+            raise fail(source, f"security.{key}", f"names a field the dialect does not define: {value!r}")
     pin_format = raw.get("pin_block_format", 0)
     if pin_format not in (0, 3) or isinstance(pin_format, bool):
-        raise _fail(source, "security.pin_block_format", f"must be 0 or 3 (ISO 9564), got {pin_format!r}")
+        raise fail(source, "security.pin_block_format", f"must be 0 or 3 (ISO 9564), got {pin_format!r}")
     return SecurityPolicy(
         mac_algorithm=algorithm, mac_policy=policy, mac_kinds=tuple(kinds), require_signon=require_signon,
         signon_key_field=raw.get("signon_key_field"), ksn_field=raw.get("ksn_field"), pin_block_format=pin_format,
@@ -385,17 +291,17 @@ def _validate_security(source: str, raw: Any, fields: dict[str, Any]) -> Securit
 
 def _validate_framing(source: str, raw: Any) -> tuple[LengthHeader, bool, int]:
     if not isinstance(raw, dict):
-        raise _fail(source, "framing", "must be a table")
-    _check_keys(source, "framing", raw, FRAMING_KEYS)
+        raise fail(source, "framing", "must be a table")
+    check_keys(source, "framing", raw, FRAMING_KEYS)
     length = raw.get("length")
     if not isinstance(length, str) or length not in LENGTH_HEADERS:
-        raise _fail(source, "framing.length", f"must be one of {', '.join(LENGTH_HEADERS)}, got {length!r}")
+        raise fail(source, "framing.length", f"must be one of {', '.join(LENGTH_HEADERS)}, got {length!r}")
     tpdu = raw.get("tpdu", False)
     header_bytes = raw.get("header_bytes", 0)
     if not isinstance(tpdu, bool):
-        raise _fail(source, "framing.tpdu", f"must be true or false, got {tpdu!r}")
+        raise fail(source, "framing.tpdu", f"must be true or false, got {tpdu!r}")
     if not isinstance(header_bytes, int) or not 0 <= header_bytes <= 64:
-        raise _fail(source, "framing.header_bytes", f"must be 0..64, got {header_bytes!r}")
+        raise fail(source, "framing.header_bytes", f"must be 0..64, got {header_bytes!r}")
     return LENGTH_HEADERS[length], tpdu, header_bytes
 
 
@@ -405,38 +311,38 @@ def parse_dialect(source: str, document: dict[str, Any]) -> Dialect:
     Raises:
         ConfigError: naming ``source`` and the first bad key.
     """
-    _check_keys(source, "", document, TOP_LEVEL_KEYS)
+    check_keys(source, "", document, TOP_LEVEL_KEYS)
     name = document.get("name")
     if not isinstance(name, str) or not name:
-        raise _fail(source, "name", "missing or not a string")
+        raise fail(source, "name", "missing or not a string")
     length_header, tpdu, header_bytes = _validate_framing(source, document.get("framing"))
     fields = _validate_fields(source, document.get("fields"))
     subfields = _validate_subfields(source, document.get("subfields", {}), fields)
-    kinds = _validate_kinds(source, document.get("kinds"), fields, subfields)
+    kinds = validate_kinds(source, document.get("kinds"), fields, subfields)
     reasons = _validate_reasons(source, document.get("reasons"))
     response = document.get("response", {})
     if not isinstance(response, dict):
-        raise _fail(source, "response", "must be a table")
-    _check_keys(source, "response", response, RESPONSE_KEYS)
+        raise fail(source, "response", "must be a table")
+    check_keys(source, "response", response, RESPONSE_KEYS)
     echo = response.get("echo", [])
-    if not _string_list(echo):
-        raise _fail(source, "response.echo", 'must be an array of field ids such as ["3", "11"]')
+    if not string_list(echo):
+        raise fail(source, "response.echo", 'must be an array of field ids such as ["3", "11"]')
     for field_id in echo:
         if field_id not in fields:
-            raise _fail(source, "response.echo", f"names undefined field {field_id!r}")
+            raise fail(source, "response.echo", f"names undefined field {field_id!r}")
     batch_field = document.get("batch_field")
     if batch_field is not None and not (
-        isinstance(batch_field, str) and _field_reference_ok(batch_field, fields, subfields)
+        isinstance(batch_field, str) and field_reference_ok(batch_field, fields, subfields)
     ):
-        raise _fail(source, "batch_field", f"names an undefined field or sub-field: {batch_field!r}")
+        raise fail(source, "batch_field", f"names an undefined field or sub-field: {batch_field!r}")
     templates = _validate_templates(source, document.get("templates", {}), fields)
     security = _validate_security(source, document.get("security", {}), fields)
     family = document.get("family", "iso87")
     if family not in DIALECT_FAMILIES:
-        raise _fail(source, "family", f"must be one of {', '.join(DIALECT_FAMILIES)}, got {family!r}")
+        raise fail(source, "family", f"must be one of {', '.join(DIALECT_FAMILIES)}, got {family!r}")
     currency = response.get("default_currency", "840")
     if not isinstance(currency, str) or not re.fullmatch(r"\d{3}", currency):
-        raise _fail(source, "response.default_currency", f"must be 3 digits, got {currency!r}")
+        raise fail(source, "response.default_currency", f"must be 3 digits, got {currency!r}")
     return Dialect(
         name=name,
         source=source,

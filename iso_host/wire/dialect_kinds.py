@@ -1,0 +1,84 @@
+"""A dialect's ``[[kinds]]``: how messages are classified, and how a kind names its original."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Final
+
+from iso_host.wire.dialect_checks import check_keys, fail, field_reference_ok, string_list
+
+KIND_KEYS: Final = frozenset({"kind", "mti", "match", "required", "card_fields", "card_required", "original_by"})
+ORIGINAL_KEYS: Final = frozenset({"rrn", "stan", "batch", "data_elements", "date"})
+
+
+@dataclass(frozen=True, slots=True)
+class KindRule:
+    """Messages with this MTI whose fields match every pattern are of this transaction kind."""
+
+    kind: str
+    mti: str
+    match: tuple[tuple[str, re.Pattern[str]], ...]
+    required: tuple[str, ...]
+    card_fields: tuple[str, ...]  # the card may come from any one of these (PAN, track 2)
+    card_required: bool = True  # with card_fields: a request without a card is a format error
+    original_by: tuple[tuple[tuple[str, str], ...], ...] = ()  # lookups tried in order, e.g. (("rrn", "37"),)
+
+
+def _validate_kind(source: str, key: str, entry: Any, fields: dict[str, Any], subfields: dict[str, Any]) -> KindRule:
+    if not isinstance(entry, dict):
+        raise fail(source, key, "must be a table")
+    check_keys(source, key, entry, KIND_KEYS)
+    kind, mti, match = entry.get("kind"), entry.get("mti"), entry.get("match", {})
+    if not isinstance(kind, str) or not kind:
+        raise fail(source, f"{key}.kind", "missing or not a string")
+    if not isinstance(mti, str) or not re.fullmatch(r"\d{4}", mti):
+        raise fail(source, f"{key}.mti", f"must be 4 digits, got {mti!r}")
+    if not isinstance(match, dict):
+        raise fail(source, f"{key}.match", "must be a table of field = pattern")
+    for list_key in ("required", "card_fields"):
+        if not string_list(entry.get(list_key, [])):
+            raise fail(source, f"{key}.{list_key}", 'must be an array of field ids such as ["3", "60.1"]')
+    patterns = []
+    for reference, pattern in match.items():
+        if not field_reference_ok(reference, fields, subfields):
+            raise fail(source, f"{key}.match.{reference}", "names an undefined field or sub-field")
+        try:
+            patterns.append((reference, re.compile(pattern)))
+        except (re.error, TypeError) as error:
+            raise fail(source, f"{key}.match.{reference}", f"bad pattern: {error}") from None
+    required, card_fields = tuple(entry.get("required", [])), tuple(entry.get("card_fields", []))
+    for reference in (*required, *card_fields):
+        if not field_reference_ok(reference, fields, subfields):
+            raise fail(source, key, f"required/card_fields names an undefined field {reference!r}")
+    card_required = entry.get("card_required", True)
+    if not isinstance(card_required, bool):
+        raise fail(source, f"{key}.card_required", f"must be true or false, got {card_required!r}")
+    original_by = _validate_original_by(source, f"{key}.original_by", entry.get("original_by", []), fields, subfields)
+    return KindRule(
+        kind=kind, mti=mti, match=tuple(patterns), required=required, card_fields=card_fields,
+        card_required=card_required, original_by=original_by,
+    )  # fmt: skip
+
+
+def _validate_original_by(
+    source: str, key: str, raw: Any, fields: dict[str, Any], subfields: dict[str, Any]
+) -> tuple[tuple[tuple[str, str], ...], ...]:
+    if not isinstance(raw, list) or not all(isinstance(lookup, dict) and lookup for lookup in raw):
+        raise fail(source, key, 'must be an array of tables such as [{ rrn = "37" }]')
+    lookups = []
+    for index, lookup in enumerate(raw):
+        check_keys(source, f"{key}[{index}]", lookup, ORIGINAL_KEYS)
+        if "rrn" not in lookup and "stan" not in lookup and "data_elements" not in lookup:
+            raise fail(source, f"{key}[{index}]", "needs rrn, stan or data_elements")
+        for name, reference in lookup.items():
+            if not isinstance(reference, str) or not field_reference_ok(reference, fields, subfields):
+                raise fail(source, f"{key}[{index}].{name}", f"names an undefined field {reference!r}")
+        lookups.append(tuple(sorted(lookup.items())))
+    return tuple(lookups)
+
+
+def validate_kinds(source: str, raw: Any, fields: dict[str, Any], subfields: dict[str, Any]) -> tuple[KindRule, ...]:
+    if not isinstance(raw, list) or not raw:
+        raise fail(source, "kinds", "must be a non-empty array of tables")
+    return tuple(_validate_kind(source, f"kinds[{i}]", entry, fields, subfields) for i, entry in enumerate(raw))
