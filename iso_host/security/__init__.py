@@ -1,4 +1,4 @@
-"""Security: MACs, keys, PIN blocks and DUKPT as pure functions over bytes.
+"""Security: MACs, keys, PIN blocks, DUKPT and EMV cryptograms as pure functions over bytes.
 
 Nothing in this package imports the rest of iso-host, does I/O, logs or reads the clock; the
 only outside input is ``os.urandom`` for fresh keys and PIN block fill. Key material, PINs and
@@ -6,6 +6,26 @@ PANs never appear in an error message.
 """
 
 from iso_host.security.dukpt import derive_ipek, derive_transaction_key, mac_request_key, mac_response_key, pin_key
+from iso_host.security.emv import (
+    ARQC_TAGS,
+    EMV_SCHEMES,
+    EmvDataError,
+    EmvScheme,
+    IccKey,
+    TlvError,
+    TlvItem,
+    arqc_input,
+    build_tlv,
+    derive_icc_key,
+    derive_session_key,
+    generate_arpc,
+    generate_arqc,
+    issuer_authentication_data,
+    parse_tlv,
+    tag_values,
+    verify_arpc,
+    verify_arqc,
+)
 from iso_host.security.errors import KeyLengthError, PinBlockError, SecurityError
 from iso_host.security.keys import (
     CUP_KEY_BLOCK_LAYOUTS,
@@ -32,32 +52,50 @@ from iso_host.security.mac import (
 from iso_host.security.pin import decode_pin_block, decrypt_pin_block, encode_pin_block, encrypt_pin_block
 
 __all__ = [
+    "ARQC_TAGS",
     "CUP_KEY_BLOCK_LAYOUTS",
+    "EMV_SCHEMES",
     "MAC_ALGORITHMS",
     "CupWorkingKeys",
+    "EmvDataError",
+    "EmvScheme",
+    "IccKey",
     "KeyLengthError",
     "PinBlockError",
     "SecurityError",
+    "TlvError",
+    "TlvItem",
     "aes_cmac",
     "aes_key_check_value",
+    "arqc_input",
     "build_cup_key_block",
     "build_iso87_key_block",
+    "build_tlv",
     "compute_mac",
     "cup_ecb_mac",
     "decode_pin_block",
     "decrypt_pin_block",
+    "derive_icc_key",
     "derive_ipek",
+    "derive_session_key",
     "derive_transaction_key",
     "encode_pin_block",
     "encrypt_pin_block",
+    "generate_arpc",
+    "generate_arqc",
     "generate_des_key",
+    "issuer_authentication_data",
     "key_check_value",
     "mac_request_key",
     "mac_response_key",
     "parse_cup_key_block",
     "parse_iso87_key_block",
+    "parse_tlv",
     "pin_key",
+    "tag_values",
     "unwrap_key",
+    "verify_arpc",
+    "verify_arqc",
     "verify_mac",
     "wrap_key",
     "x9_9_mac",
