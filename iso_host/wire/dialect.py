@@ -20,6 +20,7 @@ from iso_host.errors import ConfigError
 from iso_host.vocab import DIALECT_FAMILIES, MAC_ALGORITHMS
 from iso_host.wire.dialect_checks import check_keys, fail, field_reference_ok, string_list
 from iso_host.wire.dialect_kinds import KindRule, validate_kinds
+from iso_host.wire.downloads import DownloadSet, load_download_set
 from iso_host.wire.framing import LENGTH_HEADERS, LengthHeader
 from iso_host.wire.message import Message
 
@@ -29,7 +30,7 @@ FIELD_SPEC_KEYS: Final = frozenset(
 )
 TOP_LEVEL_KEYS: Final = frozenset(
     {"name", "description", "framing", "fields", "subfields", "kinds", "response", "reasons", "batch_field",
-     "templates", "security", "family"}
+     "templates", "security", "family", "downloads"}
 )
 SECURITY_KEYS: Final = frozenset(
     {"mac_algorithm", "mac_policy", "mac_kinds", "require_signon", "signon_key_field", "ksn_field", "pin_block_format"}
@@ -43,6 +44,7 @@ TEMPLATE_SAMPLE: Final[dict[str, Any]] = {
     "rrn": "000000000001", "original_stan": 1, "original_batch": 1, "original_date": "0101",
     "original_processing_code": "000000", "original_type": "22", "processing_code": "920000", "totals": "0" * 62,
     "records": "00", "count": 0, "debit_count": 0, "debit_amount": 0, "credit_count": 0, "credit_amount": 0,
+    "auth_code": "123456",
 }  # fmt: skip
 # How a void, reversal or refund names its original: each lookup is a table of these keys → fields.
 RESPONSE_KEYS: Final = frozenset({"echo", "default_currency"})
@@ -92,6 +94,7 @@ class Dialect:
     templates: dict[str, Message] = field(default_factory=dict)
     security: SecurityPolicy = field(default_factory=SecurityPolicy)
     family: str = "iso87"  # iso_host/styles/: key blocks, operator, settlement and upload layouts
+    downloads: dict[str, DownloadSet] = field(default_factory=dict)  # served by the download kinds
     description: str = ""
 
     @property
@@ -289,6 +292,18 @@ def _validate_security(source: str, raw: Any, fields: dict[str, Any]) -> Securit
     )  # fmt: skip
 
 
+def _validate_downloads(source: str, raw: Any, kinds: tuple[KindRule, ...]) -> dict[str, DownloadSet]:
+    """``[downloads]``: set name → data file, relative to the dialect file; every download kind names one."""
+    if not isinstance(raw, dict) or not all(isinstance(v, str) for v in raw.values()):
+        raise fail(source, "downloads", 'must be a table of name = "file.toml"')
+    base = Path(source).parent
+    downloads = {name: load_download_set(name, base / relative) for name, relative in raw.items()}
+    for rule in kinds:
+        if rule.download is not None and rule.download not in downloads:
+            raise fail(source, "downloads", f"kind {rule.kind} names download {rule.download!r}, which is not here")
+    return downloads
+
+
 def _validate_framing(source: str, raw: Any) -> tuple[LengthHeader, bool, int]:
     if not isinstance(raw, dict):
         raise fail(source, "framing", "must be a table")
@@ -337,6 +352,7 @@ def parse_dialect(source: str, document: dict[str, Any]) -> Dialect:
         raise fail(source, "batch_field", f"names an undefined field or sub-field: {batch_field!r}")
     templates = _validate_templates(source, document.get("templates", {}), fields)
     security = _validate_security(source, document.get("security", {}), fields)
+    downloads = _validate_downloads(source, document.get("downloads", {}), kinds)
     family = document.get("family", "iso87")
     if family not in DIALECT_FAMILIES:
         raise fail(source, "family", f"must be one of {', '.join(DIALECT_FAMILIES)}, got {family!r}")
@@ -360,6 +376,7 @@ def parse_dialect(source: str, document: dict[str, Any]) -> Dialect:
         templates=templates,
         security=security,
         family=family,
+        downloads=downloads,
     )
 
 

@@ -8,8 +8,14 @@ from typing import Any, Final
 
 from iso_host.wire.dialect_checks import check_keys, fail, field_reference_ok, string_list
 
-KIND_KEYS: Final = frozenset({"kind", "mti", "match", "required", "card_fields", "card_required", "original_by"})
-ORIGINAL_KEYS: Final = frozenset({"rrn", "stan", "batch", "data_elements", "date"})
+KIND_KEYS: Final = frozenset(
+    {"kind", "mti", "match", "required", "card_fields", "card_required", "original_by", "flow", "reply", "download"}
+)
+# Flows a dialect may give a kind of its own without code (core/flows/generic.py).
+GENERIC_FLOWS: Final = ("answer", "download_status", "download", "download_end")
+# ``auth_code`` names the original by its approval code (a CUP pre-auth, by F38); ``date`` (MMDD) its local day.
+ORIGINAL_KEYS: Final = frozenset({"rrn", "stan", "batch", "data_elements", "date", "auth_code"})
+NAMING_KEYS: Final = ("rrn", "stan", "data_elements", "auth_code")  # a lookup names its original by one of these
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +29,9 @@ class KindRule:
     card_fields: tuple[str, ...]  # the card may come from any one of these (PAN, track 2)
     card_required: bool = True  # with card_fields: a request without a card is a format error
     original_by: tuple[tuple[tuple[str, str], ...], ...] = ()  # lookups tried in order, e.g. (("rrn", "37"),)
+    flow: str | None = None  # a generic flow (GENERIC_FLOWS) for a kind the host has no flow of its own for
+    reply: tuple[tuple[str, str], ...] = ()  # "answer": the reply's fields, as given
+    download: str | None = None  # the download kinds: which set of the dialect's [downloads]
 
 
 def _validate_kind(source: str, key: str, entry: Any, fields: dict[str, Any], subfields: dict[str, Any]) -> KindRule:
@@ -55,10 +64,28 @@ def _validate_kind(source: str, key: str, entry: Any, fields: dict[str, Any], su
     if not isinstance(card_required, bool):
         raise fail(source, f"{key}.card_required", f"must be true or false, got {card_required!r}")
     original_by = _validate_original_by(source, f"{key}.original_by", entry.get("original_by", []), fields, subfields)
+    flow, reply, download = _validate_generic(source, key, entry, fields)
     return KindRule(
         kind=kind, mti=mti, match=tuple(patterns), required=required, card_fields=card_fields,
-        card_required=card_required, original_by=original_by,
+        card_required=card_required, original_by=original_by, flow=flow, reply=reply, download=download,
     )  # fmt: skip
+
+
+def _validate_generic(
+    source: str, key: str, entry: dict[str, Any], fields: dict[str, Any]
+) -> tuple[str | None, tuple[tuple[str, str], ...], str | None]:
+    """A kind's generic flow, the fields an "answer" replies with, and the set a download kind serves."""
+    flow, reply, download = entry.get("flow"), entry.get("reply", {}), entry.get("download")
+    if flow is not None and flow not in GENERIC_FLOWS:
+        raise fail(source, f"{key}.flow", f"must be one of {', '.join(GENERIC_FLOWS)}, got {flow!r}")
+    if not isinstance(reply, dict) or not all(isinstance(v, str) for v in reply.values()):
+        raise fail(source, f"{key}.reply", 'must be a table of field = "value"')
+    for field_id in reply:
+        if field_id not in fields or field_id == "39":
+            raise fail(source, f"{key}.reply.{field_id}", "names an undefined field (39 comes from [reasons])")
+    if (download is not None) != (flow is not None and flow.startswith("download")):
+        raise fail(source, f"{key}.download", "the download flows name a set of [downloads], and only they do")
+    return flow, tuple(reply.items()), download
 
 
 def _validate_original_by(
@@ -69,8 +96,8 @@ def _validate_original_by(
     lookups = []
     for index, lookup in enumerate(raw):
         check_keys(source, f"{key}[{index}]", lookup, ORIGINAL_KEYS)
-        if "rrn" not in lookup and "stan" not in lookup and "data_elements" not in lookup:
-            raise fail(source, f"{key}[{index}]", "needs rrn, stan or data_elements")
+        if not any(name in lookup for name in NAMING_KEYS):
+            raise fail(source, f"{key}[{index}]", "needs rrn, stan, data_elements or auth_code")
         for name, reference in lookup.items():
             if not isinstance(reference, str) or not field_reference_ok(reference, fields, subfields):
                 raise fail(source, f"{key}[{index}].{name}", f"names an undefined field {reference!r}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from iso_host.control.commands import COMMANDS as CONTROL_COMMANDS
 from iso_host.events.record import SCHEMA, control_event, decision_event
 from iso_host.ledger.model import Card
 from iso_host.vocab import Kind, Reason
+from iso_host.wire import builtin_dialect_names, load_dialect
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "docs" / "events.schema.json"
 DOCUMENT: dict[str, Any] = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
@@ -79,10 +81,12 @@ class TestTheSchemaItself:
         listed = DOCUMENT["$defs"]["control_event"]["properties"]["command"]["enum"]
         assert sorted(listed) == sorted(CONTROL_COMMANDS)
 
-    def test_decision_kinds_are_the_ledgers(self) -> None:
-        """Every ledger kind the host publishes (all but echo) is allowed, and unclassified."""
-        listed = DOCUMENT["$defs"]["decision_event"]["properties"]["kind"]["enum"]
-        assert sorted(listed) == sorted([*(k.value for k in Kind if k is not Kind.ECHO), "unclassified"])
+    def test_decision_kinds_are_the_hosts_and_the_dialects(self) -> None:
+        """Every kind the host publishes, the dialects' own kind names and unclassified match the schema."""
+        pattern = re.compile(DOCUMENT["$defs"]["decision_event"]["properties"]["kind"]["pattern"])
+        dialect_kinds = {rule.kind for name in builtin_dialect_names() for rule in load_dialect(name).kinds}
+        for kind in (*(k.value for k in Kind), *dialect_kinds, "unclassified"):
+            assert pattern.fullmatch(kind), kind
 
     def test_schema_version_is_record_pys(self) -> None:
         """The schema constant is the one record.py stamps on every event."""
