@@ -52,6 +52,8 @@ class Family:
     name: ClassVar[str]
     # The processing code of the settlement that closes a batch after its upload; None: a message of its own does.
     settle_after_upload: ClassVar[str | None] = None
+    # Where a download kind's request names what it asks for, and where the answer carries it.
+    download_field: ClassVar[str] = "62"
 
     # The host's side.
     def operator(self, message: Message) -> str | None:
