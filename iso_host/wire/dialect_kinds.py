@@ -6,13 +6,15 @@ import re
 from dataclasses import dataclass
 from typing import Any, Final
 
+from iso_host.vocab import Kind
 from iso_host.wire.dialect_checks import check_keys, fail, field_reference_ok, string_list
 
 KIND_KEYS: Final = frozenset(
     {"kind", "mti", "match", "required", "card_fields", "card_required", "original_by", "flow", "reply", "download"}
 )
-# Flows a dialect may give a kind of its own without code (core/flows/generic.py).
-GENERIC_FLOWS: Final = ("answer", "download_status", "download", "download_end")
+# The flows a dialect may give a kind of its own without code: the generic ones (core/flows/generic.py), or
+# any of the host's kinds' (a QR sale is a sale without a card; an offline sale is a sale the terminal approved).
+FLOWS: Final = tuple(kind.value for kind in Kind)
 # ``auth_code`` names the original by its approval code (a CUP pre-auth, by F38); ``date`` (MMDD) its local day.
 ORIGINAL_KEYS: Final = frozenset({"rrn", "stan", "batch", "data_elements", "date", "auth_code"})
 NAMING_KEYS: Final = ("rrn", "stan", "data_elements", "auth_code")  # a lookup names its original by one of these
@@ -29,7 +31,7 @@ class KindRule:
     card_fields: tuple[str, ...]  # the card may come from any one of these (PAN, track 2)
     card_required: bool = True  # with card_fields: a request without a card is a format error
     original_by: tuple[tuple[tuple[str, str], ...], ...] = ()  # lookups tried in order, e.g. (("rrn", "37"),)
-    flow: str | None = None  # a generic flow (GENERIC_FLOWS) for a kind the host has no flow of its own for
+    flow: str | None = None  # the flow of a kind the host has none of its own for: a generic one, or a host kind's
     reply: tuple[tuple[str, str], ...] = ()  # "answer": the reply's fields, as given
     download: str | None = None  # the download kinds: which set of the dialect's [downloads]
 
@@ -76,8 +78,8 @@ def _validate_generic(
 ) -> tuple[str | None, tuple[tuple[str, str], ...], str | None]:
     """A kind's generic flow, the fields an "answer" replies with, and the set a download kind serves."""
     flow, reply, download = entry.get("flow"), entry.get("reply", {}), entry.get("download")
-    if flow is not None and flow not in GENERIC_FLOWS:
-        raise fail(source, f"{key}.flow", f"must be one of {', '.join(GENERIC_FLOWS)}, got {flow!r}")
+    if flow is not None and flow not in FLOWS:
+        raise fail(source, f"{key}.flow", f"must be one of {', '.join(FLOWS)}, got {flow!r}")
     if not isinstance(reply, dict) or not all(isinstance(v, str) for v in reply.values()):
         raise fail(source, f"{key}.reply", 'must be a table of field = "value"')
     for field_id in reply:

@@ -84,7 +84,7 @@ async def test_a_real_terminals_sale_is_approved_and_its_batch_adopted(tmp_path:
         rows = [row for row in host.ledger_rows() if row["tid"] == LAB_TID]
         async with await host.connected_client(LAB_TID, signon=False) as client:
             client.mac = MacKeys("cup-ecb", STATIC_TAK, STATIC_TAK)
-            totals = "000000000100001" "000000000000000" "0" + "0" * 31  # domestic: 1 debit of 1.00; foreign none
+            totals = "0" * 31 + "000000000100001" "000000000000000" "0"  # domestic none; foreign (a 4761 card): 1.00
             settle = client.build("settlement", local_now(), batch=24, totals=totals)
             settled = await client.request(settle)
     assert response.fields["39"] == "00", response
@@ -92,8 +92,8 @@ async def test_a_real_terminals_sale_is_approved_and_its_batch_adopted(tmp_path:
     assert response.pads.get("22") == "F", "F22 is answered with the pad the terminal used"
     assert bytes.fromhex("021F") in reply
     assert [(row["batch_number"], row["amount_minor"], row["status"]) for row in rows] == [(24, 100, "APPROVED")]
-    assert host.host.terminals[LAB_TID].batch_number == 25, "batch 24 adopted, then settled"
     assert settled.fields["39"] == "00", settled
+    assert host.host.terminals[LAB_TID].batch_number == 25, "batch 24 adopted, then settled"
 
 
 async def test_a_batch_is_not_adopted_while_the_hosts_holds_approvals(tmp_path: Path) -> None:
@@ -125,3 +125,31 @@ async def test_the_mac_is_checked_before_the_kind(tmp_path: Path) -> None:
     assert unknown.fields["39"] == CUP.response_code("INVALID_TRANSACTION")
     assert "64" in unknown.fields, "a message whose MAC checked is answered with a MAC"
     assert rows == []
+
+
+# fmt: off
+# A CUP QR (scan code) payment written by hand (CUP.md "Message identification": 0200 with F3 70xxxx and no F2 or
+# F35): F3, F4, F11, F22, F25, F41, F42, F49, F60 and the MAC.
+QR_SALE_BY_HAND: Final = bytes.fromhex(
+    "6000030000" "603100000000" "0200"
+    "3020048000C08011"  # bitmap: 3, 4, 11, 22, 25, 41, 42, 49, 60, 64
+    "700000" "000000000250" "000321" "0300" "00"  # F3 QR, F4 2.50, F11, F22 030 left-aligned, F25
+    "4C41425445524D31" "4D45524348414E5430303030303031" "313536"  # F41 LABTERM1, F42, F49 156
+    "0011" "220000010000"  # F60: sale 22, batch 000001, 000
+    "0000000000000000"  # F64, sealed below
+)
+# fmt: on
+
+
+async def test_a_qr_sale_needs_no_card_and_an_offline_sale_is_recorded(tmp_path: Path) -> None:
+    """A kind may say it carries no card (QR), or be a sale the terminal approved offline: both are sales."""
+    async with running_host(tmp_path, "cup", extra_terminals={LAB_TID: lab_terminal()}) as host:
+        _, qr = await exchange(host.address, sealed(QR_SALE_BY_HAND))
+        async with await host.connected_client(LAB_TID, signon=False) as client:
+            client.mac = MacKeys("cup-ecb", STATIC_TAK, STATIC_TAK)
+            offline = await client.request(client.build("offline_sale", local_now(), amount=700, pan=TEST_PAN))
+        rows = [(row["kind"], row["amount_minor"], row["masked_pan"], row["mti"]) for row in host.ledger_rows()]
+    assert qr.fields["39"] == "00", qr
+    assert offline.mti == "0230"
+    assert offline.fields["39"] == "00", offline
+    assert rows == [("sale", 250, None, "0200"), ("sale", 700, "476173******0010", "0220")]

@@ -79,7 +79,7 @@ def _cup_with(change: dict[str, Any]) -> dict[str, Any]:
 @pytest.mark.parametrize(
     ("change", "key", "problem"),
     [
-        pytest.param({"flow": "serve"}, ".flow", "must be one of answer, download_status", id="unknown-flow"),
+        pytest.param({"flow": "serve"}, ".flow", "must be one of sale, echo", id="unknown-flow"),
         pytest.param({"download": "capks"}, "downloads", "names download 'capks'", id="unknown-set"),
         pytest.param({"flow": "answer"}, ".download", "only they do", id="answer-with-a-download"),
         pytest.param({"reply": {"39": "00"}}, ".reply.39", "39 comes from [reasons]", id="reply-sets-39"),
