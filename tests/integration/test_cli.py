@@ -103,11 +103,11 @@ def test_second_host_on_same_sqlite_ledger_is_refused(tmp_path: Path) -> None:
 
 
 def test_installed_command_runs(tmp_path: Path) -> None:
-    """The console script is installed and lists the three built-in dialects."""
+    """The console script is installed and lists the built-in dialects."""
     env = {**os.environ}
     result = subprocess.run(["iso-host", "dialects"], capture_output=True, text=True, timeout=60, check=True, env=env)
     names = [line.split()[0] for line in result.stdout.splitlines()]
-    assert names == ["cup", "iso87ascii", "iso87binary"]
+    assert names == ["cup", "iso87ascii", "iso87ascii-dukpt", "iso87binary"]
 
 
 def test_cli_over_mutual_tls(tmp_path: Path) -> None:
