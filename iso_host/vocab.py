@@ -58,6 +58,10 @@ class Kind(enum.StrEnum):
     BATCH_UPLOAD = "batch_upload"
     UPLOAD_END = "upload_end"
     BALANCE = "balance"
+    PREAUTH = "preauth"  # CUP 0100 60.1=10: approves an amount and holds it on the card
+    PREAUTH_VOID = "preauth_void"  # CUP 0100 60.1=11: cancels an open pre-auth, releasing its hold
+    COMPLETION = "completion"  # CUP 0200 60.1=20 (0220 60.1=24 offline): takes a pre-auth's money, a debit
+    COMPLETION_VOID = "completion_void"  # CUP 0200 60.1=21: cancels an unsettled completion, a credit
 
 
 class Status(enum.StrEnum):

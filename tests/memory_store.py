@@ -25,6 +25,7 @@ from iso_host.ledger.model import (
     BatchView,
     ChangeStatus,
     ExpectBatchTotals,
+    ExpectPreauthOpen,
     ExpectRefusedVoids,
     ExpectVoidsSince,
     LedgerCommand,
@@ -50,7 +51,10 @@ from iso_host.vocab import Kind, Status
 BatchKey = tuple[str, str, int]  # (tid, mid, batch_number), as the batches table's primary key
 # ledger/sql.py _DEBIT and _CREDIT: gross totals, a voided sale stays in debits, reversed rows count nowhere.
 DEBIT_STATUSES = frozenset({Status.APPROVED, Status.VOIDED, Status.PARTIALLY_REFUNDED, Status.REFUNDED})
-CREDIT_KINDS = frozenset({Kind.VOID, Kind.REFUND})
+CREDIT_KINDS = frozenset({Kind.VOID, Kind.REFUND, Kind.COMPLETION_VOID})
+DEBIT_KINDS = frozenset({Kind.SALE, Kind.COMPLETION})  # sql.py _DEBIT
+VOID_KINDS = frozenset({Kind.VOID, Kind.PREAUTH_VOID, Kind.COMPLETION_VOID})  # sql.py VOID_KINDS
+CLOSING_KINDS = frozenset({Kind.PREAUTH_VOID, Kind.COMPLETION})  # sql.py CLOSING_KINDS: they close a pre-auth
 REFUNDABLE_STATUSES = frozenset({Status.APPROVED, Status.PARTIALLY_REFUNDED})  # sql.py RECORD_REFUND's WHERE
 # schema.py _STATUS_CHANGE_OF_SUBSTANCE: a sale of a settled batch may still keep count of later refunds.
 REFUND_BOOKKEEPING = frozenset({Status.PARTIALLY_REFUNDED, Status.REFUNDED})
@@ -308,6 +312,10 @@ def check_precondition(ledger: Ledger, command: Precondition) -> None:
         case ExpectBatchTotals():
             if batch_totals(ledger, (command.tid, command.mid, command.batch_number)) != command.totals:
                 raise ConflictError(f"batch {command.batch_number} of {command.tid} changed while it was settled")
+        case ExpectPreauthOpen():
+            status = next((row.status for row in ledger.transactions if row.rrn == command.preauth_rrn), None)
+            if status is not Status.APPROVED or closed_by(ledger, command.preauth_rrn) is not None:
+                raise ConflictError(f"pre-auth {command.preauth_rrn} is no longer open")
 
 
 def find_original(ledger: Ledger, query: OriginalQuery) -> Original | None:
@@ -319,6 +327,9 @@ def find_original(ledger: Ledger, query: OriginalQuery) -> Original | None:
             and query.rrn in (None, record.rrn)
             and query.stan in (None, record.stan)
             and query.batch_number in (None, record.batch_number)
+            and query.auth_code in (None, record.auth_code)
+            and (query.created_from is None or query.created_from <= record.created_at)
+            and (query.created_before is None or record.created_at < query.created_before)
         ):
             reversed_ = any(
                 row.original_rrn == record.rrn and row.kind is Kind.REVERSAL and row.status is Status.APPROVED
@@ -327,6 +338,7 @@ def find_original(ledger: Ledger, query: OriginalQuery) -> Original | None:
             return Original(
                 record, batch_settled=_settled(ledger, (record.tid, record.mid, record.batch_number)),
                 refused_void_attempts=refused_voids(ledger, record.rrn), effective_reversal=reversed_,
+                closed_by=closed_by(ledger, record.rrn),
             )  # fmt: skip
     return None
 
@@ -334,8 +346,15 @@ def find_original(ledger: Ledger, query: OriginalQuery) -> Original | None:
 def refused_voids(ledger: Ledger, original_rrn: str) -> int:
     return sum(
         1 for row in ledger.transactions
-        if row.original_rrn == original_rrn and row.kind is Kind.VOID and row.status is Status.DECLINED
+        if row.original_rrn == original_rrn and row.kind in VOID_KINDS and row.status is Status.DECLINED
     )  # fmt: skip
+
+
+def closed_by(ledger: Ledger, original_rrn: str) -> Kind | None:
+    """``sql._SELECT_ORIGINAL``'s closed_by: the (first by name) approved pre-auth void or completion naming it."""
+    kinds = [row.kind for row in ledger.transactions
+             if row.original_rrn == original_rrn and row.kind in CLOSING_KINDS and row.status is Status.APPROVED]
+    return min(kinds, key=lambda kind: kind.value) if kinds else None
 
 
 def count_voids(ledger: Ledger, tid: str, mid: str, since: datetime) -> int:
@@ -348,7 +367,7 @@ def count_voids(ledger: Ledger, tid: str, mid: str, since: datetime) -> int:
 
 
 def _is_debit(row: TransactionRecord) -> bool:
-    return row.kind is Kind.SALE and row.status in DEBIT_STATUSES
+    return row.kind in DEBIT_KINDS and row.status in DEBIT_STATUSES
 
 
 def batch_totals(ledger: Ledger, key: BatchKey) -> BatchTotals:

@@ -31,6 +31,9 @@ F90_STAN: Final = slice(4, 10)  # ISO 8583:1987 F90: original MTI n4, then origi
 NUMERIC_FIELDS: Final = {"3": "processing code", "4": "amount", "11": "STAN", "25": "POS condition code",
                          "49": "currency code"}  # fmt: skip
 MAX_NUMBER_DIGITS: Final = 9  # batch numbers are n6 (CUP 60.2, 61.1); 9 digits still fit every database integer
+VOID_KINDS: Final = frozenset({Kind.VOID, Kind.PREAUTH_VOID, Kind.COMPLETION_VOID})  # the operator must be allowed
+# Kinds a wrong PIN declines (recorded, as the issuer would); for the others it is refused before any flow runs.
+PIN_DECLINED_KINDS: Final = frozenset({Kind.SALE, Kind.PREAUTH})
 
 
 class Rejected(Exception):
@@ -157,7 +160,7 @@ class Admission:
         operator = self.family.operator(message)
         spec = KINDS[kind]
         card, pin_ok, test_card = self._card(message, rule, terminal, pan_key)
-        if not pin_ok and kind is not Kind.SALE:
+        if not pin_ok and kind not in PIN_DECLINED_KINDS:
             raise Rejected(Reason.PIN_INCORRECT, "the PIN does not match the test card table")
         batch_field = self.dialect.batch_field
         batch_named = batch_field is not None and self.dialect.value_of(message, batch_field) is not None
@@ -177,8 +180,9 @@ class Admission:
             test_card=test_card,
             pin_incorrect=not pin_ok,
             operator=operator,
-            operator_permitted=terminal.may_void(operator) if kind is Kind.VOID else True,
+            operator_permitted=terminal.may_void(operator) if kind in VOID_KINDS else True,
             original_date_mmdd=self._lookup_value(message, rule, "date"),
+            original_auth_code=self._lookup_value(message, rule, "auth_code"),
             open_batch=terminal.batch_number,
             original_queries=tuple(self.original_queries(message, rule, terminal)) if spec.original else (),
             **self.batch_fields(message, rule, kind, pan_key),
@@ -221,7 +225,11 @@ class Admission:
                 if not stan.isdigit():
                     continue
             batch = self._number(message, names["batch"], "original batch") if "batch" in names else None
-            query = OriginalQuery(terminal.tid, terminal.mid, rrn=values.get("rrn"), stan=stan, batch_number=batch)
+            auth_code = values["auth_code"].strip() if "auth_code" in names and values["auth_code"] else None
+            if "auth_code" in names and not auth_code:
+                continue  # F38 of spaces names nothing
+            query = OriginalQuery(terminal.tid, terminal.mid, rrn=values.get("rrn"), stan=stan, batch_number=batch,
+                                  auth_code=auth_code, date_mmdd=values.get("date"))  # fmt: skip
             queries.append(query)
         return queries
 

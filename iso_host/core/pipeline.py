@@ -18,6 +18,7 @@ from iso_host.core.admission import Admission, Rejected, ResponseMac
 from iso_host.core.flows import KINDS, NO_VIEW, Context, Decision, Request
 from iso_host.core.flows.sale import forced_decline
 from iso_host.core.message_auth import MAC_PLACEHOLDER, mac_field_of, seal
+from iso_host.core.originals import find_named
 from iso_host.core.rules import RuleSettings, business_day_start
 from iso_host.core.scenarios import Scenario, ScenarioBook
 from iso_host.core.terminals import TerminalState, WorkingKeys
@@ -140,6 +141,7 @@ class Host:
                                 scenario=scenario)  # fmt: skip
             await self._record_alone(event, outcome, deadline)
         self.cards.apply(decision.balance_changes)
+        self.cards.apply_holds(decision.holds, now)
         if decision.session is not None and decision.reason is Reason.APPROVED:
             session = decision.session
             terminal.signed_on, terminal.session_keys = session.signed_on, session.keys
@@ -300,16 +302,12 @@ class Host:
             settled = state.status == "settled"
         if not spec.original:
             return LedgerView(request_batch_settled=True) if settled else NO_VIEW
-        original = None
-        for query in request.original_queries:
-            original = await self.store.find_original(query, deadline=deadline)
-            if original is not None:
-                break
+        original, lineage = await find_named(self.store, request, now, self.rules, deadline=deadline)
         voids_today = 0
         if spec.counts_voids and self.rules.max_voids_per_day is not None:
             since = business_day_start(now, self.rules)
             voids_today = await self.store.count_voids(terminal.tid, terminal.mid, since, deadline=deadline)
-        return LedgerView(original, voids_today, request_batch_settled=settled)
+        return LedgerView(original, voids_today, request_batch_settled=settled, lineage=lineage)
 
     async def _context(self, request: Request, terminal: TerminalState, now: datetime, deadline: float) -> Context:
         spec = KINDS[request.kind]

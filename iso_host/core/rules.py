@@ -1,4 +1,5 @@
-"""Eligibility rules for voids, reversals and refunds. Nothing here reads the clock or the database.
+"""Eligibility rules for voids, reversals, refunds and the pre-authorisation family. Nothing here reads the clock or
+the database.
 
 Each rule is a named check over (attempt, view, now, settings); rules run in table order and the first
 that fails gives the reason. The tables mirror DESIGN.md ("Void eligibility"), so that a rule can be
@@ -10,10 +11,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
+from decimal import Decimal
 from typing import Final
 from zoneinfo import ZoneInfo
 
-from iso_host.ledger.model import LedgerView, Original
+from iso_host.ledger.model import LedgerView, Original, TransactionRecord
 from iso_host.vocab import Kind, Reason, Status
 
 SAME_BUSINESS_DAY: Final = "same_business_day"
@@ -34,11 +36,15 @@ class RuleSettings:
     unknown_reversal: str = "approve"  # or "decline" (ORIGINAL_NOT_FOUND)
     refund_max_age_days: int = 30
     allow_zero_amount: bool = False  # a 0.00 sale is INVALID_AMOUNT unless a test bench wants it approved
+    preauth_days: float = 30  # a pre-auth not completed or voided by then expires (its hold is released)
+    completion_tolerance_percent: float = 15  # a completion may exceed its pre-auth by this much (CUP: 115 %)
 
     def __post_init__(self) -> None:
         assert self.void_window == SAME_BUSINESS_DAY or isinstance(self.void_window, float | int)
         assert self.unknown_reversal in ("approve", "decline")
         assert self.max_refused_void_attempts >= 0
+        assert self.preauth_days >= 0
+        assert self.completion_tolerance_percent >= 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +54,7 @@ class Attempt:
     amount_minor: int
     pan_hash: str | None  # None when the request carries no card
     operator_permitted: bool
+    auth_code: str | None = None  # the original's approval code, where the request names it (CUP F38)
 
 
 Check = Callable[[Attempt, LedgerView, datetime, RuleSettings], bool]
@@ -174,6 +181,107 @@ REFUND_RULES: Final[tuple[Rule, ...]] = (
     Rule(Reason.VOID_WINDOW_EXPIRED, within_refund_age),
     Rule(Reason.AMOUNT_MISMATCH, within_refundable_amount),
     Rule(Reason.CARD_MISMATCH, same_card),
+)
+
+
+def named_day(mmdd: str, now: datetime, settings: RuleSettings) -> tuple[datetime, datetime] | None:
+    """The local day a terminal names by month and day (CUP 61.3), as [start, end): the latest such date no later
+    than tomorrow (a terminal's clock may run ahead). None for a date no calendar has (1399, 0230).
+
+    Local is the rules' time zone, else the host clock's: the zone the host's replies give their F13 date in.
+    """
+    if len(mmdd) != len("MMDD") or not mmdd.isdigit():
+        return None
+    zone = settings.timezone or now.tzinfo
+    latest = now.astimezone(zone).date() + timedelta(days=1)
+    for year in range(latest.year, latest.year - 8, -1):  # 8 years hold a 29 February
+        try:
+            day = date(year, int(mmdd[:2]), int(mmdd[2:]))
+        except ValueError:
+            continue
+        if day <= latest:
+            return datetime.combine(day, time(0, 0), zone), datetime.combine(day + timedelta(days=1), time(0, 0), zone)
+    return None
+
+
+# --- The pre-authorisation family (CUP 60.1 10/11/20/21). A pre-auth is open while APPROVED, unreversed and not
+# closed by an approved pre-auth void or completion; it expires ``preauth_days`` after it was approved.
+
+
+def preauth_expiry(record: TransactionRecord, settings: RuleSettings) -> datetime:
+    """When a pre-auth stops being open: ``preauth_days`` after its approval."""
+    return record.created_at + timedelta(days=settings.preauth_days)
+
+
+def is_preauth(_attempt: Attempt, view: LedgerView, _now: datetime, _settings: RuleSettings) -> bool:
+    record = _original(view).record
+    return record.kind is Kind.PREAUTH and record.status is not Status.DECLINED
+
+
+def preauth_open(_attempt: Attempt, view: LedgerView, _now: datetime, _settings: RuleSettings) -> bool:
+    original = _original(view)
+    return original.record.status is Status.APPROVED and not original.effective_reversal and original.closed_by is None
+
+
+def preauth_unexpired(_attempt: Attempt, view: LedgerView, now: datetime, settings: RuleSettings) -> bool:
+    return now < preauth_expiry(_original(view).record, settings)
+
+
+def names_its_auth_code(attempt: Attempt, view: LedgerView, _now: datetime, _settings: RuleSettings) -> bool:
+    """A request that names the original's approval code (F38, padded with spaces by some terminals) names it."""
+    return attempt.auth_code is None or attempt.auth_code.strip() == _original(view).record.auth_code
+
+
+def within_completion_tolerance(attempt: Attempt, view: LedgerView, _now: datetime, settings: RuleSettings) -> bool:
+    """At most ``completion_tolerance_percent`` above the pre-auth's amount, and not zero (unless zero amounts are
+    allowed). Exact: integers and decimals, never floats."""
+    held = _original(view).record.amount_minor
+    ceiling = Decimal(held) * (100 + Decimal(str(settings.completion_tolerance_percent)))
+    positive = attempt.amount_minor > 0 or settings.allow_zero_amount
+    return positive and Decimal(attempt.amount_minor) * 100 <= ceiling
+
+
+def is_completion(_attempt: Attempt, view: LedgerView, _now: datetime, _settings: RuleSettings) -> bool:
+    record = _original(view).record
+    return record.kind is Kind.COMPLETION and record.status is not Status.DECLINED
+
+
+# Pre-auth void (CUP 0100 60.1=11): by the pre-auth's batch and STAN (61.1, 61.2) or its approval code and date
+# (F38, 61.3); any time while it is open, whatever batch it was approved in (a pre-auth is never in the totals).
+PREAUTH_VOID_RULES: Final[tuple[Rule, ...]] = (
+    Rule(Reason.ORIGINAL_NOT_FOUND, original_found),
+    Rule(Reason.ORIGINAL_NOT_FOUND, names_its_auth_code),  # F38 and 61.1/61.2 name two different transactions
+    Rule(Reason.NOT_VOIDABLE, is_preauth),
+    Rule(Reason.ALREADY_CANCELLED, preauth_open),  # voided, completed or reversed already
+    Rule(Reason.VOID_WINDOW_EXPIRED, preauth_unexpired),
+    Rule(Reason.VOID_LIMIT_EXCEEDED, within_refused_attempts),
+    Rule(Reason.AMOUNT_MISMATCH, same_amount),
+    Rule(Reason.CARD_MISMATCH, same_card),
+    Rule(Reason.OPERATOR_NOT_PERMITTED, operator_permitted),
+)
+
+# Completion (CUP 0200 60.1=20, offline 0220 60.1=24): names an open, unexpired pre-auth by its approval code and
+# date; takes at most the tolerance above it, once (the store checks ExpectPreauthOpen inside the commit).
+COMPLETION_RULES: Final[tuple[Rule, ...]] = (
+    Rule(Reason.ORIGINAL_NOT_FOUND, original_found),
+    Rule(Reason.ORIGINAL_NOT_FOUND, is_preauth),  # the approval code is another kind's: no pre-auth has it
+    Rule(Reason.ALREADY_CANCELLED, preauth_open),  # completed, voided or reversed already
+    Rule(Reason.VOID_WINDOW_EXPIRED, preauth_unexpired),
+    Rule(Reason.AMOUNT_MISMATCH, within_completion_tolerance),
+    Rule(Reason.CARD_MISMATCH, same_card),
+)
+
+# Completion void (CUP 0200 60.1=21): a sale void's rules, for a completion.
+COMPLETION_VOID_RULES: Final[tuple[Rule, ...]] = (
+    Rule(Reason.ORIGINAL_NOT_FOUND, original_found),
+    Rule(Reason.NOT_VOIDABLE, is_completion),
+    Rule(Reason.ALREADY_CANCELLED, not_cancelled),
+    Rule(Reason.BATCH_CLOSED, batch_open),
+    Rule(Reason.VOID_WINDOW_EXPIRED, within_void_window),
+    Rule(Reason.VOID_LIMIT_EXCEEDED, within_refused_attempts),
+    Rule(Reason.AMOUNT_MISMATCH, same_amount),
+    Rule(Reason.CARD_MISMATCH, same_card),
+    Rule(Reason.OPERATOR_NOT_PERMITTED, operator_permitted),
 )
 
 

@@ -1,13 +1,16 @@
 """Test cards: the issuer-side facts a test needs (status, expiry, balance, limit, PIN), and their balances.
 
 Balances live in memory and start from the configuration at every host start; flows never touch them:
-they return balance changes, which the host applies once the ledger has committed the decision.
+they return balance changes, which the host applies once the ledger has committed the decision. So do holds: an
+approved pre-auth holds its amount (what later sales may spend is the balance less the holds still running) until
+its completion, void or reversal releases it, or it expires. Holds live in memory too.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Final
 
 STATUSES: Final = ("active", "lost", "stolen", "expired")
@@ -24,10 +27,44 @@ class TestCard:
     balance_minor: int | None = None  # None: unlimited funds
     limit_minor: int | None = None  # per transaction; None: no limit
     pin: str | None = None
+    holds: tuple[Hold, ...] = ()  # the pre-auths holding money on it (the book's, at the time of the request)
 
     def __post_init__(self) -> None:
         assert self.status in STATUSES, self.status
         assert self.expiry is None or (len(self.expiry) == 4 and self.expiry.isdigit())
+
+    def available_minor(self, now: datetime, *, besides: str | None = None) -> int | None:
+        """What the card may still spend at ``now``: its balance less the holds still running (None: unlimited).
+
+        ``besides``: a pre-auth's RRN whose own hold is left out (its completion spends what it held).
+        """
+        if self.balance_minor is None:
+            return None
+        held = sum(h.amount_minor for h in self.holds if h.until > now and h.preauth_rrn != besides)
+        return self.balance_minor - held
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """An approved pre-auth's amount, held on its card until ``until`` (or until released)."""
+
+    preauth_rrn: str
+    pan_hash: str
+    amount_minor: int
+    until: datetime
+
+    def __post_init__(self) -> None:
+        assert self.until.tzinfo is not None, "hold times are aware"
+
+
+@dataclass(frozen=True, slots=True)
+class Release:
+    """The pre-auth's hold ends: it was completed, voided or reversed."""
+
+    preauth_rrn: str
+
+
+HoldChange = Hold | Release
 
 
 class CardBook:
@@ -37,6 +74,8 @@ class CardBook:
         self._pan_hash = pan_hash
         self._by_pan: dict[str, TestCard] = {}
         self._pan_of_hash: dict[str, str] = {}
+        self._holds: dict[str, dict[str, Hold]] = {}  # PAN -> pre-auth RRN -> hold
+        self._pan_of_hold: dict[str, str] = {}  # pre-auth RRN -> PAN
         self.replace(cards)
 
     def __len__(self) -> int:
@@ -56,9 +95,39 @@ class CardBook:
             pan_of_hash[self._pan_hash(pan)] = pan
         assert len(pan_of_hash) == len(by_pan), "two PANs with one keyed hash"
         self._by_pan, self._pan_of_hash = by_pan, pan_of_hash
+        self._holds, self._pan_of_hold = {}, {}  # balances start again, and so do holds
 
     def card(self, pan: str) -> TestCard | None:
-        return self._by_pan.get(pan)
+        """The card as a flow sees it: its balance and the holds on it now."""
+        card = self._by_pan.get(pan)
+        holds = self._holds.get(pan)
+        return replace(card, holds=tuple(holds.values())) if card is not None and holds else card
+
+    def apply_holds(self, changes: Iterable[HoldChange], now: datetime) -> None:
+        """Add and release holds (on cards with a balance; others hold nothing), then forget those expired at ``now``.
+
+        Nothing to do (most requests) costs nothing: expired holds left until then are ignored where they are read.
+        """
+        changes = tuple(changes)
+        if not changes:
+            return
+        for change in changes:
+            if isinstance(change, Release):
+                pan = self._pan_of_hold.pop(change.preauth_rrn, None)
+                if pan is not None:
+                    self._holds[pan].pop(change.preauth_rrn, None)
+                continue
+            pan = self._pan_of_hash.get(change.pan_hash)
+            card = self._by_pan.get(pan) if pan is not None else None
+            if pan is not None and card is not None and card.balance_minor is not None:
+                self._holds.setdefault(pan, {})[change.preauth_rrn] = change
+                self._pan_of_hold[change.preauth_rrn] = pan
+        for pan, holds in list(self._holds.items()):
+            for rrn in [rrn for rrn, hold in holds.items() if hold.until <= now]:
+                del holds[rrn]
+                del self._pan_of_hold[rrn]
+            if not holds:
+                del self._holds[pan]
 
     def apply(self, changes: Iterable[tuple[str, int]]) -> None:
         """Move balances by (PAN hash, delta in minor units); cards without a balance or not in the book stay."""

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Final, Protocol
 
 from iso_host.ledger.model import BatchTotals
-from iso_host.ledger.sql import BATCH_TOTALS, Row, batch_totals_from_rows
+from iso_host.ledger.sql import BATCH_TOTALS, CLOSING_KINDS, Row, batch_totals_from_rows
 from iso_host.ledger.totals_json import optional_totals_from_json
 
 BatchKey = tuple[str, str, int]  # (tid, mid, batch_number)
@@ -79,6 +79,8 @@ class Invariant(enum.StrEnum):
     SETTLED_BATCH_UNCHANGED = "settled-batch-unchanged"  # (d) no row of a settled batch changed after it settled
     STORED_TOTALS_MATCH = "stored-totals-match"  # (e) a balanced batch's host_totals = its transactions' sum
     EVERY_00_IS_AN_APPROVAL = "every-00-is-an-approval"  # (f) no DECLINED row was answered 00
+    # (g) a pre-auth is closed (by an approved pre-auth void or completion) at most once, and only while APPROVED
+    PREAUTH_CLOSED_AT_MOST_ONCE = "preauth-closed-at-most-once"
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,10 +93,18 @@ class Violation:
         return f"{self.invariant}: {self.subject}: {self.detail}"
 
 
-_CANCELS: Final = (  # per original: how many approved voids and reversals name it
-    "SELECT original_rrn, SUM(CASE WHEN kind = 'void' THEN 1 ELSE 0 END) AS voids,"
+_CANCELS: Final = (  # per original: how many approved voids (of a sale or a completion) and reversals name it
+    "SELECT original_rrn, SUM(CASE WHEN kind IN ('void', 'completion_void') THEN 1 ELSE 0 END) AS voids,"
     " SUM(CASE WHEN kind = 'reversal' THEN 1 ELSE 0 END) AS reversals FROM transactions"
-    " WHERE kind IN ('void', 'reversal') AND status = 'APPROVED' AND original_rrn IS NOT NULL GROUP BY original_rrn"
+    " WHERE kind IN ('void', 'completion_void', 'reversal') AND status = 'APPROVED' AND original_rrn IS NOT NULL"
+    " GROUP BY original_rrn"
+)
+# A pre-auth's row does not change when a pre-auth void or a completion closes it (its batch may have settled); the
+# approved rows naming it are its state. Per closed original: how many close it, and what it is.
+_CLOSINGS: Final = (
+    "SELECT p.rrn, p.kind, p.status, COUNT(*) AS closings FROM transactions c"  # noqa: S608 - constants only
+    f" JOIN transactions p ON p.rrn = c.original_rrn WHERE c.kind IN {CLOSING_KINDS} AND c.status = 'APPROVED'"
+    " GROUP BY p.rrn, p.kind, p.status HAVING COUNT(*) > 1 OR p.kind <> 'preauth' OR p.status <> 'APPROVED'"
 )
 _REFUNDS: Final = (  # per original: the sum of its approved refunds
     "SELECT original_rrn, SUM(amount_minor) AS minor FROM transactions"
@@ -202,6 +212,13 @@ def _every_00_is_an_approval(reader: Reader) -> Iterator[Violation]:
         yield Violation(Invariant.EVERY_00_IS_AN_APPROVAL, str(row["rrn"]), f"{row['kind']} DECLINED, answered 00")
 
 
+def _preauth_closed_at_most_once(reader: Reader) -> Iterator[Violation]:
+    for row in reader.rows(f"{_CLOSINGS} ORDER BY p.rrn LIMIT %s", (MAX_VIOLATIONS_PER_INVARIANT,)):
+        closings = int(row["closings"])
+        detail = f"{row['kind']} {row['status']} closed by {closings} approved pre-auth void(s) or completion(s)"
+        yield Violation(Invariant.PREAUTH_CLOSED_AT_MOST_ONCE, str(row["rrn"]), detail)
+
+
 CHECKS: Final[tuple[Callable[[Reader], Iterator[Violation]], ...]] = (
     _cancelled_at_most_once,
     _status_matches_links,
@@ -209,5 +226,6 @@ CHECKS: Final[tuple[Callable[[Reader], Iterator[Violation]], ...]] = (
     _settled_batch_unchanged,
     _stored_totals_match,
     _every_00_is_an_approval,
+    _preauth_closed_at_most_once,
 )
 assert len(CHECKS) == len(Invariant), "one check per invariant"

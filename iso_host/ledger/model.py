@@ -132,6 +132,9 @@ class Original:
     batch_settled: bool = False
     refused_void_attempts: int = 0
     effective_reversal: bool = False  # an approved reversal already points at it
+    # A pre-auth: the kind of the approved row that closed it (a pre-auth void or a completion), None while open.
+    # A pre-auth's own row never changes for these (its batch may have settled): its state is read from them.
+    closed_by: Kind | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,9 +146,16 @@ class OriginalQuery:
     rrn: str | None = None
     stan: str | None = None
     batch_number: int | None = None
+    auth_code: str | None = None  # CUP F38: a pre-auth is named by its approval code (and its date)
+    date_mmdd: str | None = None  # CUP 61.3: the original's local date as the terminal names it
+    # The date as times: the host turns ``date_mmdd`` into them (core/rules.py named_day); the store reads only these.
+    created_from: datetime | None = None
+    created_before: datetime | None = None
 
     def __post_init__(self) -> None:
-        assert self.rrn is not None or self.stan is not None, "an original is named by RRN or STAN"
+        named = (self.rrn, self.stan, self.auth_code)
+        assert any(value is not None for value in named), "an original is named by RRN, STAN or approval code"
+        assert (self.created_from is None) == (self.created_before is None), "a day has a start and an end"
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,12 +168,16 @@ class LedgerView:
     # The batch the request names has settled: nothing more may be written into it. Loaded when the request
     # names another batch than the one the host holds open, and whenever the ledger refused a write for it.
     request_batch_settled: bool = False
+    # What the original itself names, and what that names in turn, where cancelling or reversing the original
+    # reaches past it (KINDS ``linked``): a completion's pre-auth; a completion void's completion, then its pre-auth.
+    lineage: tuple[Original, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
 class Totals:
-    """Gross batch totals, CUP convention: debits = approved sales (a voided sale stays), credits = approved
-    voids and refunds; reversed transactions count nowhere. Amounts in minor units."""
+    """Gross batch totals, CUP convention: debits = approved sales and completions (a voided one stays), credits =
+    approved voids, completion voids and refunds; pre-auths and reversed transactions count nowhere. Amounts in
+    minor units."""
 
     debit_count: int = 0
     debit_minor: int = 0
@@ -340,8 +354,19 @@ class ExpectBatchTotals:
     totals: BatchTotals
 
 
-Precondition = ExpectRefusedVoids | ExpectVoidsSince | ExpectBatchTotals
-PRECONDITIONS: Final = (ExpectRefusedVoids, ExpectVoidsSince, ExpectBatchTotals)
+@dataclass(frozen=True, slots=True)
+class ExpectPreauthOpen:
+    """Precondition: the pre-auth is still open: APPROVED, and no approved pre-auth void or completion names it.
+
+    A completion or pre-auth void closes its pre-auth by naming it, without changing the pre-auth's row; of two
+    racing to close one pre-auth (on two hosts), the second finds it closed and decides again.
+    """
+
+    preauth_rrn: str
+
+
+Precondition = ExpectRefusedVoids | ExpectVoidsSince | ExpectBatchTotals | ExpectPreauthOpen
+PRECONDITIONS: Final = (ExpectRefusedVoids, ExpectVoidsSince, ExpectBatchTotals, ExpectPreauthOpen)
 
 LedgerCommand = (
     RecordTransaction
@@ -356,6 +381,7 @@ LedgerCommand = (
     | ExpectRefusedVoids
     | ExpectVoidsSince
     | ExpectBatchTotals
+    | ExpectPreauthOpen
 )
 
 

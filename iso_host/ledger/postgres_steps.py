@@ -16,6 +16,7 @@ from iso_host.errors import BatchSettledError, ConflictError, DuplicateError, St
 from iso_host.ledger.model import (
     PRECONDITIONS,
     ExpectBatchTotals,
+    ExpectPreauthOpen,
     ExpectRefusedVoids,
     ExpectVoidsSince,
     LedgerCommand,
@@ -161,7 +162,7 @@ async def step_error(one: Step, cursor: psycopg.AsyncCursor[Any]) -> StoreError 
     if kind == "one":
         assert command is not None
         assert not isinstance(command, RecordUpload | RecordDifferences | ExpectRefusedVoids | ExpectVoidsSince
-                              | ExpectBatchTotals), "a single statement's command"  # fmt: skip
+                              | ExpectBatchTotals | ExpectPreauthOpen), "a single statement's command"  # fmt: skip
         return condition_error(command, cursor.rowcount)
     return None
 

@@ -18,6 +18,7 @@ from iso_host.ledger.model import (
     Card,
     ChangeStatus,
     ExpectBatchTotals,
+    ExpectPreauthOpen,
     ExpectRefusedVoids,
     ExpectVoidsSince,
     Original,
@@ -87,10 +88,16 @@ COUNT_VOIDS: Final = (
     "SELECT COUNT(*) AS n FROM transactions WHERE tid = %s AND mid = %s AND kind = 'void'"
     " AND status = 'APPROVED' AND created_at >= %s"
 )
+# The kinds that void their original (a refused one counts towards the original's refused-attempt limit), and
+# those that close a pre-auth by naming it (the pre-auth's own row never changes: its batch may have settled).
+VOID_KINDS: Final = "('void', 'preauth_void', 'completion_void')"
+CLOSING_KINDS: Final = "('preauth_void', 'completion')"
 _SELECT_ORIGINAL: Final = (
-    "SELECT t.*,"
-    " (SELECT COUNT(*) FROM transactions v WHERE v.original_rrn = t.rrn AND v.kind = 'void'"
+    "SELECT t.*,"  # noqa: S608 - constants only
+    f" (SELECT COUNT(*) FROM transactions v WHERE v.original_rrn = t.rrn AND v.kind IN {VOID_KINDS}"
     "  AND v.status = 'DECLINED') AS refused_void_attempts,"
+    f" (SELECT MIN(c.kind) FROM transactions c WHERE c.original_rrn = t.rrn AND c.kind IN {CLOSING_KINDS}"
+    "  AND c.status = 'APPROVED') AS closed_by,"
     " EXISTS (SELECT 1 FROM transactions r WHERE r.original_rrn = t.rrn AND r.kind = 'reversal'"
     "  AND r.status = 'APPROVED') AS effective_reversal,"
     " EXISTS (SELECT 1 FROM batches b WHERE b.tid = t.tid AND b.mid = t.mid AND b.batch_number = t.batch_number"
@@ -99,10 +106,11 @@ _SELECT_ORIGINAL: Final = (
 )
 
 
-# Gross totals (DESIGN.md): a voided sale stays in debits, voids and refunds are credits, reversed rows count
-# nowhere. Foreign cards are all but UnionPay's (BIN 62), as CUP settlement splits them.
-_DEBIT: Final = "kind = 'sale' AND status IN ('APPROVED', 'VOIDED', 'PARTIALLY_REFUNDED', 'REFUNDED')"
-_CREDIT: Final = "kind IN ('void', 'refund') AND status = 'APPROVED'"
+# Gross totals (DESIGN.md, CUP.md): sales and completions are debits (a voided one stays), voids, completion
+# voids and refunds are credits; pre-auths, their voids and reversed rows count nowhere. Foreign cards are all but
+# UnionPay's (BIN 62), as CUP settlement splits them.
+_DEBIT: Final = "kind IN ('sale', 'completion') AND status IN ('APPROVED', 'VOIDED', 'PARTIALLY_REFUNDED', 'REFUNDED')"
+_CREDIT: Final = "kind IN ('void', 'refund', 'completion_void') AND status = 'APPROVED'"
 _SUMS: Final = ", ".join(
     f"SUM(CASE WHEN {condition} THEN {value} ELSE 0 END) AS {name}"
     for name, condition, value in (
@@ -292,7 +300,13 @@ def many_statement(command: RecordUpload | RecordDifferences) -> tuple[str, list
 
 
 REFUSED_VOIDS: Final = (
-    "SELECT COUNT(*) AS n FROM transactions WHERE original_rrn = %s AND kind = 'void' AND status = 'DECLINED'"
+    f"SELECT COUNT(*) AS n FROM transactions WHERE original_rrn = %s AND kind IN {VOID_KINDS}"  # noqa: S608
+    " AND status = 'DECLINED'"
+)
+PREAUTH_STATE: Final = (
+    "SELECT (SELECT status FROM transactions WHERE rrn = %s) AS status,"  # noqa: S608 - constants only
+    f" (SELECT COUNT(*) FROM transactions WHERE original_rrn = %s AND kind IN {CLOSING_KINDS}"
+    " AND status = 'APPROVED') AS closings"
 )
 
 
@@ -305,6 +319,8 @@ def precondition_select(command: Precondition) -> tuple[str, tuple[object, ...]]
             return COUNT_VOIDS, (command.tid, command.mid, utc_text(command.since))
         case ExpectBatchTotals():
             return BATCH_TOTALS, (command.tid, command.mid, command.batch_number)
+        case ExpectPreauthOpen():
+            return PREAUTH_STATE, (command.preauth_rrn, command.preauth_rrn)
 
 
 def precondition_error(command: Precondition, rows: Sequence[Row]) -> ConflictError | None:
@@ -321,6 +337,10 @@ def precondition_error(command: Precondition, rows: Sequence[Row]) -> ConflictEr
         case ExpectBatchTotals():
             if batch_totals_from_rows(rows) != command.totals:
                 return ConflictError(f"batch {command.batch_number} of {command.tid} changed while it was settled")
+        case ExpectPreauthOpen():
+            status, closings = rows[0]["status"], int(rows[0]["closings"])
+            if status != Status.APPROVED.value or closings:
+                return ConflictError(f"pre-auth {command.preauth_rrn} is no longer open ({status}, closed {closings})")
     return None
 
 
@@ -374,12 +394,18 @@ def condition_error(command: SingleStatement, rowcount: int) -> StoreError | Non
 
 
 def original_select(query: OriginalQuery) -> tuple[str, tuple[object, ...]]:
-    """The newest non-reversal transaction the query names, within its terminal and merchant."""
+    """The newest non-reversal transaction the query names, within its terminal and merchant (and, where it names a
+    day, made on that day)."""
     sql, parameters = _SELECT_ORIGINAL, list[object]([query.tid, query.mid])
-    for column, value in (("rrn", query.rrn), ("stan", query.stan), ("batch_number", query.batch_number)):
+    named = (("rrn", query.rrn), ("stan", query.stan), ("batch_number", query.batch_number),
+             ("auth_code", query.auth_code))  # fmt: skip
+    for column, value in named:
         if value is not None:
             sql += f" AND t.{column} = %s"
             parameters.append(value)
+    if query.created_from is not None and query.created_before is not None:
+        sql += " AND t.created_at >= %s AND t.created_at < %s"  # UTC ISO text: text order is time order
+        parameters += [utc_text(query.created_from), utc_text(query.created_before)]
     return sql + " ORDER BY t.id DESC LIMIT 1", tuple(parameters)
 
 
@@ -410,6 +436,7 @@ def original_from_row(row: Row) -> Original:
     return Original(
         record=record_from_row(row), batch_settled=bool(row["batch_settled"]),
         refused_void_attempts=int(row["refused_void_attempts"]), effective_reversal=bool(row["effective_reversal"]),
+        closed_by=Kind(row["closed_by"]) if row["closed_by"] is not None else None,
     )  # fmt: skip
 
 

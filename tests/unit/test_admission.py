@@ -286,7 +286,8 @@ class TestAdmittedRequest:
                          id="cup-void-f61"),
             pytest.param("cup", "reversal", {}, (OriginalQuery(TID, MID, stan="000007", batch_number=1),),
                          id="cup-reversal-60.2-and-own-stan"),
-            pytest.param("cup", "refund", {}, (OriginalQuery(TID, MID, rrn="000000000007"),), id="cup-refund-rrn"),
+            pytest.param("cup", "refund", {}, (OriginalQuery(TID, MID, rrn="000000000007", date_mmdd="0101"),),
+                         id="cup-refund-rrn-and-date"),
         ],
     )  # fmt: skip
     def test_the_original_is_named_within_the_terminal(

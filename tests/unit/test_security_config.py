@@ -128,7 +128,9 @@ class TestDialectSecurity:
         """cup MACs every sale with cup-ecb, needs sign-on and carries the CUP key block in F62."""
         dialect = parse_dialect(DIALECT_SOURCE, copy.deepcopy(SPEC_DOCUMENTS["cup"]))
         assert dialect.security == SecurityPolicy(
-            mac_algorithm="cup-ecb", mac_policy="always", mac_kinds=("sale", "void", "refund", "reversal", "balance"),
+            mac_algorithm="cup-ecb", mac_policy="always",
+            mac_kinds=("sale", "void", "refund", "reversal", "balance", "preauth", "preauth_void", "completion",
+                       "completion_void"),
             require_signon=True,
             signon_key_field="62", ksn_field=None, pin_block_format=0,
         )  # fmt: skip

@@ -11,7 +11,11 @@ from typing import Final
 
 from iso_host.core.flows.balance import balance
 from iso_host.core.flows.base import NO_VIEW, Context, Decision, Flow, Request, SessionUpdate
+from iso_host.core.flows.completion import completion
+from iso_host.core.flows.completion_void import completion_void
 from iso_host.core.flows.echo import echo
+from iso_host.core.flows.preauth import preauth
+from iso_host.core.flows.preauth_void import preauth_void
 from iso_host.core.flows.refund import refund
 from iso_host.core.flows.reversal import reversal
 from iso_host.core.flows.sale import sale
@@ -40,6 +44,9 @@ class KindSpec:
     batch: BatchRead | None = None  # decides from its batch: the host reads it
     counts_voids: bool = False  # the per-day void limit applies: the host counts the terminal's voids today
     issues_keys: bool = False  # sign-on: the flow gets the TMK and fresh random keys
+    # A row of this kind names an original that reversing or voiding the row reaches: the host loads that original
+    # too, into the view's lineage (a completion's pre-auth, a completion void's completion and then its pre-auth).
+    linked: bool = False
 
     @property
     def stateful(self) -> bool:
@@ -59,6 +66,10 @@ KINDS: Final[dict[Kind, KindSpec]] = {
     Kind.BATCH_UPLOAD: KindSpec(batch_upload, batch=BatchRead(totals=False)),
     Kind.UPLOAD_END: KindSpec(upload_end, batch=BatchRead(items=True)),
     Kind.BALANCE: KindSpec(balance),
+    Kind.PREAUTH: KindSpec(preauth, financial=True),
+    Kind.PREAUTH_VOID: KindSpec(preauth_void, financial=True, original=True, linked=True),
+    Kind.COMPLETION: KindSpec(completion, financial=True, original=True, linked=True),
+    Kind.COMPLETION_VOID: KindSpec(completion_void, financial=True, original=True, linked=True),
 }
 FLOWS: Final[dict[Kind, Flow]] = {kind: spec.flow for kind, spec in KINDS.items()}  # for tests that call a flow
 

@@ -29,7 +29,8 @@ def balance(request: Request, _view: LedgerView, context: Context) -> Decision:
     reason = card_decline(request.test_card, 0, context.now) or Reason.APPROVED
     fields = reply_fields(context)
     card = request.test_card
-    if reason is Reason.APPROVED and card is not None and card.balance_minor is not None:
+    available = card.available_minor(context.now) if card is not None else None  # less what pre-auths hold
+    if reason is Reason.APPROVED and available is not None:
         account = request.processing_code[2:4] if len(request.processing_code) == 6 else DEFAULT_ACCOUNT
-        fields["54"] = additional_amount(account, request.currency, card.balance_minor)
+        fields["54"] = additional_amount(account, request.currency, available)
     return Decision(reason, fields)

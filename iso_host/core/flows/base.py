@@ -9,7 +9,7 @@ from datetime import datetime
 
 from iso_host.core.rules import Attempt, RuleSettings
 from iso_host.core.terminals import WorkingKeys
-from iso_host.core.test_cards import TestCard
+from iso_host.core.test_cards import HoldChange, TestCard
 from iso_host.ledger.model import (
     BatchItem,
     BatchTotals,
@@ -45,6 +45,7 @@ class Request:
     operator: str | None = None  # where the dialect carries one (CUP F63)
     operator_permitted: bool = True  # may this operator void (terminal configuration)
     original_date_mmdd: str | None = None  # CUP refunds name the original's date (61.3)
+    original_auth_code: str | None = None  # CUP pre-auth voids and completions name the pre-auth's approval code (F38)
     open_batch: int = 1  # the batch the host holds open for this terminal
     batch_named: bool = False  # the terminal named its batch (else the host chose it: the one it holds open)
     key_layout: str | None = None  # sign-on: the key-block layout the terminal asks for (CUP 60.3)
@@ -56,7 +57,8 @@ class Request:
     def attempt(self) -> Attempt:
         """What the eligibility rules see of a void, reversal or refund."""
         assert self.amount_minor is not None, "the pipeline requires F4 for these kinds"
-        return Attempt(self.amount_minor, self.card.pan_hash if self.card else None, self.operator_permitted)
+        return Attempt(self.amount_minor, self.card.pan_hash if self.card else None, self.operator_permitted,
+                       self.original_auth_code)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +96,7 @@ class Decision:
     session: SessionUpdate | None = None  # applied to the terminal in memory once the commands are committed
     next_batch: int | None = None  # settlement closed the batch: the terminal's open batch from now on
     balance_changes: tuple[tuple[str, int], ...] = ()  # (PAN hash, minor units) for test cards, after the commit
+    holds: tuple[HoldChange, ...] = ()  # pre-auth holds on test cards to add or release, after the commit
     response_code: str | None = None  # a scenario's forced code, instead of the dialect's for the reason
 
     def code(self, dialect: Dialect) -> str:

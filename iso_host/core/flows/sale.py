@@ -22,7 +22,8 @@ def card_decline(card: TestCard | None, amount_minor: int, now: datetime) -> Rea
         return Reason.EXPIRED_CARD
     if card.limit_minor is not None and amount_minor > card.limit_minor:
         return Reason.EXCEEDS_LIMIT
-    if card.balance_minor is not None and amount_minor > card.balance_minor:
+    available = card.available_minor(now)  # the balance less what pre-auths hold
+    if available is not None and amount_minor > available:
         return Reason.INSUFFICIENT_FUNDS
     return None
 
