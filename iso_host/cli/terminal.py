@@ -58,6 +58,35 @@ def _original_options(parser: argparse.ArgumentParser) -> None:
     which.add_argument("--rrn", help="the original's RRN, from this terminal's batch")
 
 
+def _preauth_options(parser: argparse.ArgumentParser) -> None:
+    """How a pre-auth void or a completion names its pre-auth: from this terminal's batch, or as CUP terminals key
+    it in (approval code and date) when it was approved before the batch's last settlement."""
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--stan", help="the pre-auth's STAN, from this terminal's batch")
+    which.add_argument("--rrn", help="the pre-auth's RRN, from this terminal's batch")
+    which.add_argument("--auth-code", help="the pre-auth's approval code (F38), as the host gave it")
+    parser.add_argument("--date", help="with --auth-code: the pre-auth's date, MMDD (default today)")
+    parser.add_argument("--pan", default=TEST_PAN, help="with --auth-code: the card (default: a test card)")
+
+
+def _preauth_parsers(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
+    """The pre-authorisation family's actions (CUP); returns the pre-auth's, which takes the card options too."""
+    preauth = actions.add_parser("preauth", help="CUP pre-authorisation: approve AMOUNT and hold it on the card")
+    preauth.add_argument("amount", help="amount in major units, e.g. 12.34")
+    preauth_void = actions.add_parser("preauth-void", help="cancel an open pre-auth (CUP), releasing its hold")
+    _preauth_options(preauth_void)
+    preauth_void.add_argument("--amount", help="the pre-auth's amount, with --auth-code (else from the batch)")
+    preauth_void.add_argument("--operator", default="001", help="operator code (CUP F63)")
+    complete = actions.add_parser("complete", help="complete a pre-auth (CUP): take AMOUNT, at most the tolerance"
+                                  " above the pre-auth")  # fmt: skip
+    complete.add_argument("amount", help="amount in major units")
+    _preauth_options(complete)
+    complete_void = actions.add_parser("complete-void", help="void a completion (CUP) of this terminal's open batch")
+    _original_options(complete_void)
+    complete_void.add_argument("--operator", default="001", help="operator code (CUP F63)")
+    return preauth
+
+
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     terminal = commands.add_parser("terminal", help="act as a terminal: send a request, print the response")
     terminal.add_argument("--to", default="127.0.0.1:8583", help="HOST:PORT of the host")
@@ -75,7 +104,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     sale = actions.add_parser("sale", help="purchase")
     sale.add_argument("amount", help="amount in major units, e.g. 12.34")
     balance = actions.add_parser("balance", help="balance inquiry: the card's available balance comes back in F54")
-    for card_action in (sale, balance):
+    for card_action in (sale, balance, _preauth_parsers(actions)):
         card_action.add_argument("--pan", default=TEST_PAN, help="card number (default: a test card)")
         card_action.add_argument("--expiry", help="YYMM")
         card_action.add_argument("--pin", help="PIN: sends an encrypted PIN block (F52) under the PIN key in force")

@@ -27,6 +27,11 @@ RECORDS_PER_UPLOAD: Final = 8  # F48 holds 322 digits
 RESULT_BALANCED, RESULT_OUT_OF_BALANCE = "1", "2"
 OPERATOR_FIELD, OPERATOR_CHARS = "63", 3
 UPLOAD_END_CODE: Final = "202"  # 60.3 of the 0320 that ends an upload
+# A reversal repeats its original's F3 and 60.1 (CUP.md "Message identification"), by the original's kind.
+REVERSED_AS: Final = {
+    "sale": ("000000", "22"), "void": ("200000", "23"), "preauth": ("030000", "10"), "preauth_void": ("200000", "11"),
+    "completion": ("000000", "20"), "completion_void": ("200000", "21"),
+}  # fmt: skip
 # 60.3 layouts: the byte lengths of TPK, TAK and TDK (None: no TDK). The TAK is single-length in all three.
 KEY_LENGTHS: Final = {"001": (8, 8, None), "003": (16, 8, None), "004": (16, 8, 16)}
 _DIGIT: Final = re.compile(r"\d")
@@ -131,9 +136,8 @@ class Cup(Family):
         return results == RESULT_BALANCED * 2
 
     def reversal_values(self, original_kind: str) -> dict[str, Any]:
-        voided = original_kind == "void"
-        return {"original_processing_code": "200000" if voided else "000000",
-                "original_type": "23" if voided else "22"}  # fmt: skip
+        processing_code, message_type = REVERSED_AS.get(original_kind, REVERSED_AS["sale"])
+        return {"original_processing_code": processing_code, "original_type": message_type}
 
     def upload_steps(self, build: Builder, records: list[UploadRecord], now: datetime) -> list[UploadStep]:
         chunks = (records[start : start + RECORDS_PER_UPLOAD] for start in range(0, len(records), RECORDS_PER_UPLOAD))

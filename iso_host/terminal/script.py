@@ -36,10 +36,18 @@ ACTION_PARAMS: Final[dict[str, frozenset[str]]] = {
     "void": frozenset({"stan", "rrn", "operator"}),
     "reversal": frozenset({"stan", "rrn"}), "refund": frozenset({"amount", "stan", "rrn"}), "settle": frozenset(),
     "raw": frozenset({"hex"}), "wait": frozenset({"ms"}),
+    "preauth": frozenset({"amount", "pan", "pin", "expiry"}),
+    "preauth_void": frozenset({"stan", "rrn", "auth_code", "date", "amount", "pan", "operator"}),
+    "completion": frozenset({"amount", "stan", "rrn", "auth_code", "date", "pan"}),
+    "completion_void": frozenset({"stan", "rrn", "operator"}),
 }  # fmt: skip
 REQUIRED_PARAMS: Final = {"sale": ("amount",), "refund": ("amount",), "raw": ("hex",), "wait": ("ms",)}
+REQUIRED_PARAMS.update({"preauth": ("amount",), "completion": ("amount",)})
 NEEDS_ORIGINAL: Final = frozenset({"void", "reversal", "refund"})
+# The pre-auth family names its original by stan, rrn or (a pre-auth not in this batch) auth_code: one of them.
+NEEDS_ORIGINAL_OR_CODE: Final = frozenset({"preauth_void", "completion", "completion_void"})
 TERMINAL_ACTION: Final = {"reversal": "reverse"}  # where a step's action and the command's differ
+TERMINAL_ACTION.update({"preauth_void": "preauth-void", "completion": "complete", "completion_void": "complete-void"})
 STEP_KEYS: Final = frozenset({"action", "name", "expect", "capture"})
 SESSION_KEYS: Final = ("dialect", "mid", "name", "tid")
 CONNECTION: Final = "connection"  # raw steps only: "open" when the host answered, "closed" when it hung up
@@ -193,6 +201,8 @@ class _Checker:
                 self.add(f"{where}.{key}", f"a {action} step needs {key}")
         if action in NEEDS_ORIGINAL and ("stan" in table) == ("rrn" in table):
             self.add(f"{where}.stan", f"a {action} step names its original by stan or by rrn (one of them)")
+        if action in NEEDS_ORIGINAL_OR_CODE and sum(key in table for key in ("stan", "rrn", "auth_code")) != 1:
+            self.add(f"{where}.stan", f"a {action} step names its original by stan, rrn or auth_code (one of them)")
         name = table.get("name", "")
         if not isinstance(name, str):
             self.add(f"{where}.name", f"expected a string, got {name!r}")

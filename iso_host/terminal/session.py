@@ -1,6 +1,9 @@
 """The terminal as a library: its actions (sale, balance, void, reverse, refund, settle, sign-on, sign-off, echo) on one
 session (a connection, the state file with STAN, keys and batch), used by ``iso-host terminal`` and by scripted
-sessions (``session_script.py``)."""
+sessions (``session_script.py``).
+
+CUP's pre-authorisation family too: pre-auth, pre-auth void, completion (by the pre-auth's approval code and date, as
+CUP terminals key them in, or by its STAN in this batch) and completion void; ``reverse`` reverses each of them."""
 
 from __future__ import annotations
 
@@ -23,7 +26,7 @@ from iso_host.vocab import DEFAULT_MAC_ALGORITHM
 from iso_host.wire import Dialect, Message
 
 TEST_PAN: Final = "4761739001010010"
-PARAM_NAMES: Final = ("amount", "pan", "expiry", "pin", "stan", "rrn", "operator")
+PARAM_NAMES: Final = ("amount", "pan", "expiry", "pin", "stan", "rrn", "operator", "auth_code", "date")
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +40,8 @@ class Params:
     stan: str | None = None  # the original (void, reverse, refund): by STAN or by RRN
     rrn: str | None = None
     operator: str = "001"  # CUP F63 (void, signon)
+    auth_code: str | None = None  # a pre-auth by its approval code (F38), when it is not in this batch
+    date: str | None = None  # MMDD: that pre-auth's date (61.3); default today
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Params:
@@ -168,7 +173,8 @@ async def _do_reverse(session: Session, params: Params) -> Message:
     target = _target(session, params)
     values: dict[str, Any] = {"amount": target["amount"], "pan": target["pan"], "original_stan": int(target["stan"])}
     values |= family_of(session.dialect).reversal_values(target["kind"])
-    response = await session.send(session.client.build("reversal", local_now(), **values), session.mac_keys())
+    template = "preauth_reversal" if target["kind"] in book.PREAUTH_KINDS else "reversal"  # F25 06, not 00
+    response = await session.send(_build(session, template, **values), session.mac_keys())
     # The host reverses only what is still approved (a voided sale's reversal changes nothing); so does the book.
     if response.fields.get("39") == "00" and target["status"] == book.APPROVED:
         book.apply_reversal(session.state.items, target)
@@ -262,10 +268,97 @@ async def _do_echo(session: Session, params: Params) -> Message:
     return await session.send(session.client.build("echo", local_now()), mac=None)
 
 
+def _require(session: Session, template: str) -> None:
+    """A dialect without this template cannot send the request (the pre-auth family is CUP's)."""
+    if template not in session.dialect.templates:
+        raise ConfigError(f"dialect {session.dialect.name} has no {template} request (no [templates.{template}])")
+
+
+def _build(session: Session, template: str, **values: Any) -> Message:
+    _require(session, template)
+    return session.client.build(template, local_now(), **values)
+
+
+def _named_preauth(session: Session, params: Params) -> book.Item:
+    """The pre-auth a void or completion names: from this terminal's batch by --stan or --rrn, or by --auth-code
+    (and --date, default today) when it is not in this batch (approved before the last settlement)."""
+    if params.stan or params.rrn:
+        return _target(session, params, "preauth")
+    if not params.auth_code:
+        raise ConfigError("--stan, --rrn or --auth-code: name the pre-auth")
+    date = params.date or local_now().strftime("%m%d")
+    if len(date) != len("MMDD") or not date.isdigit():
+        raise ConfigError(f"--date: expected MMDD, got {date!r}")
+    return {"kind": "preauth", "stan": "0", "batch": 0, "rrn": "", "auth_code": params.auth_code,
+            "amount": parse_amount(params.amount) if params.amount else 0, "pan": params.pan, "date": date,
+            "status": book.APPROVED}  # fmt: skip
+
+
+def _keep(session: Session, kind: str, message: Message, response: Message, **item: Any) -> None:
+    """Add an approved request of the pre-auth family to the terminal's batch."""
+    session.state.items.append({
+        "kind": kind, "stan": message.fields["11"], "rrn": response.fields.get("37", ""),
+        "amount": int(message.fields["4"]), "status": book.APPROVED, **item,
+    })  # fmt: skip
+
+
+async def _do_preauth(session: Session, params: Params) -> Message:
+    _require(session, "preauth")
+    message, mac = _card_request(session, params, "preauth", amount=parse_amount(params.amount or ""))
+    response = await session.send(message, mac)
+    if response.fields.get("39") == "00":
+        _keep(session, "preauth", message, response, pan=params.pan, auth_code=response.fields.get("38", ""),
+              date=response.fields.get("13") or local_now().strftime("%m%d"), batch=session.state.batch)  # fmt: skip
+    return response
+
+
+async def _do_preauth_void(session: Session, params: Params) -> Message:
+    held = _named_preauth(session, params)
+    amount = parse_amount(params.amount) if params.amount else int(held["amount"])
+    message = _build(
+        session, "preauth_void", amount=amount, pan=held["pan"], auth_code=held.get("auth_code", ""),
+        original_batch=int(held.get("batch", session.state.batch)), original_stan=int(held["stan"]),
+        original_date=held.get("date", ""), operator=params.operator,
+    )  # fmt: skip
+    response = await session.send(message, session.mac_keys())
+    if response.fields.get("39") == "00":
+        held["status"] = book.VOIDED
+        _keep(session, "preauth_void", message, response, pan=held["pan"], original_stan=held["stan"])
+    return response
+
+
+async def _do_complete(session: Session, params: Params) -> Message:
+    held = _named_preauth(session, params)
+    amount = parse_amount(params.amount or "")
+    message = _build(session, "completion", amount=amount, pan=held["pan"], auth_code=held.get("auth_code", ""),
+                     original_date=held.get("date", ""))  # fmt: skip
+    response = await session.send(message, session.mac_keys())
+    if response.fields.get("39") == "00":
+        held["status"] = book.COMPLETED
+        _keep(session, "completion", message, response, pan=held["pan"], original_stan=held["stan"])
+    return response
+
+
+async def _do_complete_void(session: Session, params: Params) -> Message:
+    completed = _target(session, params, "completion")
+    message = _build(
+        session, "completion_void", amount=completed["amount"], pan=completed["pan"], rrn=completed["rrn"],
+        original_stan=int(completed["stan"]), original_batch=session.state.batch, operator=params.operator,
+    )  # fmt: skip
+    response = await session.send(message, session.mac_keys())
+    if response.fields.get("39") == "00":
+        completed["status"] = book.VOIDED
+        book.reopen(session.state.items, completed)
+        _keep(session, "completion_void", message, response, pan=completed["pan"], original_stan=completed["stan"])
+    return response
+
+
 Action = Callable[[Session, Params], Awaitable[Message]]
 ACTIONS: Final[dict[str, Action]] = {
     "sale": _do_sale, "void": _do_void, "reverse": _do_reverse, "refund": _do_refund, "settle": _do_settle,
     "signon": _do_signon, "signoff": _do_signoff, "echo": _do_echo, "balance": _do_balance,
+    "preauth": _do_preauth, "preauth-void": _do_preauth_void, "complete": _do_complete,
+    "complete-void": _do_complete_void,
 }  # fmt: skip
 
 
