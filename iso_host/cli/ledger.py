@@ -127,11 +127,11 @@ def command_ledger_list(args: argparse.Namespace) -> int:
             row["created_at"] = record.created_at.isoformat()
             print(json.dumps(row, default=str))
         return EXIT_OK
-    print(f"{'RRN':<12} {'TID':<8} {'BATCH':>5} {'STAN':<6} {'KIND':<8} {'AMOUNT':>12} {'CUR':<3} "
+    print(f"{'RRN':<12} {'TID':<8} {'BATCH':>5} {'STAN':<6} {'KIND':<15} {'AMOUNT':>12} {'CUR':<3} "
           f"{'PAN':<19} {'STATUS':<18} {'RC':<2} {'REASON':<22} ORIGINAL")  # fmt: skip
     for r in records:
         pan = r.card.masked_pan if r.card else "-"
-        print(f"{r.rrn:<12} {r.tid:<8} {r.batch_number:>5} {r.stan:<6} {r.kind.value:<8} "
+        print(f"{r.rrn:<12} {r.tid:<8} {r.batch_number:>5} {r.stan:<6} {r.kind.value:<15} "
               f"{format_amount(r.amount_minor):>12} {r.currency:<3} {pan:<19} {r.status.value:<18} "
               f"{r.response_code:<2} {r.reason.value:<22} {r.original_rrn or '-'}")  # fmt: skip
     return EXIT_OK
