@@ -58,6 +58,12 @@ class Kind(enum.StrEnum):
     BATCH_UPLOAD = "batch_upload"
     UPLOAD_END = "upload_end"
     BALANCE = "balance"
+    # Generic flows a dialect gives kinds of its own (core/flows/generic.py): events and logs name such a request
+    # by the dialect's kind name, not by these.
+    ANSWER = "answer"
+    DOWNLOAD_STATUS = "download_status"
+    DOWNLOAD = "download"
+    DOWNLOAD_END = "download_end"
     PREAUTH = "preauth"  # CUP 0100 60.1=10: approves an amount and holds it on the card
     PREAUTH_VOID = "preauth_void"  # CUP 0100 60.1=11: cancels an open pre-auth, releasing its hold
     COMPLETION = "completion"  # CUP 0200 60.1=20 (0220 60.1=24 offline): takes a pre-auth's money, a debit

@@ -17,7 +17,16 @@ from iso_host.core.message_auth import has_mac, mac_field_of, verify_message_mac
 from iso_host.core.terminals import TerminalState
 from iso_host.core.test_cards import CardBook, TestCard
 from iso_host.ledger.model import BatchItem, Card, OriginalQuery
-from iso_host.security import SecurityError, decode_pin_block, decrypt_pin_block, mac_request_key, mac_response_key
+from iso_host.security import (
+    SecurityError,
+    TlvError,
+    decode_pin_block,
+    decrypt_pin_block,
+    mac_request_key,
+    mac_response_key,
+    parse_tlv,
+    tag_values,
+)
 from iso_host.security import pin_key as dukpt_pin_key
 from iso_host.styles import BatchFieldError, family_of
 from iso_host.vocab import DEFAULT_MAC_ALGORITHM, Kind, Reason
@@ -78,7 +87,7 @@ class Admission:
         rule = self.dialect.classify(message)
         if rule is None:
             raise Rejected(Reason.INVALID_TRANSACTION, f"no transaction kind matches MTI {message.mti}")
-        kind = KINDS_BY_NAME.get(rule.kind)
+        kind = KINDS_BY_NAME.get(rule.flow or rule.kind)
         if kind is None or kind not in KINDS:
             raise Rejected(Reason.INVALID_TRANSACTION, f"transaction kind {rule.kind} is not supported", rule.kind)
         return rule, kind
@@ -173,6 +182,9 @@ class Admission:
             batch_number=self._batch_number(message, terminal),
             batch_named=batch_named,
             key_layout=self.family.key_layout(message, self.dialect) if spec.issues_keys else None,
+            name=rule.kind,
+            rule=rule,
+            download_ask=self._download_ask(message) if rule.download is not None else (),
             stan=stan,
             amount_minor=int(amount, 10) if amount is not None else None,
             currency=message.fields.get("49") or self.dialect.default_currency,
@@ -187,6 +199,14 @@ class Admission:
             original_queries=tuple(self.original_queries(message, rule, terminal)) if spec.original else (),
             **self.batch_fields(message, rule, kind, pan_key),
         )
+
+    def _download_ask(self, message: Message) -> tuple[tuple[str, bytes], ...]:
+        """The data objects a download request names its record with (none: the set's first record)."""
+        field_id = self.family.download_field
+        try:
+            return tuple(tag_values(parse_tlv(bytes.fromhex(message.fields.get(field_id, "")))).items())
+        except (TlvError, ValueError) as error:
+            raise Rejected(Reason.FORMAT_ERROR, f"field {field_id}: {error}") from None
 
     def _batch_number(self, message: Message, terminal: TerminalState) -> int:
         if self.dialect.batch_field is None:

@@ -111,7 +111,7 @@ class Host:
             response_mac = self.admission.verify_mac(message, frame[self.dialect.envelope_bytes :], terminal)
             classified = True
             rule, kind = self.admission.classify(message)
-            outcome.kind = kind.value
+            outcome.kind = rule.kind
             response_mac = self.admission.authenticate(message, rule, terminal, response_mac)
             request = self.admission.request(message, rule, kind, terminal, self.store.pan_hash_key)
         except Rejected as rejection:
@@ -125,7 +125,7 @@ class Host:
                     await self._record_alone(event, outcome, deadline)
             return self._respond(outcome, envelope, message, refused, response_mac)
         scenario = self.scenarios.fire(
-            tid=terminal.tid, mti=message.mti, kind=kind.value, amount_minor=request.amount_minor,
+            tid=terminal.tid, mti=message.mti, kind=request.name, amount_minor=request.amount_minor,
             pan_hash=request.card.pan_hash if request.card else None,
         )  # fmt: skip
         if scenario is not None:
@@ -135,9 +135,9 @@ class Host:
             decision, now, event_committed = await self._decide_and_commit(
                 message, request, terminal, outcome, scenario=scenario, started=started, deadline=deadline
             )
-        if not event_committed and self._wants_event(kind.value):
+        if not event_committed and self._wants_event(request.name):
             # The decision's own commit failed (a duplicate, a database error): its answer is still an event.
-            event = self._event(message, kind.value, decision, now=now, started=started, request=request,
+            event = self._event(message, request.name, decision, now=now, started=started, request=request,
                                 scenario=scenario)  # fmt: skip
             await self._record_alone(event, outcome, deadline)
         self.cards.apply(decision.balance_changes)
@@ -163,7 +163,7 @@ class Host:
         Returns the decision, the time it was made at and whether its event was committed. Every ledger wait
         ends by ``deadline``.
         """
-        wants_event = self._wants_event(request.kind.value)
+        wants_event = self._wants_event(request.name)
         now = self.clock()  # the decision's time: its rules, its rows and its event all read this one
         # The batch's state is read when the request names another batch than the one the host holds open,
         # and after the ledger refused a write into a batch that has settled.
@@ -180,7 +180,7 @@ class Host:
         for attempt in range(1, MAX_DECISION_ATTEMPTS + 1):
             try:
                 decision = await self._decide(request, terminal, context, scenario, deadline, batch_state=batch_state)
-                event = self._event(message, request.kind.value, decision, now=now, started=started,
+                event = self._event(message, request.name, decision, now=now, started=started,
                                     request=request, scenario=scenario) if wants_event else None  # fmt: skip
                 commands = _commands(decision, adoption, event)
                 if commands:

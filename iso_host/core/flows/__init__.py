@@ -14,6 +14,7 @@ from iso_host.core.flows.base import NO_VIEW, Context, Decision, Flow, Request, 
 from iso_host.core.flows.completion import completion
 from iso_host.core.flows.completion_void import completion_void
 from iso_host.core.flows.echo import echo
+from iso_host.core.flows.generic import answer, download, download_end, download_status
 from iso_host.core.flows.preauth import preauth
 from iso_host.core.flows.preauth_void import preauth_void
 from iso_host.core.flows.refund import refund
@@ -66,6 +67,10 @@ KINDS: Final[dict[Kind, KindSpec]] = {
     Kind.BATCH_UPLOAD: KindSpec(batch_upload, batch=BatchRead(totals=False)),
     Kind.UPLOAD_END: KindSpec(upload_end, batch=BatchRead(items=True)),
     Kind.BALANCE: KindSpec(balance),
+    Kind.ANSWER: KindSpec(answer),
+    Kind.DOWNLOAD_STATUS: KindSpec(download_status),
+    Kind.DOWNLOAD: KindSpec(download),
+    Kind.DOWNLOAD_END: KindSpec(download_end),
     Kind.PREAUTH: KindSpec(preauth, financial=True),
     Kind.PREAUTH_VOID: KindSpec(preauth_void, financial=True, original=True, linked=True),
     Kind.COMPLETION: KindSpec(completion, financial=True, original=True, linked=True),

@@ -20,7 +20,7 @@ from iso_host.ledger.model import (
     TransactionRecord,
 )
 from iso_host.vocab import Kind, Reason, Status
-from iso_host.wire import Dialect
+from iso_host.wire import Dialect, KindRule
 
 MAX_COMMANDS_PER_DECISION = 8
 
@@ -49,6 +49,9 @@ class Request:
     open_batch: int = 1  # the batch the host holds open for this terminal
     batch_named: bool = False  # the terminal named its batch (else the host chose it: the one it holds open)
     key_layout: str | None = None  # sign-on: the key-block layout the terminal asks for (CUP 60.3)
+    name: str = ""  # what the dialect calls this kind (a generic flow's kind has a name of its own)
+    rule: KindRule | None = None  # the dialect's entry for the kind: a generic flow's reply fields and download
+    download_ask: tuple[tuple[str, bytes], ...] = ()  # the download kinds: the tags the request's TLV asks with
     terminal_totals: BatchTotals | None = None  # settlement: what the terminal counted
     after_upload: bool = False  # iso87 settlement 96xxxx: the upload is over
     upload: tuple[tuple[BatchItem, str | None, bool], ...] | None = None  # batch upload: (item, PAN hash, foreign)
