@@ -293,11 +293,15 @@ def _validate_security(source: str, raw: Any, fields: dict[str, Any]) -> Securit
 
 
 def _validate_downloads(source: str, raw: Any, kinds: tuple[KindRule, ...]) -> dict[str, DownloadSet]:
-    """``[downloads]``: set name → data file, relative to the dialect file; every download kind names one."""
+    """``[downloads]``: set name → data file, relative to the dialect file (or, for a copy of a built-in dialect,
+    to the built-in specs); every download kind names one."""
     if not isinstance(raw, dict) or not all(isinstance(v, str) for v in raw.values()):
         raise fail(source, "downloads", 'must be a table of name = "file.toml"')
-    base = Path(source).parent
-    downloads = {name: load_download_set(name, base / relative) for name, relative in raw.items()}
+    beside = Path(source).parent
+    downloads = {
+        name: load_download_set(name, path if (path := beside / relative).is_file() else specs_directory() / relative)
+        for name, relative in raw.items()
+    }
     for rule in kinds:
         if rule.download is not None and rule.download not in downloads:
             raise fail(source, "downloads", f"kind {rule.kind} names download {rule.download!r}, which is not here")
