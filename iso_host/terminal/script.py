@@ -40,14 +40,16 @@ ACTION_PARAMS: Final[dict[str, frozenset[str]]] = {
     "preauth_void": frozenset({"stan", "rrn", "auth_code", "date", "amount", "pan", "operator"}),
     "completion": frozenset({"amount", "stan", "rrn", "auth_code", "date", "pan"}),
     "completion_void": frozenset({"stan", "rrn", "operator"}),
+    "send": frozenset({"template", "amount", "pan", "expiry"}), "ic_download": frozenset(),
 }  # fmt: skip
 REQUIRED_PARAMS: Final = {"sale": ("amount",), "refund": ("amount",), "raw": ("hex",), "wait": ("ms",)}
-REQUIRED_PARAMS.update({"preauth": ("amount",), "completion": ("amount",)})
+REQUIRED_PARAMS.update({"preauth": ("amount",), "completion": ("amount",), "send": ("template",)})
 NEEDS_ORIGINAL: Final = frozenset({"void", "reversal", "refund"})
 # The pre-auth family names its original by stan, rrn or (a pre-auth not in this batch) auth_code: one of them.
 NEEDS_ORIGINAL_OR_CODE: Final = frozenset({"preauth_void", "completion", "completion_void"})
 TERMINAL_ACTION: Final = {"reversal": "reverse"}  # where a step's action and the command's differ
-TERMINAL_ACTION.update({"preauth_void": "preauth-void", "completion": "complete", "completion_void": "complete-void"})
+TERMINAL_ACTION.update({"preauth_void": "preauth-void", "completion": "complete", "completion_void": "complete-void",
+                        "ic_download": "ic-download"})
 STEP_KEYS: Final = frozenset({"action", "name", "expect", "capture"})
 SESSION_KEYS: Final = ("dialect", "mid", "name", "tid")
 CONNECTION: Final = "connection"  # raw steps only: "open" when the host answered, "closed" when it hung up

@@ -20,13 +20,14 @@ from iso_host.errors import ConfigError
 from iso_host.money import parse_amount
 from iso_host.styles import family_of
 from iso_host.terminal import batch as book
+from iso_host.terminal import network
 from iso_host.terminal.client import ClientError, ClientState, MacKeys, TerminalClient, dukpt_keys, pin_block_field
 from iso_host.tls import client_context
 from iso_host.vocab import DEFAULT_MAC_ALGORITHM
 from iso_host.wire import Dialect, Message
 
 TEST_PAN: Final = "4761739001010010"
-PARAM_NAMES: Final = ("amount", "pan", "expiry", "pin", "stan", "rrn", "operator", "auth_code", "date")
+PARAM_NAMES: Final = ("amount", "pan", "expiry", "pin", "stan", "rrn", "operator", "auth_code", "date", "template")
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +43,7 @@ class Params:
     operator: str = "001"  # CUP F63 (void, signon)
     auth_code: str | None = None  # a pre-auth by its approval code (F38), when it is not in this batch
     date: str | None = None  # MMDD: that pre-auth's date (61.3); default today
+    template: str | None = None  # send: the dialect's template to send (a QR sale, a status upload ...)
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Params:
@@ -264,6 +266,29 @@ async def _do_balance(session: Session, params: Params) -> Message:
     return await session.send(message, mac)
 
 
+async def _do_send(session: Session, params: Params) -> Message:
+    values: dict[str, Any] = {"pan": params.pan, "expiry": params.expiry or ""}
+    if params.amount is not None:
+        values["amount"] = parse_amount(params.amount)
+    response = await network.send_template(session.send, session.client, params.template or "", values,
+                                           session.mac_keys())  # fmt: skip
+    if response.fields.get("39") == "00" and "37" in response.fields and "amount" in values:
+        # An approved request with an RRN and an amount (a QR sale, an offline sale) is a sale of this batch.
+        session.state.items.append({
+            "kind": "sale", "stan": response.fields.get("11", ""), "rrn": response.fields["37"],
+            "amount": values["amount"], "pan": params.pan if "2" in response.fields else "",
+            "date": local_now().strftime("%m%d"), "status": book.APPROVED,
+        })  # fmt: skip
+    return response
+
+
+async def _do_ic_download(session: Session, _params: Params) -> Message:
+    response, fetched = await network.ic_download(session.send, session.client)
+    for done in fetched:
+        print(f"{done.what}: {len(done.records)} downloaded ({', '.join(done.records)})")
+    return response
+
+
 async def _do_echo(session: Session, params: Params) -> Message:
     return await session.send(session.client.build("echo", local_now()), mac=None)
 
@@ -358,7 +383,7 @@ ACTIONS: Final[dict[str, Action]] = {
     "sale": _do_sale, "void": _do_void, "reverse": _do_reverse, "refund": _do_refund, "settle": _do_settle,
     "signon": _do_signon, "signoff": _do_signoff, "echo": _do_echo, "balance": _do_balance,
     "preauth": _do_preauth, "preauth-void": _do_preauth_void, "complete": _do_complete,
-    "complete-void": _do_complete_void,
+    "complete-void": _do_complete_void, "send": _do_send, "ic-download": _do_ic_download,
 }  # fmt: skip
 
 
