@@ -76,12 +76,13 @@ def lab_terminal() -> TerminalState:
     return TerminalState(LAB_TID, MID, static_keys=WorkingKeys(STATIC_TPK, STATIC_TAK), require_signon=False)
 
 
-async def test_a_real_terminals_sale_is_approved_and_its_batch_adopted(tmp_path: Path) -> None:
+async def test_a_real_terminals_sale_is_approved_and_its_batch_adopted(tmp_path: Path, ledger_url: str) -> None:
     """19-digit F60, F47, F59 and an F-padded F22 are read; the host adopts batch 000024 (its own batch 1 held
-    nothing), so the terminal's settlement of batch 000024 is approved, not 77."""
-    async with running_host(tmp_path, "cup", extra_terminals={LAB_TID: lab_terminal()}) as host:
+    nothing), so the terminal's settlement of batch 000024 is approved, not 77. Both ledgers."""
+    lab = {LAB_TID: lab_terminal()}
+    async with running_host(tmp_path, "cup", extra_terminals=lab, ledger_url=ledger_url) as host:
         reply, response = await exchange(host.address, sealed(cup_sale_by_hand()))
-        rows = [row for row in host.ledger_rows() if row["tid"] == LAB_TID]
+        rows = [r for r in await host.records() if r.tid == LAB_TID]
         async with await host.connected_client(LAB_TID, signon=False) as client:
             client.mac = MacKeys("cup-ecb", STATIC_TAK, STATIC_TAK)
             totals = "0" * 31 + "000000000100001" "000000000000000" "0"  # domestic none; foreign (a 4761 card): 1.00
@@ -91,7 +92,7 @@ async def test_a_real_terminals_sale_is_approved_and_its_batch_adopted(tmp_path:
     assert response.fields["60"].startswith("22000024"), "F60 is echoed as the terminal sent it"
     assert response.pads.get("22") == "F", "F22 is answered with the pad the terminal used"
     assert bytes.fromhex("021F") in reply
-    assert [(row["batch_number"], row["amount_minor"], row["status"]) for row in rows] == [(24, 100, "APPROVED")]
+    assert [(row.batch_number, row.amount_minor, row.status.value) for row in rows] == [(24, 100, "APPROVED")]
     assert settled.fields["39"] == "00", settled
     assert host.host.terminals[LAB_TID].batch_number == 25, "batch 24 adopted, then settled"
 
@@ -141,14 +142,17 @@ QR_SALE_BY_HAND: Final = bytes.fromhex(
 # fmt: on
 
 
-async def test_a_qr_sale_needs_no_card_and_an_offline_sale_is_recorded(tmp_path: Path) -> None:
-    """A kind may say it carries no card (QR), or be a sale the terminal approved offline: both are sales."""
-    async with running_host(tmp_path, "cup", extra_terminals={LAB_TID: lab_terminal()}) as host:
+async def test_a_qr_sale_needs_no_card_and_an_offline_sale_is_recorded(tmp_path: Path, ledger_url: str) -> None:
+    """A kind may say it carries no card (QR), or be a sale the terminal approved offline: both are sales, on
+    both ledgers."""
+    lab = {LAB_TID: lab_terminal()}
+    async with running_host(tmp_path, "cup", extra_terminals=lab, ledger_url=ledger_url) as host:
         _, qr = await exchange(host.address, sealed(QR_SALE_BY_HAND))
         async with await host.connected_client(LAB_TID, signon=False) as client:
             client.mac = MacKeys("cup-ecb", STATIC_TAK, STATIC_TAK)
             offline = await client.request(client.build("offline_sale", local_now(), amount=700, pan=TEST_PAN))
-        rows = [(row["kind"], row["amount_minor"], row["masked_pan"], row["mti"]) for row in host.ledger_rows()]
+        records = await host.records()
+    rows = [(r.kind.value, r.amount_minor, r.card.masked_pan if r.card else None, r.mti) for r in records]
     assert qr.fields["39"] == "00", qr
     assert offline.mti == "0230"
     assert offline.fields["39"] == "00", offline
