@@ -11,7 +11,7 @@ from databases import BACKENDS, opened, store_url
 from iso_host.ledger import Store
 
 
-@pytest.fixture(params=["iso87ascii", "iso87binary", "cup"])
+@pytest.fixture(params=["iso87ascii", "iso87binary", "iso87bcd", "cup"])
 def dialect_name(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 

@@ -92,6 +92,17 @@ _ISO87_ECHO_BITMAPS: Final = "8220000000C00000" "0400000000000000"  # 1, 7, 11, 
 # ISO 8583:1987 sale (F3 00xxxx) from TERM0002, which has no keys and so sends no MAC: F2 LLVAR n..19.
 _ISO87_SALE_FIELDS: Final = b"16" b"4761739001010010" b"000000" b"000000000250" b"000077" b"TERM0002" b"MERCHANT0000001"
 _ISO87_SALE_BITMAP: Final = "7020000000C00000"  # 2, 3, 4, 11, 41, 42
+# The same echo and sale as jPOS's ISO87BPackager packs them (iso87bcd): BCD MTI, numerics and LL length
+# (IFB_NUMERIC, IFB_LLNUM; F70's 3 digits behind a 0 nibble), ASCII F41/F42 (IF_CHAR), binary bitmaps.
+_ISO87_BCD_ECHO: Final = (
+    bytes.fromhex("0800" + _ISO87_ECHO_BITMAPS + "0101120000" "000001")  # MTI, bitmaps, F7, F11
+    + b"TERM0001" b"MERCHANT0000001"  # F41, F42
+    + bytes.fromhex("0301")  # F70 301
+)
+_ISO87_BCD_SALE: Final = (
+    bytes.fromhex("0200" + _ISO87_SALE_BITMAP + "16" "4761739001010010" "000000" "000000000250" "000077")
+    + b"TERM0002" b"MERCHANT0000001"  # F41, F42
+)
 
 # fmt: on
 
@@ -105,6 +116,8 @@ def hand_written(dialect_name: str) -> dict[str, bytes]:
             "echo-by-hand": b"0800" + _ISO87_ECHO_BITMAPS.encode("ascii") + _ISO87_ECHO_FIELDS,
             "sale-by-hand": b"0200" + _ISO87_SALE_BITMAP.encode("ascii") + _ISO87_SALE_FIELDS,
         }
+    if dialect_name == "iso87bcd":  # BCD MTI and numerics, binary bitmaps
+        return {"echo-by-hand": _ISO87_BCD_ECHO, "sale-by-hand": _ISO87_BCD_SALE}
     assert dialect_name == "iso87binary"  # ASCII MTI, binary bitmaps
     return {
         "echo-by-hand": b"0800" + bytes.fromhex(_ISO87_ECHO_BITMAPS) + _ISO87_ECHO_FIELDS,

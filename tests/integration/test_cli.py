@@ -107,7 +107,7 @@ def test_installed_command_runs(tmp_path: Path) -> None:
     env = {**os.environ}
     result = subprocess.run(["iso-host", "dialects"], capture_output=True, text=True, timeout=60, check=True, env=env)
     names = [line.split()[0] for line in result.stdout.splitlines()]
-    assert names == ["cup", "iso87ascii", "iso87ascii-dukpt", "iso87binary"]
+    assert names == ["cup", "iso87ascii", "iso87ascii-dukpt", "iso87bcd", "iso87binary"]
 
 
 def test_cli_over_mutual_tls(tmp_path: Path) -> None:
