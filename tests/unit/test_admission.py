@@ -98,11 +98,11 @@ SEPARATOR = {name: "D" if DIALECTS[name].spec["35"]["data_enc"] == "b" else "=" 
 
 
 def unclassified(dialect_name: str) -> Message:
-    """A message no [[kinds]] entry matches: an authorisation (0100, F3 000000), or a CUP 0200 whose F3 (a
-    refund's 200000) and 60.1 (a sale's 22) name no kind together."""
+    """A message no [[kinds]] entry matches: an iso87 0100 with a cash-advance processing code (F3 01xxxx), or a
+    CUP 0200 whose F3 (a refund's 200000) and 60.1 (a sale's 22) name no kind together."""
     if DIALECTS[dialect_name].security.require_signon:
         return edit(sale(dialect_name), {"3": "200000"})
-    return Message("0100", {"3": "000000", "4": "000000001000", "11": "000001", "41": TID, "42": MID})
+    return Message("0100", {"3": "010000", "4": "000000001000", "11": "000001", "41": TID, "42": MID})
 
 
 # (id, message, terminal, MAC keys, expected reason or None): each row once per dialect.

@@ -139,7 +139,9 @@ class TestDialectSecurity:
         """iso87binary MACs sales with x9.19 once keyed, carries keys in F48 and the DUKPT KSN in F53."""
         dialect = parse_dialect(DIALECT_SOURCE, copy.deepcopy(SPEC_DOCUMENTS["iso87binary"]))
         assert dialect.security == SecurityPolicy(
-            mac_algorithm="x9.19", mac_policy="when-keyed", mac_kinds=("sale", "void", "refund", "reversal", "balance"),
+            mac_algorithm="x9.19", mac_policy="when-keyed",
+            mac_kinds=("sale", "void", "refund", "reversal", "balance", "authorisation", "authorisation_advice",
+                       "financial_advice", "reversal_advice"),
             require_signon=False,
             signon_key_field="48", ksn_field="53", pin_block_format=0,
         )  # fmt: skip
