@@ -142,6 +142,11 @@ async def start(config: Config, trace: TraceOptions | None = None) -> RunningApp
         ConfigError: a wrong broker setting, trace file or listening address (the ledger is closed again).
     """
     dialect = load_dialect(config.dialect)
+    for index, terminal in enumerate(config.terminals):
+        if terminal.bdk is not None and dialect.security.ksn_field is None:
+            msg = (f"terminals[{index}].bdk: dialect {dialect.name} has no KSN field for a DUKPT terminal"
+                   " (iso87binary and iso87ascii-dukpt have one)")  # fmt: skip
+            raise ConfigError(msg)
     if config.events is not None:
         check_settings(config.events)
     store = await open_ledger(config.ledger_url, group_commit=config.group_commit)

@@ -9,9 +9,10 @@ from iso_host.wire import builtin_dialect_names, load_dialect
 
 
 def command_dialects(_args: argparse.Namespace) -> int:
-    for name in builtin_dialect_names():
-        dialect = load_dialect(name)
-        print(f"{name:<12} {dialect.description}")
+    names = builtin_dialect_names()
+    width = max(map(len, names), default=0)
+    for name in names:
+        print(f"{name:<{width}}  {load_dialect(name).description}")
     return EXIT_OK
 
 
