@@ -10,22 +10,19 @@ from __future__ import annotations
 
 from iso_host.core.flows.base import Context, Decision, Request, reply_fields
 from iso_host.core.flows.holding import hold_of
-from iso_host.core.flows.original import apply_rules, given_back, in_a_settled_batch
+from iso_host.core.flows.original import given_back, judged_cancel
 from iso_host.core.rules import COMPLETION_VOID_RULES
-from iso_host.ledger.model import ChangeStatus, ExpectRefusedVoids, LedgerView, RecordTransaction
+from iso_host.ledger.model import ChangeStatus, LedgerView, RecordTransaction
 from iso_host.vocab import Kind, Reason, Status
 
 
 def completion_void(request: Request, view: LedgerView, context: Context) -> Decision:
     """Void a completion under COMPLETION_VOID_RULES; a refused attempt is recorded (it counts to the limit)."""
     assert request.kind is Kind.COMPLETION_VOID
+    record, counted, refused = judged_cancel(COMPLETION_VOID_RULES, request, view, context)
+    if refused is not None:
+        return refused
     original = view.original
-    counted = (ExpectRefusedVoids(original.record.rrn, original.refused_void_attempts),) if original else ()
-    record, refusal = apply_rules(COMPLETION_VOID_RULES, request, view, context)
-    if view.request_batch_settled:
-        return in_a_settled_batch(refusal, context)
-    if refusal is not None:
-        return Decision(refusal.reason, refusal.fields, (*counted, *refusal.commands))
     assert original is not None
     completed = original.record
     cancel = ChangeStatus(completed.rrn, Status.APPROVED, Status.VOIDED, context.now)

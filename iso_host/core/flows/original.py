@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from iso_host.core.flows.base import Context, Decision, Request, batch_out_of_sync, new_record, reply_fields
 from iso_host.core.rules import Rule, first_failing
-from iso_host.ledger.model import LedgerView, RecordTransaction, TransactionRecord
+from iso_host.ledger.model import ExpectRefusedVoids, LedgerCommand, LedgerView, RecordTransaction, TransactionRecord
 from iso_host.vocab import Reason
 
 
@@ -34,3 +34,21 @@ def in_a_settled_batch(refusal: Decision | None, context: Context) -> Decision:
     if refusal is None:
         return batch_out_of_sync(context)
     return Decision(refusal.reason, reply_fields(context))
+
+
+def judged_cancel(
+    rules: tuple[Rule, ...], request: Request, view: LedgerView, context: Context
+) -> tuple[TransactionRecord, tuple[LedgerCommand, ...], Decision | None]:
+    """What a void of some original (a pre-auth, a completion) shares: its row, the refused attempts it was decided
+    from (the store checks them, so racing voids cannot count the same), and its answer when it is refused
+    (recorded: it counts to the limit) or its batch has settled; None when the rules pass."""
+    original = view.original
+    counted: tuple[LedgerCommand, ...] = (
+        (ExpectRefusedVoids(original.record.rrn, original.refused_void_attempts),) if original else ()
+    )
+    record, refusal = apply_rules(rules, request, view, context)
+    if view.request_batch_settled:
+        return record, counted, in_a_settled_batch(refusal, context)
+    if refusal is not None:
+        return record, counted, Decision(refusal.reason, refusal.fields, (*counted, *refusal.commands))
+    return record, counted, None

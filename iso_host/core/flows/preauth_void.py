@@ -9,23 +9,19 @@ from __future__ import annotations
 
 from iso_host.core.flows.base import Context, Decision, Request, reply_fields
 from iso_host.core.flows.holding import released
-from iso_host.core.flows.original import apply_rules, in_a_settled_batch
+from iso_host.core.flows.original import judged_cancel
 from iso_host.core.rules import PREAUTH_VOID_RULES
-from iso_host.ledger.model import ExpectPreauthOpen, ExpectRefusedVoids, LedgerView, RecordTransaction
+from iso_host.ledger.model import ExpectPreauthOpen, LedgerView, RecordTransaction
 from iso_host.vocab import Kind, Reason
 
 
 def preauth_void(request: Request, view: LedgerView, context: Context) -> Decision:
     """Close an open pre-auth under PREAUTH_VOID_RULES; a refused attempt is recorded (it counts to the limit)."""
     assert request.kind is Kind.PREAUTH_VOID
+    record, counted, refused = judged_cancel(PREAUTH_VOID_RULES, request, view, context)
+    if refused is not None:
+        return refused
     original = view.original
-    # What the decision was made from: the refused attempts as counted, and (for an approval) that it is open.
-    counted = (ExpectRefusedVoids(original.record.rrn, original.refused_void_attempts),) if original else ()
-    record, refusal = apply_rules(PREAUTH_VOID_RULES, request, view, context)
-    if view.request_batch_settled:
-        return in_a_settled_batch(refusal, context)
-    if refusal is not None:
-        return Decision(refusal.reason, refusal.fields, (*counted, *refusal.commands))
     assert original is not None
     rrn = original.record.rrn
     return Decision(Reason.APPROVED, reply_fields(context, record),
