@@ -10,18 +10,21 @@ from typing import Any, Final
 from iso_host.config_checks import Problems, table_ok
 from iso_host.core.scenarios import ACTIONS as SCENARIO_ACTIONS
 from iso_host.core.scenarios import Scenario
-from iso_host.core.test_cards import STATUSES, TestCard
+from iso_host.core.test_cards import DEFAULT_EMV_SCHEME, IMK_BYTES, STATUSES, TestCard
 from iso_host.errors import ConfigError
 from iso_host.money import minor_units
+from iso_host.security import EMV_SCHEMES
 
-CARD_KEYS: Final = {"pan", "pin", "expiry", "status", "balance", "limit"}
+CARD_KEYS: Final = {"pan", "pin", "expiry", "status", "balance", "limit", "imk", "emv_scheme"}
+HEX_DIGITS: Final = frozenset("0123456789ABCDEFabcdef")
 SCENARIO_MATCH_KEYS: Final = {"tid", "pan", "kind", "mti", "amount", "amount_cents"}
 SCENARIO_KEYS: Final = {"name", "times", *SCENARIO_MATCH_KEYS, *SCENARIO_ACTIONS}
 
 
 @dataclass(frozen=True, slots=True)
 class CardConfig:
-    """A test card: its PIN, expiry, status, balance and per-transaction limit (amounts in minor units)."""
+    """A test card: its PIN, expiry, status, balance and per-transaction limit (amounts in minor units), and the
+    issuer master key its chip's application cryptograms are verified under, with their scheme."""
 
     pan: str = field(repr=False)
     pin: str | None = field(default=None, repr=False)
@@ -29,9 +32,12 @@ class CardConfig:
     status: str = "active"
     balance_minor: int | None = None
     limit_minor: int | None = None
+    imk: bytes | None = field(default=None, repr=False)
+    emv_scheme: str = DEFAULT_EMV_SCHEME
 
     def test_card(self) -> TestCard:
-        return TestCard(self.status, self.expiry, self.balance_minor, self.limit_minor, self.pin)
+        return TestCard(self.status, self.expiry, self.balance_minor, self.limit_minor, self.pin, imk=self.imk,
+                        emv_scheme=self.emv_scheme)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,10 +68,29 @@ def card_entry(problems: Problems, index: int, entry: Any) -> CardConfig | None:
         status = "active"
     balance = money(problems, f"{key}.balance", entry.get("balance"))
     limit = money(problems, f"{key}.limit", entry.get("limit"))
+    imk, scheme = _chip_keys(problems, key, entry)
     if not (pan_ok and pin_ok):
         return None
     assert isinstance(pan, str)
-    return CardConfig(pan, pin, expiry, status, balance, limit)
+    return CardConfig(pan, pin, expiry, status, balance, limit, imk, scheme)
+
+
+def _chip_keys(problems: Problems, key: str, entry: dict[str, Any]) -> tuple[bytes | None, str]:
+    """``imk`` (the IMK-AC, 32 hex digits) and ``emv_scheme`` (a name of EMV_SCHEMES, only with an IMK)."""
+    raw_imk, scheme = entry.get("imk"), entry.get("emv_scheme", DEFAULT_EMV_SCHEME)
+    imk: bytes | None = None
+    if raw_imk is not None:
+        digits = 2 * IMK_BYTES
+        if isinstance(raw_imk, str) and len(raw_imk) == digits and all(c in HEX_DIGITS for c in raw_imk):
+            imk = bytes.fromhex(raw_imk)
+        else:
+            problems.add(f"{key}.imk", f"must be {digits} hex digits (a double-length IMK-AC)")  # never echo a key
+    if not isinstance(scheme, str) or scheme not in EMV_SCHEMES:
+        problems.add(f"{key}.emv_scheme", f"must be one of {', '.join(EMV_SCHEMES)}, got {scheme!r}")
+        scheme = DEFAULT_EMV_SCHEME
+    elif "emv_scheme" in entry and raw_imk is None:
+        problems.add(f"{key}.emv_scheme", "needs imk: the scheme says how cryptograms under the IMK are computed")
+    return imk, scheme
 
 
 def money(problems: Problems, key: str, raw: Any) -> int | None:

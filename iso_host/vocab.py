@@ -39,6 +39,7 @@ class Reason(enum.StrEnum):
     LOST_CARD = "LOST_CARD"
     STOLEN_CARD = "STOLEN_CARD"
     EXCEEDS_LIMIT = "EXCEEDS_LIMIT"
+    CRYPTOGRAM_FAILED = "CRYPTOGRAM_FAILED"  # the chip's ARQC (F55 tag 9F26) does not verify under the card's IMK
     FORCED_DECLINE = "FORCED_DECLINE"  # a scenario chose the response code
     INVALID_TRANSACTION = "INVALID_TRANSACTION"
     SYSTEM_ERROR = "SYSTEM_ERROR"

@@ -13,7 +13,10 @@ import sys
 from iso_host.cards import displayed
 from iso_host.cli.exit_codes import EXIT_NEGATIVE, EXIT_OK
 from iso_host.config import DEMO_MID, DEMO_TID, DEMO_TMK
+from iso_host.core.test_cards import DEFAULT_EMV_SCHEME
+from iso_host.errors import ConfigError
 from iso_host.log import configure
+from iso_host.security import EMV_SCHEMES
 from iso_host.terminal.script import run_session
 from iso_host.terminal.session import ACTIONS, TEST_PAN, Params, open_session
 from iso_host.wire import Dialect, Message, load_dialect
@@ -28,12 +31,27 @@ def print_response(message: Message, dialect: Dialect) -> None:
 
 
 
+def _params(args: argparse.Namespace) -> Params:
+    """The action's parameters; a chip sale takes --chip and --imk together.
+
+    Raises:
+        ConfigError: --chip without --imk, or --imk without --chip.
+    """
+    chip, imk = getattr(args, "chip", False), getattr(args, "imk", None)
+    if chip and not imk:
+        raise ConfigError("--chip: give the card's issuer master key with --imk (32 hex digits)")
+    if imk and not chip:
+        raise ConfigError("--imk: only for a chip sale (--chip)")
+    return Params.from_args(args)
+
+
 async def _run(args: argparse.Namespace) -> int:
     dialect = load_dialect(args.dialect)
+    params = _params(args)
     session = open_session(args, dialect, args.tid, args.mid)
     await session.connect()
     try:
-        response = await ACTIONS[args.action](session, Params.from_args(args))
+        response = await ACTIONS[args.action](session, params)
     finally:
         await session.client.close()
     session.state.save(session.state_path)  # the batch as the action left it
@@ -103,6 +121,12 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     actions = terminal.add_subparsers(dest="action", required=True)
     sale = actions.add_parser("sale", help="purchase")
     sale.add_argument("amount", help="amount in major units, e.g. 12.34")
+    sale.add_argument("--chip", action="store_true", help="read from the chip: F55 with an ARQC computed under --imk,"
+                      " F23; the ARPC in the reply (F55 tag 91) must verify")  # fmt: skip
+    sale.add_argument("--imk", help="with --chip: the card's issuer master key for application cryptograms, hex")
+    sale.add_argument("--emv-scheme", default=DEFAULT_EMV_SCHEME, choices=list(EMV_SCHEMES),
+                      help=f"with --chip: the card's cryptogram version (default {DEFAULT_EMV_SCHEME})")  # fmt: skip
+    sale.add_argument("--psn", default="00", help="with --chip: the PAN sequence number, two digits (default 00)")
     balance = actions.add_parser("balance", help="balance inquiry: the card's available balance comes back in F54")
     for card_action in (sale, balance, _preauth_parsers(actions)):
         card_action.add_argument("--pan", default=TEST_PAN, help="card number (default: a test card)")

@@ -1,8 +1,8 @@
 """Admission: everything a request must pass before a flow sees it. Raises ``Rejected``; never does I/O.
 
-Terminal and merchant, classification, sign-on and MAC, mandatory fields, card and PIN, and how the
-request names its original. The clear PAN is read here, checked against the PIN block, masked and hashed,
-and goes no further.
+Terminal and merchant, classification, sign-on and MAC, mandatory fields, card and PIN, chip data (field 55), and
+how the request names its original. The clear PAN is read here, checked against the PIN block, used to derive a chip
+card's ICC key, masked and hashed, and goes no further; nor do tags 5A and 57 of field 55.
 """
 
 from __future__ import annotations
@@ -13,15 +13,24 @@ from typing import Any, Final
 
 from iso_host.cards import is_valid_pan, mask_pan, pan_from_track2, pan_hash
 from iso_host.core.flows import KINDS, Request
+from iso_host.core.flows.base import ChipData
+from iso_host.core.flows.chip import asks_online
 from iso_host.core.message_auth import has_mac, mac_field_of, verify_message_mac
 from iso_host.core.terminals import TerminalState
 from iso_host.core.test_cards import CardBook, TestCard
 from iso_host.ledger.model import BatchItem, Card, OriginalQuery
 from iso_host.security import (
+    ARQC_TAGS,
+    EMV_SCHEMES,
+    EmvDataError,
+    IccKey,
     SecurityError,
     TlvError,
+    TlvItem,
+    arqc_input,
     decode_pin_block,
     decrypt_pin_block,
+    derive_icc_key,
     mac_request_key,
     mac_response_key,
     parse_tlv,
@@ -37,12 +46,19 @@ KSN_BYTES: Final = 10
 F90_STAN: Final = slice(4, 10)  # ISO 8583:1987 F90: original MTI n4, then original STAN n6, ...
 # ISO 8583:1987 n fields whatever the kind: a request with letters or control bytes in one is a format error,
 # even where the kind would change nothing (a reversal of an unknown original is otherwise approved).
-NUMERIC_FIELDS: Final = {"3": "processing code", "4": "amount", "11": "STAN", "25": "POS condition code",
-                         "49": "currency code"}  # fmt: skip
+NUMERIC_FIELDS: Final = {"3": "processing code", "4": "amount", "11": "STAN", "23": "card sequence number",
+                         "25": "POS condition code", "49": "currency code"}  # fmt: skip
 MAX_NUMBER_DIGITS: Final = 9  # batch numbers are n6 (CUP 60.2, 61.1); 9 digits still fit every database integer
 VOID_KINDS: Final = frozenset({Kind.VOID, Kind.PREAUTH_VOID, Kind.COMPLETION_VOID})  # the operator must be allowed
 # Kinds a wrong PIN declines (recorded, as the issuer would); for the others it is refused before any flow runs.
 PIN_DECLINED_KINDS: Final = frozenset({Kind.SALE, Kind.PREAUTH})
+CHIP_FIELD: Final = "55"
+CARD_SEQUENCE_FIELD: Final = "23"  # n3: the PAN sequence number (tag 5F34) is its last two digits
+# What a Request keeps of field 55: what an application cryptogram is computed over, 9F10, the cryptogram and its
+# type. Nothing else: not 5A (PAN) nor 57 (track 2 equivalent), nor any other tag a card or terminal adds.
+CHIP_TAGS: Final = frozenset({tag for tag, _ in ARQC_TAGS} | {"9F10", "9F26", "9F27"})
+ARQC_BYTES: Final = 8
+HEX_DIGITS: Final = frozenset("0123456789ABCDEFabcdef")
 
 
 class Rejected(Exception):
@@ -168,7 +184,8 @@ class Admission:
         amount = message.fields.get("4")
         operator = self.family.operator(message)
         spec = KINDS[kind]
-        card, pin_ok, test_card = self._card(message, rule, terminal, pan_key)
+        chip = self._chip_tags(message)
+        card, pin_ok, test_card, icc_key = self._card(message, rule, terminal, pan_key, chip)
         if not pin_ok and kind not in PIN_DECLINED_KINDS:
             raise Rejected(Reason.PIN_INCORRECT, "the PIN does not match the test card table")
         batch_field = self.dialect.batch_field
@@ -197,8 +214,74 @@ class Admission:
             original_auth_code=self._lookup_value(message, rule, "auth_code"),
             open_batch=terminal.batch_number,
             original_queries=tuple(self.original_queries(message, rule, terminal)) if spec.original else (),
+            chip=self._chip_data(chip, icc_key) if chip is not None else None,
             **self.batch_fields(message, rule, kind, pan_key),
         )
+
+    def _chip_tags(self, message: Message) -> dict[str, tuple[int, bytes]] | None:
+        """Field 55 parsed as EMV BER-TLV: tag -> (offset, value) of its primitive data objects; None without it.
+
+        Raises:
+            Rejected: FORMAT_ERROR naming field 55, the tag and the byte offset (counted from the field's first byte).
+        """
+        raw = message.fields.get(CHIP_FIELD)
+        if raw is None:
+            return None
+        if self.dialect.spec[CHIP_FIELD]["data_enc"] != "b":  # a character field 55 (iso87ascii) carries hex text
+            bad = next((index for index, char in enumerate(raw) if char not in HEX_DIGITS), None)
+            if bad is not None:
+                raise Rejected(Reason.FORMAT_ERROR, f"field {CHIP_FIELD}: character {bad} is not a hex digit")
+            if len(raw) % 2:
+                raise Rejected(Reason.FORMAT_ERROR, f"field {CHIP_FIELD}: {len(raw)} hex digits are not whole bytes")
+        try:
+            items = parse_tlv(bytes.fromhex(raw))
+            tag_values(items)  # refuses a tag given twice
+        except TlvError as error:
+            raise Rejected(Reason.FORMAT_ERROR, f"field {CHIP_FIELD}: {error}") from None
+        tags: dict[str, tuple[int, bytes]] = {}
+        pending: list[TlvItem] = items[::-1]
+        while pending:
+            item = pending.pop()
+            if item.constructed:
+                pending.extend(reversed(item.children))
+            else:
+                tags[item.tag] = (item.offset, item.value)
+        return tags
+
+    def _icc_key(self, pan: str, message: Message, card: TestCard, chip: dict[str, tuple[int, bytes]]) -> IccKey:
+        """The card's ICC master key, from its issuer master key, the clear PAN and the PAN sequence number (the last
+        two digits of F23, else tag 5F34, else 00).
+
+        Raises:
+            Rejected: FORMAT_ERROR for a sequence number that is not two digits.
+        """
+        assert card.imk is not None
+        sequence = message.fields.get(CARD_SEQUENCE_FIELD)
+        if sequence is not None:
+            psn = sequence[-2:].rjust(2, "0")
+        else:
+            psn = chip["5F34"][1].hex().upper() if "5F34" in chip else "00"
+        try:
+            return derive_icc_key(card.imk, pan=pan, pan_sequence=psn, scheme=EMV_SCHEMES[card.emv_scheme])
+        except EmvDataError as error:
+            raise Rejected(Reason.FORMAT_ERROR, f"field {CHIP_FIELD}: {_where(error, chip)}") from None
+
+    @staticmethod
+    def _chip_data(chip: dict[str, tuple[int, bytes]], icc_key: IccKey | None) -> ChipData:
+        """What the flow gets of field 55: the tags it needs, and the card's key when there is an ARQC to verify
+        (9F27, when sent, saying ARQC: a TC or an AAC is not verified).
+
+        Raises:
+            Rejected: FORMAT_ERROR when the ARQC cannot be verified for want of data: 9F27 not one byte, or a tag the
+                card's scheme computes over missing or of the wrong size, naming field 55, the tag and its offset.
+        """
+        kept = {tag: value for tag, (_, value) in chip.items() if tag in CHIP_TAGS}
+        if icc_key is not None:
+            try:
+                icc_key = icc_key if _verifiable(kept, icc_key) else None
+            except EmvDataError as error:
+                raise Rejected(Reason.FORMAT_ERROR, f"field {CHIP_FIELD}: {_where(error, chip)}") from None
+        return ChipData(tuple(kept.items()), icc_key)
 
     def _download_ask(self, message: Message) -> tuple[tuple[str, bytes], ...]:
         """The data objects a download request names its record with (none: the set's first record)."""
@@ -254,22 +337,29 @@ class Admission:
         return queries
 
     def _card(
-        self, message: Message, rule: KindRule, terminal: TerminalState, pan_key: bytes
-    ) -> tuple[Card | None, bool, TestCard | None]:
-        """Check the PIN, then mask and hash the PAN so that nothing past here sees it in clear.
+        self, message: Message, rule: KindRule, terminal: TerminalState, pan_key: bytes,
+        chip: dict[str, tuple[int, bytes]] | None,
+    ) -> tuple[Card | None, bool, TestCard | None, IccKey | None]:  # fmt: skip
+        """Check the PIN, derive a chip card's ICC key, then mask and hash the PAN so that nothing past here sees it
+        in clear.
 
         Returns:
-            The card (None when the request carries none), whether the PIN, if any, was right, and the
-            test card with this PAN, if one is configured.
+            The card (None when the request carries none), whether the PIN, if any, was right, the test card with
+            this PAN, if one is configured, and its ICC key when field 55 carries an ARQC and the test card has an
+            issuer master key.
         """
         pan = self._clear_pan(message, rule)
         if pan is None:
             if rule.card_fields and rule.card_required:
                 fields = ", ".join(rule.card_fields)
                 raise Rejected(Reason.FORMAT_ERROR, f"no card: none of fields {fields} is present")
-            return None, True, None
+            return None, True, None, None
         pin_ok = self._pin_matches(message, pan, terminal) if "52" in message.fields else True
-        return Card(mask_pan(pan), pan_hash(pan, pan_key)), pin_ok, self.cards.card(pan)
+        test_card = self.cards.card(pan)
+        icc_key = None
+        if chip is not None and "9F26" in chip and test_card is not None and test_card.imk is not None:
+            icc_key = self._icc_key(pan, message, test_card, chip)
+        return Card(mask_pan(pan), pan_hash(pan, pan_key)), pin_ok, test_card, icc_key
 
     @staticmethod
     def _clear_pan(message: Message, rule: KindRule) -> str | None:
@@ -316,3 +406,26 @@ class Admission:
             raise Rejected(Reason.FORMAT_ERROR, "field 52 is not a valid PIN block") from None
         card = self.cards.card(pan)
         return card is None or card.pin is None or pin == card.pin
+
+
+def _verifiable(tags: dict[str, bytes], icc_key: IccKey) -> bool:
+    """Whether the tags carry an ARQC (not a TC or an AAC) with everything the scheme computes over.
+
+    Raises:
+        EmvDataError: 9F27 is not one byte, or a tag of the ARQC's input, or 9F26, is missing or of the wrong size.
+    """
+    if "9F27" in tags and len(tags["9F27"]) != 1:
+        raise EmvDataError(f"must be 1 byte, got {len(tags['9F27'])}", tag="9F27")
+    if not asks_online(tags):
+        return False
+    arqc_input(tags, icc_key.scheme)
+    if len(tags["9F26"]) != ARQC_BYTES:
+        raise EmvDataError(f"must be {ARQC_BYTES} bytes, got {len(tags['9F26'])}", tag="9F26")
+    return True
+
+
+def _where(error: EmvDataError, chip: dict[str, tuple[int, bytes]]) -> str:
+    """An EMV data error with the offset of its tag in field 55, when the tag is there."""
+    if error.tag in chip:
+        return f"tag {error.tag} at byte {chip[error.tag][0]}: {error.reason}"
+    return str(error)

@@ -1,4 +1,5 @@
-"""Test cards: the issuer-side facts a test needs (status, expiry, balance, limit, PIN), and their balances.
+"""Test cards: the issuer-side facts a test needs (status, expiry, balance, limit, PIN, the issuer master key for
+application cryptograms), and their balances.
 
 Balances live in memory and start from the configuration at every host start; flows never touch them:
 they return balance changes, which the host applies once the ledger has committed the decision. So do holds: an
@@ -9,11 +10,17 @@ its completion, void or reversal releases it, or it expires. Holds live in memor
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Final
 
+from iso_host.security import EMV_SCHEMES
+
 STATUSES: Final = ("active", "lost", "stolen", "expired")
+# EMV 4.3 Book 2's own cryptogram version (common session key from the ATC, ARPC method 1): a test card's scheme
+# when its configuration names none.
+DEFAULT_EMV_SCHEME: Final = "emv-csk"
+IMK_BYTES: Final = 16  # a double-length TDES IMK-AC
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,12 +33,16 @@ class TestCard:
     expiry: str | None = None  # YYMM; the card is expired from the month after
     balance_minor: int | None = None  # None: unlimited funds
     limit_minor: int | None = None  # per transaction; None: no limit
-    pin: str | None = None
+    pin: str | None = field(default=None, repr=False)
     holds: tuple[Hold, ...] = ()  # the pre-auths holding money on it (the book's, at the time of the request)
+    imk: bytes | None = field(default=None, repr=False)  # the issuer's IMK-AC: F55 ARQCs are verified under it
+    emv_scheme: str = DEFAULT_EMV_SCHEME  # a name of security.EMV_SCHEMES: how the ARQC and the ARPC are computed
 
     def __post_init__(self) -> None:
         assert self.status in STATUSES, self.status
         assert self.expiry is None or (len(self.expiry) == 4 and self.expiry.isdigit())
+        assert self.imk is None or len(self.imk) == IMK_BYTES, "the IMK-AC is double length"
+        assert self.emv_scheme in EMV_SCHEMES, self.emv_scheme
 
     def available_minor(self, now: datetime, *, besides: str | None = None) -> int | None:
         """What the card may still spend at ``now``: its balance less the holds still running (None: unlimited).

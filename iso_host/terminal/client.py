@@ -36,6 +36,7 @@ DEFAULT_TPDU = bytes.fromhex("6000030000")  # 60 + destination NII 0003 + source
 DEFAULT_CUP_HEADER = bytes.fromhex("603100000000")  # magstripe application, software version 31
 DEFAULT_KSN = bytes.fromhex("FFFF9876543210E00000")  # ANSI X9.24-1 Annex A test KSN, counter 0
 MAX_STAN = 999_999
+MAX_ATC = 0xFFFF  # tag 9F36 is two bytes
 
 
 class ClientError(IsoHostError):
@@ -49,6 +50,7 @@ class ClientState:
     stan: int = 0
     batch: int = 1
     ksn_counter: int = 0
+    atc: int = 0  # a chip card's application transaction counter (tag 9F36), for --chip sales
     tpk_under_tmk: str | None = field(default=None, repr=False)
     tak_under_tmk: str | None = field(default=None, repr=False)
     items: list[dict[str, Any]] = field(default_factory=list, repr=False)  # the open batch (terminal_batch.py)
@@ -56,6 +58,11 @@ class ClientState:
     def next_stan(self) -> int:
         self.stan = self.stan % MAX_STAN + 1
         return self.stan
+
+    def next_atc(self) -> int:
+        """The next ATC, as a card counts its GENERATE ACs: 1, 2, ... FFFF, then 1 again (a test card never locks)."""
+        self.atc = self.atc % MAX_ATC + 1
+        return self.atc
 
     def next_ksn(self, base: bytes = DEFAULT_KSN) -> bytes:
         """The next DUKPT KSN: the base with its 21-bit counter advanced."""

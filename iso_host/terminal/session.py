@@ -16,18 +16,21 @@ from typing import Any, Final
 
 from iso_host.clock import local_now
 from iso_host.config import hex_key
+from iso_host.core.test_cards import DEFAULT_EMV_SCHEME
 from iso_host.errors import ConfigError
 from iso_host.money import parse_amount
 from iso_host.styles import family_of
 from iso_host.terminal import batch as book
 from iso_host.terminal import network
+from iso_host.terminal.chip import ChipCard, ChipError, ChipRequest, arpc_verifies, chip_request, issuer_authentication
 from iso_host.terminal.client import ClientError, ClientState, MacKeys, TerminalClient, dukpt_keys, pin_block_field
 from iso_host.tls import client_context
 from iso_host.vocab import DEFAULT_MAC_ALGORITHM
 from iso_host.wire import Dialect, Message
 
 TEST_PAN: Final = "4761739001010010"
-PARAM_NAMES: Final = ("amount", "pan", "expiry", "pin", "stan", "rrn", "operator", "auth_code", "date", "template")
+PARAM_NAMES: Final = ("amount", "pan", "expiry", "pin", "stan", "rrn", "operator", "auth_code", "date", "template",
+                      "imk", "emv_scheme", "psn")  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +46,9 @@ class Params:
     operator: str = "001"  # CUP F63 (void, signon)
     auth_code: str | None = None  # a pre-auth by its approval code (F38), when it is not in this batch
     date: str | None = None  # MMDD: that pre-auth's date (61.3); default today
+    imk: str | None = field(default=None, repr=False)  # sale: a chip card's issuer master key, hex (--chip --imk)
+    emv_scheme: str = DEFAULT_EMV_SCHEME  # with chip: the card's cryptogram version (security.EMV_SCHEMES)
+    psn: str = "00"  # with chip: the PAN sequence number, two digits
     template: str | None = None  # send: the dialect's template to send (a QR sale, a status upload ...)
 
     @classmethod
@@ -137,8 +143,62 @@ def _sale(session: Session, params: Params) -> tuple[Message, MacKeys | None]:
     return _card_request(session, params, "sale", amount=parse_amount(params.amount or ""))
 
 
+def _chip_card(params: Params) -> ChipCard:
+    """The card's chip for a chip sale: its ICC key from --imk, --pan, --psn and --emv-scheme.
+
+    Raises:
+        ConfigError: a bad --imk, --psn, --emv-scheme (the key never echoed).
+    """
+    assert params.imk is not None
+    try:
+        imk = bytes.fromhex(params.imk) if params.imk.isalnum() else b""
+    except ValueError:
+        imk = b""  # refused below for its length, without echoing it
+    try:
+        return ChipCard.derive(imk, pan=params.pan, pan_sequence=params.psn, scheme=params.emv_scheme)
+    except ChipError as error:
+        raise ConfigError(str(error)) from None
+
+
+def _chip_sale(session: Session, message: Message, card: ChipCard) -> ChipRequest:
+    """Add what a chip read adds to the sale (F22 051, F23, F55 with the ARQC); the ATC moves on in the state file."""
+    chip = chip_request(card, amount_minor=int(message.fields["4"]), currency=message.fields.get("49", ""),
+                        now=local_now(), atc=session.state.next_atc())  # fmt: skip
+    message.fields.update(chip.fields)
+    return chip
+
+
+def _check_arpc(session: Session, card: ChipCard, chip: ChipRequest, stan: str, response: Message) -> None:
+    """Check the host's ARPC (F55 tag 91) as the card does at its second GENERATE AC; print "ARPC verified".
+
+    Raises:
+        ClientError: an approval without an ARPC, an ARPC that does not verify, an unreadable F55: the card would
+            decline what the host approved (the terminal's batch keeps the sale, to be reversed).
+    """
+    approved = response.fields.get("39") == "00"
+    try:
+        issuer_data = issuer_authentication(response)
+        if issuer_data is None and not approved:
+            return  # a decline the card needs no ARPC for (a cryptogram that failed, for one)
+        if issuer_data is not None and arpc_verifies(card, chip, issuer_data):
+            print("ARPC verified")
+            return
+        if issuer_data is None:
+            problem = "the approved response carries no ARPC (F55 tag 91)"
+        else:
+            problem = "the ARPC in the response's F55 tag 91 does not verify"
+    except ChipError as error:
+        problem = str(error)
+    if approved:
+        session.state.save(session.state_path)
+        problem += f"; the card would decline the approved sale (reverse it: --stan {stan})"
+    raise ClientError(problem)
+
+
 async def _do_sale(session: Session, params: Params) -> Message:
+    card = _chip_card(params) if params.imk is not None else None
     message, mac = _sale(session, params)
+    chip = _chip_sale(session, message, card) if card is not None else None
     response = await session.send(message, mac)
     if response.fields.get("39") == "00":
         session.state.items.append({
@@ -146,6 +206,8 @@ async def _do_sale(session: Session, params: Params) -> Message:
             "amount": int(message.fields["4"]), "pan": params.pan, "date": local_now().strftime("%m%d"),
             "status": book.APPROVED,
         })  # fmt: skip
+    if card is not None and chip is not None:
+        _check_arpc(session, card, chip, message.fields["11"], response)
     return response
 
 

@@ -56,10 +56,11 @@ REASONS: Final = (
     "VOID_WINDOW_EXPIRED", "AMOUNT_MISMATCH", "CARD_MISMATCH", "OPERATOR_NOT_PERMITTED",
     "VOID_LIMIT_EXCEEDED", "OUT_OF_BALANCE", "BATCH_OUT_OF_SYNC", "INVALID_TRANSACTION", "SYSTEM_ERROR",
     "INSUFFICIENT_FUNDS", "EXPIRED_CARD", "LOST_CARD", "STOLEN_CARD", "EXCEEDS_LIMIT", "TERMINAL_DISABLED",
-    "INVALID_AMOUNT",
+    "INVALID_AMOUNT", "CRYPTOGRAM_FAILED",
 )  # fmt: skip
 # Reasons added after dialect files were in users' hands: a file that predates them gets these codes.
-REASON_DEFAULTS: Final = {"INVALID_AMOUNT": "13"}  # ISO 8583:1987 field 39: 13 invalid amount
+# ISO 8583:1987 field 39: 13 invalid amount; 05 do not honour (an issuer's answer to a cryptogram that fails).
+REASON_DEFAULTS: Final = {"INVALID_AMOUNT": "13", "CRYPTOGRAM_FAILED": "05"}
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,7 @@ from log_audit import remember_secret
 import iso_host.config
 import iso_host.security
 from iso_host.config import CardConfig, TerminalConfig, TlsConfig, parse_config
+from iso_host.core.test_cards import DEFAULT_EMV_SCHEME
 from iso_host.errors import ConfigError
 from iso_host.vocab import MAC_ALGORITHMS
 from iso_host.wire import SecurityPolicy
@@ -31,7 +32,8 @@ BDK = "FEDCBA98765432100123456789ABCDEF"
 NOT_HEX_KEY = "0123456789ABCDEFFEDCBA987654321G"  # 32 characters, one of them not hex
 PAN = "6212345678901234567"
 PIN = "123456"
-remember_secret(TAK, TPK, BDK, NOT_HEX_KEY, PAN, PIN)
+IMK = "0123456789ABCDEFFEDCBA9876543210"  # pyemv's test_cvn_hsm.py issuer master key
+remember_secret(TAK, TPK, BDK, NOT_HEX_KEY, PAN, PIN, IMK)
 
 
 def _dialect_error(name: str, changes: dict[str, Any]) -> str:
@@ -107,7 +109,23 @@ BAD_CARDS = [
     pytest.param([{"pan": PAN, "pin": "123"}], "cards[0].pin", "must be 4 to 12 digits", id="pin-3-digits"),
     pytest.param([{"pan": PAN, "pin": 1234}], "cards[0].pin", "must be 4 to 12 digits", id="pin-integer"),
     pytest.param([{"pan": PAN, "pin": PIN, "cvv": "123"}], "cards[0].cvv",
-                 "unknown key (expected one of balance, expiry, limit, pan, pin, status)", id="unknown-key"),
+                 "unknown key (expected one of balance, emv_scheme, expiry, imk, limit, pan, pin, status)",
+                 id="unknown-key"),
+    pytest.param([{"pan": PAN, "imk": IMK[:30]}], "cards[0].imk", "must be 32 hex digits (a double-length IMK-AC)",
+                 id="imk-30-digits"),
+    pytest.param([{"pan": PAN, "imk": IMK + IMK[:16]}], "cards[0].imk",
+                 "must be 32 hex digits (a double-length IMK-AC)", id="imk-48-digits"),
+    pytest.param([{"pan": PAN, "imk": NOT_HEX_KEY}], "cards[0].imk", "must be 32 hex digits (a double-length IMK-AC)",
+                 id="imk-not-hex"),
+    pytest.param([{"pan": PAN, "imk": 123}], "cards[0].imk", "must be 32 hex digits (a double-length IMK-AC)",
+                 id="imk-integer"),
+    pytest.param([{"pan": PAN, "imk": IMK, "emv_scheme": "visa-cvn99"}], "cards[0].emv_scheme",
+                 "must be one of emv-csk, visa-cvn10, visa-cvn18, visa-cvn22, mastercard-cvn16, mastercard-cvn17, "
+                 "mastercard-cvn20, mastercard-cvn21, interac-cvn133, got 'visa-cvn99'", id="emv-scheme-unknown"),
+    pytest.param([{"pan": PAN, "imk": IMK, "emv_scheme": ["visa-cvn10"]}], "cards[0].emv_scheme",
+                 "must be one of emv-csk", id="emv-scheme-array"),
+    pytest.param([{"pan": PAN, "emv_scheme": "visa-cvn10"}], "cards[0].emv_scheme",
+                 "needs imk: the scheme says how cryptograms under the IMK are computed", id="emv-scheme-without-imk"),
     pytest.param(["not a table"], "cards[0]", "must be a table", id="card-not-a-table"),
     pytest.param({"pan": PAN}, "cards", "must be an array of tables", id="cards-not-an-array"),
 ]  # fmt: skip
@@ -236,6 +254,19 @@ class TestCardConfig:
         """Without [[cards]] the host knows no test card."""
         assert parse_config({}, CONFIG_SOURCE).cards == ()
 
+    def test_chip_keys(self) -> None:
+        """imk is read as 16 bytes (either case of hex), emv_scheme defaults to EMV's own common-session-key scheme,
+        and both reach the TestCard the host decides with."""
+        cards = parse_config({"cards": [{"pan": PAN, "imk": IMK.lower(), "emv_scheme": "visa-cvn10"},
+                                        {"pan": "4761739001010010", "imk": IMK}]}, CONFIG_SOURCE).cards  # fmt: skip
+        assert [(card.imk, card.emv_scheme) for card in cards] == [
+            (bytes.fromhex(IMK), "visa-cvn10"), (bytes.fromhex(IMK), DEFAULT_EMV_SCHEME)
+        ]
+        assert DEFAULT_EMV_SCHEME == "emv-csk"
+        test_card = cards[0].test_card()
+        assert (test_card.imk, test_card.emv_scheme) == (bytes.fromhex(IMK), "visa-cvn10")
+        assert parse_config({"cards": [{"pan": PAN}]}, CONFIG_SOURCE).cards[0].test_card().imk is None
+
     @pytest.mark.parametrize(("cards", "key", "problem"), BAD_CARDS)
     def test_bad_card_names_the_key(self, cards: Any, key: str, problem: str) -> None:
         """One bad card gives one line naming the file, the key and what was expected, without the PAN or PIN."""
@@ -244,7 +275,8 @@ class TestCardConfig:
         assert problem in message
         assert "\n" not in message
         entries = cards if isinstance(cards, list) else [cards]
-        for value in (v for entry in entries if isinstance(entry, dict) for v in entry.values()):
+        secrets = (entry.get(name) for entry in entries if isinstance(entry, dict) for name in ("pan", "pin", "imk"))
+        for value in secrets:
             assert not (isinstance(value, str) and len(value) >= 4 and value in message)
 
     def test_bad_pan_and_pin_in_one_pass(self) -> None:
@@ -253,11 +285,14 @@ class TestCardConfig:
         assert [line.split(": ")[1] for line in lines] == ["cards[0].pan", "cards[0].pin"]
 
     def test_repr_hides_pan_and_pin(self) -> None:
-        """repr of a CardConfig shows neither the PAN nor the PIN."""
-        text = repr(CardConfig(PAN, PIN))
-        assert PAN not in text
-        assert PAN[-4:] not in text
-        assert PIN not in text
+        """repr of a CardConfig shows neither the PAN nor the PIN, nor the IMK (nor does its TestCard's)."""
+        config = CardConfig(PAN, PIN, imk=bytes.fromhex(IMK))
+        for text in (repr(config), repr(config.test_card())):
+            assert PAN not in text
+            assert PAN[-4:] not in text
+            assert PIN not in text
+            assert IMK not in text.upper()
+            assert repr(bytes.fromhex(IMK)) not in text
 
 
 class TestTlsConfig:

@@ -19,10 +19,26 @@ from iso_host.ledger.model import (
     OriginalQuery,
     TransactionRecord,
 )
+from iso_host.security import IccKey
 from iso_host.vocab import Kind, Reason, Status
 from iso_host.wire import Dialect, KindRule
 
 MAX_COMMANDS_PER_DECISION = 8
+
+
+@dataclass(frozen=True, slots=True)
+class ChipData:
+    """What admission keeps of a request's field 55 (ICC data, EMV TLV): the data objects an application cryptogram
+    is computed over, 9F10, the cryptogram (9F26) and its type (9F27), never 5A (PAN) or 57 (track 2 equivalent);
+    and, when there is an ARQC to verify and the test card has an issuer master key, the card's ICC key, derived
+    from it in admission while the PAN was in clear."""
+
+    tags: tuple[tuple[str, bytes], ...] = field(default=(), repr=False)  # (tag in upper-case hex, value), in order
+    icc_key: IccKey | None = None  # its repr shows the scheme only
+
+    def values(self) -> dict[str, bytes]:
+        """Tag -> value, as ``security.emv`` computes over them."""
+        return dict(self.tags)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +72,7 @@ class Request:
     after_upload: bool = False  # iso87 settlement 96xxxx: the upload is over
     upload: tuple[tuple[BatchItem, str | None, bool], ...] | None = None  # batch upload: (item, PAN hash, foreign)
     original_queries: tuple[OriginalQuery, ...] = ()  # void, reversal, refund: how the request names its original
+    chip: ChipData | None = None  # field 55, when the request carried it (a chip card's sale or pre-auth)
 
     def attempt(self) -> Attempt:
         """What the eligibility rules see of a void, reversal or refund."""

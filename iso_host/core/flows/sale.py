@@ -1,12 +1,14 @@
-"""Sale (0200, purchase): approve, or decline as the test card says, and record it. Pure: no clock, no I/O."""
+"""Sale (0200, purchase): approve, or decline as the test card (and a chip card's cryptogram) says, and record it.
+Pure: no clock, no I/O."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
 from iso_host.core.flows.base import Context, Decision, Request, batch_out_of_sync, new_record, reply_fields
+from iso_host.core.flows.chip import arqc_verified, issuer_authentication
 from iso_host.core.test_cards import TestCard
-from iso_host.ledger.model import LedgerView, RecordTransaction
+from iso_host.ledger.model import LedgerView, RecordTransaction, TransactionRecord
 from iso_host.vocab import Kind, Reason
 
 CARD_STATUS_REASONS = {"lost": Reason.LOST_CARD, "stolen": Reason.STOLEN_CARD, "expired": Reason.EXPIRED_CARD}
@@ -28,22 +30,44 @@ def card_decline(card: TestCard | None, amount_minor: int, now: datetime) -> Rea
     return None
 
 
-def sale(request: Request, view: LedgerView, context: Context) -> Decision:
-    """Approve the sale (or decline it: zero amount, wrong PIN, the test card's status, expiry, limit, funds) and
-    record it; a sale into a batch that has settled is refused unrecorded.
+def card_decision(request: Request, context: Context) -> tuple[Reason, bool | None]:
+    """The answer to a card asking for money (a sale, a pre-auth), in the order an issuer checks: a zero amount, the
+    chip's ARQC (CRYPTOGRAM_FAILED when it does not verify under the card's key), the PIN, then the test card; and
+    whether the ARQC verified (None: there was none to verify)."""
+    assert request.amount_minor is not None, "the pipeline requires F4 for a sale or a pre-auth"
+    verified = arqc_verified(request.chip)
+    reason = Reason.INVALID_AMOUNT if request.amount_minor == 0 and not context.rules.allow_zero_amount else None
+    reason = reason or (Reason.CRYPTOGRAM_FAILED if verified is False else None)
+    reason = reason or (Reason.PIN_INCORRECT if request.pin_incorrect else None)
+    reason = reason or card_decline(request.test_card, request.amount_minor, context.now) or Reason.APPROVED
+    return reason, verified
 
-    The reply carries the RRN and approval code; an approval takes the amount off a test card's balance.
+
+def card_reply(request: Request, context: Context, record: TransactionRecord, verified: bool | None) -> dict[str, str]:
+    """The reply's fields: host time, RRN, approval code, and for an ARQC that verified (approved or declined) field
+    55 with the issuer authentication data the card checks at its second GENERATE AC."""
+    fields = reply_fields(context, record)
+    if verified and request.chip is not None:
+        fields |= issuer_authentication(request.chip, record.response_code)
+    return fields
+
+
+def sale(request: Request, view: LedgerView, context: Context) -> Decision:
+    """Approve the sale (or decline it: zero amount, a chip cryptogram that does not verify, wrong PIN, the test
+    card's status, expiry, limit, funds) and record it; a sale into a batch that has settled is refused unrecorded.
+
+    The reply carries the RRN and approval code, and the ARPC (F55 tag 91) when the request's ARQC verified; an
+    approval takes the amount off a test card's balance.
     """
     assert request.kind is Kind.SALE
     assert request.amount_minor is not None, "the pipeline requires F4 for a sale"
     if view.request_batch_settled:
         return batch_out_of_sync(context)
-    reason = Reason.INVALID_AMOUNT if request.amount_minor == 0 and not context.rules.allow_zero_amount else None
-    reason = reason or (Reason.PIN_INCORRECT if request.pin_incorrect else None)
-    reason = reason or card_decline(request.test_card, request.amount_minor, context.now) or Reason.APPROVED
+    reason, verified = card_decision(request, context)
     record = new_record(request, context, reason)
     spent = ((request.card.pan_hash, -request.amount_minor),) if reason is Reason.APPROVED and request.card else ()
-    return Decision(reason, reply_fields(context, record), (RecordTransaction(record),), balance_changes=spent)
+    fields = card_reply(request, context, record, verified)
+    return Decision(reason, fields, (RecordTransaction(record),), balance_changes=spent)
 
 
 def forced_decline(request: Request, context: Context, response_code: str) -> Decision:
