@@ -33,7 +33,13 @@ from iso_host.terminal.session import TEST_PAN
 from iso_host.wire import NEED_DATA, Dialect, FrameDecoder, encode_frame
 from iso_host.wire.dialect import TEMPLATE_SAMPLE
 
-SESSION_KINDS: Final = frozenset({"signon", "signoff"})
+SESSION_FLOWS: Final = frozenset({"signon", "signoff"})
+
+
+def session_kinds(dialect: Dialect) -> frozenset[str]:
+    """The dialect's kinds that change the terminal's session: sign-on, sign-off, and any kind that takes their
+    flow (an iso87 key change, 0800 F70 = 161)."""
+    return frozenset(rule.kind for rule in dialect.kinds if (rule.flow or rule.kind) in SESSION_FLOWS)
 SEED_TIME: Final = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)  # seed frames do not depend on the day they are made
 # Health-check STANs are drawn from 700000-999999: one bit flip cannot turn a seed's STAN (digits 0-2) into one,
 # and drawing them at random keeps runs against the same host (and batch) apart.
@@ -59,9 +65,10 @@ def build_seeds(dialect: Dialect, tid: str, mid: str, tak: Tak | None) -> list[S
         client.mac = MacKeys(tak.algorithm, dummy, dummy)
     values = {k: v for k, v in TEMPLATE_SAMPLE.items() if k not in ("stan", "tid", "mid", "now")}
     seeds = []
+    sessions = session_kinds(dialect)
     for kind in dialect.templates:
         frame = client.frame(client.build(kind, SEED_TIME, **values))
-        weight = SESSION_WEIGHT if kind in SESSION_KINDS else OTHER_WEIGHT
+        weight = SESSION_WEIGHT if kind in sessions else OTHER_WEIGHT
         seeds.append(seed_frame(dialect, kind, frame[dialect.length_header.size_bytes :], weight))
     return seeds
 
@@ -235,10 +242,11 @@ class Run:
         self.scheduler = Scheduler(self)
         self.stats = report.Stats({name: report.Tally() for name in mutator.mutation_names})
         self.recent: deque[FuzzFrame] = deque(maxlen=RECENT_FRAMES)
+        self.session_kinds = session_kinds(options.dialect)
 
     def touches_session(self, frame: FuzzFrame) -> bool:
         """A frame the host may take as a sign-on or sign-off (by its seed, or by what it decodes as)."""
-        return frame.kind in SESSION_KINDS or frame.decoded_kind in SESSION_KINDS
+        return frame.kind in self.session_kinds or frame.decoded_kind in self.session_kinds
 
     def framed(self, body: bytes) -> bytes:
         return encode_frame(self.options.dialect.length_header, body)
