@@ -374,7 +374,7 @@ def batch_totals(ledger: Ledger, key: BatchKey) -> BatchTotals:
     """``sql.BATCH_TOTALS``: gross totals, split into domestic (masked PAN from BIN 62) and foreign cards."""
     sides = {False: Totals(), True: Totals()}
     for row in _rows_of_batch(ledger, key):
-        foreign = row.card is None or not row.card.masked_pan.startswith("62")  # NULL LIKE '62%' is not true
+        foreign = row.card is not None and not row.card.masked_pan.startswith("62")  # no card (QR): domestic
         if _is_debit(row):
             sides[foreign] += Totals(debit_count=1, debit_minor=row.amount_minor)
         elif row.kind in CREDIT_KINDS and row.status is Status.APPROVED:

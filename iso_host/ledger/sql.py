@@ -108,7 +108,7 @@ _SELECT_ORIGINAL: Final = (
 
 # Gross totals (DESIGN.md, CUP.md): sales and completions are debits (a voided one stays), voids, completion
 # voids and refunds are credits; pre-auths, their voids and reversed rows count nowhere. Foreign cards are all but
-# UnionPay's (BIN 62), as CUP settlement splits them.
+# UnionPay's (BIN 62), as CUP settlement splits them; a payment without a card (a QR payment) is UnionPay's.
 _DEBIT: Final = "kind IN ('sale', 'completion') AND status IN ('APPROVED', 'VOIDED', 'PARTIALLY_REFUNDED', 'REFUNDED')"
 _CREDIT: Final = "kind IN ('void', 'refund', 'completion_void') AND status = 'APPROVED'"
 _SUMS: Final = ", ".join(
@@ -119,7 +119,7 @@ _SUMS: Final = ", ".join(
     )
 )  # fmt: skip
 BATCH_TOTALS: Final = " ".join((
-    "SELECT CASE WHEN masked_pan LIKE '62%%' THEN 0 ELSE 1 END AS foreign_card,", _SUMS,
+    "SELECT CASE WHEN masked_pan IS NULL OR masked_pan LIKE '62%%' THEN 0 ELSE 1 END AS foreign_card,", _SUMS,
     # kind <> 'reversal' adds nothing to the result and lets the planner use transactions_one_per_stan.
     "FROM transactions WHERE tid = %s AND mid = %s AND batch_number = %s AND kind <> 'reversal' GROUP BY 1",
 ))  # fmt: skip

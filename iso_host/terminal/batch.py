@@ -44,7 +44,8 @@ def totals(items: list[Item]) -> BatchTotals:
     refunds credits."""
     sections = {False: Totals(), True: Totals()}
     for item in items:
-        foreign = not str(item.get("pan", "")).startswith("62")
+        pan = str(item.get("pan", ""))
+        foreign = bool(pan) and not pan.startswith("62")  # a card-less (QR) payment is UnionPay's: domestic
         amount = int(item["amount"])
         if item["kind"] in DEBIT_KINDS and item["status"] in DEBIT_STATUSES:
             sections[foreign] += Totals(debit_count=1, debit_minor=amount)

@@ -5,6 +5,7 @@ that is checked before the host reads anything else of the message."""
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from typing import Final
 
@@ -152,6 +153,9 @@ async def test_a_qr_sale_needs_no_card_and_an_offline_sale_is_recorded(tmp_path:
             client.mac = MacKeys("cup-ecb", STATIC_TAK, STATIC_TAK)
             offline = await client.request(client.build("offline_sale", local_now(), amount=700, pan=TEST_PAN))
         records = await host.records()
+        batch = await host.store.batch_view(LAB_TID, MID, 1, with_totals=True, deadline=time.monotonic() + 5)
+    assert batch.host_totals.domestic.debit_minor == 250, "a QR payment is UnionPay's: domestic"
+    assert batch.host_totals.foreign.debit_minor == 700, "the offline sale's 4761 card is foreign"
     rows = [(r.kind.value, r.amount_minor, r.card.masked_pan if r.card else None, r.mti) for r in records]
     assert qr.fields["39"] == "00", qr
     assert offline.mti == "0230"
