@@ -5,8 +5,8 @@
 - ``download_status``, ``download``, ``download_end``: serve a ``[downloads]`` set the way CUP terminals fetch
   IC public keys and IC parameters (../shared/CUP.md): the status answer lists every record's identity TLVs,
   a download answers the record whose identity the request's TLV names, the end approves. The data field
-  (the family's ``download_field``, F62 in cup) starts with one ASCII flag: ``1`` the answer is whole, ``0``
-  nothing matched; then the TLV data objects.
+  (the family's ``download_field``, F62 in cup) starts with one ASCII flag: ``1`` the answer is whole, ``2``
+  a status list holds only what fits in the field, ``0`` nothing matched; then the TLV data objects.
 """
 
 from __future__ import annotations
