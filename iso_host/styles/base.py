@@ -4,6 +4,7 @@ uploads, and how a trace hides card data inside a field). Pure: messages in, val
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -46,8 +47,9 @@ def leading_digits(text: str | None, length: int, what: str) -> str:
     return text[:length]
 
 
-class Family:
-    """One dialect family. Subclasses override what their family does differently; the defaults are none."""
+class Family(ABC):
+    """One dialect family. Subclasses implement the abstract methods and override what their family does
+    differently; the defaults of the others are none."""
 
     name: ClassVar[str]
     # The processing code of the settlement that closes a batch after its upload; None: a message of its own does.
@@ -64,34 +66,34 @@ class Family:
         """Which key-block layout a sign-on asks for, where the family lets the terminal choose."""
         return None
 
+    @abstractmethod
     def issue_keys(self, tmk: bytes, fresh: CupWorkingKeys, layout: str | None) -> tuple[CupWorkingKeys, bytes] | None:
         """The keys to issue (cut from ``fresh`` to the layout's lengths) and the key block carrying them under the
         TMK; None for a layout the family does not know."""
-        raise NotImplementedError
 
+    @abstractmethod
     def read_totals(self, message: Message) -> BatchTotals:
         """The totals a terminal reports in its settlement request.
 
         Raises:
             BatchFieldError: the totals fields are missing or not numeric.
         """
-        raise NotImplementedError
 
+    @abstractmethod
     def compare(self, host: BatchTotals, terminal: BatchTotals) -> tuple[bool, dict[str, str]]:
         """Whether the totals agree, and the reply's totals fields."""
-        raise NotImplementedError
 
     def is_after_upload(self, message: Message) -> bool:
         """Whether this settlement request closes a batch after its upload."""
         return False
 
+    @abstractmethod
     def read_upload(self, message: Message, pan: str | None) -> list[UploadRecord]:
         """The records of one batch-upload request (``pan``: the request's own card, where records carry none).
 
         Raises:
             BatchFieldError: a record that does not parse.
         """
-        raise NotImplementedError
 
     def redact(self, fields: Mapping[str, str], kind: str | None) -> dict[str, str]:
         """``fields`` with card data inside family-specific fields masked (the standard card fields are the
@@ -99,17 +101,17 @@ class Family:
         return dict(fields)
 
     # The terminal's side.
+    @abstractmethod
     def accept_keys(self, tmk: bytes, layout: str | None, block: bytes) -> CupWorkingKeys:
         """Unwrap a sign-on response's key block and check its check values.
 
         Raises:
             SecurityError: a check value that does not match (a wrong TMK), or a malformed block.
         """
-        raise NotImplementedError
 
+    @abstractmethod
     def totals_fields(self, totals: BatchTotals) -> dict[str, str]:
         """What a terminal sends in its settlement request for these totals (the other side of ``read_totals``)."""
-        raise NotImplementedError
 
     def balanced(self, response: Message) -> bool:
         """Whether an approved settlement response says the totals agreed."""
@@ -119,7 +121,7 @@ class Family:
         """Template values a reversal needs about what it reverses."""
         return {}
 
+    @abstractmethod
     def upload_steps(self, build: Builder, records: list[UploadRecord], now: datetime) -> list[UploadStep]:
         """The batch-upload requests a terminal sends for its records, in order. Where ``settle_after_upload`` is
         None the last of them ends the upload; otherwise a settlement with that processing code does."""
-        raise NotImplementedError
