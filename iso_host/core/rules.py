@@ -271,17 +271,12 @@ COMPLETION_RULES: Final[tuple[Rule, ...]] = (
     Rule(Reason.CARD_MISMATCH, same_card),
 )
 
-# Completion void (CUP 0200 60.1=21): a sale void's rules, for a completion.
-COMPLETION_VOID_RULES: Final[tuple[Rule, ...]] = (
-    Rule(Reason.ORIGINAL_NOT_FOUND, original_found),
-    Rule(Reason.NOT_VOIDABLE, is_completion),
-    Rule(Reason.ALREADY_CANCELLED, not_cancelled),
-    Rule(Reason.BATCH_CLOSED, batch_open),
-    Rule(Reason.VOID_WINDOW_EXPIRED, within_void_window),
-    Rule(Reason.VOID_LIMIT_EXCEEDED, within_refused_attempts),
-    Rule(Reason.AMOUNT_MISMATCH, same_amount),
-    Rule(Reason.CARD_MISMATCH, same_card),
-    Rule(Reason.OPERATOR_NOT_PERMITTED, operator_permitted),
+# Completion void (CUP 0200 60.1=21): a sale void's rules, for a completion (the per-day void limit counts sale
+# voids only).
+COMPLETION_VOID_RULES: Final[tuple[Rule, ...]] = tuple(
+    Rule(Reason.NOT_VOIDABLE, is_completion) if rule.check is voidable else rule
+    for rule in VOID_RULES
+    if rule.check is not within_voids_per_day
 )
 
 
