@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import ssl
 from collections.abc import AsyncIterator, Callable
@@ -124,3 +125,20 @@ async def running_host(
         await server.stop(grace_s=2.0)
         await background.cancel()
         await store.close()
+
+
+async def exchange_bodies(address: tuple[str, int], *bodies: bytes) -> list[bytes]:
+    """Send frame bodies written by hand on one connection, each behind a 2-byte big-endian length (the framing of
+    iso87binary, iso87bcd and cup), and return the reply bodies in order."""
+    reader, writer = await asyncio.open_connection(*address)
+    replies = []
+    try:
+        for body in bodies:
+            writer.write(len(body).to_bytes(2, "big") + body)
+            await writer.drain()
+            size = int.from_bytes(await reader.readexactly(2), "big")
+            replies.append(await reader.readexactly(size))
+    finally:
+        writer.close()
+        await writer.wait_closed()
+    return replies

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
-from hosting import TEST_PAN, local_now, running_host
+from hosting import TEST_PAN, exchange_bodies, local_now, running_host
 from processes import serving, terminal
 
 from iso_host.core.test_cards import TestCard
@@ -29,23 +28,11 @@ ISO87BINARY_BALANCE_BY_HAND = (
 # fmt: on
 
 
-async def _exchange(address: tuple[str, int], body: bytes) -> bytes:
-    reader, writer = await asyncio.open_connection(*address)
-    try:
-        writer.write(len(body).to_bytes(2, "big") + body)  # iso87binary: 2-byte big-endian length header
-        await writer.drain()
-        size = int.from_bytes(await reader.readexactly(2), "big")
-        return await reader.readexactly(size)
-    finally:
-        writer.close()
-        await writer.wait_closed()
-
-
 async def test_a_hand_written_iso87_inquiry_gets_the_balance_in_f54(tmp_path: Path) -> None:
     """0110 with 00 and F54 = account 00, available balance 02, currency 840, credit, 12 digits; nothing recorded."""
     cards = {TEST_PAN: TestCard(balance_minor=12_345)}
     async with running_host(tmp_path, "iso87binary", test_cards=cards) as host:
-        reply = await _exchange(host.address, ISO87BINARY_BALANCE_BY_HAND)
+        (reply,) = await exchange_bodies(host.address, ISO87BINARY_BALANCE_BY_HAND)
         rows = host.ledger_rows()
     _, response = decode(reply, load_dialect("iso87binary"))
     assert response.mti == "0110"

@@ -3,11 +3,10 @@ one by one, the end of each download, a script result notification. Frames writt
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 from pathlib import Path
 
-from hosting import running_host
+from hosting import exchange_bodies, running_host
 
 from iso_host.security import TlvItem, build_tlv, parse_tlv, tag_values
 from iso_host.wire import Message, decode, load_dialect
@@ -27,18 +26,7 @@ def network(mti: str, code: str, f62: bytes | None = None, stan: str = "000001")
 
 
 async def ask(address: tuple[str, int], *bodies: bytes) -> list[Message]:
-    reader, writer = await asyncio.open_connection(*address)
-    answers = []
-    try:
-        for body in bodies:
-            writer.write(len(body).to_bytes(2, "big") + body)
-            await writer.drain()
-            size = int.from_bytes(await reader.readexactly(2), "big")
-            answers.append(decode(await reader.readexactly(size), CUP)[1])
-    finally:
-        writer.close()
-        await writer.wait_closed()
-    return answers
+    return [decode(reply, CUP)[1] for reply in await exchange_bodies(address, *bodies)]
 
 
 def listed(answer: Message) -> tuple[bytes, list[dict[str, bytes]]]:

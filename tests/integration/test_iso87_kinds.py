@@ -4,10 +4,9 @@ reversal advice (0420) of it, and a key change (0800 F70 = 161)."""
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
-from hosting import running_host
+from hosting import exchange_bodies, running_host
 
 from iso_host.wire import Message, decode, load_dialect
 
@@ -32,18 +31,7 @@ KEY_CHANGE = (  # 0800 with F70 = 161; bit 1 announces the secondary bitmap: F7,
 
 
 async def ask(address: tuple[str, int], *bodies: bytes) -> list[Message]:
-    reader, writer = await asyncio.open_connection(*address)
-    answers = []
-    try:
-        for body in bodies:
-            writer.write(len(body).to_bytes(2, "big") + body)  # 2-byte binary length
-            await writer.drain()
-            size = int.from_bytes(await reader.readexactly(2), "big")
-            answers.append(decode(await reader.readexactly(size), ISO87)[1])
-    finally:
-        writer.close()
-        await writer.wait_closed()
-    return answers
+    return [decode(reply, ISO87)[1] for reply in await exchange_bodies(address, *bodies)]
 
 
 async def test_authorisation_advice_reversal_advice_and_key_change(tmp_path: Path, ledger_url: str) -> None:

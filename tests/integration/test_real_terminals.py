@@ -4,12 +4,11 @@ that is checked before the host reads anything else of the message."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from pathlib import Path
 from typing import Final
 
-from hosting import MID, TEST_PAN, local_now, running_host
+from hosting import MID, TEST_PAN, exchange_bodies, local_now, running_host
 from log_audit import remember_secret
 
 from iso_host.core.message_auth import seal
@@ -60,15 +59,7 @@ def sealed(body: bytes) -> bytes:
 
 
 async def exchange(address: tuple[str, int], body: bytes) -> tuple[bytes, Message]:
-    reader, writer = await asyncio.open_connection(*address)
-    try:
-        writer.write(len(body).to_bytes(2, "big") + body)  # cup: 2-byte binary length
-        await writer.drain()
-        size = int.from_bytes(await reader.readexactly(2), "big")
-        reply = await reader.readexactly(size)
-    finally:
-        writer.close()
-        await writer.wait_closed()
+    (reply,) = await exchange_bodies(address, body)
     return reply, decode(reply, CUP)[1]
 
 
