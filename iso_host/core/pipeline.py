@@ -340,7 +340,7 @@ class Host:
     def response_for(self, request: Message, response_code: str, fields: dict[str, str]) -> Message:
         """The response MTI, the echoed fields, the flow's fields and F39."""
         echoed = {k: request.fields[k] for k in self.dialect.echo_fields if k in request.fields}
-        return Message(reply_mti(request.mti), {**echoed, **fields, "39": response_code}, dict(request.pads))
+        return Message(reply_mti(request.mti), {**echoed, **fields, "39": response_code}, request.pads)
 
     def _format_error(self, error: WireDecodeError) -> Outcome:
         partial = error.partial
