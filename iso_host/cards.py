@@ -7,6 +7,14 @@ import hmac
 
 PAN_MIN_DIGITS = 12
 PAN_MAX_DIGITS = 19
+# UnionPay's own cards (BIN 62): settlement totals count them as domestic and every other card as foreign
+# (the ledger's BATCH_TOTALS says the same in SQL).
+DOMESTIC_PAN_PREFIX = "62"
+
+
+def is_foreign_pan(pan: str) -> bool:
+    """Whether totals count this card as foreign; no card at all (a QR payment) is UnionPay's: domestic."""
+    return bool(pan) and not pan.startswith(DOMESTIC_PAN_PREFIX)
 
 
 def mask_pan_digits(pan: str) -> str:

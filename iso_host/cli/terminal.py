@@ -32,7 +32,7 @@ def print_response(message: Message, dialect: Dialect) -> None:
 
 
 def _params(args: argparse.Namespace) -> Params:
-    """The action's parameters; a chip sale takes --chip and --imk together.
+    """The action's parameters; a chip sale or pre-auth takes --chip and --imk together.
 
     Raises:
         ConfigError: --chip without --imk, or --imk without --chip.
@@ -41,7 +41,7 @@ def _params(args: argparse.Namespace) -> Params:
     if chip and not imk:
         raise ConfigError("--chip: give the card's issuer master key with --imk (32 hex digits)")
     if imk and not chip:
-        raise ConfigError("--imk: only for a chip sale (--chip)")
+        raise ConfigError("--imk: only for a chip request (--chip)")
     return Params.from_args(args)
 
 
@@ -87,6 +87,16 @@ def _preauth_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pan", default=TEST_PAN, help="with --auth-code: the card (default: a test card)")
 
 
+def _chip_options(parser: argparse.ArgumentParser) -> None:
+    """A request read from the chip (a sale, a pre-auth): the card's key and cryptogram version."""
+    parser.add_argument("--chip", action="store_true", help="read from the chip: F55 with an ARQC computed under"
+                        " --imk, F23; the ARPC in the reply (F55 tag 91) must verify")  # fmt: skip
+    parser.add_argument("--imk", help="with --chip: the card's issuer master key for application cryptograms, hex")
+    parser.add_argument("--emv-scheme", default=DEFAULT_EMV_SCHEME, choices=list(EMV_SCHEMES),
+                        help=f"with --chip: the card's cryptogram version (default {DEFAULT_EMV_SCHEME})")  # fmt: skip
+    parser.add_argument("--psn", default="00", help="with --chip: the PAN sequence number, two digits (default 00)")
+
+
 def _preauth_parsers(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
     """The pre-authorisation family's actions (CUP); returns the pre-auth's, which takes the card options too."""
     preauth = actions.add_parser("preauth", help="CUP pre-authorisation: approve AMOUNT and hold it on the card")
@@ -121,14 +131,11 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     actions = terminal.add_subparsers(dest="action", required=True)
     sale = actions.add_parser("sale", help="purchase")
     sale.add_argument("amount", help="amount in major units, e.g. 12.34")
-    sale.add_argument("--chip", action="store_true", help="read from the chip: F55 with an ARQC computed under --imk,"
-                      " F23; the ARPC in the reply (F55 tag 91) must verify")  # fmt: skip
-    sale.add_argument("--imk", help="with --chip: the card's issuer master key for application cryptograms, hex")
-    sale.add_argument("--emv-scheme", default=DEFAULT_EMV_SCHEME, choices=list(EMV_SCHEMES),
-                      help=f"with --chip: the card's cryptogram version (default {DEFAULT_EMV_SCHEME})")  # fmt: skip
-    sale.add_argument("--psn", default="00", help="with --chip: the PAN sequence number, two digits (default 00)")
     balance = actions.add_parser("balance", help="balance inquiry: the card's available balance comes back in F54")
-    for card_action in (sale, balance, _preauth_parsers(actions)):
+    preauth = _preauth_parsers(actions)
+    for chip_action in (sale, preauth):
+        _chip_options(chip_action)
+    for card_action in (sale, balance, preauth):
         card_action.add_argument("--pan", default=TEST_PAN, help="card number (default: a test card)")
         card_action.add_argument("--expiry", help="YYMM")
         card_action.add_argument("--pin", help="PIN: sends an encrypted PIN block (F52) under the PIN key in force")

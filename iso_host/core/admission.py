@@ -37,7 +37,7 @@ from iso_host.security import (
     tag_values,
 )
 from iso_host.security import pin_key as dukpt_pin_key
-from iso_host.styles import BatchFieldError, family_of
+from iso_host.styles import BatchFieldError, family_of, one_transaction
 from iso_host.vocab import DEFAULT_MAC_ALGORITHM, Kind, Reason
 from iso_host.wire import Dialect, KindRule, Message
 
@@ -381,7 +381,9 @@ class Admission:
                 return {"terminal_totals": self.family.read_totals(message),
                         "after_upload": self.family.is_after_upload(message)}  # fmt: skip
             if kind is Kind.BATCH_UPLOAD:
-                records = self.family.read_upload(message, self._clear_pan(message, rule))
+                pan = self._clear_pan(message, rule)
+                in_fields = rule.upload == "transaction"
+                records = one_transaction(message, pan) if in_fields else self.family.read_upload(message, pan)
                 upload = tuple(
                     (BatchItem(r.stan, r.amount_minor, mask_pan(r.pan)), pan_hash(r.pan, pan_key), r.foreign_card)
                     for r in records

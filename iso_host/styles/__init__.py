@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from iso_host.styles.base import BatchFieldError, Builder, Family, UploadRecord, UploadStep
+from iso_host.styles.base import BatchFieldError, Builder, Family, UploadRecord, UploadStep, one_transaction
 from iso_host.styles.cup import CUP
 from iso_host.styles.iso87 import ISO87
 from iso_host.vocab import DIALECT_FAMILIES
@@ -22,4 +22,13 @@ def family_of(dialect: Dialect) -> Family:
     return FAMILIES[dialect.family]
 
 
-__all__ = ["FAMILIES", "BatchFieldError", "Builder", "Family", "UploadRecord", "UploadStep", "family_of"]
+__all__ = [
+    "FAMILIES",
+    "BatchFieldError",
+    "Builder",
+    "Family",
+    "UploadRecord",
+    "UploadStep",
+    "family_of",
+    "one_transaction",
+]

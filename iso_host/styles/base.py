@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar
 
+from iso_host.cards import is_foreign_pan
 from iso_host.ledger.model import BatchTotals
 from iso_host.security import CupWorkingKeys
 from iso_host.wire import Dialect, Message
@@ -30,6 +31,7 @@ class UploadRecord:
     pan: str
     amount_minor: int
     foreign_card: bool
+    chip_data: str = ""  # the terminal's side: a chip transaction's field 55, hex; uploaded in a message of its own
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +47,20 @@ def leading_digits(text: str | None, length: int, what: str) -> str:
     if text is None or len(text) < length or not text[:length].isdigit():
         raise BatchFieldError(f"{what} must start with {length} digits")
     return text[:length]
+
+
+def one_transaction(message: Message, pan: str | None) -> list[UploadRecord]:
+    """The one transaction a batch-upload message carries in its own fields: the card (``pan``, from F2 or track 2),
+    F4 and F11 (the original's STAN), as iso87 uploads every transaction and CUP its chip ones (60.3 203/205).
+
+    Raises:
+        BatchFieldError: no card, or F4 or F11 missing or not numeric.
+    """
+    if pan is None:
+        raise BatchFieldError("a batch upload record needs the card (field 2 or 35)")
+    amount = leading_digits(message.fields.get("4"), 12, "field 4 (amount)")
+    stan = leading_digits(message.fields.get("11"), 6, "field 11 (STAN)")
+    return [UploadRecord(stan, pan, int(amount, 10), foreign_card=is_foreign_pan(pan))]
 
 
 class Family(ABC):
@@ -125,3 +141,8 @@ class Family(ABC):
     def upload_steps(self, build: Builder, records: list[UploadRecord], now: datetime) -> list[UploadStep]:
         """The batch-upload requests a terminal sends for its records, in order. Where ``settle_after_upload`` is
         None the last of them ends the upload; otherwise a settlement with that processing code does."""
+
+    def balanced_upload_steps(self, build: Builder, records: list[UploadRecord], now: datetime) -> list[UploadStep]:
+        """What a terminal still uploads after its totals agreed (CUP: its chip transactions), in order; the last
+        of them ends that upload."""
+        return []

@@ -3,8 +3,9 @@
 Sign-on: 60.3 chooses the key-block layout (001, 003, 004: which keys are single-length, and whether a TDK
 comes too). The operator is F63's first three characters. F48 carries 62 digits of settlement totals
 (domestic, then foreign: debit amount n12, debit count n3, credit amount n12, credit count n3, result n1)
-and the batch-upload records (n2 count, then card type n2 + STAN n6 + PAN n20 + amount n12 each); the end
-of an upload is a 0320 with 60.3 = 202 and an n4 count.
+and the magstripe batch-upload records (n2 count, then card type n2 + STAN n6 + PAN n20 + amount n12 each); a
+chip transaction is uploaded in a 0320 of its own with field 55 (60.3 = 203); the end of an upload is a 0320 with
+60.3 = 202 and an n4 count.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ RECORDS_PER_UPLOAD: Final = 8  # F48 holds 322 digits
 RESULT_BALANCED, RESULT_OUT_OF_BALANCE = "1", "2"
 OPERATOR_FIELD, OPERATOR_CHARS = "63", 3
 UPLOAD_END_CODE: Final = "202"  # 60.3 of the 0320 that ends an upload
+BALANCED_UPLOAD_END_CODE: Final = "207"  # ... that ends the chip upload after a balanced settlement
 # A reversal repeats its original's F3 and 60.1 (CUP.md "Message identification"), by the original's kind.
 REVERSED_AS: Final = {
     "sale": ("000000", "22"), "void": ("200000", "23"), "preauth": ("030000", "10"), "preauth_void": ("200000", "11"),
@@ -140,11 +142,33 @@ class Cup(Family):
         return {"original_processing_code": processing_code, "original_type": message_type}
 
     def upload_steps(self, build: Builder, records: list[UploadRecord], now: datetime) -> list[UploadStep]:
-        chunks = (records[start : start + RECORDS_PER_UPLOAD] for start in range(0, len(records), RECORDS_PER_UPLOAD))
+        """Magstripe records 8 to an F48 (60.3 = 201), then each chip transaction in a 0320 of its own with its
+        field 55 (203), then the end of the upload (202) counting them all."""
+        magstripe = [record for record in records if not record.chip_data]
+        starts = range(0, len(magstripe), RECORDS_PER_UPLOAD)
+        chunks = (magstripe[start : start + RECORDS_PER_UPLOAD] for start in starts)
         steps = [UploadStep(build("batch_upload", now, records=upload_records_field(chunk)), "a batch upload message")
                  for chunk in chunks]  # fmt: skip
         end = build("upload_end", now, count=len(records), processing_code=UPLOAD_END_CODE)
-        return [*steps, UploadStep(end, "the end of the upload")]
+        return [*steps, *_chip_uploads(build, records, now), UploadStep(end, "the end of the upload")]
+
+    def balanced_upload_steps(self, build: Builder, records: list[UploadRecord], now: datetime) -> list[UploadStep]:
+        """After a balanced settlement the chip transactions still go up (203, their final cryptograms), ended by a
+        0320 with 60.3 = 207; a batch without chip transactions sends nothing."""
+        chip = _chip_uploads(build, records, now)
+        if not chip:
+            return []
+        end = build("upload_end", now, count=len(chip), processing_code=BALANCED_UPLOAD_END_CODE)
+        return [*chip, UploadStep(end, "the end of the chip upload")]
+
+
+def _chip_uploads(build: Builder, records: list[UploadRecord], now: datetime) -> list[UploadStep]:
+    """Each chip transaction in a 0320 of its own: the card, F4, F11 its STAN and F55 (60.3 = 203)."""
+    return [
+        UploadStep(build("ic_upload", now, original_stan=int(r.stan), pan=r.pan, amount=r.amount_minor,
+                         chip_data=r.chip_data), f"the chip upload of STAN {r.stan}")
+        for r in records if r.chip_data
+    ]  # fmt: skip
 
 
 CUP: Final = Cup()

@@ -13,11 +13,10 @@ from typing import Final
 
 from iso_host.ledger.model import BatchTotals, Totals
 from iso_host.security import CupWorkingKeys, build_iso87_key_block, parse_iso87_key_block
-from iso_host.styles.base import BatchFieldError, Builder, Family, UploadRecord, UploadStep, leading_digits
+from iso_host.styles.base import BatchFieldError, Builder, Family, UploadRecord, UploadStep, one_transaction
 from iso_host.wire import Message
 
 AFTER_UPLOAD_PREFIX: Final = "96"  # F3 of the 0500 that follows a batch upload
-DOMESTIC_PAN_PREFIX: Final = "62"  # an uploaded card outside it counts as foreign
 
 
 class Iso87(Family):
@@ -53,11 +52,7 @@ class Iso87(Family):
         return (message.fields.get("3") or "").startswith(AFTER_UPLOAD_PREFIX)
 
     def read_upload(self, message: Message, pan: str | None) -> list[UploadRecord]:
-        if pan is None:
-            raise BatchFieldError("a batch upload record needs the card (field 2 or 35)")
-        amount = leading_digits(message.fields.get("4"), 12, "field 4 (amount)")
-        stan = leading_digits(message.fields.get("11"), 6, "field 11 (STAN)")
-        return [UploadRecord(stan, pan, int(amount, 10), foreign_card=not pan.startswith(DOMESTIC_PAN_PREFIX))]
+        return one_transaction(message, pan)
 
     def upload_steps(self, build: Builder, records: list[UploadRecord], now: datetime) -> list[UploadStep]:
         return [

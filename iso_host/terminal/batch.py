@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
+from iso_host.cards import is_foreign_pan
 from iso_host.ledger.model import BatchTotals, Totals
 from iso_host.styles import UploadRecord
 
@@ -22,7 +23,8 @@ CREDIT_KINDS: Final = frozenset({"void", "refund", "completion_void"})
 PREAUTH_KINDS: Final = frozenset({"preauth", "preauth_void", "completion", "completion_void"})  # F25 06 (CUP)
 VOIDED_KIND: Final = {"void": "sale", "preauth_void": "preauth", "completion_void": "completion"}  # what each voids
 
-Item = dict[str, Any]  # {"kind", "stan", "rrn", "amount", "pan", "date", "status", "original_stan"}
+# {"kind", "stan", "rrn", "amount", "pan", "date", "status", "original_stan", "icc" (a chip sale's field 55, hex)}
+Item = dict[str, Any]
 
 
 def find(items: list[Item], *, stan: str | None = None, rrn: str | None = None, kind: str | None = None) -> Item:
@@ -45,7 +47,7 @@ def totals(items: list[Item]) -> BatchTotals:
     sections = {False: Totals(), True: Totals()}
     for item in items:
         pan = str(item.get("pan", ""))
-        foreign = bool(pan) and not pan.startswith("62")  # a card-less (QR) payment is UnionPay's: domestic
+        foreign = is_foreign_pan(pan)
         amount = int(item["amount"])
         if item["kind"] in DEBIT_KINDS and item["status"] in DEBIT_STATUSES:
             sections[foreign] += Totals(debit_count=1, debit_minor=amount)
@@ -57,7 +59,7 @@ def totals(items: list[Item]) -> BatchTotals:
 def upload_records(items: list[Item]) -> list[UploadRecord]:
     """The debits, as the batch upload sends them."""
     return [
-        UploadRecord(item["stan"], item["pan"], int(item["amount"]), not item["pan"].startswith("62"))
+        UploadRecord(item["stan"], item["pan"], int(item["amount"]), is_foreign_pan(item["pan"]), item.get("icc", ""))
         for item in items
         if item["kind"] in DEBIT_KINDS and item["status"] in DEBIT_STATUSES
     ]

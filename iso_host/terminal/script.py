@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import re
+import string
 import sys
 import time
 import tomllib
@@ -24,19 +25,25 @@ from typing import Any, Final
 from iso_host.cards import NOT_SHOWN_FIELDS, displayed
 from iso_host.errors import ConfigError, IsoHostError
 from iso_host.money import parse_amount
+from iso_host.security import EMV_SCHEMES
+from iso_host.security.emv import ICC_KEY_BYTES
 from iso_host.terminal.client import TerminalClient
 from iso_host.terminal.session import ACTIONS, Params, Session, open_session
 from iso_host.wire import Dialect, Message, load_dialect
 
 PASSED, FAILED, ERROR = "passed", "failed", "error"
+IMK_HEX_DIGITS: Final = 2 * ICC_KEY_BYTES
+PSN_DIGITS: Final = 2
 MAX_WAIT_MS: Final = 600_000  # a session is a test, not a scheduler
+# A sale or pre-auth read from the chip: imk (the card's IMK-AC, as --chip --imk), and its scheme and PSN.
+CHIP_PARAMS: Final = ("imk", "emv_scheme", "psn")
 ACTION_PARAMS: Final[dict[str, frozenset[str]]] = {
     "signon": frozenset({"operator"}), "signoff": frozenset(), "echo": frozenset(),
-    "sale": frozenset({"amount", "pan", "pin", "expiry"}), "balance": frozenset({"pan", "pin", "expiry"}),
+    "sale": frozenset({"amount", "pan", "pin", "expiry", *CHIP_PARAMS}), "balance": frozenset({"pan", "pin", "expiry"}),
     "void": frozenset({"stan", "rrn", "operator"}),
     "reversal": frozenset({"stan", "rrn"}), "refund": frozenset({"amount", "stan", "rrn"}), "settle": frozenset(),
     "raw": frozenset({"hex"}), "wait": frozenset({"ms"}),
-    "preauth": frozenset({"amount", "pan", "pin", "expiry"}),
+    "preauth": frozenset({"amount", "pan", "pin", "expiry", *CHIP_PARAMS}),
     "preauth_void": frozenset({"stan", "rrn", "auth_code", "date", "amount", "pan", "operator"}),
     "completion": frozenset({"amount", "stan", "rrn", "auth_code", "date", "pan"}),
     "completion_void": frozenset({"stan", "rrn", "operator"}),
@@ -228,9 +235,20 @@ class _Checker:
         self.placeholders(key, value)
         if name == "amount" and not PLACEHOLDER.search(value) and not _parses(parse_amount, value):
             self.add(key, f'expected an amount such as "12.34", got {value!r}')
+        if name in CHIP_PARAMS:
+            self.chip_param(key, name, value)
         if name == "hex" and not PLACEHOLDER.search(value) and not (value.strip() and _parses(bytes.fromhex, value)):
             self.add(key, "expected the whole frame as hex digits (length header included)")
         return value
+
+    def chip_param(self, key: str, name: str, value: str) -> None:
+        """A chip card's parameter as --imk, --emv-scheme and --psn take it (the key itself never echoed)."""
+        if name == "imk" and not (len(value) == IMK_HEX_DIGITS and all(c in string.hexdigits for c in value)):
+            self.add(key, f"expected {IMK_HEX_DIGITS} hex digits (the card's double-length IMK-AC)")
+        elif name == "emv_scheme" and value not in EMV_SCHEMES:
+            self.add(key, f"expected one of {', '.join(EMV_SCHEMES)}, got {value!r}")
+        elif name == "psn" and not (len(value) == PSN_DIGITS and value.isdigit()):
+            self.add(key, f"expected the PAN sequence number as {PSN_DIGITS} digits, got {value!r}")
 
     def placeholders(self, key: str, text: str) -> None:
         for name in PLACEHOLDER.findall(text):

@@ -19,7 +19,7 @@ from iso_host.config import hex_key
 from iso_host.core.test_cards import DEFAULT_EMV_SCHEME
 from iso_host.errors import ConfigError
 from iso_host.money import parse_amount
-from iso_host.styles import family_of
+from iso_host.styles import UploadStep, family_of
 from iso_host.terminal import batch as book
 from iso_host.terminal import network
 from iso_host.terminal.chip import ChipCard, ChipError, ChipRequest, arpc_verifies, chip_request, issuer_authentication
@@ -46,7 +46,7 @@ class Params:
     operator: str = "001"  # CUP F63 (void, signon)
     auth_code: str | None = None  # a pre-auth by its approval code (F38), when it is not in this batch
     date: str | None = None  # MMDD: that pre-auth's date (61.3); default today
-    imk: str | None = field(default=None, repr=False)  # sale: a chip card's issuer master key, hex (--chip --imk)
+    imk: str | None = field(default=None, repr=False)  # sale, preauth: a chip card's IMK-AC, hex (--chip --imk)
     emv_scheme: str = DEFAULT_EMV_SCHEME  # with chip: the card's cryptogram version (security.EMV_SCHEMES)
     psn: str = "00"  # with chip: the PAN sequence number, two digits
     template: str | None = None  # send: the dialect's template to send (a QR sale, a status upload ...)
@@ -139,10 +139,6 @@ def _card_request(session: Session, params: Params, kind: str, **values: Any) ->
     return message, mac
 
 
-def _sale(session: Session, params: Params) -> tuple[Message, MacKeys | None]:
-    return _card_request(session, params, "sale", amount=parse_amount(params.amount or ""))
-
-
 def _chip_card(params: Params) -> ChipCard:
     """The card's chip for a chip sale: its ICC key from --imk, --pan, --psn and --emv-scheme.
 
@@ -191,23 +187,42 @@ def _check_arpc(session: Session, card: ChipCard, chip: ChipRequest, stan: str, 
         problem = str(error)
     if approved:
         session.state.save(session.state_path)
-        problem += f"; the card would decline the approved sale (reverse it: --stan {stan})"
+        problem += f"; the card would decline what the host approved (reverse it: --stan {stan})"
     raise ClientError(problem)
 
 
-async def _do_sale(session: Session, params: Params) -> Message:
+async def _card_exchange(
+    session: Session, params: Params, kind: str, **values: Any
+) -> tuple[Message, Message, Callable[[], None]]:
+    """Send a request that asks the card for money (a sale, a pre-auth), read from the chip with --chip --imk: the
+    request, the response, and the card's check of the ARPC, to call once the terminal has kept what it approved."""
     card = _chip_card(params) if params.imk is not None else None
-    message, mac = _sale(session, params)
+    message, mac = _card_request(session, params, kind, **values)
     chip = _chip_sale(session, message, card) if card is not None else None
     response = await session.send(message, mac)
+
+    def check_arpc() -> None:
+        if card is not None and chip is not None:
+            _check_arpc(session, card, chip, message.fields["11"], response)
+
+    return message, response, check_arpc
+
+
+def _chip_item(message: Message) -> dict[str, str]:
+    """What the terminal's batch keeps of a chip request: its field 55, which the chip upload sends."""
+    return {"icc": message.fields["55"]} if "55" in message.fields else {}
+
+
+async def _do_sale(session: Session, params: Params) -> Message:
+    message, response, check_arpc = await _card_exchange(session, params, "sale",
+                                                         amount=parse_amount(params.amount or ""))  # fmt: skip
     if response.fields.get("39") == "00":
         session.state.items.append({
             "kind": "sale", "stan": message.fields["11"], "rrn": response.fields.get("37", ""),
             "amount": int(message.fields["4"]), "pan": params.pan, "date": local_now().strftime("%m%d"),
-            "status": book.APPROVED,
+            "status": book.APPROVED, **_chip_item(message),
         })  # fmt: skip
-    if card is not None and chip is not None:
-        _check_arpc(session, card, chip, message.fields["11"], response)
+    check_arpc()
     return response
 
 
@@ -283,17 +298,28 @@ async def _upload(session: Session) -> Message:
     family = family_of(session.dialect)
     steps = family.upload_steps(session.client.build, book.upload_records(session.state.items), local_now())
     last = steps.pop() if family.settle_after_upload is None else None
-    for step in steps:
-        if (await session.send(step.message, mac=None)).fields.get("39") != "00":
-            raise ClientError(f"the host refused {step.refused}")
+    await _send_steps(session, steps)
     if last is not None:
         return await session.send(last.message, mac=None)
     return await _settle_message(session, family.settle_after_upload or "")
 
 
+async def _send_steps(session: Session, steps: list[UploadStep]) -> None:
+    """Send upload steps in order; ClientError naming the first the host refuses."""
+    for step in steps:
+        if (await session.send(step.message, mac=None)).fields.get("39") != "00":
+            raise ClientError(f"the host refused {step.refused}")
+
+
 async def _do_settle(session: Session, params: Params) -> Message:
     response = await _settle_message(session, "920000")
-    if not _balanced(response, session.dialect):
+    if _balanced(response, session.dialect):
+        family, records = family_of(session.dialect), book.upload_records(session.state.items)
+        if steps := family.balanced_upload_steps(session.client.build, records, local_now()):
+            await _send_steps(session, steps)
+            chip_count = len(steps) - 1  # the last ends the upload
+            print(f"{chip_count} chip transaction{'' if chip_count == 1 else 's'} uploaded")
+    else:
         if response.fields.get("39") not in ("00", session.dialect.response_code("OUT_OF_BALANCE")):
             return response  # refused outright (a batch the host does not hold open)
         print("out of balance: uploading the batch")
@@ -391,11 +417,12 @@ def _keep(session: Session, kind: str, message: Message, response: Message, **it
 
 async def _do_preauth(session: Session, params: Params) -> Message:
     _require(session, "preauth")
-    message, mac = _card_request(session, params, "preauth", amount=parse_amount(params.amount or ""))
-    response = await session.send(message, mac)
+    message, response, check_arpc = await _card_exchange(session, params, "preauth",
+                                                         amount=parse_amount(params.amount or ""))  # fmt: skip
     if response.fields.get("39") == "00":
         _keep(session, "preauth", message, response, pan=params.pan, auth_code=response.fields.get("38", ""),
               date=response.fields.get("13") or local_now().strftime("%m%d"), batch=session.state.batch)  # fmt: skip
+    check_arpc()
     return response
 
 

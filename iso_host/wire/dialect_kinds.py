@@ -10,14 +10,19 @@ from iso_host.vocab import Kind
 from iso_host.wire.dialect_checks import check_keys, fail, field_reference_ok, string_list
 
 KIND_KEYS: Final = frozenset(
-    {"kind", "mti", "match", "required", "card_fields", "card_required", "original_by", "flow", "reply", "download"}
-)
+    {"kind", "mti", "match", "required", "card_fields", "card_required", "original_by", "flow", "reply", "download",
+     "upload"}
+)  # fmt: skip
 # The flows a dialect may give a kind of its own without code: the generic ones (core/flows/generic.py), or
 # any of the host's kinds' (a QR sale is a sale without a card; an offline sale is a sale the terminal approved).
 FLOWS: Final = tuple(kind.value for kind in Kind)
+DATA_FLOWS: Final = ("download_status", "download", "download_end", "parameters")  # serve a [downloads] set
 # ``auth_code`` names the original by its approval code (a CUP pre-auth, by F38); ``date`` (MMDD) its local day.
 ORIGINAL_KEYS: Final = frozenset({"rrn", "stan", "batch", "data_elements", "date", "auth_code"})
 NAMING_KEYS: Final = ("rrn", "stan", "data_elements", "auth_code")  # a lookup names its original by one of these
+# How a batch upload carries its transactions: in the family's records (CUP F48), or one in the message's own fields
+# (F2/F35, F4, F11: iso87's uploads, CUP's chip uploads with field 55).
+UPLOAD_FORMS: Final = ("records", "transaction")
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +39,7 @@ class KindRule:
     flow: str | None = None  # the flow of a kind the host has none of its own for: a generic one, or a host kind's
     reply: tuple[tuple[str, str], ...] = ()  # "answer": the reply's fields, as given
     download: str | None = None  # the download kinds: which set of the dialect's [downloads]
+    upload: str = UPLOAD_FORMS[0]  # a batch upload: how it carries its transactions (UPLOAD_FORMS)
 
 
 def _validate_kind(source: str, key: str, entry: Any, fields: dict[str, Any], subfields: dict[str, Any]) -> KindRule:
@@ -67,9 +73,11 @@ def _validate_kind(source: str, key: str, entry: Any, fields: dict[str, Any], su
         raise fail(source, f"{key}.card_required", f"must be true or false, got {card_required!r}")
     original_by = _validate_original_by(source, f"{key}.original_by", entry.get("original_by", []), fields, subfields)
     flow, reply, download = _validate_generic(source, key, entry, fields)
+    upload = _validate_upload(source, key, entry, flow or kind)
     return KindRule(
         kind=kind, mti=mti, match=tuple(patterns), required=required, card_fields=card_fields,
         card_required=card_required, original_by=original_by, flow=flow, reply=reply, download=download,
+        upload=upload,
     )  # fmt: skip
 
 
@@ -85,9 +93,20 @@ def _validate_generic(
     for field_id in reply:
         if field_id not in fields or field_id == "39":
             raise fail(source, f"{key}.reply.{field_id}", "names an undefined field (39 comes from [reasons])")
-    if (download is not None) != (flow is not None and flow.startswith("download")):
-        raise fail(source, f"{key}.download", "the download flows name a set of [downloads], and only they do")
+    if (download is not None) != (flow in DATA_FLOWS):
+        raise fail(source, f"{key}.download", "the download and parameters flows name a set of [downloads], and "
+                   "only they do")  # fmt: skip
     return flow, tuple(reply.items()), download
+
+
+def _validate_upload(source: str, key: str, entry: dict[str, Any], flow: str) -> str:
+    """How a batch-upload kind carries its transactions (UPLOAD_FORMS); only a batch upload may say."""
+    upload = entry.get("upload", UPLOAD_FORMS[0])
+    if upload not in UPLOAD_FORMS:
+        raise fail(source, f"{key}.upload", f"must be one of {', '.join(UPLOAD_FORMS)}, got {upload!r}")
+    if "upload" in entry and flow != Kind.BATCH_UPLOAD.value:
+        raise fail(source, f"{key}.upload", "only a batch upload says how it carries its transactions")
+    return str(upload)
 
 
 def _validate_original_by(

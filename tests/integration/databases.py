@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Iterator
+import sqlite3
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -84,3 +85,12 @@ async def opened(url: str, *, group_commit: bool = True) -> Store:
     store = open_store(url, group_commit=group_commit)
     await store.open()
     return store
+
+
+def ledger_query(url: str, sql: str, params: Sequence[object] = ()) -> list[tuple[object, ...]]:
+    """The rows of one SELECT (``%s`` placeholders) on a ledger of either backend, read outside the store."""
+    if url.startswith("sqlite:///"):
+        with sqlite3.connect(url.removeprefix("sqlite:///")) as connection:
+            return [tuple(row) for row in connection.execute(sql.replace("%s", "?"), params)]
+    with psycopg.connect(url) as connection:
+        return [tuple(row) for row in connection.execute(sql, params)]

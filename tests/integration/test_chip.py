@@ -172,6 +172,6 @@ def test_the_terminal_command_sends_a_chip_sale(tmp_path: Path) -> None:
     assert "Response Code                    05" in wrong_key.stdout
     assert no_imk.returncode == 2, no_imk.stdout + no_imk.stderr
     assert no_imk.stderr == ("iso-host: the approved response carries no ARPC (F55 tag 91); the card would decline"
-                             " the approved sale (reverse it: --stan 000003)\n")  # fmt: skip
+                             " what the host approved (reverse it: --stan 000003)\n")  # fmt: skip
     assert no_key.returncode == 2
     assert no_key.stderr == "iso-host: --chip: give the card's issuer master key with --imk (32 hex digits)\n"

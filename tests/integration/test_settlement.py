@@ -10,7 +10,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from databases import store_url
+from databases import ledger_query, store_url
 from hosting import TEST_PAN, RunningHost, running_host
 from test_cancellations import RULES, UTC, FakeClock, Sold, Till
 
@@ -86,31 +86,14 @@ async def terminal(tmp_path: Path, family: str, backend: str) -> AsyncIterator[T
 
 
 async def batch_row(host: RunningHost, url: str, batch: int) -> dict[str, Any]:
-    import sqlite3  # noqa: PLC0415
-
-    import psycopg  # noqa: PLC0415
-
     sql = "SELECT status, result FROM batches WHERE tid = 'TERM0001' AND batch_number = %s"
-    if url.startswith("sqlite:///"):
-        with sqlite3.connect(url.removeprefix("sqlite:///")) as connection:
-            row = connection.execute(sql.replace("%s", "?"), (batch,)).fetchone()
-    else:
-        with psycopg.connect(url) as connection:
-            row = connection.execute(sql, (batch,)).fetchone()
-    return {"status": row[0], "result": row[1]} if row else {}
+    rows = ledger_query(url, sql, (batch,))
+    return {"status": rows[0][0], "result": rows[0][1]} if rows else {}
 
 
-def differences(url: str) -> list[tuple[str, str, int | None, int | None]]:
-    import sqlite3  # noqa: PLC0415
-
-    import psycopg  # noqa: PLC0415
-
+def differences(url: str) -> list[tuple[object, ...]]:
     sql = "SELECT stan, difference, host_amount_minor, terminal_amount_minor FROM batch_differences ORDER BY stan"
-    if url.startswith("sqlite:///"):
-        with sqlite3.connect(url.removeprefix("sqlite:///")) as connection:
-            return [tuple(row) for row in connection.execute(sql)]  # type: ignore[misc]
-    with psycopg.connect(url) as connection:
-        return [tuple(row) for row in connection.execute(sql)]  # type: ignore[misc]
+    return ledger_query(url, sql)
 
 
 class TestSettlement:
