@@ -65,6 +65,7 @@ class Kind(enum.StrEnum):
     DOWNLOAD_STATUS = "download_status"
     DOWNLOAD = "download"
     DOWNLOAD_END = "download_end"
+    PARAMETERS = "parameters"  # terminal parameters from a parameter file (CUP 0800 60.3=360)
     PREAUTH = "preauth"  # CUP 0100 60.1=10: approves an amount and holds it on the card
     PREAUTH_VOID = "preauth_void"  # CUP 0100 60.1=11: cancels an open pre-auth, releasing its hold
     COMPLETION = "completion"  # CUP 0200 60.1=20 (0220 60.1=24 offline): takes a pre-auth's money, a debit

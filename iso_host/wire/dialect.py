@@ -20,9 +20,10 @@ from iso_host.errors import ConfigError
 from iso_host.vocab import DIALECT_FAMILIES, MAC_ALGORITHMS
 from iso_host.wire.dialect_checks import check_keys, fail, field_reference_ok, string_list
 from iso_host.wire.dialect_kinds import KindRule, validate_kinds
-from iso_host.wire.downloads import DownloadSet, load_download_set
+from iso_host.wire.downloads import DownloadSet, load_download
 from iso_host.wire.framing import LENGTH_HEADERS, LengthHeader
 from iso_host.wire.message import Message
+from iso_host.wire.parameters import ParameterSet
 
 TPDU_BYTES: Final = 5
 FIELD_SPEC_KEYS: Final = frozenset(
@@ -95,7 +96,7 @@ class Dialect:
     templates: dict[str, Message] = field(default_factory=dict)
     security: SecurityPolicy = field(default_factory=SecurityPolicy)
     family: str = "iso87"  # iso_host/styles/: key blocks, operator, settlement and upload layouts
-    downloads: dict[str, DownloadSet] = field(default_factory=dict)  # served by the download kinds
+    downloads: dict[str, DownloadSet | ParameterSet] = field(default_factory=dict)  # served by the data kinds
     description: str = ""
 
     @property
@@ -293,19 +294,26 @@ def _validate_security(source: str, raw: Any, fields: dict[str, Any]) -> Securit
     )  # fmt: skip
 
 
-def _validate_downloads(source: str, raw: Any, kinds: tuple[KindRule, ...]) -> dict[str, DownloadSet]:
+def _validate_downloads(
+    source: str, raw: Any, kinds: tuple[KindRule, ...]
+) -> dict[str, DownloadSet | ParameterSet]:
     """``[downloads]``: set name → data file, relative to the dialect file (or, for a copy of a built-in dialect,
-    to the built-in specs); every download kind names one."""
+    to the built-in specs); every data kind names one of the sort its flow serves (``parameters``: a parameter
+    file; the download flows: a record file)."""
     if not isinstance(raw, dict) or not all(isinstance(v, str) for v in raw.values()):
         raise fail(source, "downloads", 'must be a table of name = "file.toml"')
     beside = Path(source).parent
     downloads = {
-        name: load_download_set(name, path if (path := beside / relative).is_file() else specs_directory() / relative)
+        name: load_download(name, path if (path := beside / relative).is_file() else specs_directory() / relative)
         for name, relative in raw.items()
     }
     for rule in kinds:
         if rule.download is not None and rule.download not in downloads:
             raise fail(source, "downloads", f"kind {rule.kind} names download {rule.download!r}, which is not here")
+        wanted = ParameterSet if rule.flow == "parameters" else DownloadSet
+        if rule.download is not None and not isinstance(downloads[rule.download], wanted):
+            sort = "a parameter file" if wanted is ParameterSet else "a record file"
+            raise fail(source, "downloads", f"kind {rule.kind} (flow {rule.flow}) needs {sort} for {rule.download!r}")
     return downloads
 
 

@@ -1,9 +1,10 @@
-"""Data a host serves in chunks (IC public keys, IC parameters, terminal parameters): records of TLV data objects,
-read from a TOML file that a dialect's ``[downloads]`` table names. Loading only; the flows serve them.
+"""Data a host serves from files a dialect's ``[downloads]`` table names: records of TLV data objects served in
+chunks (IC public keys, IC parameters), or terminal parameters served whole (``wire/parameters.py``). Loading only;
+the flows serve them.
 
-File format: ``identity`` (the tags that name a record in a status list and in a download request, e.g.
+Record file format: ``identity`` (the tags that name a record in a status list and in a download request, e.g.
 ``["9F06", "9F22"]``) and ``[[records]]``, each with ``tags = { "9F06" = "A000000333", ... }`` (hex values, in
-the order they are served).
+the order they are served). A file with ``[[parameters]]`` is a parameter file instead.
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ from pathlib import Path
 from typing import Any, Final
 
 from iso_host.errors import ConfigError
+from iso_host.wire.parameters import ParameterSet, parameter_set
 
+MAX_FIELD_BYTES: Final = 512  # what a download answer may carry: CUP F62 is LLLVAR b..512
 _TAG: Final = re.compile(r"[0-9A-F]{2,6}")
 _HEX: Final = re.compile(r"(?:[0-9A-Fa-f]{2})*")
 
@@ -56,18 +59,16 @@ def _record(path: Path, key: str, raw: Any) -> Record:
     return tuple(record)
 
 
-def load_download_set(name: str, path: Path) -> DownloadSet:
-    """Read one download file.
-
-    Raises:
-        ConfigError: naming the file and the key that is wrong.
-    """
+def _document(name: str, path: Path) -> dict[str, Any]:
     try:
-        document = tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as error:
         raise ConfigError(f"{path}: cannot read download file {name!r}: {error.strerror}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
         raise ConfigError(f"{path}: not valid TOML: {error}") from None
+
+
+def _download_set(name: str, path: Path, document: dict[str, Any]) -> DownloadSet:
     identity = document.get("identity")
     tags_ok = isinstance(identity, list) and all(isinstance(t, str) and _TAG.fullmatch(t) for t in identity)
     if not identity or not tags_ok:
@@ -76,3 +77,24 @@ def load_download_set(name: str, path: Path) -> DownloadSet:
     if not isinstance(records, list):
         raise ConfigError(f"{path}: records: must be an array of tables")
     return DownloadSet(name, tuple(identity), tuple(_record(path, f"records[{i}]", r) for i, r in enumerate(records)))
+
+
+def load_download_set(name: str, path: Path) -> DownloadSet:
+    """Read one record file.
+
+    Raises:
+        ConfigError: naming the file and the key that is wrong.
+    """
+    return _download_set(name, path, _document(name, path))
+
+
+def load_download(name: str, path: Path) -> DownloadSet | ParameterSet:
+    """Read one download file: a parameter file when it has ``[[parameters]]``, else a record file.
+
+    Raises:
+        ConfigError: naming the file and the key that is wrong.
+    """
+    document = _document(name, path)
+    if "parameters" in document:
+        return parameter_set(name, path, document, MAX_FIELD_BYTES)
+    return _download_set(name, path, document)

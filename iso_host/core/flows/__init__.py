@@ -14,7 +14,7 @@ from iso_host.core.flows.base import NO_VIEW, Context, Decision, Flow, Request, 
 from iso_host.core.flows.completion import completion
 from iso_host.core.flows.completion_void import completion_void
 from iso_host.core.flows.echo import echo
-from iso_host.core.flows.generic import answer, download, download_end, download_status
+from iso_host.core.flows.generic import answer, download, download_end, download_status, parameters
 from iso_host.core.flows.preauth import preauth
 from iso_host.core.flows.preauth_void import preauth_void
 from iso_host.core.flows.refund import refund
@@ -71,6 +71,7 @@ KINDS: Final[dict[Kind, KindSpec]] = {
     Kind.DOWNLOAD_STATUS: KindSpec(download_status),
     Kind.DOWNLOAD: KindSpec(download),
     Kind.DOWNLOAD_END: KindSpec(download_end),
+    Kind.PARAMETERS: KindSpec(parameters),
     Kind.PREAUTH: KindSpec(preauth, financial=True),
     Kind.PREAUTH_VOID: KindSpec(preauth_void, financial=True, original=True, linked=True),
     Kind.COMPLETION: KindSpec(completion, financial=True, original=True, linked=True),

@@ -68,6 +68,7 @@ class Request:
     name: str = ""  # what the dialect calls this kind (a generic flow's kind has a name of its own)
     rule: KindRule | None = None  # the dialect's entry for the kind: a generic flow's reply fields and download
     download_ask: tuple[tuple[str, bytes], ...] = ()  # the download kinds: the tags the request's TLV asks with
+    merchant_name: str | None = None  # the terminal's own (configuration), for a parameter download
     terminal_totals: BatchTotals | None = None  # settlement: what the terminal counted
     after_upload: bool = False  # iso87 settlement 96xxxx: the upload is over
     upload: tuple[tuple[BatchItem, str | None, bool], ...] | None = None  # batch upload: (item, PAN hash, foreign)

@@ -7,21 +7,22 @@
   a download answers the record whose identity the request's TLV names, the end approves. The data field
   (the family's ``download_field``, F62 in cup) starts with one ASCII flag: ``1`` the answer is whole, ``2``
   a status list holds only what fits in the field, ``0`` nothing matched; then the TLV data objects.
+- ``parameters``: serve a parameter file whole in that field (CUP's POS parameter transfer, 0800 60.3 = 360 or
+  364: 2-digit tags, each with a value of fixed length; ``wire/parameters.py``), with the terminal's own merchant
+  name where it has one. No flag: the file's size is checked against the field when the dialect loads.
 """
 
 from __future__ import annotations
-
-from typing import Final
 
 from iso_host.core.flows.base import Context, Decision, Request, reply_fields
 from iso_host.ledger.model import LedgerView
 from iso_host.security import TlvItem, build_tlv
 from iso_host.styles import family_of
 from iso_host.vocab import Reason
-from iso_host.wire.downloads import DownloadSet, Record
+from iso_host.wire.downloads import MAX_FIELD_BYTES, DownloadSet, Record
+from iso_host.wire.parameters import ParameterSet
 
 WHOLE, NOTHING = b"1", b"0"
-MAX_FIELD_BYTES: Final = 512  # CUP F62 is LLLVAR b..512
 
 
 def answer(request: Request, _view: LedgerView, context: Context) -> Decision:
@@ -30,10 +31,16 @@ def answer(request: Request, _view: LedgerView, context: Context) -> Decision:
     return Decision(Reason.APPROVED, reply_fields(context) | dict(request.rule.reply))
 
 
-def _download_set(request: Request, context: Context) -> DownloadSet:
+def _served(request: Request, context: Context) -> DownloadSet | ParameterSet:
     assert request.rule is not None
-    assert request.rule.download is not None, "the dialect checks that a download kind names a set"
+    assert request.rule.download is not None, "the dialect checks that a data kind names a set"
     return context.dialect.downloads[request.rule.download]
+
+
+def _download_set(request: Request, context: Context) -> DownloadSet:
+    served = _served(request, context)
+    assert isinstance(served, DownloadSet), "the dialect checks that a download kind names a record file"
+    return served
 
 
 def _field(context: Context, payload: bytes) -> dict[str, str]:
@@ -70,3 +77,10 @@ def download_end(request: Request, _view: LedgerView, context: Context) -> Decis
     """The terminal has what it needs: approve."""
     _download_set(request, context)
     return Decision(Reason.APPROVED, reply_fields(context))
+
+
+def parameters(request: Request, _view: LedgerView, context: Context) -> Decision:
+    """The parameter file in the data field, with the terminal's merchant name in its entry when it has one."""
+    served = _served(request, context)
+    assert isinstance(served, ParameterSet), "the dialect checks that a parameters kind names a parameter file"
+    return Decision(Reason.APPROVED, reply_fields(context) | _field(context, served.encode(request.merchant_name)))
