@@ -73,6 +73,7 @@ def terminal_state(configured: TerminalConfig, record: TerminalRecord) -> Termin
         mac_algorithm=configured.mac, require_signon=configured.require_signon, signed_on=signed_on,
         session_keys=session, operator=record.operator,
         operators=dict(configured.operators) if configured.operators is not None else None,
+        merchant_name=configured.merchant_name,
     )  # fmt: skip
 
 

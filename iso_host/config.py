@@ -47,6 +47,7 @@ class TerminalConfig:
     mac: str | None = None  # MAC algorithm, overriding the dialect's
     require_signon: bool | None = None  # overrides the dialect's
     operators: tuple[tuple[str, bool], ...] | None = None  # (id, can_void); None: every operator may void
+    merchant_name: str | None = None  # served in a parameter download instead of the parameter file's
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +93,8 @@ SECTIONS: Final = {
     "events": {"mqtt_url", "username", "password", "client_id", "topic_prefix", "ca_file", "keep_sent_s"},
     "control": {"enabled"},
 }
-TERMINAL_KEYS: Final = {"tid", "mid", "tmk", "tak", "tpk", "bdk", "mac", "require_signon", "operators"}
+TERMINAL_KEYS: Final = {"tid", "mid", "tmk", "tak", "tpk", "bdk", "mac", "require_signon", "operators",
+                         "merchant_name"}  # fmt: skip
 
 
 def _limits(problems: Problems, table: dict[str, Any]) -> Limits:
@@ -151,9 +153,14 @@ def _terminal(problems: Problems, index: int, entry: Any) -> TerminalConfig | No
     if require_signon is not None and not isinstance(require_signon, bool):
         problems.add(f"{key}.require_signon", f"must be true or false, got {require_signon!r}")
     operators = _operators(problems, f"{key}.operators", entry.get("operators"))
+    merchant_name = entry.get("merchant_name")
+    if merchant_name is not None and (not isinstance(merchant_name, str) or not merchant_name.strip()):
+        problems.add(f"{key}.merchant_name", f"must be a non-empty string, got {merchant_name!r}")
+        merchant_name = None
     if not (isinstance(tid, str) and isinstance(mid, str)):
         return None
-    return TerminalConfig(tid, mid, **keys, mac=mac, require_signon=require_signon, operators=operators)
+    return TerminalConfig(tid, mid, **keys, mac=mac, require_signon=require_signon, operators=operators,
+                          merchant_name=merchant_name)  # fmt: skip
 
 
 def _operators(problems: Problems, key: str, raw: Any) -> tuple[tuple[str, bool], ...] | None:

@@ -202,6 +202,7 @@ class Admission:
             name=rule.kind,
             rule=rule,
             download_ask=self._download_ask(message) if rule.download is not None else (),
+            merchant_name=terminal.merchant_name,
             stan=stan,
             amount_minor=int(amount, 10) if amount is not None else None,
             currency=message.fields.get("49") or self.dialect.default_currency,

@@ -40,6 +40,7 @@ class TerminalState:
     operator: str | None = None
     operators: dict[str, bool] | None = None  # operator id → may void; None: every operator may
     enabled: bool = True  # live control can switch a terminal off; it is refused until switched on again
+    merchant_name: str | None = None  # served in a parameter download (config), else the parameter file's
 
     def may_void(self, operator: str | None) -> bool:
         """Whether this operator may void here; without an operator table anyone may."""

@@ -82,6 +82,8 @@ BAD_DOCUMENTS = [
                  "unknown key (expected one of", id="terminal-unknown-key"),
     pytest.param({"terminals": [{"tid": DEMO_TID, "mid": DEMO_MID}, {"tid": DEMO_TID, "mid": "MERCHANT0000002"}]},
                  "terminals", "tid 'TERM0001' is configured twice", id="duplicate-tid"),
+    pytest.param({"terminals": [{"tid": DEMO_TID, "mid": DEMO_MID, "merchant_name": " "}]},
+                 "terminals[0].merchant_name", "must be a non-empty string", id="merchant-name-blank"),
 ]  # fmt: skip
 
 
@@ -117,6 +119,11 @@ class TestParseConfig:
         """Configuring terminals removes the demo one."""
         config = parse_config({"terminals": [{"tid": "TERM0009", "mid": "MERCHANT0000009"}]}, SOURCE)
         assert [t.tid for t in config.terminals] == ["TERM0009"]
+
+    def test_a_terminals_merchant_name(self) -> None:
+        """What a parameter download serves the terminal instead of the parameter file's merchant name."""
+        terminal = {"tid": "TERM0009", "mid": "MERCHANT0000009", "merchant_name": "上海测试商户"}
+        assert parse_config({"terminals": [terminal]}, SOURCE).terminals[0].merchant_name == "上海测试商户"
 
     def test_limits(self) -> None:
         """Limits are read with their units; whole seconds become floats, and false turns the idle timeout off."""
