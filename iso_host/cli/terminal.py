@@ -160,6 +160,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     send.add_argument("--pan", default=TEST_PAN, help="card number, for templates that carry one")
     send.add_argument("--expiry", help="YYMM")
     actions.add_parser("ic-download", help="EMV: download and check every IC public key and IC parameter set")
+    actions.add_parser("parameter-download", help="CUP: download the terminal parameters (0800 60.3=360), printed")
     signon = actions.add_parser("signon", help="sign on: receive working keys and keep them (wrapped) in --state")
     signon.add_argument("--operator", default="001", help="operator code (CUP F63)")
     actions.add_parser("signoff", help="sign off: the host forgets the session")

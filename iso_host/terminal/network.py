@@ -1,6 +1,7 @@
-"""A terminal's requests beyond payments: any request its dialect has a template for, and the IC public key
+"""A terminal's requests beyond payments: any request its dialect has a template for, the IC public key
 and IC parameter downloads an EMV terminal runs after sign-on (CUP.md: status 372/382, one download 370/380
-per record, end 371/381), checking every key it is given as a real terminal does before it stores it."""
+per record, end 371/381), checking every key it is given as a real terminal does before it stores it, and the
+parameter download (0800 60.3 = 360), read by the tags and lengths of the dialect's parameter file."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from iso_host.security import SecurityError, TlvItem, build_tlv, parse_tlv, tag_
 from iso_host.styles import family_of
 from iso_host.terminal.client import ClientError, MacKeys, TerminalClient
 from iso_host.wire import Message
+from iso_host.wire.parameters import Parameter, ParameterError, ParameterSet
 
 Send = Callable[[Message, MacKeys | None], Awaitable[Message]]
 WHOLE: Final = b"1"
@@ -23,6 +25,7 @@ DOWNLOADS: Final = (
     ("IC parameters", "ic_param_status", "ic_param_download", "ic_param_end"),
 )
 RECORD_START: Final = "9F06"  # RID or AID: every record's identity starts with it
+PARAMETER_TEMPLATE: Final = "parameter_download"
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,3 +111,24 @@ async def ic_download(send: Send, client: TerminalClient) -> tuple[Message, list
         response = await send(client.build(end, local_now()), None)
         fetched.append(Downloaded(what, tuple(names)))
     return response, fetched
+
+
+async def parameter_download(send: Send, client: TerminalClient) -> tuple[Message, list[tuple[Parameter, str]]]:
+    """Ask for the terminal parameters (the dialect's ``parameter_download`` template) and read the answer by the
+    tags and lengths of the parameter file the host serves that kind from; the response and each parameter's value.
+
+    Raises:
+        ClientError: the dialect has no such template or parameter file, the host refused, or its answer does not
+            read by the layout.
+    """
+    require_template(client, PARAMETER_TEMPLATE)
+    message = client.build(PARAMETER_TEMPLATE, local_now())
+    rule = client.dialect.classify(message)
+    layout = client.dialect.downloads.get(rule.download or "") if rule is not None else None
+    if not isinstance(layout, ParameterSet):
+        raise ClientError(f"dialect {client.dialect.name}: its {PARAMETER_TEMPLATE} kind serves no parameter file")
+    response = await send(message, None)
+    try:
+        return response, layout.decode(_data(response, family_of(client.dialect).download_field, "parameters"))
+    except ParameterError as error:
+        raise ClientError(f"parameters: {error}") from None

@@ -48,6 +48,7 @@ ACTION_PARAMS: Final[dict[str, frozenset[str]]] = {
     "completion": frozenset({"amount", "stan", "rrn", "auth_code", "date", "pan"}),
     "completion_void": frozenset({"stan", "rrn", "operator"}),
     "send": frozenset({"template", "amount", "pan", "expiry"}), "ic_download": frozenset(),
+    "parameter_download": frozenset(),
 }  # fmt: skip
 REQUIRED_PARAMS: Final = {"sale": ("amount",), "refund": ("amount",), "raw": ("hex",), "wait": ("ms",)}
 REQUIRED_PARAMS.update({"preauth": ("amount",), "completion": ("amount",), "send": ("template",)})
@@ -56,7 +57,7 @@ NEEDS_ORIGINAL: Final = frozenset({"void", "reversal", "refund"})
 NEEDS_ORIGINAL_OR_CODE: Final = frozenset({"preauth_void", "completion", "completion_void"})
 TERMINAL_ACTION: Final = {"reversal": "reverse"}  # where a step's action and the command's differ
 TERMINAL_ACTION.update({"preauth_void": "preauth-void", "completion": "complete", "completion_void": "complete-void",
-                        "ic_download": "ic-download"})
+                        "ic_download": "ic-download", "parameter_download": "parameter-download"})
 STEP_KEYS: Final = frozenset({"action", "name", "expect", "capture"})
 SESSION_KEYS: Final = ("dialect", "mid", "name", "tid")
 CONNECTION: Final = "connection"  # raw steps only: "open" when the host answered, "closed" when it hung up

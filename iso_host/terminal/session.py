@@ -377,6 +377,13 @@ async def _do_ic_download(session: Session, _params: Params) -> Message:
     return response
 
 
+async def _do_parameter_download(session: Session, _params: Params) -> Message:
+    response, parameters = await network.parameter_download(session.send, session.client)
+    for parameter, value in parameters:
+        print(f"{parameter.tag} {parameter.name}: {value}")
+    return response
+
+
 async def _do_echo(session: Session, params: Params) -> Message:
     return await session.send(session.client.build("echo", local_now()), mac=None)
 
@@ -473,6 +480,7 @@ ACTIONS: Final[dict[str, Action]] = {
     "signon": _do_signon, "signoff": _do_signoff, "echo": _do_echo, "balance": _do_balance,
     "preauth": _do_preauth, "preauth-void": _do_preauth_void, "complete": _do_complete,
     "complete-void": _do_complete_void, "send": _do_send, "ic-download": _do_ic_download,
+    "parameter-download": _do_parameter_download,
 }  # fmt: skip
 
 
