@@ -73,7 +73,7 @@ WIRE_NAMES: Final = {
     Kind.UPLOAD_END: ("0320", ""), Kind.ECHO: ("0800", ""), Kind.SIGNON: ("0800", ""), Kind.SIGNOFF: ("0800", ""),
     Kind.BALANCE: ("0200", "310000"),
     Kind.ANSWER: ("0820", ""), Kind.DOWNLOAD_STATUS: ("0820", ""), Kind.DOWNLOAD: ("0800", ""),
-    Kind.DOWNLOAD_END: ("0800", ""),
+    Kind.DOWNLOAD_END: ("0800", ""), Kind.PARAMETERS: ("0800", ""),
     Kind.PREAUTH: ("0100", "030000"), Kind.PREAUTH_VOID: ("0100", "200000"), Kind.COMPLETION: ("0200", "000000"),
     Kind.COMPLETION_VOID: ("0200", "200000"),
 }  # fmt: skip
