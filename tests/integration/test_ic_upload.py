@@ -22,6 +22,7 @@ from processes import ISO_HOST, serving, terminal
 from test_chip import CHIP_PAN, IMK
 from test_real_terminals import LAB_TID, cup_sale_by_hand, lab_terminal, sealed
 
+from iso_host.config import DEMO_MID, DEMO_TID, DEMO_TMK
 from iso_host.wire import Message, decode, load_dialect
 
 CUP = load_dialect("cup")
@@ -156,7 +157,7 @@ def test_the_terminal_uploads_its_chip_sales(tmp_path: Path) -> None:
     (203, then 207); in the next batch, a terminal whose chip sale's amount disagrees with the host's uploads it
     with 203 among the magstripe records: the difference is recorded, and `ledger verify` passes."""
     config = tmp_path / "host.toml"
-    config.write_text('[[terminals]]\ntid = "TERM0001"\nmid = "MERCHANT0000001"\n\n'
+    config.write_text(f'[[terminals]]\ntid = "{DEMO_TID}"\nmid = "{DEMO_MID}"\ntmk = "{DEMO_TMK}"\n\n'
                       f'[[cards]]\npan = "{CHIP_PAN}"\nimk = "{IMK}"\n')  # fmt: skip
     chip = ("--chip", "--imk", IMK, "--pan", CHIP_PAN)
     state = tmp_path / "terminal.json"

@@ -24,6 +24,7 @@ from iso_host.ledger.model import (
 )
 from iso_host.ledger.totals_json import totals_to_json
 from iso_host.vocab import Kind, Reason
+from iso_host.wire import load_dialect
 
 OTHER_TOTALS = BatchTotals(foreign=Totals(debit_count=2, debit_minor=2_000))
 # The batch as it settled, with the totals both sides had then: a repeat of that 0500 must get the same answer.
@@ -147,6 +148,8 @@ DIFFERENCES = (
     BatchDifference("000004", Difference.MISSING_ON_HOST, None, 4_000, None, CARD.masked_pan),
 )
 UPLOAD = ((BatchItem("000001", 1_000, CARD.masked_pan), CARD.pan_hash, True),)
+# CUP's chip upload (60.3 203/205): one transaction in its own fields, acknowledged after a balanced settlement.
+IC_UPLOAD = next(rule for rule in load_dialect("cup").kinds if rule.kind == "ic_upload")
 
 UPLOAD_CASES = [
     pytest.param(Kind.BATCH_UPLOAD, UPLOADING, {"upload": UPLOAD}, Reason.APPROVED, [U], id="records-kept"),
@@ -156,6 +159,12 @@ UPLOAD_CASES = [
                  id="into-a-settled-batch"),
     pytest.param(Kind.BATCH_UPLOAD, UPLOADING, {"upload": UPLOAD, "open_batch": NEXT}, Reason.BATCH_OUT_OF_SYNC, [],
                  id="not-the-batch-held-open"),
+    pytest.param(Kind.BATCH_UPLOAD, UPLOADING, {"upload": UPLOAD, "rule": IC_UPLOAD}, Reason.APPROVED, [U],
+                 id="chip-upload-kept-while-uploading"),
+    pytest.param(Kind.BATCH_UPLOAD, SETTLED, {"upload": UPLOAD, "rule": IC_UPLOAD, "open_batch": NEXT},
+                 Reason.APPROVED, [], id="chip-upload-after-a-balanced-settlement-acknowledged"),
+    pytest.param(Kind.BATCH_UPLOAD, SETTLED, {"upload": UPLOAD, "rule": IC_UPLOAD}, Reason.BATCH_OUT_OF_SYNC, [],
+                 id="chip-upload-into-a-settled-open-batch"),
     pytest.param(Kind.UPLOAD_END, batch("uploading", host_items=HOST_ITEMS, uploaded=UPLOADED), {}, Reason.APPROVED,
                  [E, S, A, D], id="end-records-the-differences-and-closes"),
     pytest.param(Kind.UPLOAD_END, batch("uploading", host_items=HOST_ITEMS, uploaded=HOST_ITEMS), {},
