@@ -45,7 +45,8 @@ def read_toml(path: Path) -> dict[str, Any]:
     return tomllib.loads(path.read_text(encoding="utf-8"))
 
 
-# The session files under examples/ (the others there are host configuration files).
+# The session files under examples/ (the others there are host configuration files; NAME.host.toml is the host
+# that NAME.toml runs against).
 SESSIONS = [path for path in sorted(EXAMPLES.glob("*.toml")) if "steps" in read_toml(path)]
 
 
@@ -54,7 +55,9 @@ def test_example_session_passes(tmp_path: Path, example: Path) -> None:
     """Every session under examples/ passes against `iso-host serve` of its dialect: exit 0, a line per step."""
     document = read_toml(example)
     dialect, steps = document.get("session", {}).get("dialect", "iso87binary"), len(document["steps"])
-    with serving(tmp_path, "--dialect", dialect) as (address, _):
+    host_config = example.with_suffix(".host.toml")  # the host a session needs, beside it (a chip card's key)
+    configured = ("--config", str(host_config)) if host_config.is_file() else ()
+    with serving(tmp_path, "--dialect", dialect, *configured) as (address, _):
         result = subprocess.run(
             [*ISO_HOST, "terminal", "--to", address, "--dialect", dialect, "--state", str(tmp_path / "terminal.json"),
              "run", str(example), "--junit", str(tmp_path / "report.xml")],
