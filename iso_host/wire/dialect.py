@@ -46,6 +46,7 @@ TEMPLATE_SAMPLE: Final[dict[str, Any]] = {
     "original_processing_code": "000000", "original_type": "22", "processing_code": "920000", "totals": "0" * 62,
     "records": "00", "count": 0, "debit_count": 0, "debit_amount": 0, "credit_count": 0, "credit_amount": 0,
     "auth_code": "123456", "data": "9F0605A000000333", "chip_data": "9F2608A1B2C3D4E5F60718",
+    "original_transmitted": "0101120000",  # iso87 F90: the original's F7, MMDDhhmmss
 }  # fmt: skip
 # How a void, reversal or refund names its original: each lookup is a table of these keys → fields.
 RESPONSE_KEYS: Final = frozenset({"echo", "default_currency"})

@@ -45,6 +45,7 @@ OTHER_KEY = bytes.fromhex("5B5B5B5B5B5B5B5B6E6E6E6E6E6E6E6E")
 RIGHT_PIN, WRONG_PIN = "1234", "9999"
 remember_secret(OTHER_KEY)
 NAMES = tuple(sorted(DIALECTS))  # cup, iso87ascii, iso87ascii-dukpt, iso87bcd, iso87binary
+ISO87_NAMES = tuple(name for name in NAMES if name.startswith("iso87"))
 DUKPT_NAMES = tuple(name for name in NAMES if DIALECTS[name].security.ksn_field)  # iso87ascii-dukpt, iso87binary
 ORIGINAL_VALUES: dict[str, Any] = {
     "rrn": "000000000007",
@@ -288,16 +289,41 @@ class TestAdmittedRequest:
                          id="cup-reversal-60.2-and-own-stan"),
             pytest.param("cup", "refund", {}, (OriginalQuery(TID, MID, rrn="000000000007", date_mmdd="0101"),),
                          id="cup-refund-rrn-and-date"),
+            pytest.param("iso87binary", "completion", {},
+                         (OriginalQuery(TID, MID, stan="000007"), OriginalQuery(TID, MID, auth_code="123456")),
+                         id="iso87-completion-f90-then-f38"),
         ],
     )  # fmt: skip
     def test_the_original_is_named_within_the_terminal(
         self, dialect_name: str, template: str, fields: dict[str, str], queries: tuple[OriginalQuery, ...]
     ) -> None:
         """The dialect's original_by lookups, in order, always within the requesting TID and MID."""
-        values = ORIGINAL_VALUES | {"original_processing_code": "000000", "original_type": "22"}
+        values = ORIGINAL_VALUES | {"original_processing_code": "000000", "original_type": "22", "auth_code": "123456",
+                                    "original_transmitted": "0101120000"}  # fmt: skip
         sent = edit(message(dialect_name, template, **values), fields)
         admitted = admit(dialect_name, sent, known=keyed_terminal(dialect_name), mac=mac_keys(dialect_name))
         assert admitted.original_queries == queries
+
+    @pytest.mark.parametrize("dialect_name", ISO87_NAMES)
+    @pytest.mark.parametrize(
+        ("mti", "f90", "kind", "name"),
+        [
+            pytest.param("0220", "0100000007" + "0" * 32, Kind.COMPLETION, "completion", id="advice-naming-0100"),
+            pytest.param("0221", "0120000007" + "0" * 32, Kind.COMPLETION, "completion", id="repeat-naming-0120"),
+            pytest.param("0220", None, Kind.SALE, "financial_advice", id="advice-without-f90"),
+            pytest.param("0220", "0200000007" + "0" * 32, Kind.SALE, "financial_advice", id="advice-naming-a-sale"),
+        ],
+    )  # fmt: skip
+    def test_an_iso87_advice_naming_an_authorisation_is_its_completion(
+        self, dialect_name: str, mti: str, f90: str | None, kind: Kind, name: str
+    ) -> None:
+        """ISO 8583:1987 F90 starts with the original's MTI: an authorisation's (0100, 0120, 0121) makes a 0220 or
+        0221 its completion; without F90, or naming anything else, the advice is a sale approved offline."""
+        values = ORIGINAL_VALUES | {"auth_code": "123456", "original_transmitted": "0101120000"}
+        sent = message(dialect_name, "completion", **values)
+        sent = edit(Message(mti, sent.fields), {"90": f90} if f90 else {}, drop=() if f90 else ("90",))
+        admitted = admit(dialect_name, sent, known=keyed_terminal(dialect_name), mac=mac_keys(dialect_name))
+        assert (admitted.kind, admitted.name) == (kind, name)
 
     def test_cup_names_its_batch_in_60_2(self) -> None:
         """CUP carries the batch in every financial request; the host's open batch is kept beside it."""
