@@ -252,7 +252,8 @@ async def _do_reverse(session: Session, params: Params) -> Message:
     target = _target(session, params)
     values: dict[str, Any] = {"amount": target["amount"], "pan": target["pan"], "original_stan": int(target["stan"])}
     values |= family_of(session.dialect).reversal_values(target["kind"])
-    template = "preauth_reversal" if target["kind"] in book.PREAUTH_KINDS else "reversal"  # F25 06, not 00
+    preauth_family = target["kind"] in book.PREAUTH_KINDS and "preauth_reversal" in session.dialect.templates
+    template = "preauth_reversal" if preauth_family else "reversal"  # CUP: F25 06, not 00
     response = await session.send(_build(session, template, **values), session.mac_keys())
     # The host reverses only what is still approved (a voided sale's reversal changes nothing); so does the book.
     if response.fields.get("39") == "00" and target["status"] == book.APPROVED:
@@ -423,12 +424,15 @@ def _keep(session: Session, kind: str, message: Message, response: Message, **it
 
 
 async def _do_preauth(session: Session, params: Params) -> Message:
-    _require(session, "preauth")
-    message, response, check_arpc = await _card_exchange(session, params, "preauth",
+    # iso87 calls its pre-auth an authorisation
+    template = "authorisation" if "authorisation" in session.dialect.templates else "preauth"
+    _require(session, template)
+    message, response, check_arpc = await _card_exchange(session, params, template,
                                                          amount=parse_amount(params.amount or ""))  # fmt: skip
     if response.fields.get("39") == "00":
         _keep(session, "preauth", message, response, pan=params.pan, auth_code=response.fields.get("38", ""),
-              date=response.fields.get("13") or local_now().strftime("%m%d"), batch=session.state.batch)  # fmt: skip
+              date=response.fields.get("13") or local_now().strftime("%m%d"), batch=session.state.batch,
+              transmitted=message.fields.get("7", ""))  # fmt: skip
     check_arpc()
     return response
 
@@ -452,7 +456,8 @@ async def _do_complete(session: Session, params: Params) -> Message:
     held = _named_preauth(session, params)
     amount = parse_amount(params.amount or "")
     message = _build(session, "completion", amount=amount, pan=held["pan"], auth_code=held.get("auth_code", ""),
-                     original_date=held.get("date", ""))  # fmt: skip
+                     original_date=held.get("date", ""), original_stan=int(held["stan"]),
+                     original_transmitted=held.get("transmitted") or "0" * 10)  # iso87 F90: the authorisation's F7
     response = await session.send(message, session.mac_keys())
     if response.fields.get("39") == "00":
         held["status"] = book.COMPLETED

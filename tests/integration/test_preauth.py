@@ -392,9 +392,10 @@ class TestTerminalCommands:
             assert settled(await self.act(t, state, "settle"))
             t.verified()
 
-    async def test_a_dialect_without_preauths_says_so(self, tmp_path: Path) -> None:
-        args = build_parser().parse_args(["terminal", "--dialect", "iso87binary", "--state",
-                                          str(tmp_path / "t.json"), "preauth", "1.00"])  # fmt: skip
+    async def test_a_dialect_without_preauth_voids_says_so(self, tmp_path: Path) -> None:
+        """iso87 has authorisations and their completions (0220 naming the 0100 in F90), no pre-auth void."""
+        args = build_parser().parse_args(["terminal", "--dialect", "iso87binary", "--state", str(tmp_path / "t.json"),
+                                          "preauth-void", "--auth-code", "123456"])  # fmt: skip
         session = open_session(args, load_dialect("iso87binary"), args.tid, args.mid)
-        with pytest.raises(ConfigError, match="no preauth request"):
-            await ACTIONS["preauth"](session, Params.from_args(args))
+        with pytest.raises(ConfigError, match="no preauth_void request"):
+            await ACTIONS["preauth-void"](session, Params.from_args(args))
