@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from databases import fresh_postgres_database
 from processes import EXAMPLES, ISO_HOST, serving
 
 TEST_PAN = "4761739001010010"
@@ -50,14 +51,14 @@ def read_toml(path: Path) -> dict[str, Any]:
 SESSIONS = [path for path in sorted(EXAMPLES.glob("*.toml")) if "steps" in read_toml(path)]
 
 
-@pytest.mark.parametrize("example", SESSIONS, ids=lambda path: path.stem)
-def test_example_session_passes(tmp_path: Path, example: Path) -> None:
-    """Every session under examples/ passes against `iso-host serve` of its dialect: exit 0, a line per step."""
+def run_example(tmp_path: Path, example: Path, *serve_args: str) -> None:
+    """The session passes against `iso-host serve` of its dialect (and its NAME.host.toml, when one is beside it):
+    exit 0, a line per step, a JUnit case per step."""
     document = read_toml(example)
     dialect, steps = document.get("session", {}).get("dialect", "iso87binary"), len(document["steps"])
     host_config = example.with_suffix(".host.toml")  # the host a session needs, beside it (a chip card's key)
     configured = ("--config", str(host_config)) if host_config.is_file() else ()
-    with serving(tmp_path, "--dialect", dialect, *configured) as (address, _):
+    with serving(tmp_path, "--dialect", dialect, *configured, *serve_args) as (address, _):
         result = subprocess.run(
             [*ISO_HOST, "terminal", "--to", address, "--dialect", dialect, "--state", str(tmp_path / "terminal.json"),
              "run", str(example), "--junit", str(tmp_path / "report.xml")],
@@ -72,6 +73,28 @@ def test_example_session_passes(tmp_path: Path, example: Path) -> None:
     cases = junit_cases(tmp_path / "report.xml")
     assert len(cases) == steps
     assert all(len(case) == 0 for case in cases), "no failure, error or skipped element"
+
+
+def ledger_verifies(ledger: str) -> None:
+    """`iso-host ledger verify` finds every invariant holding after the session."""
+    verify = subprocess.run([*ISO_HOST, "ledger", "verify", "--ledger", ledger], capture_output=True, text=True,
+                            timeout=60, check=False)  # fmt: skip
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+@pytest.mark.parametrize("example", SESSIONS, ids=lambda path: path.stem)
+def test_example_session_passes(tmp_path: Path, example: Path) -> None:
+    """Every session under examples/ passes against `iso-host serve` of its dialect, and the ledger verifies."""
+    run_example(tmp_path, example)
+    ledger_verifies(f"sqlite:///{tmp_path}/iso-host.db")
+
+
+def test_the_emv_day_on_postgresql(tmp_path: Path) -> None:
+    """The whole EMV terminal day (chip sale, pre-auth and completion, QR, offline, void, settlement and chip
+    upload) against a host on a PostgreSQL ledger; `ledger verify` passes after it."""
+    with fresh_postgres_database() as url:
+        run_example(tmp_path, EXAMPLES / "emv-day-cup.toml", "--ledger", url)
+        ledger_verifies(url)
 
 
 def test_examples_cover_a_business_day_per_dialect() -> None:
