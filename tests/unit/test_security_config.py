@@ -148,7 +148,7 @@ class TestDialectSecurity:
         assert dialect.security == SecurityPolicy(
             mac_algorithm="cup-ecb", mac_policy="always",
             mac_kinds=("sale", "qr_sale", "offline_sale", "void", "refund", "reversal", "balance", "preauth",
-                       "preauth_void", "completion", "completion_void"),
+                       "preauth_void", "completion", "completion_void", "adjust", "tip"),
             require_signon=True,
             signon_key_field="62", ksn_field=None, pin_block_format=0,
         )  # fmt: skip
@@ -159,7 +159,7 @@ class TestDialectSecurity:
         assert dialect.security == SecurityPolicy(
             mac_algorithm="x9.19", mac_policy="when-keyed",
             mac_kinds=("sale", "void", "refund", "reversal", "balance", "authorisation", "authorisation_advice",
-                       "financial_advice", "reversal_advice"),
+                       "financial_advice", "reversal_advice", "completion"),
             require_signon=False,
             signon_key_field="48", ksn_field="53", pin_block_format=0,
         )  # fmt: skip
