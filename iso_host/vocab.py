@@ -40,6 +40,8 @@ class Reason(enum.StrEnum):
     STOLEN_CARD = "STOLEN_CARD"
     EXCEEDS_LIMIT = "EXCEEDS_LIMIT"
     CRYPTOGRAM_FAILED = "CRYPTOGRAM_FAILED"  # the chip's ARQC (F55 tag 9F26) does not verify under the card's IMK
+    CRYPTOGRAM_REPLAYED = "CRYPTOGRAM_REPLAYED"  # it verifies, but its ATC (9F36) is not above the card's highest seen
+    CHIP_PAN_MISMATCH = "CHIP_PAN_MISMATCH"  # F55 tag 5A (the application PAN) is not the PAN of F2 / track 2
     FORCED_DECLINE = "FORCED_DECLINE"  # a scenario chose the response code
     INVALID_TRANSACTION = "INVALID_TRANSACTION"
     SYSTEM_ERROR = "SYSTEM_ERROR"

@@ -1,8 +1,9 @@
 """Admission: everything a request must pass before a flow sees it. Raises ``Rejected``; never does I/O.
 
-Terminal and merchant, classification, sign-on and MAC, mandatory fields, card and PIN, chip data (field 55), and
-how the request names its original. The clear PAN is read here, checked against the PIN block, used to derive a chip
-card's ICC key, masked and hashed, and goes no further; nor do tags 5A and 57 of field 55.
+Terminal and merchant, classification, sign-on and MAC, mandatory fields, card and PIN, chip data (field 55, and its
+cross-checks against the PAN and the amount: ``chip_checks.py``), and how the request names its original. The clear
+PAN is read here, checked against the PIN block and tag 5A, used to derive a chip card's ICC key, masked and hashed,
+and goes no further; nor do tags 5A and 57 of field 55.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from iso_host.cards import is_valid_pan, mask_pan, pan_from_track2, pan_hash
+from iso_host.core.chip_checks import Problem, amount_mismatch, pan_mismatch
 from iso_host.core.flows import KINDS, Request
 from iso_host.core.flows.base import ChipData
 from iso_host.core.flows.chip import asks_online
@@ -52,6 +54,7 @@ MAX_NUMBER_DIGITS: Final = 9  # batch numbers are n6 (CUP 60.2, 61.1); 9 digits 
 VOID_KINDS: Final = frozenset({Kind.VOID, Kind.PREAUTH_VOID, Kind.COMPLETION_VOID})  # the operator must be allowed
 # Kinds a wrong PIN declines (recorded, as the issuer would); for the others it is refused before any flow runs.
 PIN_DECLINED_KINDS: Final = frozenset({Kind.SALE, Kind.PREAUTH})
+CHIP_AMOUNT_KINDS: Final = frozenset({Kind.SALE, Kind.PREAUTH})  # 9F02 must equal F4: the card authorised that amount
 CHIP_FIELD: Final = "55"
 CARD_SEQUENCE_FIELD: Final = "23"  # n3: the PAN sequence number (tag 5F34) is its last two digits
 # What a Request keeps of field 55: what an application cryptogram is computed over, 9F10, the cryptogram and its
@@ -188,6 +191,8 @@ class Admission:
         card, pin_ok, test_card, icc_key = self._card(message, rule, terminal, pan_key, chip)
         if not pin_ok and kind not in PIN_DECLINED_KINDS:
             raise Rejected(Reason.PIN_INCORRECT, "the PIN does not match the test card table")
+        if chip is not None and amount is not None and kind in CHIP_AMOUNT_KINDS:
+            _refuse(amount_mismatch(int(amount, 10), chip))
         batch_field = self.dialect.batch_field
         batch_named = batch_field is not None and self.dialect.value_of(message, batch_field) is not None
         return Request(
@@ -215,7 +220,7 @@ class Admission:
             original_auth_code=self._lookup_value(message, rule, "auth_code"),
             open_batch=terminal.batch_number,
             original_queries=tuple(self.original_queries(message, rule, terminal)) if spec.original else (),
-            chip=self._chip_data(chip, icc_key) if chip is not None else None,
+            chip=self._chip_data(message, chip, icc_key, card) if chip is not None else None,
             **self.batch_fields(message, rule, kind, pan_key),
         )
 
@@ -257,20 +262,18 @@ class Admission:
             Rejected: FORMAT_ERROR for a sequence number that is not two digits.
         """
         assert card.imk is not None
-        sequence = message.fields.get(CARD_SEQUENCE_FIELD)
-        if sequence is not None:
-            psn = sequence[-2:].rjust(2, "0")
-        else:
-            psn = chip["5F34"][1].hex().upper() if "5F34" in chip else "00"
+        psn = _pan_sequence(message, chip)
         try:
             return derive_icc_key(card.imk, pan=pan, pan_sequence=psn, scheme=EMV_SCHEMES[card.emv_scheme])
         except EmvDataError as error:
             raise Rejected(Reason.FORMAT_ERROR, f"field {CHIP_FIELD}: {_where(error, chip)}") from None
 
-    @staticmethod
-    def _chip_data(chip: dict[str, tuple[int, bytes]], icc_key: IccKey | None) -> ChipData:
-        """What the flow gets of field 55: the tags it needs, and the card's key when there is an ARQC to verify
-        (9F27, when sent, saying ARQC: a TC or an AAC is not verified).
+    def _chip_data(
+        self, message: Message, chip: dict[str, tuple[int, bytes]], icc_key: IccKey | None, card: Card | None
+    ) -> ChipData:
+        """What the flow gets of field 55: the tags it needs, and when there is an ARQC to verify (9F27, when sent,
+        saying ARQC: a TC or an AAC is not verified) the card's key, its counter key (the keyed PAN hash and the PAN
+        sequence number) and the highest ATC the card book has seen verified under it.
 
         Raises:
             Rejected: FORMAT_ERROR when the ARQC cannot be verified for want of data: 9F27 not one byte, or a tag the
@@ -282,7 +285,10 @@ class Admission:
                 icc_key = icc_key if _verifiable(kept, icc_key) else None
             except EmvDataError as error:
                 raise Rejected(Reason.FORMAT_ERROR, f"field {CHIP_FIELD}: {_where(error, chip)}") from None
-        return ChipData(tuple(kept.items()), icc_key)
+        if icc_key is None or card is None:
+            return ChipData(tuple(kept.items()))
+        counter_key = f"{card.pan_hash}:{_pan_sequence(message, chip)}"
+        return ChipData(tuple(kept.items()), icc_key, counter_key, self.cards.highest_atc(counter_key))
 
     def _download_ask(self, message: Message) -> tuple[tuple[str, bytes], ...]:
         """The data objects a download request names its record with (none: the set's first record)."""
@@ -355,6 +361,8 @@ class Admission:
                 fields = ", ".join(rule.card_fields)
                 raise Rejected(Reason.FORMAT_ERROR, f"no card: none of fields {fields} is present")
             return None, True, None, None
+        if chip is not None:
+            _refuse(pan_mismatch(pan, next(f for f in rule.card_fields if f in message.fields), chip))
         pin_ok = self._pin_matches(message, pan, terminal) if "52" in message.fields else True
         test_card = self.cards.card(pan)
         icc_key = None
@@ -425,6 +433,20 @@ def _verifiable(tags: dict[str, bytes], icc_key: IccKey) -> bool:
     if len(tags["9F26"]) != ARQC_BYTES:
         raise EmvDataError(f"must be {ARQC_BYTES} bytes, got {len(tags['9F26'])}", tag="9F26")
     return True
+
+
+def _pan_sequence(message: Message, chip: dict[str, tuple[int, bytes]]) -> str:
+    """The PAN sequence number: the last two digits of F23, else tag 5F34, else 00."""
+    sequence = message.fields.get(CARD_SEQUENCE_FIELD)
+    if sequence is not None:
+        return sequence[-2:].rjust(2, "0")
+    return chip["5F34"][1].hex().upper() if "5F34" in chip else "00"
+
+
+def _refuse(problem: Problem | None) -> None:
+    """Raise a chip cross-check's problem as a rejection (unrecorded, like every admission refusal)."""
+    if problem is not None:
+        raise Rejected(*problem)
 
 
 def _where(error: EmvDataError, chip: dict[str, tuple[int, bytes]]) -> str:

@@ -142,6 +142,7 @@ class Host:
             await self._record_alone(event, outcome, deadline)
         self.cards.apply(decision.balance_changes)
         self.cards.apply_holds(decision.holds, now)
+        self.cards.note_counters(decision.chip_counters)
         if decision.session is not None and decision.reason is Reason.APPROVED:
             session = decision.session
             terminal.signed_on, terminal.session_keys = session.signed_on, session.keys
@@ -214,7 +215,8 @@ class Host:
         self, request: Request, terminal: TerminalState, context: Context, scenario: Scenario | None,
         deadline: float, *, batch_state: bool,
     ) -> Decision:  # fmt: skip
-        """The flow's decision on the view its KINDS row asks for, or a scenario's forced decline."""
+        """The flow's decision on the view its KINDS row asks for, or a scenario's forced decline; with the
+        scenario's issuer scripts in the reply's field 55 (it fires with scripts only on a request carrying one)."""
         if scenario is not None and scenario.respond is not None:
             return forced_decline(request, context, scenario.respond)
         view = await self._view(request, terminal, context.now, deadline, batch_state=batch_state)

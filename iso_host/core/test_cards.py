@@ -4,7 +4,10 @@ application cryptograms), and their balances.
 Balances live in memory and start from the configuration at every host start; flows never touch them:
 they return balance changes, which the host applies once the ledger has committed the decision. So do holds: an
 approved pre-auth holds its amount (what later sales may spend is the balance less the holds still running) until
-its completion, void or reversal releases it, or it expires. Holds live in memory too.
+its completion, void or reversal releases it, or it expires. Holds live in memory too, and so does the highest
+application transaction counter (ATC, tag 9F36) of each chip card's ARQCs that verified, by keyed PAN hash and PAN
+sequence number: an ARQC whose ATC is not above it is a replayed cryptogram. A reload of the cards keeps the
+counters (the chips went on counting); a host restart forgets them.
 """
 
 from __future__ import annotations
@@ -87,6 +90,7 @@ class CardBook:
         self._pan_of_hash: dict[str, str] = {}
         self._holds: dict[str, dict[str, Hold]] = {}  # PAN -> pre-auth RRN -> hold
         self._pan_of_hold: dict[str, str] = {}  # pre-auth RRN -> PAN
+        self._counters: dict[str, int] = {}  # ChipData.counter_key -> the highest ATC of an ARQC that verified
         self.replace(cards)
 
     def __len__(self) -> int:
@@ -147,3 +151,13 @@ class CardBook:
             card = self._by_pan.get(pan) if pan is not None else None
             if pan is not None and card is not None and card.balance_minor is not None:
                 self._by_pan[pan] = replace(card, balance_minor=card.balance_minor + delta)
+
+    def highest_atc(self, counter_key: str) -> int | None:
+        """The highest ATC of the chip card's ARQCs that verified (None: none yet)."""
+        return self._counters.get(counter_key)
+
+    def note_counters(self, counters: Iterable[tuple[str, int]]) -> None:
+        """Remember (counter key, ATC) of ARQCs that verified and committed; a counter never goes down here."""
+        for counter_key, atc in counters:
+            assert atc >= 0
+            self._counters[counter_key] = max(atc, self._counters.get(counter_key, atc))

@@ -35,6 +35,8 @@ class ChipData:
 
     tags: tuple[tuple[str, bytes], ...] = field(default=(), repr=False)  # (tag in upper-case hex, value), in order
     icc_key: IccKey | None = None  # its repr shows the scheme only
+    counter_key: str | None = None  # with icc_key: the card's keyed PAN hash and PAN sequence number, for its ATC
+    highest_atc: int | None = None  # with icc_key: the highest ATC of the card's ARQCs that verified (None: none yet)
 
     def values(self) -> dict[str, bytes]:
         """Tag -> value, as ``security.emv`` computes over them."""
@@ -118,6 +120,7 @@ class Decision:
     next_batch: int | None = None  # settlement closed the batch: the terminal's open batch from now on
     balance_changes: tuple[tuple[str, int], ...] = ()  # (PAN hash, minor units) for test cards, after the commit
     holds: tuple[HoldChange, ...] = ()  # pre-auth holds on test cards to add or release, after the commit
+    chip_counters: tuple[tuple[str, int], ...] = ()  # (ChipData.counter_key, ATC) of a verified ARQC, after the commit
     response_code: str | None = None  # a scenario's forced code, instead of the dialect's for the reason
 
     def code(self, dialect: Dialect) -> str:

@@ -6,6 +6,11 @@ Verified only when there is an ARQC: 9F26 present, and 9F27 (the cryptogram info
 ARQC (its bits 0xC0 are 10). A TC (01) or an AAC (00), as an offline sale carries, is not verified here: the card
 decided offline and waits for no answer. Admission checks beforehand that the data the scheme computes over is
 there and of the right sizes (a format error otherwise), so verifying here answers only yes or no.
+
+An ARQC that verifies is also a replay when its ATC (9F36) is not above the highest ATC of the card's ARQCs that
+verified before (``ChipData.highest_atc``, which admission reads from the card book): a chip counts up at every
+GENERATE AC, so only a copy of an earlier cryptogram comes back with a counter already seen. The flow remembers the
+new highest counter through ``Decision.chip_counters``, applied to the card book once the decision commits.
 """
 
 from __future__ import annotations
@@ -51,6 +56,23 @@ def arqc_verified(chip: ChipData | None) -> bool | None:
         return verify_arqc(chip.icc_key, tags)
     except EmvDataError:
         return False  # admission refuses such data first (a format error); were it to pass, it proves nothing
+
+
+def application_counter(chip: ChipData) -> int:
+    """The ATC (9F36) of chip data whose ARQC verified (the ARQC's input holds it: two bytes)."""
+    return int.from_bytes(chip.values()["9F36"], "big")
+
+
+def atc_replayed(chip: ChipData) -> bool:
+    """Whether the ATC of an ARQC that verified is not above the highest the host has seen for the card."""
+    return chip.highest_atc is not None and application_counter(chip) <= chip.highest_atc
+
+
+def counter_seen(chip: ChipData | None) -> tuple[tuple[str, int], ...]:
+    """What the card book remembers of an ARQC that verified (and is no replay): its card's counter key and ATC."""
+    if chip is None or chip.counter_key is None:
+        return ()
+    return ((chip.counter_key, application_counter(chip)),)
 
 
 def arpc_response(scheme: EmvScheme, response_code: str) -> bytes:

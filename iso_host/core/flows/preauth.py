@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from iso_host.core.flows.base import Context, Decision, Request, batch_out_of_sync, new_record
 from iso_host.core.flows.holding import hold_of
-from iso_host.core.flows.sale import card_decision, card_reply
+from iso_host.core.flows.sale import card_decision, card_reply, chip_counters
 from iso_host.ledger.model import LedgerView, RecordTransaction
 from iso_host.vocab import Kind, Reason
 
@@ -24,4 +24,5 @@ def preauth(request: Request, view: LedgerView, context: Context) -> Decision:
     reason, verified = card_decision(request, context)
     record = new_record(request, context, reason)
     holds = hold_of(record, context.rules, context.now) if reason is Reason.APPROVED else ()
-    return Decision(reason, card_reply(request, context, record, verified), (RecordTransaction(record),), holds=holds)
+    return Decision(reason, card_reply(request, context, record, verified), (RecordTransaction(record),), holds=holds,
+                    chip_counters=chip_counters(request, verified))  # fmt: skip

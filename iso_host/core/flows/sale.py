@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from iso_host.core.flows.base import Context, Decision, Request, batch_out_of_sync, new_record, reply_fields
-from iso_host.core.flows.chip import arqc_verified, issuer_authentication
+from iso_host.core.flows.chip import arqc_verified, atc_replayed, counter_seen, issuer_authentication
 from iso_host.core.test_cards import TestCard
 from iso_host.ledger.model import LedgerView, RecordTransaction, TransactionRecord
 from iso_host.vocab import Kind, Reason
@@ -32,15 +32,23 @@ def card_decline(card: TestCard | None, amount_minor: int, now: datetime) -> Rea
 
 def card_decision(request: Request, context: Context) -> tuple[Reason, bool | None]:
     """The answer to a card asking for money (a sale, a pre-auth), in the order an issuer checks: a zero amount, the
-    chip's ARQC (CRYPTOGRAM_FAILED when it does not verify under the card's key), the PIN, then the test card; and
-    whether the ARQC verified (None: there was none to verify)."""
+    chip's ARQC (CRYPTOGRAM_FAILED when it does not verify under the card's key, CRYPTOGRAM_REPLAYED when it does but
+    its ATC is not above the card's highest), the PIN, then the test card; and whether the ARQC verified and is no
+    replay (None: there was none to verify)."""
     assert request.amount_minor is not None, "the pipeline requires F4 for a sale or a pre-auth"
     verified = arqc_verified(request.chip)
+    replayed = verified is True and request.chip is not None and atc_replayed(request.chip)
     reason = Reason.INVALID_AMOUNT if request.amount_minor == 0 and not context.rules.allow_zero_amount else None
     reason = reason or (Reason.CRYPTOGRAM_FAILED if verified is False else None)
+    reason = reason or (Reason.CRYPTOGRAM_REPLAYED if replayed else None)
     reason = reason or (Reason.PIN_INCORRECT if request.pin_incorrect else None)
     reason = reason or card_decline(request.test_card, request.amount_minor, context.now) or Reason.APPROVED
-    return reason, verified
+    return reason, False if replayed else verified
+
+
+def chip_counters(request: Request, verified: bool | None) -> tuple[tuple[str, int], ...]:
+    """The card's ATC to remember after the commit: that of an ARQC that verified and is no replay."""
+    return counter_seen(request.chip) if verified else ()
 
 
 def card_reply(request: Request, context: Context, record: TransactionRecord, verified: bool | None) -> dict[str, str]:
@@ -67,7 +75,8 @@ def sale(request: Request, view: LedgerView, context: Context) -> Decision:
     record = new_record(request, context, reason)
     spent = ((request.card.pan_hash, -request.amount_minor),) if reason is Reason.APPROVED and request.card else ()
     fields = card_reply(request, context, record, verified)
-    return Decision(reason, fields, (RecordTransaction(record),), balance_changes=spent)
+    return Decision(reason, fields, (RecordTransaction(record),), balance_changes=spent,
+                    chip_counters=chip_counters(request, verified))  # fmt: skip
 
 
 def forced_decline(request: Request, context: Context, response_code: str) -> Decision:
