@@ -18,6 +18,7 @@ from typing import Final
 from iso_host.cards import pan_hash
 from iso_host.clock import HostClock, local_now
 from iso_host.config import Config, TerminalConfig, load_config
+from iso_host.core.issuer_scripts import overflow
 from iso_host.core.pipeline import Host
 from iso_host.core.rules import RuleSettings
 from iso_host.core.scenarios import ScenarioBook
@@ -136,6 +137,24 @@ class RunningApp:
         await self.host.store.close()
 
 
+def check_for_dialect(config: Config, dialect: Dialect) -> None:
+    """What the configuration asks of the dialect: a KSN field for DUKPT terminals, room in field 55 for the
+    scenarios' issuer scripts.
+
+    Raises:
+        ConfigError: naming the terminal or the scenario.
+    """
+    for index, terminal in enumerate(config.terminals):
+        if terminal.bdk is not None and dialect.security.ksn_field is None:
+            msg = (f"terminals[{index}].bdk: dialect {dialect.name} has no KSN field for a DUKPT terminal"
+                   " (iso87binary and iso87ascii-dukpt have one)")  # fmt: skip
+            raise ConfigError(msg)
+    for index, configured in enumerate(config.scenarios):
+        too_long = overflow(configured.scenario.issuer_scripts, dialect)
+        if too_long is not None:
+            raise ConfigError(f"scenarios[{index}] ({configured.scenario.name or 'unnamed'}): {too_long}")
+
+
 async def start(config: Config, trace: TraceOptions | None = None) -> RunningApp:
     """Open the ledger, build the host, listen, and start the MQTT tasks (waiting a moment for the broker).
 
@@ -143,11 +162,7 @@ async def start(config: Config, trace: TraceOptions | None = None) -> RunningApp
         ConfigError: a wrong broker setting, trace file or listening address (the ledger is closed again).
     """
     dialect = load_dialect(config.dialect)
-    for index, terminal in enumerate(config.terminals):
-        if terminal.bdk is not None and dialect.security.ksn_field is None:
-            msg = (f"terminals[{index}].bdk: dialect {dialect.name} has no KSN field for a DUKPT terminal"
-                   " (iso87binary and iso87ascii-dukpt have one)")  # fmt: skip
-            raise ConfigError(msg)
+    check_for_dialect(config, dialect)
     if config.events is not None:
         check_settings(config.events)
     store = await open_ledger(config.ledger_url, group_commit=config.group_commit)

@@ -8,6 +8,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, Final
 
 from iso_host.config_checks import Problems, table_ok
+from iso_host.core.issuer_scripts import SCRIPT_TEMPLATES, ScriptError, script_commands, wrapped
 from iso_host.core.scenarios import ACTIONS as SCENARIO_ACTIONS
 from iso_host.core.scenarios import Scenario
 from iso_host.core.test_cards import DEFAULT_EMV_SCHEME, IMK_BYTES, STATUSES, TestCard
@@ -133,6 +134,21 @@ def _scenario_numbers(problems: Problems, key: str, entry: dict[str, Any], value
         values["amount_minor"] = amount
 
 
+def _scenario_scripts(problems: Problems, key: str, entry: dict[str, Any], values: dict[str, Any]) -> None:
+    """``script71`` / ``script72``: a template's contents as hex, wrapped in their templates for field 55."""
+    scripts: dict[str, bytes] = {}
+    for template in SCRIPT_TEMPLATES:
+        name = f"script{template}"
+        if name not in entry:
+            continue
+        try:
+            scripts[template] = script_commands(template, entry[name])
+        except ScriptError as error:
+            problems.add(f"{key}.{name}", str(error))
+    if scripts:
+        values["issuer_scripts"] = wrapped(scripts)
+
+
 def parse_scenario(problems: Problems, key: str, entry: Any) -> ScenarioConfig | None:
     """One scenario table (from `[[scenarios]]`, or a control command later)."""
     if not table_ok(problems, key, entry, SCENARIO_KEYS):
@@ -140,6 +156,7 @@ def parse_scenario(problems: Problems, key: str, entry: Any) -> ScenarioConfig |
     values: dict[str, Any] = {}
     _scenario_texts(problems, key, entry, values)
     _scenario_numbers(problems, key, entry, values)
+    _scenario_scripts(problems, key, entry, values)
     pan = entry.get("pan")
     if pan is not None and not (isinstance(pan, str) and pan.isdigit()):
         problems.add(f"{key}.pan", "must be digits")  # never echo a PAN

@@ -19,11 +19,14 @@ from typing import Any, Final
 from iso_host.cards import mask_pan
 from iso_host.clock import HostClock
 from iso_host.config_cards import scenario_from_table
+from iso_host.core.issuer_scripts import overflow
 from iso_host.core.scenarios import Scenario, ScenarioBook
 from iso_host.core.terminals import TerminalState
 from iso_host.errors import ConfigError
 from iso_host.events.record import control_event
 from iso_host.ledger.model import RecordEvent
+from iso_host.security import build_tlv, parse_tlv
+from iso_host.wire import Dialect
 
 INVALID_REQUEST_ID: Final = "invalid"  # the reply topic's last level when the request named no usable id
 MAX_PAYLOAD_BYTES: Final = 65_536  # a scenario table is a few hundred bytes; this bounds every parse below
@@ -42,6 +45,7 @@ class Controls:
     clock: HostClock
     pan_hash: Callable[[str], str]  # keyed hash for a scenario's ``pan``
     reload_cards: Callable[[], int] | None  # re-reads [[cards]] (raises ConfigError); None: started without --config
+    dialect: Dialect | None = None  # the host's: a scenario's issuer scripts must fit its field 55 (None: unchecked)
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,9 +143,17 @@ def _listed(scenario: Scenario, remaining: int | None) -> dict[str, Any]:
         "name": scenario.name, "tid": scenario.tid, "kind": scenario.kind, "mti": scenario.mti,
         "amount_minor": scenario.amount_minor, "amount_cents": scenario.amount_cents, "respond": scenario.respond,
         "delay_ms": scenario.delay_ms, "no_reply": scenario.no_reply, "close": scenario.close,
-        "bad_mac": scenario.bad_mac, "times": scenario.times, "remaining": remaining,
-        "card": scenario.pan_hash is not None,
+        "bad_mac": scenario.bad_mac, "issuer_scripts": _scripts_listed(scenario.issuer_scripts),
+        "times": scenario.times, "remaining": remaining, "card": scenario.pan_hash is not None,
     }  # fmt: skip
+
+
+def _scripts_listed(scripts: bytes) -> dict[str, int] | None:
+    """A scenario's issuer scripts as replies show them: each template (71, 72) with its size in bytes. Not the
+    bytes: replies mask every run of 12 digits or more, which hex commands are full of."""
+    if not scripts:
+        return None
+    return {item.tag: len(build_tlv([item])) for item in parse_tlv(scripts)}
 
 
 def _add_scenario(controls: Controls, arguments: Mapping[str, Any]) -> _Done:
@@ -152,6 +164,9 @@ def _add_scenario(controls: Controls, arguments: Mapping[str, Any]) -> _Done:
     scenario = parsed.scenario
     if scenario.tid is not None and scenario.tid not in controls.terminals:
         raise _Refused(f"scenario.tid: terminal {_shown(scenario.tid)} is not configured (it would never match)")
+    too_long = overflow(scenario.issuer_scripts, controls.dialect) if controls.dialect is not None else None
+    if too_long is not None:
+        raise _Refused(f"scenario.script71/script72: {too_long}")
     if parsed.pan is not None:
         scenario = replace(scenario, pan_hash=controls.pan_hash(parsed.pan))
     controls.scenarios.add(scenario)

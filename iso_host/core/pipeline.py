@@ -17,6 +17,7 @@ from typing import Final, Protocol
 from iso_host.core.admission import Admission, Rejected, ResponseMac
 from iso_host.core.flows import KINDS, NO_VIEW, Context, Decision, Request
 from iso_host.core.flows.sale import forced_decline
+from iso_host.core.issuer_scripts import with_issuer_scripts
 from iso_host.core.message_auth import MAC_PLACEHOLDER, mac_field_of, seal
 from iso_host.core.originals import find_named
 from iso_host.core.rules import RuleSettings, business_day_start
@@ -126,7 +127,7 @@ class Host:
             return self._respond(outcome, envelope, message, refused, response_mac)
         scenario = self.scenarios.fire(
             tid=terminal.tid, mti=message.mti, kind=request.name, amount_minor=request.amount_minor,
-            pan_hash=request.card.pan_hash if request.card else None,
+            pan_hash=request.card.pan_hash if request.card else None, chip=request.chip is not None,
         )  # fmt: skip
         if scenario is not None:
             outcome.log["scenario"] = scenario.name or "unnamed"
@@ -218,9 +219,11 @@ class Host:
         """The flow's decision on the view its KINDS row asks for, or a scenario's forced decline; with the
         scenario's issuer scripts in the reply's field 55 (it fires with scripts only on a request carrying one)."""
         if scenario is not None and scenario.respond is not None:
-            return forced_decline(request, context, scenario.respond)
-        view = await self._view(request, terminal, context.now, deadline, batch_state=batch_state)
-        return KINDS[request.kind].flow(request, view, context)
+            decision = forced_decline(request, context, scenario.respond)
+        else:
+            view = await self._view(request, terminal, context.now, deadline, batch_state=batch_state)
+            decision = KINDS[request.kind].flow(request, view, context)
+        return with_issuer_scripts(decision, scenario.issuer_scripts) if scenario is not None else decision
 
     async def _adoption(self, request: Request, deadline: float) -> AdvanceBatch | None:
         """The batch the terminal names becomes the one the host holds open, when the host's holds nothing yet.

@@ -83,6 +83,7 @@ def start_mqtt_tasks(config: Config, host: Host, reload_cards: Callable[[], int]
         controls = Controls(
             scenarios=host.scenarios, terminals=host.terminals, clock=host.clock,
             pan_hash=lambda pan: pan_hash(pan, host.store.pan_hash_key), reload_cards=reload_cards,
+            dialect=host.dialect,
         )  # fmt: skip
         running.control = ControlListener(controls, host.store, config.events, relay.wake)
         running.tasks.append(asyncio.create_task(running.control.run(), name="control-listener"))

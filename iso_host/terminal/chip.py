@@ -5,6 +5,9 @@ The terminal data is a plain domestic purchase: country and currency the dialect
 for the iso87 dialects: each country's code equals its currency's here), TVR all zero, transaction type 00, today's
 date, a random unpredictable number; the card's AIP, its ATC from the terminal's state file and its 9F10 in the
 layout of its cryptogram version (``ISSUER_APPLICATION_DATA``). Never 5A or 57: the PAN travels in F2 as before.
+
+The reply's field 55 is read as the card reads it: tag 91 (checked against the ARQC), and the issuer scripts in
+templates 71 and 72 (their identifier 9F18 and commands 86), which the terminal reports; it runs none of them.
 """
 
 from __future__ import annotations
@@ -27,7 +30,6 @@ from iso_host.security import (
     derive_icc_key,
     generate_arqc,
     parse_tlv,
-    tag_values,
     verify_arpc,
 )
 from iso_host.wire import Message
@@ -36,6 +38,9 @@ CHIP_ENTRY_MODE: Final = "051"  # F22: read from the chip, PIN entry capable
 CHIP_FIELD: Final = "55"
 CARD_SEQUENCE_FIELD: Final = "23"
 ISSUER_AUTHENTICATION_TAG: Final = "91"
+SCRIPT_TEMPLATES: Final = ("71", "72")  # issuer scripts run before / after the second GENERATE AC
+SCRIPT_ID_TAG: Final = "9F18"
+SCRIPT_COMMAND_TAG: Final = "86"
 ARQC_CID: Final = b"\x80"  # 9F27: an ARQC, the card asks to go online
 # 9F10 as each cryptogram version lays it out (the bytes each one computes over are EmvScheme.issuer_data):
 # EMV CCD format A (length 0F, CCI A5, DKI 01, CVR, then the issuer discretionary data); Visa: length 06, DKI 01,
@@ -128,19 +133,64 @@ def chip_request(
     return ChipRequest(fields, tags)
 
 
-def issuer_authentication(response: Message) -> bytes | None:
-    """Tag 91 of the response's F55, or None when the response carries none.
+@dataclass(frozen=True, slots=True)
+class IssuerScript:
+    """One issuer script template of a reply's F55: 71 or 72, its identifier (9F18) if any, its command APDUs (86)."""
+
+    template: str
+    script_id: bytes | None
+    commands: tuple[bytes, ...]
+
+    def describe(self) -> str:
+        """One line for the terminal's outcome: ``issuer script 72 id 11223344: 84240000 04 ..., ...``."""
+        named = f" id {self.script_id.hex().upper()}" if self.script_id is not None else ""
+        return f"issuer script {self.template}{named}: {', '.join(c.hex().upper() for c in self.commands)}"
+
+
+def _reply_items(response: Message) -> list[TlvItem]:
+    """The response's F55 as parsed data objects (empty without F55).
 
     Raises:
         ChipError: an F55 that is not EMV TLV.
     """
     raw = response.fields.get(CHIP_FIELD)
     if raw is None:
-        return None
+        return []
     try:
-        return tag_values(parse_tlv(bytes.fromhex(raw))).get(ISSUER_AUTHENTICATION_TAG)
+        return parse_tlv(bytes.fromhex(raw))
     except (TlvError, ValueError) as error:
         raise ChipError(f"the response's F55 is not EMV TLV: {error}") from None
+
+
+def issuer_authentication(response: Message) -> bytes | None:
+    """Tag 91 of the response's F55 (beside any issuer scripts), or None when the response carries none.
+
+    Raises:
+        ChipError: an F55 that is not EMV TLV, or with tag 91 twice.
+    """
+    found = [item.value for item in _reply_items(response) if item.tag == ISSUER_AUTHENTICATION_TAG]
+    if len(found) > 1:
+        raise ChipError(f"the response's F55 carries tag {ISSUER_AUTHENTICATION_TAG} {len(found)} times")
+    return found[0] if found else None
+
+
+def issuer_scripts(response: Message) -> tuple[IssuerScript, ...]:
+    """The issuer script templates (71, 72) of the response's F55, in their order.
+
+    Raises:
+        ChipError: an F55 that is not EMV TLV, or a template holding other tags than 9F18 and 86.
+    """
+    scripts = []
+    for item in _reply_items(response):
+        if item.tag not in SCRIPT_TEMPLATES:
+            continue
+        strays = [child.tag for child in item.children if child.tag not in (SCRIPT_ID_TAG, SCRIPT_COMMAND_TAG)]
+        if strays:
+            raise ChipError(f"the response's issuer script {item.tag} holds tag {strays[0]}")
+        script_id = next((child.value for child in item.children if child.tag == SCRIPT_ID_TAG), None)
+        commands = tuple(child.value for child in item.children if child.tag == SCRIPT_COMMAND_TAG)
+        scripts.append(IssuerScript(item.tag, script_id, commands))
+    return tuple(scripts)
 
 
 def arpc_verifies(card: ChipCard, request: ChipRequest, issuer_data: bytes) -> bool:

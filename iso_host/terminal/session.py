@@ -22,7 +22,15 @@ from iso_host.money import parse_amount
 from iso_host.styles import UploadStep, family_of
 from iso_host.terminal import batch as book
 from iso_host.terminal import network
-from iso_host.terminal.chip import ChipCard, ChipError, ChipRequest, arpc_verifies, chip_request, issuer_authentication
+from iso_host.terminal.chip import (
+    ChipCard,
+    ChipError,
+    ChipRequest,
+    arpc_verifies,
+    chip_request,
+    issuer_authentication,
+    issuer_scripts,
+)
 from iso_host.terminal.client import ClientError, ClientState, MacKeys, TerminalClient, dukpt_keys, pin_block_field
 from iso_host.tls import client_context
 from iso_host.vocab import DEFAULT_MAC_ALGORITHM
@@ -165,7 +173,8 @@ def _chip_sale(session: Session, message: Message, card: ChipCard) -> ChipReques
 
 
 def _check_arpc(session: Session, card: ChipCard, chip: ChipRequest, stan: str, response: Message) -> None:
-    """Check the host's ARPC (F55 tag 91) as the card does at its second GENERATE AC; print "ARPC verified".
+    """Print one line per issuer script (71, 72) the reply carries (reported, not run), then check the host's ARPC
+    (F55 tag 91) as the card does at its second GENERATE AC and print "ARPC verified".
 
     Raises:
         ClientError: an approval without an ARPC, an ARPC that does not verify, an unreadable F55: the card would
@@ -174,6 +183,8 @@ def _check_arpc(session: Session, card: ChipCard, chip: ChipRequest, stan: str, 
     approved = response.fields.get("39") == "00"
     try:
         issuer_data = issuer_authentication(response)
+        for script in issuer_scripts(response):
+            print(script.describe())
         if issuer_data is None and not approved:
             return  # a decline the card needs no ARPC for (a cryptogram that failed, for one)
         if issuer_data is not None and arpc_verifies(card, chip, issuer_data):

@@ -181,8 +181,8 @@ class TestAddScenario:
         result = ok(reply)
         assert result == {"active": 1, "added": {
             "name": "13.13", "tid": None, "kind": None, "mti": None, "amount_minor": 1313, "amount_cents": None,
-            "respond": "05", "delay_ms": 0, "no_reply": False, "close": False, "bad_mac": False, "times": None,
-            "remaining": None, "card": False}}  # fmt: skip
+            "respond": "05", "delay_ms": 0, "no_reply": False, "close": False, "bad_mac": False,
+            "issuer_scripts": None, "times": None, "remaining": None, "card": False}}  # fmt: skip
         ((scenario, remaining),) = controls.scenarios.active()
         assert (scenario.respond, scenario.amount_minor, remaining) == ("05", 1313, None)
         event = event_payload(reply)
