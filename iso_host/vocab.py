@@ -72,6 +72,8 @@ class Kind(enum.StrEnum):
     PREAUTH_VOID = "preauth_void"  # CUP 0100 60.1=11: cancels an open pre-auth, releasing its hold
     COMPLETION = "completion"  # CUP 0200 60.1=20 (0220 60.1=24 offline): takes a pre-auth's money, a debit
     COMPLETION_VOID = "completion_void"  # CUP 0200 60.1=21: cancels an unsettled completion, a credit
+    ADJUST = "adjust"  # CUP 0220 60.1=32: corrects an offline sale's amount in the open batch (the newest one counts)
+    TIP = "tip"  # CUP 0220 60.1=34: adds a tip to a sale of the open batch, once, within [rules] tip_limit_percent
 
 
 class Status(enum.StrEnum):

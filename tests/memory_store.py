@@ -24,6 +24,7 @@ from iso_host.ledger.model import (
     BatchTotals,
     BatchView,
     ChangeStatus,
+    ExpectAmendable,
     ExpectBatchTotals,
     ExpectPreauthOpen,
     ExpectRefusedVoids,
@@ -316,6 +317,11 @@ def check_precondition(ledger: Ledger, command: Precondition) -> None:
             status = next((row.status for row in ledger.transactions if row.rrn == command.preauth_rrn), None)
             if status is not Status.APPROVED or closed_by(ledger, command.preauth_rrn) is not None:
                 raise ConflictError(f"pre-auth {command.preauth_rrn} is no longer open")
+        case ExpectAmendable():
+            row = next((row for row in ledger.transactions if row.rrn == command.sale_rrn), None)
+            worth = effective_minor(ledger, row) if row is not None else None
+            if row is None or row.status is not Status.APPROVED or worth != command.effective_minor:
+                raise ConflictError(f"sale {command.sale_rrn} changed")
 
 
 def find_original(ledger: Ledger, query: OriginalQuery) -> Original | None:
@@ -338,7 +344,8 @@ def find_original(ledger: Ledger, query: OriginalQuery) -> Original | None:
             return Original(
                 record, batch_settled=_settled(ledger, (record.tid, record.mid, record.batch_number)),
                 refused_void_attempts=refused_voids(ledger, record.rrn), effective_reversal=reversed_,
-                closed_by=closed_by(ledger, record.rrn),
+                closed_by=closed_by(ledger, record.rrn), adjusted_minor=adjusted(ledger, record.rrn),
+                tip_minor=tipped(ledger, record.rrn),
             )  # fmt: skip
     return None
 
@@ -355,6 +362,29 @@ def closed_by(ledger: Ledger, original_rrn: str) -> Kind | None:
     kinds = [row.kind for row in ledger.transactions
              if row.original_rrn == original_rrn and row.kind in CLOSING_KINDS and row.status is Status.APPROVED]
     return min(kinds, key=lambda kind: kind.value) if kinds else None
+
+
+def _amending(ledger: Ledger, original_rrn: str, kind: Kind) -> list[int]:
+    return [row.amount_minor for row in ledger.transactions
+            if row.original_rrn == original_rrn and row.kind is kind and row.status is Status.APPROVED]  # fmt: skip
+
+
+def adjusted(ledger: Ledger, original_rrn: str) -> int | None:
+    """``sql._ADJUSTED``: the amount of the newest approved adjust naming the sale."""
+    amounts = _amending(ledger, original_rrn, Kind.ADJUST)
+    return amounts[-1] if amounts else None
+
+
+def tipped(ledger: Ledger, original_rrn: str) -> int | None:
+    """``sql._TIPPED``: the sum of the approved tips naming the sale."""
+    amounts = _amending(ledger, original_rrn, Kind.TIP)
+    return sum(amounts) if amounts else None
+
+
+def effective_minor(ledger: Ledger, row: TransactionRecord) -> int:
+    """``sql.effective_minor``: adjusted, plus the tip."""
+    base = adjusted(ledger, row.rrn)
+    return (row.amount_minor if base is None else base) + (tipped(ledger, row.rrn) or 0)
 
 
 def count_voids(ledger: Ledger, tid: str, mid: str, since: datetime) -> int:
@@ -376,7 +406,7 @@ def batch_totals(ledger: Ledger, key: BatchKey) -> BatchTotals:
     for row in _rows_of_batch(ledger, key):
         foreign = row.card is not None and not row.card.masked_pan.startswith("62")  # no card (QR): domestic
         if _is_debit(row):
-            sides[foreign] += Totals(debit_count=1, debit_minor=row.amount_minor)
+            sides[foreign] += Totals(debit_count=1, debit_minor=effective_minor(ledger, row))
         elif row.kind in CREDIT_KINDS and row.status is Status.APPROVED:
             sides[foreign] += Totals(credit_count=1, credit_minor=row.amount_minor)
     return BatchTotals(domestic=sides[False], foreign=sides[True])
@@ -385,7 +415,7 @@ def batch_totals(ledger: Ledger, key: BatchKey) -> BatchTotals:
 def batch_items(ledger: Ledger, key: BatchKey) -> tuple[BatchItem, ...]:
     """``sql.BATCH_ITEMS``: the batch's debits in STAN order, what the terminal is expected to upload."""
     items = [
-        BatchItem(row.stan, row.amount_minor, row.card.masked_pan if row.card else None, row.rrn)
+        BatchItem(row.stan, effective_minor(ledger, row), row.card.masked_pan if row.card else None, row.rrn)
         for row in _rows_of_batch(ledger, key)
         if _is_debit(row)
     ]

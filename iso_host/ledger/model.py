@@ -135,6 +135,21 @@ class Original:
     # A pre-auth: the kind of the approved row that closed it (a pre-auth void or a completion), None while open.
     # A pre-auth's own row never changes for these (its batch may have settled): its state is read from them.
     closed_by: Kind | None = None
+    # A sale: the amount of the newest approved adjust naming it (an offline sale the merchant corrected), and the
+    # sum of the approved tips naming it (at most one); None when there is none. Its own row never changes for them.
+    adjusted_minor: int | None = None
+    tip_minor: int | None = None
+
+    @property
+    def base_minor(self) -> int:
+        """The sale's amount as the newest adjust left it (its own amount when it was never adjusted)."""
+        return self.record.amount_minor if self.adjusted_minor is None else self.adjusted_minor
+
+    @property
+    def effective_minor(self) -> int:
+        """What the sale is worth in its batch's totals and upload: its adjusted amount plus its tip (sql.py
+        ``effective_minor``). Its own amount for every row without an adjust or a tip."""
+        return self.base_minor + (self.tip_minor or 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,7 +191,8 @@ class LedgerView:
 @dataclass(frozen=True, slots=True)
 class Totals:
     """Gross batch totals, CUP convention: debits = approved sales and completions (a voided one stays), credits =
-    approved voids, completion voids and refunds; pre-auths and reversed transactions count nowhere. Amounts in
+    approved voids, completion voids and refunds; pre-auths and reversed transactions count nowhere. A sale counts
+    at its effective amount (adjusted, plus its tip); adjusts and tips count no row of their own. Amounts in
     minor units."""
 
     debit_count: int = 0
@@ -365,8 +381,21 @@ class ExpectPreauthOpen:
     preauth_rrn: str
 
 
-Precondition = ExpectRefusedVoids | ExpectVoidsSince | ExpectBatchTotals | ExpectPreauthOpen
-PRECONDITIONS: Final = (ExpectRefusedVoids, ExpectVoidsSince, ExpectBatchTotals, ExpectPreauthOpen)
+@dataclass(frozen=True, slots=True)
+class ExpectAmendable:
+    """Precondition: the sale is still APPROVED (not voided, refunded or reversed) and still worth
+    ``effective_minor`` (no adjust or tip committed since the view).
+
+    An adjust or a tip changes what its sale is worth by naming it, without changing the sale's row; of two racing
+    tips (on two hosts) the second finds the sale changed and decides again (and is refused: tipped already).
+    """
+
+    sale_rrn: str
+    effective_minor: int
+
+
+Precondition = ExpectRefusedVoids | ExpectVoidsSince | ExpectBatchTotals | ExpectPreauthOpen | ExpectAmendable
+PRECONDITIONS: Final = (ExpectRefusedVoids, ExpectVoidsSince, ExpectBatchTotals, ExpectPreauthOpen, ExpectAmendable)
 
 LedgerCommand = (
     RecordTransaction
@@ -382,6 +411,7 @@ LedgerCommand = (
     | ExpectVoidsSince
     | ExpectBatchTotals
     | ExpectPreauthOpen
+    | ExpectAmendable
 )
 
 

@@ -15,6 +15,7 @@ from psycopg.rows import dict_row
 from iso_host.errors import BatchSettledError, ConflictError, DuplicateError, StoreError
 from iso_host.ledger.model import (
     PRECONDITIONS,
+    ExpectAmendable,
     ExpectBatchTotals,
     ExpectPreauthOpen,
     ExpectRefusedVoids,
@@ -162,7 +163,7 @@ async def step_error(one: Step, cursor: psycopg.AsyncCursor[Any]) -> StoreError 
     if kind == "one":
         assert command is not None
         assert not isinstance(command, RecordUpload | RecordDifferences | ExpectRefusedVoids | ExpectVoidsSince
-                              | ExpectBatchTotals | ExpectPreauthOpen), "a single statement's command"  # fmt: skip
+                              | ExpectBatchTotals | ExpectPreauthOpen | ExpectAmendable), "one statement's"  # fmt: skip
         return condition_error(command, cursor.rowcount)
     return None
 

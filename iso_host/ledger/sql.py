@@ -17,6 +17,7 @@ from iso_host.ledger.model import (
     BatchView,
     Card,
     ChangeStatus,
+    ExpectAmendable,
     ExpectBatchTotals,
     ExpectPreauthOpen,
     ExpectRefusedVoids,
@@ -92,12 +93,33 @@ COUNT_VOIDS: Final = (
 # those that close a pre-auth by naming it (the pre-auth's own row never changes: its batch may have settled).
 VOID_KINDS: Final = "('void', 'preauth_void', 'completion_void')"
 CLOSING_KINDS: Final = "('preauth_void', 'completion')"
+# What an adjust and a tip change a sale's worth by, without changing its row (its batch's totals and upload read
+# them): the newest approved adjust replaces the amount, the approved tip (one at most) adds to it. ``{t}`` is the
+# sale's table or alias in the statement around them; the subqueries use transactions_by_original.
+_ADJUSTED: Final = (
+    "(SELECT a.amount_minor FROM transactions a WHERE a.original_rrn = {t}.rrn AND a.kind = 'adjust'"
+    " AND a.status = 'APPROVED' ORDER BY a.id DESC LIMIT 1)"
+)
+_TIPPED: Final = (
+    "(SELECT SUM(p.amount_minor) FROM transactions p WHERE p.original_rrn = {t}.rrn AND p.kind = 'tip'"
+    " AND p.status = 'APPROVED')"
+)
+
+
+def effective_minor(table: str) -> str:
+    """A sale's worth in its batch: adjusted, plus its tip (``model.Original.effective_minor``); a row no adjust or
+    tip names is worth its own amount."""
+    assert table.isidentifier()
+    return f"(COALESCE({_ADJUSTED.format(t=table)}, {table}.amount_minor) + COALESCE({_TIPPED.format(t=table)}, 0))"
+
+
 _SELECT_ORIGINAL: Final = (
     "SELECT t.*,"  # noqa: S608 - constants only
     f" (SELECT COUNT(*) FROM transactions v WHERE v.original_rrn = t.rrn AND v.kind IN {VOID_KINDS}"
     "  AND v.status = 'DECLINED') AS refused_void_attempts,"
     f" (SELECT MIN(c.kind) FROM transactions c WHERE c.original_rrn = t.rrn AND c.kind IN {CLOSING_KINDS}"
     "  AND c.status = 'APPROVED') AS closed_by,"
+    f" {_ADJUSTED.format(t='t')} AS adjusted_minor, {_TIPPED.format(t='t')} AS tip_minor,"
     " EXISTS (SELECT 1 FROM transactions r WHERE r.original_rrn = t.rrn AND r.kind = 'reversal'"
     "  AND r.status = 'APPROVED') AS effective_reversal,"
     " EXISTS (SELECT 1 FROM batches b WHERE b.tid = t.tid AND b.mid = t.mid AND b.batch_number = t.batch_number"
@@ -107,14 +129,16 @@ _SELECT_ORIGINAL: Final = (
 
 
 # Gross totals (DESIGN.md, CUP.md): sales and completions are debits (a voided one stays), voids, completion
-# voids and refunds are credits; pre-auths, their voids and reversed rows count nowhere. Foreign cards are all but
-# UnionPay's (BIN 62), as CUP settlement splits them; a payment without a card (a QR payment) is UnionPay's.
+# voids and refunds are credits; pre-auths, their voids and reversed rows count nowhere. A debit counts at its
+# effective amount (an adjust or a tip changes a sale's amount, not the count: it is the same purchase). Foreign
+# cards are all but UnionPay's (BIN 62), as CUP settlement splits them; a payment without a card (a QR payment) is
+# UnionPay's.
 _DEBIT: Final = "kind IN ('sale', 'completion') AND status IN ('APPROVED', 'VOIDED', 'PARTIALLY_REFUNDED', 'REFUNDED')"
 _CREDIT: Final = "kind IN ('void', 'refund', 'completion_void') AND status = 'APPROVED'"
 _SUMS: Final = ", ".join(
     f"SUM(CASE WHEN {condition} THEN {value} ELSE 0 END) AS {name}"
     for name, condition, value in (
-        ("debit_count", _DEBIT, "1"), ("debit_minor", _DEBIT, "amount_minor"),
+        ("debit_count", _DEBIT, "1"), ("debit_minor", _DEBIT, effective_minor("transactions")),
         ("credit_count", _CREDIT, "1"), ("credit_minor", _CREDIT, "amount_minor"),
     )
 )  # fmt: skip
@@ -123,9 +147,10 @@ BATCH_TOTALS: Final = " ".join((
     # kind <> 'reversal' adds nothing to the result and lets the planner use transactions_one_per_stan.
     "FROM transactions WHERE tid = %s AND mid = %s AND batch_number = %s AND kind <> 'reversal' GROUP BY 1",
 ))  # fmt: skip
-# What the terminal is expected to upload: the batch's debits.
+# What the terminal is expected to upload: the batch's debits, at their effective amounts.
 BATCH_ITEMS: Final = (
-    f"SELECT stan, amount_minor, masked_pan, rrn FROM transactions WHERE tid = %s AND mid = %s"  # noqa: S608
+    f"SELECT stan, {effective_minor('transactions')} AS amount_minor, masked_pan, rrn FROM transactions"  # noqa: S608
+    " WHERE tid = %s AND mid = %s"
     f" AND batch_number = %s AND kind <> 'reversal' AND {_DEBIT} ORDER BY stan"
 )
 BATCH_UPLOADED: Final = (
@@ -308,6 +333,9 @@ PREAUTH_STATE: Final = (
     f" (SELECT COUNT(*) FROM transactions WHERE original_rrn = %s AND kind IN {CLOSING_KINDS}"
     " AND status = 'APPROVED') AS closings"
 )
+AMENDABLE_STATE: Final = (
+    f"SELECT t.status, {effective_minor('t')} AS effective_minor FROM transactions t WHERE t.rrn = %s"  # noqa: S608
+)
 
 
 def precondition_select(command: Precondition) -> tuple[str, tuple[object, ...]]:
@@ -321,6 +349,8 @@ def precondition_select(command: Precondition) -> tuple[str, tuple[object, ...]]
             return BATCH_TOTALS, (command.tid, command.mid, command.batch_number)
         case ExpectPreauthOpen():
             return PREAUTH_STATE, (command.preauth_rrn, command.preauth_rrn)
+        case ExpectAmendable():
+            return AMENDABLE_STATE, (command.sale_rrn,)
 
 
 def precondition_error(command: Precondition, rows: Sequence[Row]) -> ConflictError | None:
@@ -341,6 +371,10 @@ def precondition_error(command: Precondition, rows: Sequence[Row]) -> ConflictEr
             status, closings = rows[0]["status"], int(rows[0]["closings"])
             if status != Status.APPROVED.value or closings:
                 return ConflictError(f"pre-auth {command.preauth_rrn} is no longer open ({status}, closed {closings})")
+        case ExpectAmendable():
+            status, worth = (rows[0]["status"], int(rows[0]["effective_minor"])) if rows else (None, None)
+            if status != Status.APPROVED.value or worth != command.effective_minor:
+                return ConflictError(f"sale {command.sale_rrn} changed ({status}, worth {worth})")
     return None
 
 
@@ -437,7 +471,13 @@ def original_from_row(row: Row) -> Original:
         record=record_from_row(row), batch_settled=bool(row["batch_settled"]),
         refused_void_attempts=int(row["refused_void_attempts"]), effective_reversal=bool(row["effective_reversal"]),
         closed_by=Kind(row["closed_by"]) if row["closed_by"] is not None else None,
+        adjusted_minor=_optional_int(row["adjusted_minor"]), tip_minor=_optional_int(row["tip_minor"]),
     )  # fmt: skip
+
+
+def _optional_int(value: Any) -> int | None:
+    """A minor-units column that may be NULL (PostgreSQL's SUM of BIGINT is NUMERIC: a Decimal)."""
+    return None if value is None else int(value)
 
 
 def terminal_from_row(row: Row) -> TerminalRecord:

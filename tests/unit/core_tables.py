@@ -75,10 +75,12 @@ WIRE_NAMES: Final = {
     Kind.ANSWER: ("0820", ""), Kind.DOWNLOAD_STATUS: ("0820", ""), Kind.DOWNLOAD: ("0800", ""),
     Kind.DOWNLOAD_END: ("0800", ""), Kind.PARAMETERS: ("0800", ""),
     Kind.PREAUTH: ("0100", "030000"), Kind.PREAUTH_VOID: ("0100", "200000"), Kind.COMPLETION: ("0200", "000000"),
-    Kind.COMPLETION_VOID: ("0200", "200000"),
+    Kind.COMPLETION_VOID: ("0200", "200000"), Kind.ADJUST: ("0220", "000000"), Kind.TIP: ("0220", "000000"),
 }  # fmt: skip
 assert set(WIRE_NAMES) == set(Kind), "every kind has its spelling here"
-ORIGINAL_FLAGS: Final = frozenset({"batch_settled", "refused_void_attempts", "effective_reversal", "closed_by"})
+ORIGINAL_FLAGS: Final = frozenset(
+    {"batch_settled", "refused_void_attempts", "effective_reversal", "closed_by", "adjusted_minor", "tip_minor"}
+)
 
 
 def flow(kind: Kind) -> Flow:
