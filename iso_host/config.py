@@ -82,7 +82,7 @@ class Config:
 RULE_KEYS: Final = {
     "void_window", "business_day_cutoff", "timezone", "max_void_age_h", "max_refused_void_attempts",
     "max_voids_per_day", "unknown_reversal", "refund_max_age_days", "allow_zero_amount",
-    "preauth_days", "completion_tolerance_percent",
+    "preauth_days", "completion_tolerance_percent", "tip_limit_percent",
 }  # fmt: skip
 SECTIONS: Final = {
     "server": {"host", "port", "dialect", "tls_cert", "tls_key", "tls_client_ca"},
@@ -209,7 +209,7 @@ def _rules(problems: Problems, table: dict[str, Any]) -> RuleSettings:
     values: dict[str, Any] = {}
     _rule_day(problems, table, values)
     numbers = ("max_void_age_h", "max_refused_void_attempts", "refund_max_age_days", "preauth_days",
-               "completion_tolerance_percent")  # fmt: skip
+               "completion_tolerance_percent", "tip_limit_percent")  # fmt: skip
     for name in numbers:
         if name in table:
             value = table[name]

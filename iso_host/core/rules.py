@@ -1,5 +1,5 @@
-"""Eligibility rules for voids, reversals, refunds and the pre-authorisation family. Nothing here reads the clock or
-the database.
+"""Eligibility rules for voids, reversals, refunds, the pre-authorisation family, adjusts and tips. Nothing here reads
+the clock or the database.
 
 Each rule is a named check over (attempt, view, now, settings); rules run in table order and the first
 that fails gives the reason. The tables mirror DESIGN.md ("Void eligibility"), so that a rule can be
@@ -38,6 +38,7 @@ class RuleSettings:
     allow_zero_amount: bool = False  # a 0.00 sale is INVALID_AMOUNT unless a test bench wants it approved
     preauth_days: float = 30  # a pre-auth not completed or voided by then expires (its hold is released)
     completion_tolerance_percent: float = 15  # a completion may exceed its pre-auth by this much (CUP: 115 %)
+    tip_limit_percent: float = 20  # a tip may be at most this much of its sale (restaurant terminals' usual cap)
 
     def __post_init__(self) -> None:
         assert self.void_window == SAME_BUSINESS_DAY or isinstance(self.void_window, float | int)
@@ -45,6 +46,7 @@ class RuleSettings:
         assert self.max_refused_void_attempts >= 0
         assert self.preauth_days >= 0
         assert self.completion_tolerance_percent >= 0
+        assert self.tip_limit_percent >= 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +57,8 @@ class Attempt:
     pan_hash: str | None  # None when the request carries no card
     operator_permitted: bool
     auth_code: str | None = None  # the original's approval code, where the request names it (CUP F38)
+    rrn: str | None = None  # the original's RRN, where the request names it (CUP F37 of an adjust or a tip)
+    batch_number: int | None = None  # the batch the request's own row goes into
 
 
 Check = Callable[[Attempt, LedgerView, datetime, RuleSettings], bool]
@@ -123,7 +127,8 @@ def within_void_window(_attempt: Attempt, view: LedgerView, now: datetime, setti
 
 
 def same_amount(attempt: Attempt, view: LedgerView, _now: datetime, _settings: RuleSettings) -> bool:
-    return attempt.amount_minor == _original(view).record.amount_minor
+    """The amount the original is worth: an adjusted or tipped sale is voided at its adjusted amount plus its tip."""
+    return attempt.amount_minor == _original(view).effective_minor
 
 
 def same_card(attempt: Attempt, view: LedgerView, _now: datetime, _settings: RuleSettings) -> bool:
@@ -277,6 +282,80 @@ COMPLETION_VOID_RULES: Final[tuple[Rule, ...]] = tuple(
     Rule(Reason.NOT_VOIDABLE, is_completion) if rule.check is voidable else rule
     for rule in VOID_RULES
     if rule.check is not within_voids_per_day
+)
+
+
+# --- Adjust and tip (CUP 0220 60.1=32/34): they change what a sale of the open batch is worth, by naming it (61.1
+# batch + 61.2 STAN, and/or F37 its RRN); the sale's own row never changes. They go into the sale's own batch, so that
+# a batch's totals move only while it is open (the settlement's ExpectBatchTotals and the settled-batch trigger keep
+# that under races), and the store checks inside the commit that the sale is still as the view saw it
+# (ExpectAmendable).
+
+
+def names_its_rrn(attempt: Attempt, view: LedgerView, _now: datetime, _settings: RuleSettings) -> bool:
+    """A request that names the original by batch and STAN and by RRN names one transaction with both."""
+    return attempt.rrn is None or attempt.rrn == _original(view).record.rrn
+
+
+def is_sale(_attempt: Attempt, view: LedgerView, _now: datetime, _settings: RuleSettings) -> bool:
+    return _original(view).record.kind is Kind.SALE and _original(view).record.status is not Status.DECLINED
+
+
+def is_offline_sale(attempt: Attempt, view: LedgerView, now: datetime, settings: RuleSettings) -> bool:
+    """A sale the terminal approved itself and advised afterwards: a financial advice (MTI x220; CUP offline settlement
+    60.1=30, e-cash upload 36). An online sale was authorised for its amount: only a tip may change it."""
+    return is_sale(attempt, view, now, settings) and _original(view).record.mti[2:3] == "2"
+
+
+def sale_open(_attempt: Attempt, view: LedgerView, _now: datetime, _settings: RuleSettings) -> bool:
+    """Approved, and not voided, refunded or reversed since."""
+    original = _original(view)
+    return original.record.status is Status.APPROVED and not original.effective_reversal
+
+
+def in_the_request_batch(attempt: Attempt, view: LedgerView, _now: datetime, _settings: RuleSettings) -> bool:
+    """The sale is in the batch the request names (the one its own row goes into)."""
+    return attempt.batch_number is None or attempt.batch_number == _original(view).record.batch_number
+
+
+def positive_amount(attempt: Attempt, _view: LedgerView, _now: datetime, _settings: RuleSettings) -> bool:
+    return attempt.amount_minor > 0
+
+
+def untipped(_attempt: Attempt, view: LedgerView, _now: datetime, _settings: RuleSettings) -> bool:
+    return _original(view).tip_minor is None
+
+
+def within_tip_limit(attempt: Attempt, view: LedgerView, _now: datetime, settings: RuleSettings) -> bool:
+    """At most ``tip_limit_percent`` of the sale (as adjusted). Exact: integers and decimals, never floats."""
+    ceiling = Decimal(_original(view).base_minor) * Decimal(str(settings.tip_limit_percent))
+    return Decimal(attempt.amount_minor) * 100 <= ceiling
+
+
+# Adjust (CUP 0220 60.1=32): F4 is the offline sale's corrected amount; the newest approved adjust counts.
+ADJUST_RULES: Final[tuple[Rule, ...]] = (
+    Rule(Reason.ORIGINAL_NOT_FOUND, original_found),
+    Rule(Reason.ORIGINAL_NOT_FOUND, names_its_rrn),  # 61.1/61.2 and F37 name two different transactions
+    Rule(Reason.NOT_VOIDABLE, is_offline_sale),  # an online sale, or not a sale
+    Rule(Reason.ALREADY_CANCELLED, sale_open),  # voided, refunded or reversed
+    Rule(Reason.BATCH_CLOSED, batch_open),
+    Rule(Reason.BATCH_CLOSED, in_the_request_batch),
+    Rule(Reason.INVALID_AMOUNT, positive_amount),
+    Rule(Reason.CARD_MISMATCH, same_card),
+)
+
+# Tip (CUP 0220 60.1=34): F4 is the tip alone, added to a sale (online or offline) once, within tip_limit_percent.
+TIP_RULES: Final[tuple[Rule, ...]] = (
+    Rule(Reason.ORIGINAL_NOT_FOUND, original_found),
+    Rule(Reason.ORIGINAL_NOT_FOUND, names_its_rrn),
+    Rule(Reason.NOT_VOIDABLE, is_sale),
+    Rule(Reason.ALREADY_CANCELLED, sale_open),
+    Rule(Reason.INVALID_TRANSACTION, untipped),  # once per sale
+    Rule(Reason.BATCH_CLOSED, batch_open),
+    Rule(Reason.BATCH_CLOSED, in_the_request_batch),
+    Rule(Reason.INVALID_AMOUNT, positive_amount),
+    Rule(Reason.EXCEEDS_LIMIT, within_tip_limit),
+    Rule(Reason.CARD_MISMATCH, same_card),
 )
 
 

@@ -148,7 +148,7 @@ class TestDialectSecurity:
         assert dialect.security == SecurityPolicy(
             mac_algorithm="cup-ecb", mac_policy="always",
             mac_kinds=("sale", "qr_sale", "offline_sale", "void", "refund", "reversal", "balance", "preauth",
-                       "preauth_void", "completion", "completion_void"),
+                       "preauth_void", "completion", "completion_void", "adjust", "tip"),
             require_signon=True,
             signon_key_field="62", ksn_field=None, pin_block_format=0,
         )  # fmt: skip

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
+from iso_host.core.flows.adjust import adjust, tip
 from iso_host.core.flows.balance import balance
 from iso_host.core.flows.base import NO_VIEW, Context, Decision, Flow, Request, SessionUpdate
 from iso_host.core.flows.completion import completion
@@ -76,6 +77,8 @@ KINDS: Final[dict[Kind, KindSpec]] = {
     Kind.PREAUTH_VOID: KindSpec(preauth_void, financial=True, original=True, linked=True),
     Kind.COMPLETION: KindSpec(completion, financial=True, original=True, linked=True),
     Kind.COMPLETION_VOID: KindSpec(completion_void, financial=True, original=True, linked=True),
+    Kind.ADJUST: KindSpec(adjust, financial=True, original=True),
+    Kind.TIP: KindSpec(tip, financial=True, original=True),
 }
 FLOWS: Final[dict[Kind, Flow]] = {kind: spec.flow for kind, spec in KINDS.items()}  # for tests that call a flow
 

@@ -80,8 +80,9 @@ class Request:
     def attempt(self) -> Attempt:
         """What the eligibility rules see of a void, reversal or refund."""
         assert self.amount_minor is not None, "the pipeline requires F4 for these kinds"
+        named_rrn = next((query.rrn for query in self.original_queries if query.rrn is not None), None)
         return Attempt(self.amount_minor, self.card.pan_hash if self.card else None, self.operator_permitted,
-                       self.original_auth_code)  # fmt: skip
+                       self.original_auth_code, named_rrn, self.batch_number)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)

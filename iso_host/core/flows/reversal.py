@@ -38,7 +38,7 @@ def _reversal_without_effect(request: Request, view: LedgerView, context: Contex
         return Reason.APPROVED  # a voided pre-auth holds nothing: as for a voided sale, nothing to undo
     if record.status is Status.DECLINED:
         return Reason.APPROVED  # nothing was taken, so there is nothing to give back
-    if request.amount_minor != record.amount_minor:
+    if request.amount_minor != original.effective_minor:  # a sale adjusted or tipped since: what it is worth now
         return Reason.AMOUNT_MISMATCH
     if original.batch_settled:
         return Reason.BATCH_CLOSED
@@ -77,7 +77,8 @@ def _undo(record: TransactionRecord, view: LedgerView, context: Context) -> _Und
     linked = view.lineage[0].record if view.lineage else None
     match record.kind:
         case Kind.SALE:
-            return _Undo(balance=given_back(record, record.amount_minor))
+            worth = view.original.effective_minor if view.original is not None else record.amount_minor
+            return _Undo(balance=given_back(record, worth))
         case Kind.VOID:
             assert record.original_rrn is not None, "an approved void names its sale"
             restore = ChangeStatus(record.original_rrn, Status.VOIDED, Status.APPROVED, now)

@@ -41,4 +41,4 @@ def void(request: Request, view: LedgerView, context: Context) -> Decision:
     assert original is not None
     cancel = ChangeStatus(original.record.rrn, Status.APPROVED, Status.VOIDED, context.now)
     return Decision(Reason.APPROVED, reply_fields(context, record), (*expected, RecordTransaction(record), cancel),
-                    balance_changes=given_back(original.record, original.record.amount_minor))  # fmt: skip
+                    balance_changes=given_back(original.record, original.effective_minor))  # fmt: skip
