@@ -115,6 +115,16 @@ def _preauth_parsers(actions: argparse._SubParsersAction[argparse.ArgumentParser
     return preauth
 
 
+def _amend_parsers(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """CUP's offline adjust and tip: each names a sale of this terminal's open batch."""
+    adjust = actions.add_parser("adjust", help="CUP: correct an offline sale of this terminal's open batch to AMOUNT")
+    adjust.add_argument("amount", help="the sale's corrected amount, in major units")
+    _original_options(adjust)
+    tip = actions.add_parser("tip", help="CUP: add a tip of AMOUNT to a sale of this terminal's open batch (once)")
+    tip.add_argument("amount", help="the tip alone, in major units")
+    _original_options(tip)
+
+
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     terminal = commands.add_parser("terminal", help="act as a terminal: send a request, print the response")
     terminal.add_argument("--to", default="127.0.0.1:8583", help="HOST:PORT of the host")
@@ -152,6 +162,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     refund = actions.add_parser("refund", help="refund part or all of a sale")
     refund.add_argument("amount", help="amount in major units")
     _original_options(refund)
+    _amend_parsers(actions)
     actions.add_parser("settle", help="settle the open batch; uploads it when the host's totals differ")
     actions.add_parser("echo", help="network test")
     send = actions.add_parser("send", help="any request the dialect has a template for (qr_sale, status_upload, ...)")

@@ -23,7 +23,8 @@ CREDIT_KINDS: Final = frozenset({"void", "refund", "completion_void"})
 PREAUTH_KINDS: Final = frozenset({"preauth", "preauth_void", "completion", "completion_void"})  # F25 06 (CUP)
 VOIDED_KIND: Final = {"void": "sale", "preauth_void": "preauth", "completion_void": "completion"}  # what each voids
 
-# {"kind", "stan", "rrn", "amount", "pan", "date", "status", "original_stan", "icc" (a chip sale's field 55, hex)}
+# {"kind", "stan", "rrn", "amount", "pan", "date", "status", "original_stan", "icc" (a chip sale's field 55, hex),
+#  "tip" (a sale's tip, CUP 60.1=34: its amount includes it, as an adjust's new amount does)}
 Item = dict[str, Any]
 
 

@@ -47,12 +47,14 @@ ACTION_PARAMS: Final[dict[str, frozenset[str]]] = {
     "preauth_void": frozenset({"stan", "rrn", "auth_code", "date", "amount", "pan", "operator"}),
     "completion": frozenset({"amount", "stan", "rrn", "auth_code", "date", "pan"}),
     "completion_void": frozenset({"stan", "rrn", "operator"}),
+    "adjust": frozenset({"amount", "stan", "rrn"}), "tip": frozenset({"amount", "stan", "rrn"}),
     "send": frozenset({"template", "amount", "pan", "expiry"}), "ic_download": frozenset(),
     "parameter_download": frozenset(),
 }  # fmt: skip
 REQUIRED_PARAMS: Final = {"sale": ("amount",), "refund": ("amount",), "raw": ("hex",), "wait": ("ms",)}
 REQUIRED_PARAMS.update({"preauth": ("amount",), "completion": ("amount",), "send": ("template",)})
-NEEDS_ORIGINAL: Final = frozenset({"void", "reversal", "refund"})
+REQUIRED_PARAMS.update({"adjust": ("amount",), "tip": ("amount",)})
+NEEDS_ORIGINAL: Final = frozenset({"void", "reversal", "refund", "adjust", "tip"})
 # The pre-auth family names its original by stan, rrn or (a pre-auth not in this batch) auth_code: one of them.
 NEEDS_ORIGINAL_OR_CODE: Final = frozenset({"preauth_void", "completion", "completion_void"})
 TERMINAL_ACTION: Final = {"reversal": "reverse"}  # where a step's action and the command's differ

@@ -3,7 +3,8 @@ session (a connection, the state file with STAN, keys and batch), used by ``iso-
 sessions (``session_script.py``).
 
 CUP's pre-authorisation family too: pre-auth, pre-auth void, completion (by the pre-auth's approval code and date, as
-CUP terminals key them in, or by its STAN in this batch) and completion void; ``reverse`` reverses each of them."""
+CUP terminals key them in, or by its STAN in this batch) and completion void; ``reverse`` reverses each of them. CUP's
+offline adjust and tip of a sale of this batch, which the batch then counts and uploads at its new amount."""
 
 from __future__ import annotations
 
@@ -490,12 +491,41 @@ async def _do_complete_void(session: Session, params: Params) -> Message:
     return response
 
 
+async def _amend(session: Session, params: Params, template: str) -> tuple[book.Item, int, Message]:
+    """Send an adjust or a tip naming a sale of this batch (61.1 batch + 61.2 STAN, and F37 its RRN): the sale, the
+    request's amount and the host's answer."""
+    sale = _target(session, params, "sale")
+    amount = parse_amount(params.amount or "")
+    message = _build(session, template, amount=amount, pan=sale["pan"], rrn=sale["rrn"],
+                     original_stan=int(sale["stan"]), original_batch=session.state.batch)  # fmt: skip
+    return sale, amount, await session.send(message, session.mac_keys())
+
+
+async def _do_adjust(session: Session, params: Params) -> Message:
+    """Correct an offline sale to AMOUNT (CUP 0220 60.1=32): the batch then counts and uploads it at AMOUNT (plus
+    its tip, if it has one), as the host does."""
+    sale, amount, response = await _amend(session, params, "adjust")
+    if response.fields.get("39") == "00":
+        sale["amount"] = amount + int(sale.get("tip", 0))
+    return response
+
+
+async def _do_tip(session: Session, params: Params) -> Message:
+    """Add a tip of AMOUNT to a sale (CUP 0220 60.1=34): the batch then counts and uploads the sale with its tip."""
+    sale, amount, response = await _amend(session, params, "tip")
+    if response.fields.get("39") == "00":
+        sale["tip"] = amount
+        sale["amount"] = int(sale["amount"]) + amount
+    return response
+
+
 Action = Callable[[Session, Params], Awaitable[Message]]
 ACTIONS: Final[dict[str, Action]] = {
     "sale": _do_sale, "void": _do_void, "reverse": _do_reverse, "refund": _do_refund, "settle": _do_settle,
     "signon": _do_signon, "signoff": _do_signoff, "echo": _do_echo, "balance": _do_balance,
     "preauth": _do_preauth, "preauth-void": _do_preauth_void, "complete": _do_complete,
     "complete-void": _do_complete_void, "send": _do_send, "ic-download": _do_ic_download,
+    "adjust": _do_adjust, "tip": _do_tip,
     "parameter-download": _do_parameter_download,
 }  # fmt: skip
 
