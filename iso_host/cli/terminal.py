@@ -17,8 +17,9 @@ from iso_host.core.test_cards import DEFAULT_EMV_SCHEME
 from iso_host.errors import ConfigError
 from iso_host.log import configure
 from iso_host.security import EMV_SCHEMES
+from iso_host.terminal.context import TEST_PAN, Params, open_session
 from iso_host.terminal.script import run_session
-from iso_host.terminal.session import ACTIONS, TEST_PAN, Params, open_session
+from iso_host.terminal.session import ACTIONS
 from iso_host.wire import Dialect, Message, load_dialect
 
 

@@ -29,7 +29,7 @@ from iso_host.errors import WireError
 from iso_host.fuzz import report
 from iso_host.fuzz.mutations import FuzzFrame, Mutator, SeedFrame, Tak, read_frame, seed_frame
 from iso_host.terminal.client import ClientError, ClientState, MacKeys, TerminalClient
-from iso_host.terminal.session import TEST_PAN
+from iso_host.terminal.context import TEST_PAN
 from iso_host.wire import NEED_DATA, Dialect, FrameDecoder, encode_frame
 from iso_host.wire.dialect import TEMPLATE_SAMPLE
 

@@ -28,7 +28,8 @@ from iso_host.money import parse_amount
 from iso_host.security import EMV_SCHEMES
 from iso_host.security.emv import ICC_KEY_BYTES
 from iso_host.terminal.client import TerminalClient
-from iso_host.terminal.session import ACTIONS, Params, Session, open_session
+from iso_host.terminal.context import Params, Session, open_session
+from iso_host.terminal.session import ACTIONS
 from iso_host.wire import Dialect, Message, load_dialect
 
 PASSED, FAILED, ERROR = "passed", "failed", "error"

@@ -11,7 +11,8 @@ from hosting import exchange_bodies, running_host
 
 from iso_host.cli.main import build_parser
 from iso_host.ledger.reports import verify
-from iso_host.terminal.session import ACTIONS, Params, open_session
+from iso_host.terminal.context import Params, open_session
+from iso_host.terminal.session import ACTIONS
 from iso_host.wire import Message, decode, load_dialect
 
 ISO87 = load_dialect("iso87binary")

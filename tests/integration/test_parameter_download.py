@@ -11,7 +11,8 @@ from hosting import MID, exchange_bodies, running_host
 from iso_host.cli.main import build_parser
 from iso_host.config import DEMO_TMK
 from iso_host.core.terminals import TerminalState
-from iso_host.terminal.session import ACTIONS, Params, open_session
+from iso_host.terminal.context import Params, open_session
+from iso_host.terminal.session import ACTIONS
 from iso_host.wire import Message, decode, load_dialect
 from iso_host.wire.downloads import load_download
 from iso_host.wire.parameters import ParameterSet

@@ -32,7 +32,8 @@ from iso_host.ledger.reports import verify
 from iso_host.security import compute_mac
 from iso_host.styles import family_of
 from iso_host.terminal.client import TerminalClient
-from iso_host.terminal.session import ACTIONS, Params, open_session
+from iso_host.terminal.context import Params, open_session
+from iso_host.terminal.session import ACTIONS
 from iso_host.vocab import Kind, Status
 from iso_host.wire import Message, load_dialect
 
