@@ -14,6 +14,7 @@ from pathlib import Path
 from log_audit import remember_secret
 
 from iso_host.app import build_host, card_book, open_ledger, open_terminals
+from iso_host.cli.main import build_parser
 from iso_host.clock import local_now
 from iso_host.config import DEMO_TMK, TerminalConfig
 from iso_host.core.pipeline import Host
@@ -28,7 +29,9 @@ from iso_host.mqtt.tasks import MqttTasks, start_relay
 from iso_host.mqtt.topics import BrokerSettings
 from iso_host.server import Server
 from iso_host.terminal.client import TerminalClient
-from iso_host.wire import Dialect, load_dialect
+from iso_host.terminal.context import Params, open_session
+from iso_host.terminal.session import ACTIONS
+from iso_host.wire import Dialect, Message, load_dialect
 
 TID, MID = "TERM0001", "MERCHANT0000001"
 TEST_PAN = "4761739001010010"
@@ -142,3 +145,17 @@ async def exchange_bodies(address: tuple[str, int], *bodies: bytes) -> list[byte
         writer.close()
         await writer.wait_closed()
     return replies
+
+
+async def terminal_action(address: tuple[str, int], dialect: str, state: Path, *argv: str) -> Message:
+    """`iso-host terminal --to ADDRESS --dialect DIALECT --state STATE ARGV...`, run in this process (what the action
+    prints goes to stdout); the state file is saved afterwards, as the command saves it."""
+    args = build_parser().parse_args(["terminal", "--to", f"{address[0]}:{address[1]}", "--dialect", dialect,
+                                      "--state", str(state), *argv])  # fmt: skip
+    session = open_session(args, load_dialect(dialect), args.tid, args.mid)
+    await session.connect()
+    try:
+        return await ACTIONS[args.action](session, Params.from_args(args))
+    finally:
+        await session.client.close()
+        session.state.save(session.state_path)

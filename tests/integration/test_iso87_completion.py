@@ -7,12 +7,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hosting import exchange_bodies, running_host
+from hosting import exchange_bodies, running_host, terminal_action
 
-from iso_host.cli.main import build_parser
 from iso_host.ledger.reports import verify
-from iso_host.terminal.context import Params, open_session
-from iso_host.terminal.session import ACTIONS
 from iso_host.wire import Message, decode, load_dialect
 
 ISO87 = load_dialect("iso87binary")
@@ -74,15 +71,7 @@ class TestTerminal:
     """`iso-host terminal --dialect iso87binary preauth | complete | reverse | settle`, as actions."""
 
     async def act(self, address: tuple[str, int], state: Path, *argv: str) -> Message:
-        args = build_parser().parse_args(["terminal", "--to", f"{address[0]}:{address[1]}", "--dialect", "iso87binary",
-                                          "--state", str(state), *argv])  # fmt: skip
-        session = open_session(args, ISO87, args.tid, args.mid)
-        await session.connect()
-        try:
-            return await ACTIONS[args.action](session, Params.from_args(args))
-        finally:
-            await session.client.close()
-            session.state.save(session.state_path)
+        return await terminal_action(address, "iso87binary", state, *argv)
 
     async def test_completions_reversal_and_settlement(self, tmp_path: Path, ledger_url: str) -> None:
         state = tmp_path / "terminal.json"

@@ -6,13 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from hosting import MID, exchange_bodies, running_host
+from hosting import MID, exchange_bodies, running_host, terminal_action
 
-from iso_host.cli.main import build_parser
 from iso_host.config import DEMO_TMK
 from iso_host.core.terminals import TerminalState
-from iso_host.terminal.context import Params, open_session
-from iso_host.terminal.session import ACTIONS
 from iso_host.wire import Message, decode, load_dialect
 from iso_host.wire.downloads import load_download
 from iso_host.wire.parameters import ParameterSet
@@ -71,15 +68,7 @@ async def test_a_terminal_with_its_own_merchant_name_gets_it(tmp_path: Path) -> 
 
 async def test_the_terminal_action_prints_what_it_got(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     async with running_host(tmp_path, "cup") as host:
-        address, port = host.address
-        args = build_parser().parse_args(["terminal", "--to", f"{address}:{port}", "--dialect", "cup", "--state",
-                                          str(tmp_path / "t.json"), "parameter-download"])  # fmt: skip
-        session = open_session(args, CUP, args.tid, args.mid)
-        await session.connect()
-        try:
-            response = await ACTIONS[args.action](session, Params.from_args(args))
-        finally:
-            await session.client.close()
+        response = await terminal_action(host.address, "cup", tmp_path / "t.json", "parameter-download")
     printed = capsys.readouterr().out.splitlines()
     assert response.fields["39"] == "00"
     assert "22 merchant name: ISO-HOST TEST MERCHANT" in printed

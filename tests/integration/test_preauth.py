@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hosting import TEST_PAN, RunningHost, running_host
+from hosting import TEST_PAN, RunningHost, running_host, terminal_action
 from test_cancellations import RULES, UTC, FakeClock
 from test_store_contract import record
 
@@ -361,17 +361,7 @@ class TestTerminalCommands:
     """`iso-host terminal preauth | preauth-void | complete | complete-void | reverse | settle`, as actions."""
 
     async def act(self, t: Counter, state: Path, *argv: str) -> Message:
-        host, port = t.host.address
-        args = build_parser().parse_args(
-            ["terminal", "--to", f"{host}:{port}", "--dialect", "cup", "--state", str(state), *argv]
-        )
-        session = open_session(args, CUP, args.tid, args.mid)
-        await session.connect()
-        try:
-            return await ACTIONS[args.action](session, Params.from_args(args))
-        finally:
-            await session.client.close()
-            session.state.save(session.state_path)
+        return await terminal_action(t.host.address, "cup", state, *argv)
 
     async def test_a_day_of_preauths_settles_balanced(self, tmp_path: Path, ledger_url: str) -> None:
         async with counter(tmp_path, ledger_url) as t:
