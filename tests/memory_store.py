@@ -216,10 +216,10 @@ def apply_command(ledger: Ledger, command: LedgerCommand) -> None:
                 raise stale
             ledger.transactions[index] = replace(row, refunded_minor=command.refunded_minor, status=command.new_status)
         case SaveSession():
-            _terminal(ledger, command.tid, command.mid)
+            was = _terminal(ledger, command.tid, command.mid)
             ledger.terminals[command.tid, command.mid] = TerminalRecord(
                 command.batch_number, command.signed_on, command.operator, command.tpk_under_tmk,
-                command.tak_under_tmk, command.tdk_under_tmk,
+                command.tak_under_tmk, command.tdk_under_tmk, was.keyed if command.keyed is None else command.keyed,
             )  # fmt: skip
         case SettleBatch():
             settle_batch(ledger, command)

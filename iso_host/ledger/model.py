@@ -107,6 +107,9 @@ class SaveSession:
     tak_under_tmk: bytes | None
     tdk_under_tmk: bytes | None
     at: datetime
+    # Whether the terminal has been keyed, so that it must MAC until an operator resets it: True at sign-on, False
+    # only by an operator's reset; None leaves it as it is (a sign-off).
+    keyed: bool | None = None
 
     def __post_init__(self) -> None:
         assert self.signed_on or self.tak_under_tmk is None, "a signed-off terminal keeps no keys"
@@ -122,6 +125,7 @@ class TerminalRecord:
     tpk_under_tmk: bytes | None = None
     tak_under_tmk: bytes | None = None
     tdk_under_tmk: bytes | None = None
+    keyed: bool = False  # signed on at least once since an operator last reset it: its MACs are mandatory
 
 
 @dataclass(frozen=True, slots=True)

@@ -115,4 +115,8 @@ MIGRATIONS: Final[tuple[tuple[Statement, ...], ...]] = (
         "CREATE TABLE ledger_commits ("
         " writer TEXT PRIMARY KEY, group_number BIGINT NOT NULL, committed_at TEXT NOT NULL)",
     ),
+    (  # 7: a terminal once keyed (signed on) must MAC until an operator resets it; one signed on now has been
+        "ALTER TABLE terminals ADD COLUMN keyed INTEGER NOT NULL DEFAULT 0",
+        "UPDATE terminals SET keyed = signed_on",
+    ),
 )

@@ -384,6 +384,17 @@ class TestReads:
         assert await store.register_terminal(TID, MID) == TerminalRecord(batch_number=3)
         assert await store.register_terminal("TERM0002", MID) == TerminalRecord(batch_number=1)
 
+    async def test_keyed_survives_a_signoff_until_reset(self, store: Store) -> None:
+        """Keyed (MACs mandatory) is set by a sign-on, kept by a sign-off (keyed None) and cleared only when a
+        session says so (an operator's reset); it is read back after the store is opened again."""
+        await store.register_terminal(TID, MID)
+        key = bytes.fromhex("11" * 16)
+        await store.apply([SaveSession(TID, MID, True, 1, None, key, key, None, at=NOW, keyed=True)])
+        await store.apply([SaveSession(TID, MID, False, 1, None, None, None, None, at=NOW)])
+        assert await store.register_terminal(TID, MID) == TerminalRecord(batch_number=1, keyed=True)
+        await store.apply([SaveSession(TID, MID, False, 1, None, None, None, None, at=NOW, keyed=False)])
+        assert await store.register_terminal(TID, MID) == TerminalRecord(batch_number=1)
+
     async def test_session_of_an_unknown_terminal_is_a_store_error(self, store: Store) -> None:
         """A session is saved only for a registered terminal."""
         with pytest.raises(StoreError, match="not registered") as caught:

@@ -44,6 +44,7 @@ def signon(request: Request, _view: LedgerView, context: Context) -> Decision:
         tid=request.tid, mid=request.mid, signed_on=True, batch_number=request.batch_number,
         operator=request.operator, tpk_under_tmk=_wrapped(context.tmk, keys.tpk),
         tak_under_tmk=_wrapped(context.tmk, keys.tak), tdk_under_tmk=_wrapped(context.tmk, keys.tdk), at=context.now,
+        keyed=True,  # from now on its MACs are mandatory, after a sign-off too, until an operator resets it
     )  # fmt: skip
     fields = {
         "12": context.now.strftime("%H%M%S"),
@@ -55,7 +56,8 @@ def signon(request: Request, _view: LedgerView, context: Context) -> Decision:
 
 
 def signoff(request: Request, _view: LedgerView, context: Context) -> Decision:
-    """Forget the session: later financial requests need a new sign-on (where the dialect asks for one)."""
+    """Forget the session: later financial requests need a new sign-on (where the dialect asks for one). A terminal
+    that has been keyed stays keyed (``keyed`` is left alone): an unauthenticated sign-off cannot switch its MACs off."""
     assert request.kind is Kind.SIGNOFF
     session = SaveSession(
         tid=request.tid, mid=request.mid, signed_on=False, batch_number=request.batch_number, operator=None,
