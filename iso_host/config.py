@@ -20,7 +20,7 @@ from iso_host.config_cards import (
     scenario_entry,
 )
 from iso_host.config_checks import Problems, string_value, table_ok
-from iso_host.core.rules import SAME_BUSINESS_DAY, RuleSettings
+from iso_host.core.rules import DEFAULT_PIN_TRIES, SAME_BUSINESS_DAY, RuleSettings
 from iso_host.errors import ConfigError
 from iso_host.ledger.store import DEFAULT_LEDGER_DEADLINE_S
 from iso_host.limits import Limits
@@ -65,7 +65,6 @@ class Config:
     ledger_url: str = "sqlite:///iso-host.db"
     group_commit: bool = True  # false: one database transaction (and fsync) per request, for comparison
     ledger_deadline_s: float = DEFAULT_LEDGER_DEADLINE_S  # a request the ledger has not answered by then gets 96
-    pan_key_file: str | None = None  # the PAN hash key's file (None: ~/.iso-host/pan-hash.key); ISO_HOST_PAN_KEY wins
     log_format: str = "auto"
     log_level: str = "info"
     limits: Limits = field(default_factory=Limits)
@@ -83,11 +82,11 @@ class Config:
 RULE_KEYS: Final = {
     "void_window", "business_day_cutoff", "timezone", "max_void_age_h", "max_refused_void_attempts",
     "max_voids_per_day", "unknown_reversal", "refund_max_age_days", "allow_zero_amount",
-    "preauth_days", "completion_tolerance_percent", "tip_limit_percent",
+    "preauth_days", "completion_tolerance_percent", "tip_limit_percent", "void_requires_card", "pin_tries",
 }  # fmt: skip
 SECTIONS: Final = {
     "server": {"host", "port", "dialect", "tls_cert", "tls_key", "tls_client_ca"},
-    "ledger": {"url", "group_commit", "deadline_s", "pan_key_file"},
+    "ledger": {"url", "group_commit", "deadline_s"},
     "log": {"format", "level"},
     "limits": {f.name for f in fields(Limits)},
     "rules": RULE_KEYS,
@@ -206,6 +205,21 @@ def _rule_day(problems: Problems, table: dict[str, Any], values: dict[str, Any])
             problems.add("rules.timezone", f"must be an IANA time zone such as Asia/Shanghai, got {zone!r}")
 
 
+def _rule_cards(problems: Problems, table: dict[str, Any], values: dict[str, Any]) -> None:
+    """Zero amounts, card-less voids and the PIN-try limit."""
+    for name in ("allow_zero_amount", "void_requires_card"):
+        flag = table.get(name, False)
+        if not isinstance(flag, bool):
+            problems.add(f"rules.{name}", f"must be true or false, got {flag!r}")
+        else:
+            values[name] = flag
+    tries = table.get("pin_tries", DEFAULT_PIN_TRIES)
+    if tries is not False and (isinstance(tries, bool) or not isinstance(tries, int) or tries < 1):
+        problems.add("rules.pin_tries", f"must be a whole number >= 1 or false (no limit), got {tries!r}")
+    else:
+        values["pin_tries"] = tries if tries is not False else None
+
+
 def _rules(problems: Problems, table: dict[str, Any]) -> RuleSettings:
     values: dict[str, Any] = {}
     _rule_day(problems, table, values)
@@ -223,11 +237,7 @@ def _rules(problems: Problems, table: dict[str, Any]) -> RuleSettings:
         problems.add("rules.max_voids_per_day", f"must be a whole number >= 0 or false (unlimited), got {per_day!r}")
     elif per_day is not False:
         values["max_voids_per_day"] = per_day
-    zero = table.get("allow_zero_amount", False)
-    if not isinstance(zero, bool):
-        problems.add("rules.allow_zero_amount", f"must be true or false, got {zero!r}")
-    else:
-        values["allow_zero_amount"] = zero
+    _rule_cards(problems, table, values)
     unknown = table.get("unknown_reversal", "approve")
     if unknown not in ("approve", "decline"):
         problems.add("rules.unknown_reversal", f"must be approve or decline, got {unknown!r}")
@@ -270,7 +280,7 @@ def _scalar_settings(problems: Problems, tables: dict[str, dict[str, Any]]) -> d
     changes: dict[str, Any] = {}
     for key, attribute, table, name in (
         ("server.host", "host", server, "host"), ("server.dialect", "dialect", server, "dialect"),
-        ("ledger.url", "ledger_url", ledger, "url"), ("ledger.pan_key_file", "pan_key_file", ledger, "pan_key_file"),
+        ("ledger.url", "ledger_url", ledger, "url"),
     ):  # fmt: skip
         if name in table and (value := string_value(problems, key, table[name])) is not None:
             changes[attribute] = value

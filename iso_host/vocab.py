@@ -21,6 +21,7 @@ class Reason(enum.StrEnum):
     NOT_SIGNED_ON = "NOT_SIGNED_ON"
     MAC_FAILED = "MAC_FAILED"
     PIN_INCORRECT = "PIN_INCORRECT"
+    PIN_TRIES_EXCEEDED = "PIN_TRIES_EXCEEDED"  # the card took [rules] pin_tries wrong PINs: blocked until reload-cards
     DUPLICATE = "DUPLICATE"
     ORIGINAL_NOT_FOUND = "ORIGINAL_NOT_FOUND"
     ALREADY_CANCELLED = "ALREADY_CANCELLED"

@@ -28,6 +28,7 @@ from iso_host.errors import BatchSettledError, ConflictError, DuplicateError, St
 from iso_host.events.record import EventSink, decision_event
 from iso_host.ledger.model import AdvanceBatch, BatchTotals, LedgerCommand, LedgerView, RecordEvent
 from iso_host.ledger.store import DEFAULT_LEDGER_DEADLINE_S, Store
+from iso_host.security import SecurityError
 from iso_host.vocab import Kind, Reason
 from iso_host.wire import Dialect, Envelope, Message, WireDecodeError, decode, encode, reply_mti
 
@@ -94,7 +95,7 @@ class Host:
         self.events = events  # None: events are off, and nothing is written to the outbox
         self.ledger_deadline_s = ledger_deadline_s  # every ledger wait of one request ends by then: 96, never late
         self.serialiser: Serialiser = serialiser if serialiser is not None else _NoSerialiser()
-        self.admission = Admission(dialect, terminals, self.cards)
+        self.admission = Admission(dialect, terminals, self.cards, pin_tries=self.rules.pin_tries)
 
     async def handle(self, frame: bytes) -> Outcome:
         """Answer one frame body (TPDU and header included, length header excluded)."""
@@ -115,7 +116,8 @@ class Host:
             outcome.kind = rule.kind
             response_mac = self.admission.authenticate(message, rule, terminal, response_mac)
             request = self.admission.request(message, rule, kind, terminal, self.store.pan_hash_key)
-        except Rejected as rejection:
+        except (Rejected, SecurityError) as error:
+            rejection = error if isinstance(error, Rejected) else _security_failure(error, outcome.kind)
             outcome.log["detail"] = rejection.detail
             refused = Decision(rejection.reason)
             if self.events is not None:
@@ -373,6 +375,13 @@ def _commands(
     if adoption is not None and commands:
         commands = (adoption, *commands)
     return (*commands, event) if event is not None else commands
+
+
+def _security_failure(error: SecurityError, kind_name: str | None) -> Rejected:
+    """A key the MAC or PIN code could not use (a TAK of a length its algorithm does not take): the host's fault, not
+    the terminal's. SYSTEM_ERROR, and one log line (the outcome's, which names the terminal); the security package's
+    errors name the key and its length, never its bytes."""
+    return Rejected(Reason.SYSTEM_ERROR, f"security error: {error}", kind_name)
 
 
 def _acted_out(outcome: Outcome, scenario: Scenario, maced: bool) -> Outcome:
