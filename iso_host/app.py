@@ -31,6 +31,7 @@ from iso_host.errors import ConfigError
 from iso_host.events.record import EventSink
 from iso_host.keyed_locks import KeyedLocks
 from iso_host.ledger import Store, TerminalRecord, open_store
+from iso_host.ledger.pan_key import DEFAULT_PAN_KEY, PanKeySource
 from iso_host.ledger.store import DEFAULT_LEDGER_DEADLINE_S
 from iso_host.log import get_logger
 from iso_host.mqtt.client import check_settings
@@ -52,9 +53,14 @@ class TraceOptions:
     max_bytes: int = DEFAULT_MAX_BYTES
 
 
-async def open_ledger(url: str, *, group_commit: bool = True) -> Store:
-    """The store for ``url``, opened (migrated, writers started)."""
-    store = open_store(url, group_commit=group_commit)
+def pan_key_source(config: Config) -> PanKeySource:
+    """Where the host finds its PAN hash key: ``ISO_HOST_PAN_KEY``, else ``[ledger] pan_key_file`` or the default."""
+    return PanKeySource(Path(config.pan_key_file) if config.pan_key_file else None)
+
+
+async def open_ledger(url: str, *, group_commit: bool = True, pan_key: PanKeySource | None = DEFAULT_PAN_KEY) -> Store:
+    """The store for ``url``, opened (migrated, the PAN hash key settled, writers started)."""
+    store = open_store(url, group_commit=group_commit, pan_key=pan_key)
     await store.open()
     return store
 
@@ -173,7 +179,7 @@ async def start(config: Config, trace: TraceOptions | None = None) -> RunningApp
     check_for_dialect(config, dialect)
     if config.events is not None:
         check_settings(config.events)
-    store = await open_ledger(config.ledger_url, group_commit=config.group_commit)
+    store = await open_ledger(config.ledger_url, group_commit=config.group_commit, pan_key=pan_key_source(config))
     terminals = await open_terminals(store, config.terminals)
     host = build_host(
         dialect, store, terminals, HostClock(local_now), rules=config.rules,
@@ -182,6 +188,9 @@ async def start(config: Config, trace: TraceOptions | None = None) -> RunningApp
         ledger_deadline_s=config.ledger_deadline_s,
     )  # fmt: skip
     ssl_context = server_context(config.tls.cert, config.tls.key, config.tls.client_ca) if config.tls else None
+    if trace is not None and not trace.redact:
+        hint = "the trace keeps full PANs, track 2, PIN blocks and sign-on key blocks; add --trace-redact"
+        get_logger().warning("trace_not_redacted", trace=str(trace.path), hint=hint)
     try:
         tracer = Tracer(trace.path, dialect, redact=trace.redact, max_bytes=trace.max_bytes) if trace else None
     except ConfigError:

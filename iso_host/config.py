@@ -65,6 +65,7 @@ class Config:
     ledger_url: str = "sqlite:///iso-host.db"
     group_commit: bool = True  # false: one database transaction (and fsync) per request, for comparison
     ledger_deadline_s: float = DEFAULT_LEDGER_DEADLINE_S  # a request the ledger has not answered by then gets 96
+    pan_key_file: str | None = None  # the PAN hash key's file (None: ~/.iso-host/pan-hash.key); ISO_HOST_PAN_KEY wins
     log_format: str = "auto"
     log_level: str = "info"
     limits: Limits = field(default_factory=Limits)
@@ -86,7 +87,7 @@ RULE_KEYS: Final = {
 }  # fmt: skip
 SECTIONS: Final = {
     "server": {"host", "port", "dialect", "tls_cert", "tls_key", "tls_client_ca"},
-    "ledger": {"url", "group_commit", "deadline_s"},
+    "ledger": {"url", "group_commit", "deadline_s", "pan_key_file"},
     "log": {"format", "level"},
     "limits": {f.name for f in fields(Limits)},
     "rules": RULE_KEYS,
@@ -280,7 +281,7 @@ def _scalar_settings(problems: Problems, tables: dict[str, dict[str, Any]]) -> d
     changes: dict[str, Any] = {}
     for key, attribute, table, name in (
         ("server.host", "host", server, "host"), ("server.dialect", "dialect", server, "dialect"),
-        ("ledger.url", "ledger_url", ledger, "url"),
+        ("ledger.url", "ledger_url", ledger, "url"), ("ledger.pan_key_file", "pan_key_file", ledger, "pan_key_file"),
     ):  # fmt: skip
         if name in table and (value := string_value(problems, key, table[name])) is not None:
             changes[attribute] = value
