@@ -42,7 +42,6 @@ from iso_host.security.keys import (
 )
 from iso_host.security.mac import (
     MAC_ALGORITHMS,
-    MAC_KEY_LENGTHS,
     aes_cmac,
     compute_mac,
     cup_ecb_mac,
@@ -57,7 +56,6 @@ __all__ = [
     "CUP_KEY_BLOCK_LAYOUTS",
     "EMV_SCHEMES",
     "MAC_ALGORITHMS",
-    "MAC_KEY_LENGTHS",
     "CupWorkingKeys",
     "EmvDataError",
     "EmvScheme",
