@@ -18,22 +18,25 @@ from typing import Final
 from iso_host.cards import pan_hash
 from iso_host.clock import HostClock, local_now
 from iso_host.config import Config, TerminalConfig, load_config
-from iso_host.config_security import check_terminal_kinds
-from iso_host.core.guards import SecuritySettings
+from iso_host.config_checks import Problems
+from iso_host.config_keys import mac_key_problems
 from iso_host.core.issuer_scripts import overflow
 from iso_host.core.pipeline import Host
 from iso_host.core.rules import RuleSettings
 from iso_host.core.scenarios import ScenarioBook
-from iso_host.core.terminals import NO_KEYS, TerminalState, WorkingKeys, random_working_keys
+from iso_host.core.sessions import restore_session
+from iso_host.core.terminals import TerminalState, WorkingKeys, random_working_keys
 from iso_host.core.test_cards import CardBook, TestCard
 from iso_host.errors import ConfigError
 from iso_host.events.record import EventSink
+from iso_host.gate import fit_open_file_limit
 from iso_host.keyed_locks import KeyedLocks
 from iso_host.ledger import Store, TerminalRecord, open_store
+from iso_host.ledger.pan_key import DEFAULT_PAN_KEY, PanKeySource
 from iso_host.ledger.store import DEFAULT_LEDGER_DEADLINE_S
+from iso_host.log import get_logger
 from iso_host.mqtt.client import check_settings
 from iso_host.mqtt.tasks import MqttTasks, start_mqtt_tasks
-from iso_host.security import unwrap_key
 from iso_host.server import Server
 from iso_host.tls import server_context
 from iso_host.trace import DEFAULT_MAX_BYTES, Tracer
@@ -51,25 +54,31 @@ class TraceOptions:
     max_bytes: int = DEFAULT_MAX_BYTES
 
 
-async def open_ledger(url: str, *, group_commit: bool = True) -> Store:
-    """The store for ``url``, opened (migrated, writers started)."""
-    store = open_store(url, group_commit=group_commit)
+def pan_key_source(config: Config) -> PanKeySource:
+    """Where the host finds its PAN hash key: ``ISO_HOST_PAN_KEY``, else ``[ledger] pan_key_file`` or the default."""
+    return PanKeySource(Path(config.pan_key_file) if config.pan_key_file else None)
+
+
+async def open_ledger(url: str, *, group_commit: bool = True, pan_key: PanKeySource | None = DEFAULT_PAN_KEY) -> Store:
+    """The store for ``url``, opened (migrated, the PAN hash key settled, writers started)."""
+    store = open_store(url, group_commit=group_commit, pan_key=pan_key)
     await store.open()
     return store
 
 
 def terminal_state(configured: TerminalConfig, record: TerminalRecord) -> TerminalState:
-    """A configured terminal with the session the ledger remembers (keys unwrapped with its TMK)."""
+    """A configured terminal with the session the ledger remembers: keys unwrapped with its TMK and checked against
+    their stored check values. A session that does not check is dropped (the terminal must sign on again), with one
+    log line naming the terminal."""
 
     def key(hex_text: str | None) -> bytes | None:
         return bytes.fromhex(hex_text) if hex_text else None
 
     tmk = key(configured.tmk)
-    signed_on = record.signed_on and tmk is not None
-    session = WorkingKeys(
-        *(unwrap_key(tmk, wrapped) if (tmk and wrapped) else None
-          for wrapped in (record.tpk_under_tmk, record.tak_under_tmk, record.tdk_under_tmk))
-    ) if signed_on else NO_KEYS  # fmt: skip
+    session, dropped = restore_session(tmk, record)
+    if dropped is not None:
+        get_logger().warning("session_dropped", tid=configured.tid, why=dropped, hint="the terminal must sign on again")
+    signed_on = record.signed_on and dropped is None
     return TerminalState(
         tid=configured.tid, mid=configured.mid, batch_number=record.batch_number, tmk=tmk,
         static_keys=WorkingKeys(key(configured.tpk), key(configured.tak)), bdk=key(configured.bdk),
@@ -77,8 +86,6 @@ def terminal_state(configured: TerminalConfig, record: TerminalRecord) -> Termin
         session_keys=session, operator=record.operator,
         operators=dict(configured.operators) if configured.operators is not None else None,
         merchant_name=configured.merchant_name,
-        keyed=record.keyed, mac_policy=configured.mac_policy, mac_kinds=frozenset(configured.mac_kinds),
-        tls_subject=configured.tls_subject,
     )  # fmt: skip
 
 
@@ -115,14 +122,14 @@ def cards_reloader(config: Config, host: Host) -> Callable[[], int] | None:
 def build_host(
     dialect: Dialect, store: Store, terminals: dict[str, TerminalState], clock: Callable[[], datetime], *,
     cards: CardBook, scenarios: ScenarioBook, rules: RuleSettings | None = None, events: bool = False,
-    ledger_deadline_s: float = DEFAULT_LEDGER_DEADLINE_S, security: SecuritySettings | None = None,
+    ledger_deadline_s: float = DEFAULT_LEDGER_DEADLINE_S,
 ) -> Host:  # fmt: skip
     """The ``Host``: the machine's monotonic clock for deadlines, fresh random working keys at sign-on, one
     terminal's stateful requests decided one at a time, and an event sink when ``events`` are on."""
     return Host(
         dialect, store, terminals, clock, monotonic=time.monotonic, cards=cards, key_source=random_working_keys,
         rules=rules, scenarios=scenarios, events=EventSink() if events else None,
-        ledger_deadline_s=ledger_deadline_s, serialiser=KeyedLocks(), security=security,
+        ledger_deadline_s=ledger_deadline_s, serialiser=KeyedLocks(),
     )  # fmt: skip
 
 
@@ -142,12 +149,16 @@ class RunningApp:
 
 
 def check_for_dialect(config: Config, dialect: Dialect) -> None:
-    """What the configuration asks of the dialect: a KSN field for DUKPT terminals, room in field 55 for the
-    scenarios' issuer scripts.
+    """What the configuration asks of the dialect: keys its MAC algorithm takes, a KSN field for DUKPT terminals, room
+    in field 55 for the scenarios' issuer scripts.
 
     Raises:
-        ConfigError: naming the terminal or the scenario.
+        ConfigError: naming the terminal or the scenario; every terminal whose keys its MAC algorithm does not take,
+            one line each.
     """
+    problems = Problems(config.source)
+    mac_key_problems(problems, config.terminals, dialect)
+    problems.raise_if_any()
     for index, terminal in enumerate(config.terminals):
         if terminal.bdk is not None and dialect.security.ksn_field is None:
             msg = (f"terminals[{index}].bdk: dialect {dialect.name} has no KSN field for a DUKPT terminal"
@@ -167,24 +178,27 @@ async def start(config: Config, trace: TraceOptions | None = None) -> RunningApp
     """
     dialect = load_dialect(config.dialect)
     check_for_dialect(config, dialect)
-    check_terminal_kinds(config.terminals, dialect, config.source)
     if config.events is not None:
         check_settings(config.events)
-    store = await open_ledger(config.ledger_url, group_commit=config.group_commit)
+    limits = fit_open_file_limit(config.limits, get_logger())  # before the ledger and the broker take their files
+    store = await open_ledger(config.ledger_url, group_commit=config.group_commit, pan_key=pan_key_source(config))
     terminals = await open_terminals(store, config.terminals)
     host = build_host(
         dialect, store, terminals, HostClock(local_now), rules=config.rules,
         cards=card_book(((c.pan, c.test_card()) for c in config.cards), store.pan_hash_key),
         scenarios=scenario_book(config, store.pan_hash_key), events=config.events is not None,
-        ledger_deadline_s=config.ledger_deadline_s, security=config.security,
+        ledger_deadline_s=config.ledger_deadline_s,
     )  # fmt: skip
     ssl_context = server_context(config.tls.cert, config.tls.key, config.tls.client_ca) if config.tls else None
+    if trace is not None and not trace.redact:
+        hint = "the trace keeps full PANs, track 2, PIN blocks and sign-on key blocks; add --trace-redact"
+        get_logger().warning("trace_not_redacted", trace=str(trace.path), hint=hint)
     try:
         tracer = Tracer(trace.path, dialect, redact=trace.redact, max_bytes=trace.max_bytes) if trace else None
     except ConfigError:
         await store.close()
         raise
-    server = Server(host, config.limits, ssl_context=ssl_context, tracer=tracer)
+    server = Server(host, limits, ssl_context=ssl_context, tracer=tracer)
     try:
         address = await server.start(config.host, config.port)
     except OSError as error:

@@ -39,6 +39,18 @@ def pan_hash(pan: str, key: bytes) -> str:
     return hmac.new(key, pan.encode("ascii"), hashlib.sha256).hexdigest()
 
 
+PAN_KEY_CHECK_LABEL = b"iso-host PAN hash key check value"
+
+
+def pan_key_check(key: bytes) -> str:
+    """What the ledger keeps of its PAN hash key: an HMAC of a fixed label under it, never the key.
+
+    Hosts sharing a ledger compare it to find out whether they hash with the same key; it helps nobody find a PAN.
+    """
+    assert key, "the PAN hash key must not be empty"
+    return hmac.new(key, PAN_KEY_CHECK_LABEL, hashlib.sha256).hexdigest()[:32]
+
+
 def pan_from_track2(track2: str) -> str | None:
     """The PAN in front of the track 2 separator (``=`` in ASCII, ``D`` in BCD), or None."""
     for separator in ("=", "D", "d"):

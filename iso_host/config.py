@@ -20,9 +20,7 @@ from iso_host.config_cards import (
     scenario_entry,
 )
 from iso_host.config_checks import Problems, string_value, table_ok
-from iso_host.config_security import SECURITY_KEYS, TERMINAL_SECURITY_KEYS, security_settings, terminal_security
-from iso_host.core.guards import SecuritySettings
-from iso_host.core.rules import SAME_BUSINESS_DAY, RuleSettings
+from iso_host.core.rules import DEFAULT_PIN_TRIES, SAME_BUSINESS_DAY, RuleSettings
 from iso_host.errors import ConfigError
 from iso_host.ledger.store import DEFAULT_LEDGER_DEADLINE_S
 from iso_host.limits import Limits
@@ -50,9 +48,6 @@ class TerminalConfig:
     require_signon: bool | None = None  # overrides the dialect's
     operators: tuple[tuple[str, bool], ...] | None = None  # (id, can_void); None: every operator may void
     merchant_name: str | None = None  # served in a parameter download instead of the parameter file's
-    mac_policy: str | None = None  # "always": MACs mandatory from the start; overrides the dialect's
-    mac_kinds: tuple[str, ...] = ()  # kinds MAC'd besides the dialect's (settlement, batch_upload, ...)
-    tls_subject: str | None = None  # the client certificate subject it must connect with (mutual TLS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +65,7 @@ class Config:
     ledger_url: str = "sqlite:///iso-host.db"
     group_commit: bool = True  # false: one database transaction (and fsync) per request, for comparison
     ledger_deadline_s: float = DEFAULT_LEDGER_DEADLINE_S  # a request the ledger has not answered by then gets 96
+    pan_key_file: str | None = None  # the PAN hash key's file (None: ~/.iso-host/pan-hash.key); ISO_HOST_PAN_KEY wins
     log_format: str = "auto"
     log_level: str = "info"
     limits: Limits = field(default_factory=Limits)
@@ -81,27 +77,25 @@ class Config:
     events: BrokerSettings | None = None  # None: events are off (no [events] mqtt_url)
     events_keep_sent_s: float = DEFAULT_KEEP_SENT_S  # sent outbox rows are pruned after this long
     control_enabled: bool = False
-    security: SecuritySettings = field(default_factory=SecuritySettings)  # [security]: replays, sign-on rate
     source: str = "defaults"
 
 
 RULE_KEYS: Final = {
     "void_window", "business_day_cutoff", "timezone", "max_void_age_h", "max_refused_void_attempts",
     "max_voids_per_day", "unknown_reversal", "refund_max_age_days", "allow_zero_amount",
-    "preauth_days", "completion_tolerance_percent", "tip_limit_percent",
+    "preauth_days", "completion_tolerance_percent", "tip_limit_percent", "void_requires_card", "pin_tries",
 }  # fmt: skip
 SECTIONS: Final = {
     "server": {"host", "port", "dialect", "tls_cert", "tls_key", "tls_client_ca"},
-    "ledger": {"url", "group_commit", "deadline_s"},
+    "ledger": {"url", "group_commit", "deadline_s", "pan_key_file"},
     "log": {"format", "level"},
     "limits": {f.name for f in fields(Limits)},
     "rules": RULE_KEYS,
     "events": {"mqtt_url", "username", "password", "client_id", "topic_prefix", "ca_file", "keep_sent_s"},
     "control": {"enabled"},
-    "security": set(SECURITY_KEYS),
 }
 TERMINAL_KEYS: Final = {"tid", "mid", "tmk", "tak", "tpk", "bdk", "mac", "require_signon", "operators",
-                         "merchant_name", *TERMINAL_SECURITY_KEYS}  # fmt: skip
+                         "merchant_name"}  # fmt: skip
 
 
 def _limits(problems: Problems, table: dict[str, Any]) -> Limits:
@@ -145,7 +139,7 @@ def _terminal(problems: Problems, index: int, entry: Any) -> TerminalConfig | No
         problems.add(f"{key}.tid", f"must be {TID_LENGTH} characters (field 41), got {tid!r}")
     if not isinstance(mid, str) or len(mid) != MID_LENGTH:
         problems.add(f"{key}.mid", f"must be {MID_LENGTH} characters (field 42), got {mid!r}")
-    keys: dict[str, Any] = {}  # tmk, tak, tpk, bdk: hex text or None
+    keys: dict[str, str | None] = {}
     for name in ("tmk", "tak", "tpk", "bdk"):
         value = entry.get(name)
         if value is not None and (not isinstance(value, str) or not _HEX_KEY.fullmatch(value)):
@@ -167,7 +161,7 @@ def _terminal(problems: Problems, index: int, entry: Any) -> TerminalConfig | No
     if not (isinstance(tid, str) and isinstance(mid, str)):
         return None
     return TerminalConfig(tid, mid, **keys, mac=mac, require_signon=require_signon, operators=operators,
-                          merchant_name=merchant_name, **terminal_security(problems, key, entry))  # fmt: skip
+                          merchant_name=merchant_name)  # fmt: skip
 
 
 def _operators(problems: Problems, key: str, raw: Any) -> tuple[tuple[str, bool], ...] | None:
@@ -212,6 +206,21 @@ def _rule_day(problems: Problems, table: dict[str, Any], values: dict[str, Any])
             problems.add("rules.timezone", f"must be an IANA time zone such as Asia/Shanghai, got {zone!r}")
 
 
+def _rule_cards(problems: Problems, table: dict[str, Any], values: dict[str, Any]) -> None:
+    """Zero amounts, card-less voids and the PIN-try limit."""
+    for name in ("allow_zero_amount", "void_requires_card"):
+        flag = table.get(name, False)
+        if not isinstance(flag, bool):
+            problems.add(f"rules.{name}", f"must be true or false, got {flag!r}")
+        else:
+            values[name] = flag
+    tries = table.get("pin_tries", DEFAULT_PIN_TRIES)
+    if tries is not False and (isinstance(tries, bool) or not isinstance(tries, int) or tries < 1):
+        problems.add("rules.pin_tries", f"must be a whole number >= 1 or false (no limit), got {tries!r}")
+    else:
+        values["pin_tries"] = tries if tries is not False else None
+
+
 def _rules(problems: Problems, table: dict[str, Any]) -> RuleSettings:
     values: dict[str, Any] = {}
     _rule_day(problems, table, values)
@@ -229,11 +238,7 @@ def _rules(problems: Problems, table: dict[str, Any]) -> RuleSettings:
         problems.add("rules.max_voids_per_day", f"must be a whole number >= 0 or false (unlimited), got {per_day!r}")
     elif per_day is not False:
         values["max_voids_per_day"] = per_day
-    zero = table.get("allow_zero_amount", False)
-    if not isinstance(zero, bool):
-        problems.add("rules.allow_zero_amount", f"must be true or false, got {zero!r}")
-    else:
-        values["allow_zero_amount"] = zero
+    _rule_cards(problems, table, values)
     unknown = table.get("unknown_reversal", "approve")
     if unknown not in ("approve", "decline"):
         problems.add("rules.unknown_reversal", f"must be approve or decline, got {unknown!r}")
@@ -276,7 +281,7 @@ def _scalar_settings(problems: Problems, tables: dict[str, dict[str, Any]]) -> d
     changes: dict[str, Any] = {}
     for key, attribute, table, name in (
         ("server.host", "host", server, "host"), ("server.dialect", "dialect", server, "dialect"),
-        ("ledger.url", "ledger_url", ledger, "url"),
+        ("ledger.url", "ledger_url", ledger, "url"), ("ledger.pan_key_file", "pan_key_file", ledger, "pan_key_file"),
     ):  # fmt: skip
         if name in table and (value := string_value(problems, key, table[name])) is not None:
             changes[attribute] = value
@@ -397,7 +402,6 @@ def parse_config(document: dict[str, Any], source: str) -> Config:
             changes["scenarios"] = tuple(s for s in parsed if s is not None)
     changes["tls"] = _tls(problems, tables["server"])
     changes["rules"] = _rules(problems, tables["rules"])
-    changes["security"] = security_settings(problems, tables["security"])
     changes.update(_events(problems, tables["events"], tables["control"]))
     problems.raise_if_any()
     return replace(config, **changes)

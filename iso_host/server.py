@@ -2,25 +2,33 @@
 
 One task per connection; frames on a connection are answered in order. Timeouts and limits come
 from ``Limits``. A peer error closes at most that peer's connection; nothing here can stop the host
-from serving everyone else.
+from serving everyone else. Every connection holds a slot of the ``ConnectionGate`` from its accept to its
+close: a TLS handshake (done here, under ``tls_handshake_timeout_s``, not by asyncio's listener) included.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
+import resource
 import ssl
 import time
-from typing import Any
+from typing import Any, Final
 
 from iso_host.core.pipeline import Host
 from iso_host.errors import WireError
-from iso_host.limits import Limits
+from iso_host.gate import AcceptErrors, ConnectionGate, ThrottledLog
+from iso_host.limits import ACCEPT_BACKLOG, Limits
 from iso_host.log import get_logger
-from iso_host.tls import certificate_subject
 from iso_host.trace import IN, OUT, Tracer
 from iso_host.wire import NEED_DATA, FrameDecoder, encode_frame
+
+CLOSE_TIMEOUT_S: Final = 2.0  # a peer that neither takes the rest of a reply nor answers TLS's close is cut off
+
+
+def open_file_limit() -> int:
+    """The process's soft open-file limit (``ulimit -n``)."""
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
 class _Connection:
@@ -51,6 +59,9 @@ class Server:
         self._connections: dict[int, _Connection] = {}
         self._ids = itertools.count(1)
         self._stopping = False
+        self.gate = ConnectionGate(limits)
+        self.throttled = ThrottledLog(self.log, limits.log_every_s)
+        self._accept_errors = AcceptErrors(self.throttled, open_file_limit)
 
     @property
     def connection_count(self) -> int:
@@ -58,9 +69,14 @@ class Server:
 
     async def start(self, bind_host: str, port: int) -> tuple[str, int]:
         """Bind and start accepting; returns the real address (port 0 picks a free port)."""
-        self._server = await asyncio.start_server(
-            self._on_connect, bind_host, port, ssl=self.ssl_context, limit=self.limits.read_chunk_bytes
-        )
+        self._accept_errors.install(asyncio.get_running_loop())
+        try:
+            self._server = await asyncio.start_server(
+                self._on_connect, bind_host, port, limit=self.limits.read_chunk_bytes, backlog=ACCEPT_BACKLOG
+            )
+        except OSError:
+            self._accept_errors.uninstall()
+            raise
         address = self._server.sockets[0].getsockname()
         return str(address[0]), int(address[1])
 
@@ -83,24 +99,32 @@ class Server:
             await asyncio.gather(*pending, return_exceptions=True)
         if self._server is not None:
             await self._server.wait_closed()
+        self.throttled.flush()
+        self._accept_errors.uninstall()
         if self.tracer is not None:
             await asyncio.to_thread(self.tracer.close)
 
     async def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         conn_id = next(self._ids)
         peer = writer.get_extra_info("peername")
-        peer_text = f"{peer[0]}:{peer[1]}" if peer else "?"
-        log = self.log.bind(conn_id=conn_id, peer=peer_text)
-        if self._stopping or len(self._connections) >= self.limits.max_connections:
-            log.warning("connection_refused", why="stopping" if self._stopping else "max_connections",
-                        max_connections=self.limits.max_connections)  # fmt: skip
+        address, peer_text = (str(peer[0]), f"{peer[0]}:{peer[1]}") if peer else ("?", "?")
+        refused = "stopping" if self._stopping else self.gate.enter(address)
+        if refused is not None:
+            self.throttled.note("connection_refused", refused, peer=peer_text,
+                                max_connections=self.gate.max_connections, per_peer=self.gate.per_peer)  # fmt: skip
             writer.close()
             return
+        log = self.log.bind(conn_id=conn_id, peer=peer_text)
         connection = _Connection(conn_id, writer, peer_text)
         connection.task = asyncio.current_task()
         self._connections[conn_id] = connection
-        log.info("connection_opened", connections=len(self._connections))
+        opened = False
         try:
+            # No await before the handshake: bytes of the ClientHello must not reach the plain stream's buffer.
+            if self.ssl_context is not None and not await self._handshake(writer, peer_text):
+                return
+            opened = True
+            log.info("connection_opened", connections=len(self._connections))
             await self._serve(connection, reader, log)
         except asyncio.CancelledError:
             log.info("connection_closed", why="host stopping")
@@ -110,22 +134,52 @@ class Server:
             # A bug in the host: this connection ends, every other one carries on.
             log.exception("connection_failed")
         finally:
+            if opened:
+                await _close(writer)
+            else:
+                writer.transport.abort()  # a failed handshake: the TLS layer never opened, nothing to flush
             del self._connections[conn_id]
-            if self.tracer is not None:
+            self.gate.leave(address)
+            if opened and self.tracer is not None:
                 self.tracer.connection_closed(conn_id, peer_text)
-            writer.close()
-            with contextlib.suppress(ConnectionError, ssl.SSLError, asyncio.CancelledError):
-                await writer.wait_closed()
 
-    async def _read(self, reader: asyncio.StreamReader, decoder: FrameDecoder, log: Any) -> bytes | None:
-        """One socket read under the right timeout; None when the timeout expired (already logged)."""
-        timeout = self.limits.frame_timeout_s if decoder.in_frame else self.limits.idle_timeout_s
+    async def _handshake(self, writer: asyncio.StreamWriter, peer_text: str) -> bool:
+        """The TLS handshake under ``tls_handshake_timeout_s``; False when it failed (a throttled line says why)."""
+        assert self.ssl_context is not None
+        timeout_s = self.limits.tls_handshake_timeout_s
+        try:
+            async with asyncio.timeout(timeout_s):
+                # asyncio's own handshake timer is only a backstop behind ours
+                await writer.start_tls(self.ssl_context, ssl_handshake_timeout=timeout_s + 1)
+        except TimeoutError:
+            why = "timeout"
+        except ssl.SSLError as error:
+            why = error.reason or error.__class__.__name__
+        except OSError as error:  # ConnectionError and kin: the peer went away mid-handshake
+            why = error.__class__.__name__
+        else:
+            return True
+        self.throttled.note("tls_handshake_failed", why, peer=peer_text, tls_handshake_timeout_s=timeout_s)
+        return False
+
+    async def _read(
+        self, reader: asyncio.StreamReader, decoder: FrameDecoder, frame_deadline: float | None, log: Any
+    ) -> bytes | None:
+        """One socket read, within the frame's deadline when a frame is partly in, else under the idle timeout;
+        None when the time is up (already logged)."""
+        timeout: float | None
+        if decoder.in_frame:
+            assert frame_deadline is not None
+            timeout = max(frame_deadline - asyncio.get_running_loop().time(), 0.0)
+        else:
+            timeout = self.limits.idle_timeout_s
         try:
             async with asyncio.timeout(timeout):
                 return await reader.read(self.limits.read_chunk_bytes)
         except TimeoutError:
             if decoder.in_frame:
-                log.warning("frame_timeout", frame_timeout_s=timeout, buffered_bytes=decoder.buffered_bytes)
+                log.warning("frame_timeout", frame_timeout_s=self.limits.frame_timeout_s,
+                            buffered_bytes=decoder.buffered_bytes)  # fmt: skip
             else:
                 log.info("connection_idle", idle_timeout_s=timeout)
             return None
@@ -133,14 +187,20 @@ class Server:
     async def _serve(self, connection: _Connection, reader: asyncio.StreamReader, log: Any) -> None:
         header = self.host.dialect.length_header
         decoder = FrameDecoder(header, max_frame_bytes=self.limits.max_frame_bytes)
+        loop = asyncio.get_running_loop()
+        # A frame's deadline runs from its first byte (or, behind a frame just answered, from the answer) to its
+        # last, however the bytes are spread over reads: dripping a frame does not keep a connection.
+        frame_deadline: float | None = None
         # The connection's read loop: it ends on EOF, a timeout, a framing error or shutdown.
         while True:
-            data = await self._read(reader, decoder, log)
+            data = await self._read(reader, decoder, frame_deadline, log)
             if data is None:
                 return
             decoder.receive_data(data)
+            answered = False
             try:
                 while (frame := decoder.next_frame()) is not NEED_DATA:
+                    answered = True
                     if not await self._answer(connection, frame, header, log):
                         return
             except WireError as error:  # FrameTooLarge included: the stream cannot be resynchronised
@@ -149,24 +209,32 @@ class Server:
             if not data:
                 log.info("connection_closed", why="peer closed")
                 return
+            if not decoder.in_frame:
+                frame_deadline = None
+            elif answered or frame_deadline is None:
+                frame_deadline = loop.time() + self.limits.frame_timeout_s
 
     async def _answer(self, connection: _Connection, frame: bytes, header: Any, log: Any) -> bool:
         """Handle one frame; returns False when the connection must close."""
         started = time.perf_counter()
         connection.busy = True
         tracer = self.tracer
+        stalled = False
         if tracer is not None:
             tracer.frame(connection.conn_id, IN, connection.peer, frame)
         try:
-            subject = certificate_subject(connection.writer.get_extra_info("peercert"))  # mutual TLS, after handshake
-            outcome = await self.host.handle(frame, peer_subject=subject)
+            outcome = await self.host.handle(frame)
             if outcome.delay_s:
                 await asyncio.sleep(outcome.delay_s)  # a scenario stalls this reply; other connections go on
             if outcome.reply is not None:
                 connection.writer.write(encode_frame(header, outcome.reply))
                 if tracer is not None:
                     tracer.frame(connection.conn_id, OUT, connection.peer, outcome.reply)
-                await connection.writer.drain()
+                try:
+                    async with asyncio.timeout(self.limits.frame_timeout_s):  # a peer that reads no replies
+                        await connection.writer.drain()
+                except TimeoutError:
+                    stalled = True
         finally:
             connection.busy = False
         latency_ms = round((time.perf_counter() - started) * 1000, 3)
@@ -177,6 +245,18 @@ class Server:
         else:
             log.info("request_decided", mti=outcome.mti, kind=outcome.kind, reason=outcome.reason,
                      response_code=outcome.response_code, latency_ms=latency_ms, **outcome.log)  # fmt: skip
-        if self._stopping:
+        if stalled:
+            log.warning("write_timeout", frame_timeout_s=self.limits.frame_timeout_s)
+        if self._stopping or stalled:
             return False
         return not outcome.close
+
+
+async def _close(writer: asyncio.StreamWriter) -> None:
+    """Close gracefully (the rest of a reply, TLS's close_notify) within ``CLOSE_TIMEOUT_S``, else abort."""
+    writer.close()
+    try:
+        async with asyncio.timeout(CLOSE_TIMEOUT_S):
+            await writer.wait_closed()
+    except (TimeoutError, ConnectionError, ssl.SSLError, asyncio.CancelledError):
+        writer.transport.abort()

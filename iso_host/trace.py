@@ -61,6 +61,7 @@ from typing import Final
 from iso_host.cards import mask_pan_digits
 from iso_host.errors import ConfigError, WireError
 from iso_host.log import get_logger
+from iso_host.private_files import open_private
 from iso_host.styles import family_of
 from iso_host.wire import Dialect, Message, decode, encode
 
@@ -176,7 +177,7 @@ class Tracer:
         try:
             if self._rotates and path.exists() and path.stat().st_size > 0:
                 self._shift_old_files()
-            self._file = path.open("wb")
+            self._file = os.fdopen(open_private(path), "wb")  # 0600: an unredacted trace holds card data
         except OSError as error:
             raise ConfigError(f"--trace {path}: cannot open: {error.strerror}") from None
         self._size = 0
@@ -285,7 +286,7 @@ class Tracer:
     def _rotate(self) -> None:
         self._file.close()
         self._shift_old_files()
-        self._file = self.path.open("wb")
+        self._file = os.fdopen(open_private(self.path), "wb")
         self._size = 0
         self.rotations += 1
 

@@ -1,7 +1,12 @@
-"""Run-wide fixtures: every in-process log line of the test run goes to one JSON file, checked at the end."""
+"""Run-wide fixtures: every in-process log line of the test run goes to one JSON file, checked at the end.
+
+The run's hosts (in this process and the ones it starts) take their PAN hash key from ``ISO_HOST_PAN_KEY``, so no
+test writes ``~/.iso-host/pan-hash.key``; the tests of the key file itself unset it.
+"""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,7 +17,9 @@ from log_audit import SECRETS, remember_secret
 from iso_host.config import DEMO_TMK
 from iso_host.log import configure
 
-remember_secret(DEMO_TMK, "4761739001010010")
+TEST_PAN_HASH_KEY = "5A17" * 16
+os.environ.setdefault("ISO_HOST_PAN_KEY", TEST_PAN_HASH_KEY)
+remember_secret(DEMO_TMK, "4761739001010010", TEST_PAN_HASH_KEY)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -220,6 +220,7 @@ def apply_command(ledger: Ledger, command: LedgerCommand) -> None:
             ledger.terminals[command.tid, command.mid] = TerminalRecord(
                 command.batch_number, command.signed_on, command.operator, command.tpk_under_tmk,
                 command.tak_under_tmk, command.tdk_under_tmk, was.keyed if command.keyed is None else command.keyed,
+                command.tpk_kcv, command.tak_kcv, command.tdk_kcv,
             )  # fmt: skip
         case SettleBatch():
             settle_batch(ledger, command)

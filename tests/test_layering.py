@@ -12,8 +12,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "iso_host"
 # Layers, lowest first: a module may import its own package and the layers before it, never one after it.
 # Prefix match on dotted names; the first (longest) matching prefix names a module's layer.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("iso_host.vocab", "iso_host.errors", "iso_host.limits", "iso_host.money"),
-    ("iso_host.cards", "iso_host.clock", "iso_host.security"),
+    ("iso_host.vocab", "iso_host.errors", "iso_host.limits", "iso_host.money", "iso_host.urls"),
+    ("iso_host.cards", "iso_host.clock", "iso_host.security", "iso_host.private_files"),
     ("iso_host.wire",),
     ("iso_host.ledger.model", "iso_host.ledger.store", "iso_host.ledger.totals_json", "iso_host.log"),
     ("iso_host.styles",),
@@ -23,17 +23,18 @@ LAYERS: tuple[tuple[str, ...], ...] = (
      "iso_host.core.message_auth"),
     ("iso_host.core",),
     ("iso_host.mqtt.topics",),
-    ("iso_host.config_checks", "iso_host.config_cards", "iso_host.config", "iso_host.config_security", "iso_host.tls"),
+    ("iso_host.config_checks", "iso_host.config_cards", "iso_host.config", "iso_host.config_keys", "iso_host.tls"),
     ("iso_host.mqtt.reconnect", "iso_host.mqtt.client"),
     ("iso_host.events", "iso_host.control"),
     ("iso_host.mqtt",),
-    ("iso_host.keyed_locks", "iso_host.trace", "iso_host.server", "iso_host.terminal", "iso_host.fuzz"),
+    ("iso_host.keyed_locks", "iso_host.trace", "iso_host.gate", "iso_host.server", "iso_host.terminal",
+     "iso_host.fuzz"),
     ("iso_host.app",),
     ("iso_host.cli",),
 )  # fmt: skip
 # The sans-IO core: no sockets, threads, databases, clocks or randomness of its own (they are passed in).
-PURE = ("iso_host.vocab", "iso_host.errors", "iso_host.money", "iso_host.cards", "iso_host.wire", "iso_host.styles",
-        "iso_host.core", "iso_host.ledger.model", "iso_host.ledger.store", "iso_host.ledger.rules",
+PURE = ("iso_host.vocab", "iso_host.errors", "iso_host.money", "iso_host.urls", "iso_host.cards", "iso_host.wire",
+        "iso_host.styles", "iso_host.core", "iso_host.ledger.model", "iso_host.ledger.store", "iso_host.ledger.rules",
         "iso_host.ledger.schema", "iso_host.ledger.sql", "iso_host.ledger.invariants", "iso_host.ledger.totals_json",
         "iso_host.events.record", "iso_host.control.commands", "iso_host.security",
         "iso_host.fuzz.mutations")  # fmt: skip

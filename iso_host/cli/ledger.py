@@ -31,6 +31,7 @@ from iso_host.ledger.reports import (
     verify_ledger,
 )
 from iso_host.money import format_amount
+from iso_host.private_files import open_private
 from iso_host.vocab import Status
 
 DEFAULT_LEDGER_URL: Final = "sqlite:///iso-host.db"
@@ -107,7 +108,7 @@ def report_json(report: BatchReport) -> dict[str, object]:
 
 async def _read_transactions(url: str, where: TransactionFilter) -> list[TransactionRecord]:
     """Read a ledger that a host may be using right now: SQLite directly (WAL), PostgreSQL through the store."""
-    store = open_store(url)
+    store = open_store(url, pan_key=None)  # rows only: the PAN hash key is neither needed nor made
     if url.startswith("sqlite:///"):
         return await store.transactions(where)  # no lock file taken: a running host keeps it
     await store.open()
@@ -125,6 +126,8 @@ def command_ledger_list(args: argparse.Namespace) -> int:
         for record in records:
             row = asdict(record)
             row["created_at"] = record.created_at.isoformat()
+            if row.get("card"):
+                row["card"].pop("pan_hash", None)  # keyed, yet never shown: PCI DSS 3.5.1 (not correlatable)
             print(json.dumps(row, default=str))
         return EXIT_OK
     print(f"{'RRN':<12} {'TID':<8} {'BATCH':>5} {'STAN':<6} {'KIND':<15} {'AMOUNT':>12} {'CUR':<3} "
@@ -187,7 +190,7 @@ def _export_to_file(url: str, fmt: str, path: Path, progress: Callable[[int, int
     """Export beside ``path`` first, then move it into place: a failed export leaves no half-written file."""
     partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
     try:
-        with partial.open("w", encoding="utf-8", newline="") as out:
+        with os.fdopen(open_private(partial), "w", encoding="utf-8", newline="") as out:
             count = export_rows(url, fmt, out, progress)
         partial.replace(path)
     except OSError as error:

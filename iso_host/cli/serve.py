@@ -19,6 +19,7 @@ from iso_host.errors import ConfigError
 from iso_host.log import announce, configure, get_logger
 from iso_host.mqtt.client import describe_broker
 from iso_host.trace import DEFAULT_MAX_BYTES
+from iso_host.urls import redacted_url
 from iso_host.wire import builtin_dialect_names
 
 
@@ -28,8 +29,9 @@ async def _serve(config: Config, trace: TraceOptions | None = None) -> int:
     if config.source == "defaults":
         log.info("demo_terminal", tid=DEMO_TID, mid=DEMO_MID, hint="iso-host terminal --tid TERM0001 ...")
     (bound_host, bound_port), host = app.address, app.host
-    announce(f"listening on {bound_host}:{bound_port}", dialect=host.dialect.name, ledger=config.ledger_url,
-             terminals=len(host.terminals), tls="mutual" if config.tls and config.tls.client_ca else bool(config.tls),
+    announce(f"listening on {bound_host}:{bound_port}", dialect=host.dialect.name,
+             ledger=redacted_url(config.ledger_url), terminals=len(host.terminals),
+             tls="mutual" if config.tls and config.tls.client_ca else bool(config.tls),
              trace=str(trace.path) if trace else None,
              events=describe_broker(config.events) if config.events else None, control=config.control_enabled,
              version=__version__)  # fmt: skip

@@ -8,6 +8,7 @@ and goes no further; nor do tags 5A and 57 of field 55.
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -17,7 +18,6 @@ from iso_host.core.chip_checks import Problem, amount_mismatch, pan_mismatch
 from iso_host.core.flows import KINDS, Request
 from iso_host.core.flows.base import ChipData
 from iso_host.core.flows.chip import asks_online
-from iso_host.core.guards import KsnCounters
 from iso_host.core.message_auth import has_mac, mac_field_of, verify_message_mac
 from iso_host.core.terminals import TerminalState
 from iso_host.core.test_cards import CardBook, TestCard
@@ -27,6 +27,7 @@ from iso_host.security import (
     EMV_SCHEMES,
     EmvDataError,
     IccKey,
+    KeyLengthError,
     SecurityError,
     TlvError,
     TlvItem,
@@ -46,7 +47,6 @@ from iso_host.wire import Dialect, KindRule, Message
 
 KINDS_BY_NAME: Final = {kind.value: kind for kind in Kind}
 KSN_BYTES: Final = 10
-NETWORK_MANAGEMENT_CLASS: Final = "8"  # the MTI's message class: 0800, 0820 (sign-on, sign-off, echo, key change)
 F90_STAN: Final = slice(4, 10)  # ISO 8583:1987 F90: original MTI n4, then original STAN n6, ...
 # ISO 8583:1987 n fields whatever the kind: a request with letters or control bytes in one is a format error,
 # even where the kind would change nothing (a reversal of an unknown original is otherwise approved).
@@ -87,24 +87,22 @@ class ResponseMac:
 class Admission:
     """The checks of one dialect, with the host's test card table."""
 
-    def __init__(self, dialect: Dialect, terminals: Mapping[str, TerminalState], cards: CardBook) -> None:
+    def __init__(
+        self, dialect: Dialect, terminals: Mapping[str, TerminalState], cards: CardBook, *, pin_tries: int | None = None
+    ) -> None:
         self.dialect = dialect
         self.family = family_of(dialect)
         self.terminals = terminals
         self.cards = cards
-        self.ksn_counters = KsnCounters()  # in memory: a restart trusts the next counter whose MAC verifies
+        self.pin_tries = pin_tries  # wrong PINs in a row a test card takes ([rules] pin_tries); None: no limit
 
-    def terminal(self, message: Message, peer_subject: str | None = None) -> TerminalState:
+    def terminal(self, message: Message) -> TerminalState:
         tid, mid = message.fields.get("41"), message.fields.get("42")
         terminal = self.terminals.get(tid) if tid is not None else None
         if terminal is None:
             raise Rejected(Reason.UNKNOWN_TERMINAL, "terminal (field 41) is not configured")
         if mid is not None and mid != terminal.mid:
             raise Rejected(Reason.UNKNOWN_MERCHANT, "merchant (field 42) does not match the terminal's")
-        if mid is None and message.mti[1:2] == NETWORK_MANAGEMENT_CLASS:
-            raise Rejected(Reason.FORMAT_ERROR, "field 42 is mandatory in network management (08xx) messages")
-        if terminal.tls_subject is not None and peer_subject != terminal.tls_subject:
-            raise Rejected(Reason.UNKNOWN_TERMINAL, "the client certificate's subject is not the terminal's")
         if not terminal.enabled:
             raise Rejected(Reason.TERMINAL_DISABLED, "terminal is disabled (live control: enable-terminal)")
         return terminal
@@ -131,11 +129,6 @@ class Admission:
         algorithm, request_key, response_key = self._mac_keys(message, terminal, algorithm)
         if not verify_message_mac(body, message, self.dialect, algorithm, request_key):
             raise Rejected(Reason.MAC_FAILED, f"MAC (field {mac_field_of(message)}) does not verify")
-        if terminal.bdk is not None:  # the MAC verified under the KSN's key: its counter must have gone up
-            highest = self.ksn_counters.advance(terminal.tid, self._ksn(message))
-            if highest is not None:
-                detail = f"DUKPT KSN counter (field {self.dialect.security.ksn_field}) is not above {highest}"
-                raise Rejected(Reason.KSN_REPLAYED, detail)
         return ResponseMac(algorithm, response_key)
 
     def authenticate(
@@ -148,7 +141,7 @@ class Admission:
             Rejected: NOT_SIGNED_ON, MAC_FAILED.
         """
         policy = self.dialect.security
-        if rule.kind not in policy.mac_kinds and rule.kind not in terminal.mac_kinds:
+        if rule.kind not in policy.mac_kinds:
             return verified
         require_signon = policy.require_signon if terminal.require_signon is None else terminal.require_signon
         if require_signon and not terminal.signed_on:
@@ -156,8 +149,7 @@ class Admission:
         if policy.mac_algorithm is None or verified is not None:
             return verified
         if not terminal.has_mac_key:
-            # A terminal once keyed stays MAC'd: a sign-off (unauthenticated) must not switch its MACs off.
-            if terminal.mac_mandatory(policy.mac_policy) or has_mac(message):
+            if policy.mac_policy == "always" or has_mac(message):
                 raise Rejected(Reason.MAC_FAILED, "the terminal has no MAC key (sign on first)")
             return None
         raise Rejected(Reason.MAC_FAILED, f"MAC (field {mac_field_of(message)}) is missing")
@@ -201,8 +193,10 @@ class Admission:
         operator = self.family.operator(message)
         spec = KINDS[kind]
         chip = self._chip_tags(message)
-        card, pin_ok, test_card, icc_key = self._card(message, rule, terminal, pan_key, chip)
-        if not pin_ok and kind not in PIN_DECLINED_KINDS:
+        card, pin, test_card, icc_key = self._card(message, rule, terminal, pan_key, chip)
+        if pin is Reason.PIN_TRIES_EXCEEDED and kind not in PIN_DECLINED_KINDS:
+            raise Rejected(pin, "the card's PIN is blocked ([rules] pin_tries wrong PINs; reload-cards unblocks)")
+        if pin is Reason.PIN_INCORRECT and kind not in PIN_DECLINED_KINDS:
             raise Rejected(Reason.PIN_INCORRECT, "the PIN does not match the test card table")
         if chip is not None and amount is not None and kind in CHIP_AMOUNT_KINDS:
             _refuse(amount_mismatch(int(amount, 10), chip))
@@ -226,7 +220,8 @@ class Admission:
             currency=message.fields.get("49") or self.dialect.default_currency,
             card=card,
             test_card=test_card,
-            pin_incorrect=not pin_ok,
+            pin_incorrect=pin is Reason.PIN_INCORRECT,
+            pin_blocked=pin is Reason.PIN_TRIES_EXCEEDED,
             operator=operator,
             operator_permitted=terminal.may_void(operator) if kind in VOID_KINDS else True,
             original_date_mmdd=self._lookup_value(message, rule, "date"),
@@ -359,12 +354,13 @@ class Admission:
     def _card(
         self, message: Message, rule: KindRule, terminal: TerminalState, pan_key: bytes,
         chip: dict[str, tuple[int, bytes]] | None,
-    ) -> tuple[Card | None, bool, TestCard | None, IccKey | None]:  # fmt: skip
+    ) -> tuple[Card | None, Reason | None, TestCard | None, IccKey | None]:  # fmt: skip
         """Check the PIN, derive a chip card's ICC key, then mask and hash the PAN so that nothing past here sees it
         in clear.
 
         Returns:
-            The card (None when the request carries none), whether the PIN, if any, was right, the test card with
+            The card (None when the request carries none), what is wrong with the PIN, if one came (PIN_INCORRECT,
+            PIN_TRIES_EXCEEDED; None: right, or not checked), the test card with
             this PAN, if one is configured, and its ICC key when field 55 carries an ARQC and the test card has an
             issuer master key.
         """
@@ -373,15 +369,15 @@ class Admission:
             if rule.card_fields and rule.card_required:
                 fields = ", ".join(rule.card_fields)
                 raise Rejected(Reason.FORMAT_ERROR, f"no card: none of fields {fields} is present")
-            return None, True, None, None
+            return None, None, None, None
         if chip is not None:
             _refuse(pan_mismatch(pan, next(f for f in rule.card_fields if f in message.fields), chip))
-        pin_ok = self._pin_matches(message, pan, terminal) if "52" in message.fields else True
+        pin = self._pin_check(message, pan, terminal) if "52" in message.fields else None
         test_card = self.cards.card(pan)
         icc_key = None
         if chip is not None and "9F26" in chip and test_card is not None and test_card.imk is not None:
             icc_key = self._icc_key(pan, message, test_card, chip)
-        return Card(mask_pan(pan), pan_hash(pan, pan_key)), pin_ok, test_card, icc_key
+        return Card(mask_pan(pan), pan_hash(pan, pan_key)), pin, test_card, icc_key
 
     @staticmethod
     def _clear_pan(message: Message, rule: KindRule) -> str | None:
@@ -415,8 +411,9 @@ class Admission:
             raise Rejected(Reason.FORMAT_ERROR, str(error)) from None
         return {}
 
-    def _pin_matches(self, message: Message, pan: str, terminal: TerminalState) -> bool:
-        """Decrypt F52 and compare it with the test card table; a card not in the table passes."""
+    def _pin_check(self, message: Message, pan: str, terminal: TerminalState) -> Reason | None:
+        """Decrypt F52 and compare it, in constant time, with the test card table (a card not in the table passes),
+        counting the card's wrong PINs in a row: after ``pin_tries`` of them every PIN is PIN_TRIES_EXCEEDED."""
         if terminal.bdk is not None:
             key: bytes | None = dukpt_pin_key(terminal.bdk, self._ksn(message))
         else:
@@ -426,10 +423,18 @@ class Admission:
         try:
             clear = decrypt_pin_block(key, bytes.fromhex(message.fields["52"]))
             pin = decode_pin_block(clear, pan, self.dialect.security.pin_block_format)
+        except KeyLengthError:
+            raise  # the host's key, not the terminal's block: SYSTEM_ERROR
         except (ValueError, SecurityError):
             raise Rejected(Reason.FORMAT_ERROR, "field 52 is not a valid PIN block") from None
         card = self.cards.card(pan)
-        return card is None or card.pin is None or pin == card.pin
+        if card is None or card.pin is None:
+            return None
+        if self.cards.pin_blocked(pan, self.pin_tries):
+            return Reason.PIN_TRIES_EXCEEDED
+        right = hmac.compare_digest(pin.encode(), card.pin.encode())
+        self.cards.note_pin(pan, right=right)
+        return None if right else Reason.PIN_INCORRECT
 
 
 def _verifiable(tags: dict[str, bytes], icc_key: IccKey) -> bool:

@@ -21,6 +21,7 @@ from iso_host.vocab import Kind, Reason, Status
 SAME_BUSINESS_DAY: Final = "same_business_day"
 VOIDABLE_KINDS: Final = frozenset({Kind.SALE})
 UNCANCELLED: Final = frozenset({Status.APPROVED})
+DEFAULT_PIN_TRIES: Final = 3  # what issuers commonly allow before a card's PIN is blocked
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +40,8 @@ class RuleSettings:
     preauth_days: float = 30  # a pre-auth not completed or voided by then expires (its hold is released)
     completion_tolerance_percent: float = 15  # a completion may exceed its pre-auth by this much (CUP: 115 %)
     tip_limit_percent: float = 20  # a tip may be at most this much of its sale (restaurant terminals' usual cap)
+    void_requires_card: bool = False  # true: a void (sale, pre-auth, completion) without F2 / track 2 is CARD_MISMATCH
+    pin_tries: int | None = DEFAULT_PIN_TRIES  # wrong PINs in a row, then PIN_TRIES_EXCEEDED (None: no limit)
 
     def __post_init__(self) -> None:
         assert self.void_window == SAME_BUSINESS_DAY or isinstance(self.void_window, float | int)
@@ -47,6 +50,7 @@ class RuleSettings:
         assert self.preauth_days >= 0
         assert self.completion_tolerance_percent >= 0
         assert self.tip_limit_percent >= 0
+        assert self.pin_tries is None or self.pin_tries >= 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +140,15 @@ def same_card(attempt: Attempt, view: LedgerView, _now: datetime, _settings: Rul
     return attempt.pan_hash is None or card is None or attempt.pan_hash == card.pan_hash
 
 
+def card_presented(attempt: Attempt, view: LedgerView, _now: datetime, settings: RuleSettings) -> bool:
+    """With ``void_requires_card``, a void of a card transaction carries the card (F2 or track 2): without it,
+    ``same_card`` has nothing to compare, and a void naming its original by RRN alone would need nothing of the card.
+    An original without a card (a QR payment) has none to present."""
+    if not settings.void_requires_card or attempt.pan_hash is not None:
+        return True
+    return _original(view).record.card is None
+
+
 def operator_permitted(attempt: Attempt, _view: LedgerView, _now: datetime, _settings: RuleSettings) -> bool:
     return attempt.operator_permitted
 
@@ -159,6 +172,7 @@ VOID_RULES: Final[tuple[Rule, ...]] = (
     Rule(Reason.VOID_WINDOW_EXPIRED, within_void_window),
     Rule(Reason.VOID_LIMIT_EXCEEDED, within_refused_attempts),
     Rule(Reason.AMOUNT_MISMATCH, same_amount),
+    Rule(Reason.CARD_MISMATCH, card_presented),
     Rule(Reason.CARD_MISMATCH, same_card),
     Rule(Reason.OPERATOR_NOT_PERMITTED, operator_permitted),
     Rule(Reason.VOID_LIMIT_EXCEEDED, within_voids_per_day),
@@ -261,6 +275,7 @@ PREAUTH_VOID_RULES: Final[tuple[Rule, ...]] = (
     Rule(Reason.VOID_WINDOW_EXPIRED, preauth_unexpired),
     Rule(Reason.VOID_LIMIT_EXCEEDED, within_refused_attempts),
     Rule(Reason.AMOUNT_MISMATCH, same_amount),
+    Rule(Reason.CARD_MISMATCH, card_presented),
     Rule(Reason.CARD_MISMATCH, same_card),
     Rule(Reason.OPERATOR_NOT_PERMITTED, operator_permitted),
 )

@@ -8,6 +8,10 @@ its completion, void or reversal releases it, or it expires. Holds live in memor
 application transaction counter (ATC, tag 9F36) of each chip card's ARQCs that verified, by keyed PAN hash and PAN
 sequence number: an ARQC whose ATC is not above it is a replayed cryptogram. A reload of the cards keeps the
 counters (the chips went on counting); a host restart forgets them.
+
+The book also counts each card's wrong PINs in a row, as an issuer does: a right PIN starts the count again while the
+card is not blocked; once ``[rules] pin_tries`` wrong PINs have come, every PIN is refused (PIN_TRIES_EXCEEDED)
+until the cards are reloaded. In memory too: a restart or a reload unblocks.
 """
 
 from __future__ import annotations
@@ -91,6 +95,7 @@ class CardBook:
         self._holds: dict[str, dict[str, Hold]] = {}  # PAN -> pre-auth RRN -> hold
         self._pan_of_hold: dict[str, str] = {}  # pre-auth RRN -> PAN
         self._counters: dict[str, int] = {}  # ChipData.counter_key -> the highest ATC of an ARQC that verified
+        self._wrong_pins: dict[str, int] = {}  # PAN -> wrong PINs in a row
         self.replace(cards)
 
     def __len__(self) -> int:
@@ -111,6 +116,7 @@ class CardBook:
         assert len(pan_of_hash) == len(by_pan), "two PANs with one keyed hash"
         self._by_pan, self._pan_of_hash = by_pan, pan_of_hash
         self._holds, self._pan_of_hold = {}, {}  # balances start again, and so do holds
+        self._wrong_pins = {}  # and PIN tries: a reload unblocks
 
     def card(self, pan: str) -> TestCard | None:
         """The card as a flow sees it: its balance and the holds on it now."""
@@ -151,6 +157,17 @@ class CardBook:
             card = self._by_pan.get(pan) if pan is not None else None
             if pan is not None and card is not None and card.balance_minor is not None:
                 self._by_pan[pan] = replace(card, balance_minor=card.balance_minor + delta)
+
+    def pin_blocked(self, pan: str, tries: int | None) -> bool:
+        """Whether the card has had ``tries`` wrong PINs in a row (None: no limit)."""
+        return tries is not None and self._wrong_pins.get(pan, 0) >= tries
+
+    def note_pin(self, pan: str, *, right: bool) -> None:
+        """Count a wrong PIN, or start again after a right one (asked only while the card is not blocked)."""
+        if right:
+            self._wrong_pins.pop(pan, None)
+        else:
+            self._wrong_pins[pan] = self._wrong_pins.get(pan, 0) + 1
 
     def highest_atc(self, counter_key: str) -> int | None:
         """The highest ATC of the chip card's ARQCs that verified (None: none yet)."""

@@ -110,9 +110,14 @@ class SaveSession:
     # Whether the terminal has been keyed, so that it must MAC until an operator resets it: True at sign-on, False
     # only by an operator's reset; None leaves it as it is (a sign-off).
     keyed: bool | None = None
+    # The check values of the clear keys (E(key, zeros), 3 bytes): the host checks the keys it unwraps at start
+    tpk_kcv: bytes | None = None
+    tak_kcv: bytes | None = None
+    tdk_kcv: bytes | None = None
 
     def __post_init__(self) -> None:
         assert self.signed_on or self.tak_under_tmk is None, "a signed-off terminal keeps no keys"
+        assert (self.tak_kcv is None) or (self.tak_under_tmk is not None), "a check value goes with its key"
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +131,9 @@ class TerminalRecord:
     tak_under_tmk: bytes | None = None
     tdk_under_tmk: bytes | None = None
     keyed: bool = False  # signed on at least once since an operator last reset it: its MACs are mandatory
+    tpk_kcv: bytes | None = None  # the clear keys' check values (None: no key, or a session stored before schema v8)
+    tak_kcv: bytes | None = None
+    tdk_kcv: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)

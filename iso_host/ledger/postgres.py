@@ -20,7 +20,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
-from urllib.parse import urlsplit
 
 import psycopg
 from psycopg.rows import dict_row
@@ -38,6 +37,7 @@ from iso_host.ledger.model import (
     TransactionFilter,
     TransactionRecord,
 )
+from iso_host.ledger.pan_key import DEFAULT_PAN_KEY, PanKeySource
 from iso_host.ledger.postgres_schema import prepare, scalar
 from iso_host.ledger.postgres_steps import (
     COMMITTED_GROUP,
@@ -77,6 +77,7 @@ from iso_host.ledger.sql import (
     transactions_select,
     utc_text,
 )
+from iso_host.urls import redacted_url
 
 WRITER_COUNT: Final = 2  # one group executes while the other waits for its WAL flush
 POOL_MIN_SIZE: Final = 2
@@ -90,14 +91,6 @@ RRN_BLOCK_COUNT: Final = 100  # RRNs fetched per round trip to the sequence
 
 Connection = psycopg.AsyncConnection[Any]
 Row = dict[str, Any]
-
-def redacted_url(url: str) -> str:
-    """The URL without its password (in the user part or the query), fit for messages and logs."""
-    parts = urlsplit(url)
-    user, at, host = parts.netloc.rpartition("@")
-    netloc = f"{user.partition(':')[0]}@{host}" if at else host
-    query = "&".join(p for p in parts.query.split("&") if p and not p.lower().startswith("password="))
-    return f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "")
 
 
 def _connect_reason(error: psycopg.Error) -> str:
@@ -127,8 +120,9 @@ def _resolve(job: _Job) -> None:
 class PostgresStore:
     """A PostgreSQL ledger; any number of host processes may share one database."""
 
-    def __init__(self, url: str, *, group_commit: bool = True) -> None:
+    def __init__(self, url: str, *, group_commit: bool = True, pan_key: PanKeySource | None = DEFAULT_PAN_KEY) -> None:
         self.url = url
+        self._pan_key_source = pan_key  # None: opened without the key (reading, listing)
         self.max_group_jobs = MAX_GROUP_JOBS if group_commit else 1
         self.commits = 0  # how many database transactions the writers committed (for benchmarks)
         self._name = redacted_url(url)
@@ -145,7 +139,7 @@ class PostgresStore:
 
     @property
     def pan_hash_key(self) -> bytes:
-        assert self._pan_hash_key, "store not open"
+        assert self._pan_hash_key, "store not open, or opened without its PAN key"
         return self._pan_hash_key
 
     async def open(self) -> None:
@@ -159,7 +153,7 @@ class PostgresStore:
             async with await psycopg.AsyncConnection.connect(
                 self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S
             ) as connection:
-                self._pan_hash_key = await prepare(connection)
+                self._pan_hash_key = await prepare(connection, self._pan_key_source, self._name)
         except psycopg.Error as error:
             raise StoreError(f"ledger {self._name}: {_connect_reason(error)}") from None
         pool: AsyncConnectionPool[Connection] = AsyncConnectionPool(

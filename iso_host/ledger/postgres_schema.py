@@ -1,9 +1,10 @@
 """A PostgreSQL ledger's schema: the shared migrations adapted to PostgreSQL, applied under an advisory lock,
-with the PAN hash key, the RRN sequence and the commit marks of writers long gone."""
+with the PAN hash key's check value (the key lives outside: ``pan_key.py``), the RRN sequence and the commit marks
+of writers long gone."""
 
 from __future__ import annotations
 
-import os
+import asyncio
 import re
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
@@ -11,6 +12,7 @@ from typing import Any, Final
 import psycopg
 
 from iso_host.errors import StoreError
+from iso_host.ledger.pan_key import CHECK_META_KEY, LEGACY_META_KEY, PanKeySource, settle_pan_key
 from iso_host.ledger.schema import MIGRATIONS, Statement
 from iso_host.ledger.sql import utc_text
 
@@ -59,16 +61,36 @@ async def migrate(connection: Connection) -> int:
     return len(MIGRATIONS)
 
 
-async def prepare(connection: Connection) -> bytes:
-    """Migrate, make the PAN hash key and the RRN sequence, all under one advisory lock; returns the key."""
+async def _settle_pan_key(connection: Connection, source: PanKeySource, ledger: str) -> bytes:
+    """The PAN hash key from outside the ledger; the ledger keeps its check value and loses an old copy of the key.
+
+    Runs under the migration lock: of hosts starting together on a new ledger, the first stores its key's check
+    value and the others must hold the same key.
+    """
+    cursor = await connection.execute(
+        "SELECT key, value FROM meta WHERE key IN (%s, %s)", (LEGACY_META_KEY, CHECK_META_KEY)
+    )
+    meta = {row[0]: row[1] for row in await cursor.fetchall()}
+    settled = await asyncio.to_thread(
+        settle_pan_key, source, legacy_hex=meta.get(LEGACY_META_KEY), stored_check=meta.get(CHECK_META_KEY),
+        ledger=ledger,
+    )  # fmt: skip
+    await connection.execute(
+        "INSERT INTO meta (key, value) VALUES (%s, %s) ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+        (CHECK_META_KEY, settled.check),
+    )
+    if settled.drop_legacy:
+        await connection.execute("DELETE FROM meta WHERE key = %s", (LEGACY_META_KEY,))
+    return settled.key
+
+
+async def prepare(connection: Connection, pan_key: PanKeySource | None, ledger: str) -> bytes:
+    """Migrate, settle the PAN hash key (unless ``pan_key`` is None: b"") and make the RRN sequence, all under one
+    advisory lock; returns the key."""
     async with connection.transaction():
         await connection.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_ID,))
         await migrate(connection)
-        await connection.execute(
-            "INSERT INTO meta (key, value) VALUES ('pan_hash_key', %s) ON CONFLICT (key) DO NOTHING",
-            (os.urandom(32).hex(),),
-        )
-        key: str = await scalar(connection, "SELECT value FROM meta WHERE key = 'pan_hash_key'")
+        key = await _settle_pan_key(connection, pan_key, ledger) if pan_key is not None else b""
         await connection.execute("CREATE SEQUENCE IF NOT EXISTS rrn_sequence")
         issued = await scalar(  # the highest value the sequence has handed out
             connection, "SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END FROM rrn_sequence"
@@ -80,4 +102,4 @@ async def prepare(connection: Connection) -> bytes:
             await connection.execute("SELECT setval('rrn_sequence', %s, true)", (int(newest),))
         cutoff = utc_text(datetime.now(UTC) - timedelta(seconds=COMMIT_MARKS_KEPT_S))
         await connection.execute("DELETE FROM ledger_commits WHERE committed_at < %s", (cutoff,))
-    return bytes.fromhex(key)
+    return key

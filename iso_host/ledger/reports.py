@@ -35,11 +35,12 @@ from iso_host.ledger.invariants import (
     totals_by_batch,
 )
 from iso_host.ledger.model import BatchDifference, BatchTotals, Difference
-from iso_host.ledger.postgres import redacted_url
 from iso_host.ledger.postgres_steps import describe
 from iso_host.ledger.schema import MIGRATIONS
 from iso_host.ledger.sql import TRANSACTION_COLUMNS, Row, qmark
 from iso_host.ledger.totals_json import optional_totals_from_json
+from iso_host.private_files import open_private
+from iso_host.urls import redacted_url
 
 SQLITE_PREFIX: Final = "sqlite:///"
 POSTGRES_PREFIXES: Final = ("postgresql://", "postgres://")
@@ -368,6 +369,7 @@ def backup_sqlite(url: str, destination: Path) -> int:
     partial = destination.with_name(f".{destination.name}.{os.getpid()}.partial")
     source = _sqlite_read_only(url)
     try:
+        os.close(open_private(partial))  # 0600 before SQLite writes a page into it (its directory 0700 if new)
         target = sqlite3.connect(partial)
         try:
             source.backup(target, pages=-1)  # -1: all pages in one step, from one snapshot

@@ -119,4 +119,10 @@ MIGRATIONS: Final[tuple[tuple[Statement, ...], ...]] = (
         "ALTER TABLE terminals ADD COLUMN keyed INTEGER NOT NULL DEFAULT 0",
         "UPDATE terminals SET keyed = signed_on",
     ),
+    (  # 8: the check values of a session's working keys (hex, 3 bytes), so that keys unwrapped under another TMK
+        # (the configured one changed) are noticed at start and the session dropped; a session stored before has none
+        "ALTER TABLE terminals ADD COLUMN tpk_kcv TEXT",
+        "ALTER TABLE terminals ADD COLUMN tak_kcv TEXT",
+        "ALTER TABLE terminals ADD COLUMN tdk_kcv TEXT",
+    ),
 )

@@ -75,14 +75,16 @@ RECORD_REFUND: Final = (
 )
 SAVE_SESSION: Final = (
     "UPDATE terminals SET signed_on = %s, batch_number = %s, operator = %s, tpk_under_tmk = %s,"
-    " tak_under_tmk = %s, tdk_under_tmk = %s, session_at = %s, keyed = COALESCE(%s, keyed) WHERE tid = %s AND mid = %s"
+    " tak_under_tmk = %s, tdk_under_tmk = %s, session_at = %s, keyed = COALESCE(%s, keyed), tpk_kcv = %s,"
+    " tak_kcv = %s, tdk_kcv = %s WHERE tid = %s AND mid = %s"
 )
 REGISTER_TERMINAL: Final = (
     "INSERT INTO terminals (tid, mid, batch_number, created_at) VALUES (%s, %s, 1, %s)"
     " ON CONFLICT (tid, mid) DO NOTHING"
 )
 SELECT_TERMINAL: Final = (
-    "SELECT batch_number, signed_on, operator, tpk_under_tmk, tak_under_tmk, tdk_under_tmk, keyed"
+    "SELECT batch_number, signed_on, operator, tpk_under_tmk, tak_under_tmk, tdk_under_tmk, keyed, tpk_kcv, tak_kcv,"
+    " tdk_kcv"
     " FROM terminals WHERE tid = %s AND mid = %s"
 )
 COUNT_VOIDS: Final = (
@@ -273,7 +275,9 @@ def _settle_statement(c: SettleBatch) -> tuple[str, tuple[object, ...]]:
 def _session_statement(s: SaveSession) -> tuple[str, tuple[object, ...]]:
     keys = (hex_text(s.tpk_under_tmk), hex_text(s.tak_under_tmk), hex_text(s.tdk_under_tmk))
     keyed = None if s.keyed is None else int(s.keyed)
-    return SAVE_SESSION, (int(s.signed_on), s.batch_number, s.operator, *keys, utc_text(s.at), keyed, s.tid, s.mid)
+    checks = (hex_text(s.tpk_kcv), hex_text(s.tak_kcv), hex_text(s.tdk_kcv))
+    return SAVE_SESSION, (int(s.signed_on), s.batch_number, s.operator, *keys, utc_text(s.at), keyed, *checks, s.tid,
+                          s.mid)  # fmt: skip
 
 
 def statement(command: SingleStatement) -> tuple[str, tuple[object, ...]]:  # noqa: PLR0911 - one case per command
@@ -485,5 +489,6 @@ def terminal_from_row(row: Row) -> TerminalRecord:
     return TerminalRecord(
         batch_number=row["batch_number"], signed_on=bool(row["signed_on"]), operator=row["operator"],
         tpk_under_tmk=from_hex(row["tpk_under_tmk"]), tak_under_tmk=from_hex(row["tak_under_tmk"]),
-        tdk_under_tmk=from_hex(row["tdk_under_tmk"]), keyed=bool(row["keyed"]),
+        tdk_under_tmk=from_hex(row["tdk_under_tmk"]), keyed=bool(row["keyed"]), tpk_kcv=from_hex(row["tpk_kcv"]),
+        tak_kcv=from_hex(row["tak_kcv"]), tdk_kcv=from_hex(row["tdk_kcv"]),
     )  # fmt: skip

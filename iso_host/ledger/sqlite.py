@@ -31,6 +31,7 @@ from iso_host.ledger.model import (
     TransactionFilter,
     TransactionRecord,
 )
+from iso_host.ledger.pan_key import CHECK_META_KEY, DEFAULT_PAN_KEY, LEGACY_META_KEY, PanKeySource, settle_pan_key
 from iso_host.ledger.schema import MIGRATIONS, Statement
 from iso_host.ledger.sql import (
     BATCH_ITEMS,
@@ -59,6 +60,7 @@ from iso_host.ledger.sql import (
 )
 from iso_host.ledger.sqlite_jobs import Job, apply_command, resolve, resolve_all, run_batched
 from iso_host.log import get_logger
+from iso_host.private_files import create_private, loose_mode, open_private, private_dir
 
 _STOP: Final = object()
 TIGHT_WAL_PAGES: Final = 64  # after the disk filled: checkpoint every 256 KiB of WAL (SQLite's default: 1000 pages)
@@ -87,8 +89,9 @@ def migrate(connection: sqlite3.Connection) -> int:
 class SqliteStore:
     """A SQLite ledger file, used by one host process at a time (a lock file enforces it)."""
 
-    def __init__(self, path: str, *, group_commit: bool = True) -> None:
+    def __init__(self, path: str, *, group_commit: bool = True, pan_key: PanKeySource | None = DEFAULT_PAN_KEY) -> None:
         self.path = Path(path)
+        self._pan_key_source = pan_key  # None: opened without the key (reading, listing)
         self.max_group_jobs = MAX_GROUP_JOBS if group_commit else 1
         self._jobs: queue.Queue[Job | object] = queue.Queue(maxsize=MAX_QUEUED_JOBS)
         self._thread: threading.Thread | None = None
@@ -101,7 +104,7 @@ class SqliteStore:
 
     @property
     def pan_hash_key(self) -> bytes:
-        assert self._pan_hash_key, "store not open"
+        assert self._pan_hash_key, "store not open, or opened without its PAN key"
         return self._pan_hash_key
 
     def _connect(self) -> sqlite3.Connection:
@@ -114,7 +117,7 @@ class SqliteStore:
 
     def _take_lock(self) -> None:
         lock_path = self.path.with_name(self.path.name + ".lock")
-        handle = lock_path.open("w")
+        handle = os.fdopen(open_private(lock_path), "w")
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -126,25 +129,45 @@ class SqliteStore:
     def _open_in_thread(self) -> sqlite3.Connection:
         connection = self._connect()
         migrate(connection)
-        row = connection.execute("SELECT value FROM meta WHERE key = 'pan_hash_key'").fetchone()
-        if row is None:
-            key = os.urandom(32).hex()
-            connection.execute("INSERT INTO meta (key, value) VALUES ('pan_hash_key', ?)", (key,))
-            row = (key,)
-        self._pan_hash_key = bytes.fromhex(row[0])
+        if self._pan_key_source is not None:
+            self._settle_pan_key(connection, self._pan_key_source)
         last = connection.execute("SELECT MAX(rrn) FROM transactions").fetchone()[0]
         self._last_rrn = int(last) if last and last.isdigit() else 0
         return connection
 
+    def _settle_pan_key(self, connection: sqlite3.Connection, source: PanKeySource) -> None:
+        """The PAN hash key from outside the ledger; the ledger keeps its check value, and loses an old copy of it."""
+        meta = dict(connection.execute("SELECT key, value FROM meta WHERE key IN (?, ?)",
+                                       (LEGACY_META_KEY, CHECK_META_KEY)).fetchall())  # fmt: skip
+        settled = settle_pan_key(
+            source, legacy_hex=meta.get(LEGACY_META_KEY), stored_check=meta.get(CHECK_META_KEY), ledger=str(self.path)
+        )
+        connection.execute("BEGIN IMMEDIATE")
+        connection.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (CHECK_META_KEY, settled.check))
+        if settled.drop_legacy:
+            connection.execute("PRAGMA secure_delete = ON")  # the deleted row's bytes are overwritten, not freed
+            connection.execute("DELETE FROM meta WHERE key = ?", (LEGACY_META_KEY,))
+        connection.execute("COMMIT")
+        if settled.drop_legacy:  # the page that held the key, copied back from the WAL, and the WAL emptied
+            connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        self._pan_hash_key = settled.key
+
     async def open(self) -> None:
         """Open (creating and migrating) the ledger and start the writer thread.
 
+        The ledger file and its lock are created 0600 in a directory created 0700; SQLite gives its WAL and
+        shared-memory files the ledger file's mode.
+
         Raises:
-            StoreError: the file cannot be opened or is held by another process.
+            StoreError: the file cannot be opened or is held by another process, or the PAN key is not the ledger's.
         """
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            private_dir(self.path.parent)
             self._take_lock()
+            create_private(self.path)
+            if (mode := loose_mode(self.path)) is not None:
+                get_logger().warning("ledger_file_readable", ledger=str(self.path), mode=f"{mode:04o}",
+                                     hint=f"chmod 600 {self.path}*")  # fmt: skip
             connection = await asyncio.to_thread(self._open_in_thread)
         except (sqlite3.Error, OSError) as error:
             raise StoreError(f"ledger {self.path}: {error}") from None

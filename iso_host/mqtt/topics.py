@@ -7,6 +7,7 @@ from typing import Final
 from urllib.parse import urlsplit
 
 from iso_host.errors import ConfigError
+from iso_host.urls import redacted_url
 
 DEFAULT_URL: Final = "mqtt://127.0.0.1:1883"
 DEFAULT_PREFIX: Final = "iso-host"
@@ -39,13 +40,14 @@ def broker_address(url: str) -> BrokerAddress:
     """
     parts = urlsplit(url)
     if parts.scheme not in ("mqtt", "mqtts"):
-        raise ConfigError(f"events.mqtt_url: expected mqtt://HOST[:PORT] or mqtts://HOST[:PORT], got {url!r}")
+        expected = "expected mqtt://HOST[:PORT] or mqtts://HOST[:PORT]"
+        raise ConfigError(f"events.mqtt_url: {expected}, got {redacted_url(url)!r}")
     try:
         port = parts.port
     except ValueError:
-        raise ConfigError(f"events.mqtt_url: bad port in {url!r}") from None
+        raise ConfigError(f"events.mqtt_url: bad port in {redacted_url(url)!r}") from None
     if not parts.hostname:
-        raise ConfigError(f"events.mqtt_url: no host in {url!r}")
+        raise ConfigError(f"events.mqtt_url: no host in {redacted_url(url)!r}")
     tls = parts.scheme == "mqtts"
     return BrokerAddress(parts.hostname, port if port is not None else (8883 if tls else 1883), tls)
 

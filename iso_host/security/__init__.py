@@ -42,6 +42,7 @@ from iso_host.security.keys import (
 )
 from iso_host.security.mac import (
     MAC_ALGORITHMS,
+    MAC_KEY_LENGTHS,
     aes_cmac,
     compute_mac,
     cup_ecb_mac,
@@ -56,6 +57,7 @@ __all__ = [
     "CUP_KEY_BLOCK_LAYOUTS",
     "EMV_SCHEMES",
     "MAC_ALGORITHMS",
+    "MAC_KEY_LENGTHS",
     "CupWorkingKeys",
     "EmvDataError",
     "EmvScheme",

@@ -25,6 +25,13 @@ from iso_host.security.keys import (
 )
 
 MAC_BYTES = 8  # ISO 8583 field 64 / 128
+# The key lengths (bytes) each algorithm takes: what a configuration's keys are checked against before the host starts.
+MAC_KEY_LENGTHS: dict[str, tuple[int, ...]] = {
+    "x9.19": (16,),
+    "x9.9": (8,),
+    "cup-ecb": (8, 16),
+    "aes-cmac": AES_KEY_LENGTHS,
+}
 
 
 def _require_key_length(key: bytes, allowed: tuple[int, ...], key_name: str) -> None:
@@ -60,7 +67,7 @@ def x9_19_mac(key: bytes, data: bytes) -> bytes:
     Raises:
         KeyLengthError: If the key is not 16 bytes.
     """
-    _require_key_length(key, (16,), "X9.19 MAC key")
+    _require_key_length(key, MAC_KEY_LENGTHS["x9.19"], "X9.19 MAC key")
     left, right = key[:DES_BLOCK_BYTES], key[DES_BLOCK_BYTES:]
     chained = _cbc_mac(left, _zero_pad(data), "X9.19 MAC key")
     return tdes_ecb_encrypt(left, tdes_ecb_decrypt(right, chained))
@@ -72,7 +79,7 @@ def x9_9_mac(key: bytes, data: bytes) -> bytes:
     Raises:
         KeyLengthError: If the key is not 8 bytes.
     """
-    _require_key_length(key, (8,), "X9.9 MAC key")
+    _require_key_length(key, MAC_KEY_LENGTHS["x9.9"], "X9.9 MAC key")
     return _cbc_mac(key, _zero_pad(data), "X9.9 MAC key")
 
 
@@ -98,7 +105,7 @@ def cup_ecb_mac(key: bytes, data: bytes) -> bytes:
     Raises:
         KeyLengthError: If the key is not 8 or 16 bytes.
     """
-    _require_key_length(key, (8, 16), "CUP MAC key")
+    _require_key_length(key, MAC_KEY_LENGTHS["cup-ecb"], "CUP MAC key")
     hex_ascii = _fold_blocks(_zero_pad(data)).hex().upper().encode("ascii")
     first = tdes_ecb_encrypt(key, hex_ascii[:DES_BLOCK_BYTES], key_name="CUP MAC key")
     second = tdes_ecb_encrypt(key, xor_bytes(first, hex_ascii[DES_BLOCK_BYTES:]), key_name="CUP MAC key")
@@ -114,7 +121,7 @@ def aes_cmac(key: bytes, data: bytes, length: int = MAC_BYTES) -> bytes:
         KeyLengthError: If the key is not 16, 24 or 32 bytes.
     """
     assert 1 <= length <= AES_BLOCK_BYTES, "an AES-CMAC is 1..16 bytes"
-    _require_key_length(key, AES_KEY_LENGTHS, "AES-CMAC key")
+    _require_key_length(key, MAC_KEY_LENGTHS["aes-cmac"], "AES-CMAC key")
     authenticator = cmac.CMAC(algorithms.AES(key))
     authenticator.update(data)
     return authenticator.finalize()[:length]
@@ -126,6 +133,7 @@ MAC_ALGORITHMS: dict[str, Callable[[bytes, bytes], bytes]] = {
     "cup-ecb": cup_ecb_mac,
     "aes-cmac": aes_cmac,
 }
+assert set(MAC_KEY_LENGTHS) == set(MAC_ALGORITHMS)
 
 
 def compute_mac(algorithm: str, key: bytes, data: bytes) -> bytes:

@@ -72,6 +72,8 @@ class Family(ABC):
     settle_after_upload: ClassVar[str | None] = None
     # Where a download kind's request names what it asks for, and where the answer carries it.
     download_field: ClassVar[str] = "62"
+    # The lengths (bytes) of the TAKs a sign-on may issue (any layout): what a terminal's MAC algorithm must take.
+    signon_tak_bytes: ClassVar[tuple[int, ...]] = (16,)
 
     # The host's side.
     def operator(self, message: Message) -> str | None:

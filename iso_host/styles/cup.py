@@ -78,6 +78,7 @@ def _mask_upload_records(value: str) -> str:
 
 class Cup(Family):
     name = "cup"
+    signon_tak_bytes = tuple(sorted({tak_bytes for _, tak_bytes, _ in KEY_LENGTHS.values()}))
 
     def operator(self, message: Message) -> str | None:
         raw = message.fields.get(OPERATOR_FIELD)

@@ -1,7 +1,8 @@
 """A terminal: framing, STAN, requests from the dialect's templates, sign-on keys, MAC and PIN blocks.
 
-Used by the CLI, the tests and the tools. Its state file keeps the STAN counter, the batch number and the
-working keys as the host sent them, wrapped under the TMK; clear keys exist only in memory.
+Used by the CLI, the tests and the tools. Its state file (0600, in a 0700 directory) keeps the STAN counter, the
+batch number and the working keys as the host sent them, wrapped under the TMK; the batch's card numbers masked and
+sealed under a key derived from the TMK (``sealed_pans.py``). Clear keys and PANs exist only in memory.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 
 from iso_host.core.message_auth import MAC_PLACEHOLDER, has_mac, mac_field_of, seal, verify_message_mac
 from iso_host.errors import IsoHostError, WireError
+from iso_host.private_files import write_private
 from iso_host.security import (
     CupWorkingKeys,
     SecurityError,
@@ -29,6 +31,7 @@ from iso_host.security import (
     wrap_key,
 )
 from iso_host.styles import family_of
+from iso_host.terminal.sealed_pans import SealError, loaded_items, seal_key, stored_items
 from iso_host.vocab import DEFAULT_MAC_ALGORITHM
 from iso_host.wire import NEED_DATA, Dialect, Envelope, FrameDecoder, Message, decode, encode, encode_frame
 
@@ -54,6 +57,8 @@ class ClientState:
     tpk_under_tmk: str | None = field(default=None, repr=False)
     tak_under_tmk: str | None = field(default=None, repr=False)
     items: list[dict[str, Any]] = field(default_factory=list, repr=False)  # the open batch (terminal_batch.py)
+    # The key the batch's PANs are sealed under in the file (from the TMK: ``load``); never saved.
+    pan_seal_key: bytes | None = field(default=None, repr=False, compare=False)
 
     def next_stan(self) -> int:
         self.stan = self.stan % MAX_STAN + 1
@@ -81,19 +86,40 @@ class ClientState:
         return unwrap_key(tmk, bytes.fromhex(self.tpk_under_tmk)), unwrap_key(tmk, bytes.fromhex(self.tak_under_tmk))
 
     @classmethod
-    def load(cls, path: Path) -> ClientState:
+    def load(cls, path: Path, tmk: bytes | None = None) -> ClientState:
+        """The state in ``path`` (a fresh one if there is none); with ``tmk`` the batch's PANs open, and later saves
+        seal them again. Without it they stay masked (for reading the file only).
+
+        Raises:
+            ClientError: an unreadable file, or PANs sealed under another TMK.
+        """
+        key = seal_key(tmk) if tmk is not None else None
         if not path.exists():
-            return cls()
+            return cls(pan_seal_key=key)
         try:
-            return cls(**json.loads(path.read_text(encoding="utf-8")))
-        except (OSError, ValueError, TypeError) as error:
+            document = json.loads(path.read_text(encoding="utf-8"))
+            document.pop("pan_seal_key", None)
+            state = cls(**document, pan_seal_key=key)
+            state.items = loaded_items(state.items, key)
+        except SealError as error:
+            raise ClientError(f"{path}: {error}") from None
+        except (OSError, ValueError, TypeError, KeyError) as error:
             raise ClientError(f"{path}: unreadable terminal state file ({error.__class__.__name__})") from None
+        return state
 
     def save(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_suffix(".tmp")
-        temporary.write_text(json.dumps(asdict(self)), encoding="utf-8")
-        temporary.replace(path)
+        """Write the state file (0600; its directory 0700 when new), the batch's PANs masked and sealed.
+
+        Raises:
+            ClientError: the batch holds a PAN and the state was loaded without a TMK to seal it under.
+        """
+        document = asdict(self)
+        del document["pan_seal_key"]
+        try:
+            document["items"] = stored_items(self.items, self.pan_seal_key)
+        except SealError as error:
+            raise ClientError(f"{path}: {error}") from None
+        write_private(path, json.dumps(document).encode("utf-8"))
 
 
 @dataclass(frozen=True, slots=True)

@@ -97,8 +97,8 @@ def open_session(args: argparse.Namespace, dialect: Dialect, tid: str, mid: str)
     if not host or not port.isdigit():
         raise ConfigError(f"--to: expected HOST:PORT, got {args.to!r}")
     state_path = Path(args.state or Path.home() / ".iso-host" / f"terminal-{tid}.json")
-    client = TerminalClient(dialect, tid, mid, ClientState.load(state_path))
     tmk = hex_key("--tmk", args.tmk)
+    client = TerminalClient(dialect, tid, mid, ClientState.load(state_path, tmk))
     ssl_context = client_context(args.tls_ca, args.tls_cert, args.tls_key) if args.tls else None
     tak, bdk = (bytes.fromhex(text) if (text := getattr(args, name, None)) else None for name in ("tak", "bdk"))
     return Session(client, state_path, tmk, (host, int(port)), ssl_context, args.timeout, getattr(args, "mac", None),

@@ -5,12 +5,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Final
 
+from iso_host.cards import displayed
+
 TPDU_BYTES: Final = 5
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, repr=False)
 class Message:
-    """One ISO 8583 message. Field ids are strings ``"2"``..``"128"``; sub-fields read with ``get("60.1")``."""
+    """One ISO 8583 message. Field ids are strings ``"2"``..``"128"``; sub-fields read with ``get("60.1")``.
+
+    ``repr`` (and so tracebacks, assertion messages and log lines that show a message) masks the PAN and leaves out
+    track data, the PIN block, chip data, key blocks and MACs (``cards.displayed``).
+    """
 
     mti: str
     fields: dict[str, str] = field(default_factory=dict)
@@ -23,6 +29,10 @@ class Message:
 
     def __contains__(self, field_id: object) -> bool:
         return field_id in self.fields
+
+    def __repr__(self) -> str:
+        shown = {field_id: displayed(field_id, value) for field_id, value in self.fields.items()}
+        return f"Message(mti={self.mti!r}, fields={shown!r}, pads={self.pads!r})"
 
 
 @dataclass(frozen=True, slots=True)

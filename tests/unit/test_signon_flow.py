@@ -16,6 +16,7 @@ from iso_host.ledger.model import SaveSession
 from iso_host.security import (
     CupWorkingKeys,
     SecurityError,
+    key_check_value,
     unwrap_key,
     wrap_key,
 )
@@ -143,7 +144,8 @@ class TestSignon:
     def test_session_command_holds_wrapped_keys(
         self, dialect: Dialect, request_: Request, lengths: tuple[int, int, int]
     ) -> None:
-        """SaveSession records the keys wrapped under the TMK, never in the clear."""
+        """SaveSession records the keys wrapped under the TMK, never in the clear, each with its check value (a changed
+        TMK is noticed at start)."""
         decision = signon(request_, NO_VIEW, _context(dialect))
         assert decision.session is not None
         keys = decision.session.keys
@@ -152,6 +154,8 @@ class TestSignon:
             tid=TID, mid=MID, signed_on=True, batch_number=request_.batch_number, operator=request_.operator,
             tpk_under_tmk=wrap_key(TMK, keys.tpk or b""), tak_under_tmk=wrap_key(TMK, keys.tak or b""),
             tdk_under_tmk=wrap_key(TMK, keys.tdk) if keys.tdk else None, at=NOW, keyed=True,
+            tpk_kcv=key_check_value(keys.tpk or b""), tak_kcv=key_check_value(keys.tak or b""),
+            tdk_kcv=key_check_value(keys.tdk) if keys.tdk else None,
         )  # fmt: skip
         for clear, wrapped in ((keys.tpk, command.tpk_under_tmk), (keys.tak, command.tak_under_tmk),
                                (keys.tdk, command.tdk_under_tmk)):  # fmt: skip

@@ -59,6 +59,7 @@ class Request:
     currency: str
     card: Card | None
     pin_incorrect: bool = False  # F52 carried a PIN the test card table does not know for this card
+    pin_blocked: bool = False  # F52 came for a card that took [rules] pin_tries wrong PINs (PIN_TRIES_EXCEEDED)
     test_card: TestCard | None = None  # the configured test card with this PAN (its balance at this moment)
     operator: str | None = None  # where the dialect carries one (CUP F63)
     operator_permitted: bool = True  # may this operator void (terminal configuration)

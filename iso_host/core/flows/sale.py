@@ -41,6 +41,7 @@ def card_decision(request: Request, context: Context) -> tuple[Reason, bool | No
     reason = Reason.INVALID_AMOUNT if request.amount_minor == 0 and not context.rules.allow_zero_amount else None
     reason = reason or (Reason.CRYPTOGRAM_FAILED if verified is False else None)
     reason = reason or (Reason.CRYPTOGRAM_REPLAYED if replayed else None)
+    reason = reason or (Reason.PIN_TRIES_EXCEEDED if request.pin_blocked else None)
     reason = reason or (Reason.PIN_INCORRECT if request.pin_incorrect else None)
     reason = reason or card_decline(request.test_card, request.amount_minor, context.now) or Reason.APPROVED
     return reason, False if replayed else verified

@@ -5,7 +5,7 @@ from __future__ import annotations
 from iso_host.core.flows.base import Context, Decision, Request, SessionUpdate
 from iso_host.core.terminals import NO_KEYS, WorkingKeys
 from iso_host.ledger.model import LedgerView, SaveSession
-from iso_host.security import CupWorkingKeys, wrap_key
+from iso_host.security import CupWorkingKeys, key_check_value, wrap_key
 from iso_host.styles import family_of
 from iso_host.vocab import Kind, Reason
 
@@ -29,6 +29,11 @@ def _wrapped(tmk: bytes, key: bytes | None) -> bytes | None:
     return wrap_key(tmk, key) if key is not None else None
 
 
+def _check(key: bytes | None) -> bytes | None:
+    """The check value stored with a wrapped key: at start the host unwraps the key and compares (a changed TMK)."""
+    return key_check_value(key) if key is not None else None
+
+
 def signon(request: Request, _view: LedgerView, context: Context) -> Decision:
     """Issue fresh working keys wrapped under the TMK, with check values, and record the session."""
     assert request.kind is Kind.SIGNON
@@ -45,6 +50,7 @@ def signon(request: Request, _view: LedgerView, context: Context) -> Decision:
         operator=request.operator, tpk_under_tmk=_wrapped(context.tmk, keys.tpk),
         tak_under_tmk=_wrapped(context.tmk, keys.tak), tdk_under_tmk=_wrapped(context.tmk, keys.tdk), at=context.now,
         keyed=True,  # from now on its MACs are mandatory, after a sign-off too, until an operator resets it
+        tpk_kcv=_check(keys.tpk), tak_kcv=_check(keys.tak), tdk_kcv=_check(keys.tdk),
     )  # fmt: skip
     fields = {
         "12": context.now.strftime("%H%M%S"),
@@ -57,7 +63,7 @@ def signon(request: Request, _view: LedgerView, context: Context) -> Decision:
 
 def signoff(request: Request, _view: LedgerView, context: Context) -> Decision:
     """Forget the session: later financial requests need a new sign-on (where the dialect asks for one). A terminal
-    that has been keyed stays keyed (``keyed`` left alone): an unauthenticated sign-off cannot switch its MACs off."""
+    that has been keyed stays keyed (``keyed`` is left alone): an unauthenticated sign-off cannot switch its MACs off."""
     assert request.kind is Kind.SIGNOFF
     session = SaveSession(
         tid=request.tid, mid=request.mid, signed_on=False, batch_number=request.batch_number, operator=None,
