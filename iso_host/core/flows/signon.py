@@ -63,7 +63,7 @@ def signon(request: Request, _view: LedgerView, context: Context) -> Decision:
 
 def signoff(request: Request, _view: LedgerView, context: Context) -> Decision:
     """Forget the session: later financial requests need a new sign-on (where the dialect asks for one). A terminal
-    that has been keyed stays keyed (``keyed`` is left alone): an unauthenticated sign-off cannot switch its MACs off."""
+    that has been keyed stays keyed (``keyed`` left alone): an unauthenticated sign-off cannot switch its MACs off."""
     assert request.kind is Kind.SIGNOFF
     session = SaveSession(
         tid=request.tid, mid=request.mid, signed_on=False, batch_number=request.batch_number, operator=None,
