@@ -20,8 +20,7 @@ from iso_host.clock import HostClock, local_now
 from iso_host.config import Config, TerminalConfig, load_config
 from iso_host.config_checks import Problems
 from iso_host.config_keys import mac_key_problems
-from iso_host.config_security import check_terminal_kinds
-from iso_host.core.guards import SecuritySettings
+from iso_host.control.secret import load_secret
 from iso_host.core.issuer_scripts import overflow
 from iso_host.core.pipeline import Host
 from iso_host.core.rules import RuleSettings
@@ -88,8 +87,6 @@ def terminal_state(configured: TerminalConfig, record: TerminalRecord) -> Termin
         session_keys=session, operator=record.operator,
         operators=dict(configured.operators) if configured.operators is not None else None,
         merchant_name=configured.merchant_name,
-        keyed=record.keyed, mac_policy=configured.mac_policy, mac_kinds=frozenset(configured.mac_kinds),
-        tls_subject=configured.tls_subject,
     )  # fmt: skip
 
 
@@ -126,14 +123,14 @@ def cards_reloader(config: Config, host: Host) -> Callable[[], int] | None:
 def build_host(
     dialect: Dialect, store: Store, terminals: dict[str, TerminalState], clock: Callable[[], datetime], *,
     cards: CardBook, scenarios: ScenarioBook, rules: RuleSettings | None = None, events: bool = False,
-    ledger_deadline_s: float = DEFAULT_LEDGER_DEADLINE_S, security: SecuritySettings | None = None,
+    ledger_deadline_s: float = DEFAULT_LEDGER_DEADLINE_S,
 ) -> Host:  # fmt: skip
     """The ``Host``: the machine's monotonic clock for deadlines, fresh random working keys at sign-on, one
     terminal's stateful requests decided one at a time, and an event sink when ``events`` are on."""
     return Host(
         dialect, store, terminals, clock, monotonic=time.monotonic, cards=cards, key_source=random_working_keys,
         rules=rules, scenarios=scenarios, events=EventSink() if events else None,
-        ledger_deadline_s=ledger_deadline_s, serialiser=KeyedLocks(), security=security,
+        ledger_deadline_s=ledger_deadline_s, serialiser=KeyedLocks(),
     )  # fmt: skip
 
 
@@ -182,17 +179,17 @@ async def start(config: Config, trace: TraceOptions | None = None) -> RunningApp
     """
     dialect = load_dialect(config.dialect)
     check_for_dialect(config, dialect)
-    check_terminal_kinds(config.terminals, dialect, config.source)
     if config.events is not None:
         check_settings(config.events)
     limits = fit_open_file_limit(config.limits, get_logger())  # before the ledger and the broker take their files
+    control_secret = load_secret(config.control_secret_file) if config.control_enabled else None
     store = await open_ledger(config.ledger_url, group_commit=config.group_commit, pan_key=pan_key_source(config))
     terminals = await open_terminals(store, config.terminals)
     host = build_host(
         dialect, store, terminals, HostClock(local_now), rules=config.rules,
         cards=card_book(((c.pan, c.test_card()) for c in config.cards), store.pan_hash_key),
         scenarios=scenario_book(config, store.pan_hash_key), events=config.events is not None,
-        ledger_deadline_s=config.ledger_deadline_s, security=config.security,
+        ledger_deadline_s=config.ledger_deadline_s,
     )  # fmt: skip
     ssl_context = server_context(config.tls.cert, config.tls.key, config.tls.client_ca) if config.tls else None
     if trace is not None and not trace.redact:
@@ -211,7 +208,7 @@ async def start(config: Config, trace: TraceOptions | None = None) -> RunningApp
             await asyncio.to_thread(tracer.close)
         await store.close()
         raise ConfigError(f"server.port: cannot listen on {config.host}:{config.port}: {error.strerror}") from None
-    background = start_mqtt_tasks(config, host, cards_reloader(config, host))
+    background = start_mqtt_tasks(config, host, cards_reloader(config, host), control_secret=control_secret)
     # A script that starts the host and at once sends a control command must find the listener subscribed.
     await background.ready(MQTT_READY_TIMEOUT_S)
     return RunningApp(host, server, background, address)

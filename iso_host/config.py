@@ -20,8 +20,6 @@ from iso_host.config_cards import (
     scenario_entry,
 )
 from iso_host.config_checks import Problems, string_value, table_ok
-from iso_host.config_security import SECURITY_KEYS, TERMINAL_SECURITY_KEYS, security_settings, terminal_security
-from iso_host.core.guards import SecuritySettings
 from iso_host.core.rules import DEFAULT_PIN_TRIES, SAME_BUSINESS_DAY, RuleSettings
 from iso_host.errors import ConfigError
 from iso_host.ledger.store import DEFAULT_LEDGER_DEADLINE_S
@@ -50,9 +48,6 @@ class TerminalConfig:
     require_signon: bool | None = None  # overrides the dialect's
     operators: tuple[tuple[str, bool], ...] | None = None  # (id, can_void); None: every operator may void
     merchant_name: str | None = None  # served in a parameter download instead of the parameter file's
-    mac_policy: str | None = None  # "always": MACs mandatory from the start; overrides the dialect's
-    mac_kinds: tuple[str, ...] = ()  # kinds MAC'd besides the dialect's (settlement, batch_upload, ...)
-    tls_subject: str | None = None  # the client certificate subject it must connect with (mutual TLS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +77,7 @@ class Config:
     events: BrokerSettings | None = None  # None: events are off (no [events] mqtt_url)
     events_keep_sent_s: float = DEFAULT_KEEP_SENT_S  # sent outbox rows are pruned after this long
     control_enabled: bool = False
-    security: SecuritySettings = field(default_factory=SecuritySettings)  # [security]: replays, sign-on rate
+    control_secret_file: str | None = field(default=None, repr=False)  # signed commands only; the variable wins
     source: str = "defaults"
 
 
@@ -98,11 +93,10 @@ SECTIONS: Final = {
     "limits": {f.name for f in fields(Limits)},
     "rules": RULE_KEYS,
     "events": {"mqtt_url", "username", "password", "client_id", "topic_prefix", "ca_file", "keep_sent_s"},
-    "control": {"enabled"},
-    "security": set(SECURITY_KEYS),
+    "control": {"enabled", "secret_file"},
 }
 TERMINAL_KEYS: Final = {"tid", "mid", "tmk", "tak", "tpk", "bdk", "mac", "require_signon", "operators",
-                         "merchant_name", *TERMINAL_SECURITY_KEYS}  # fmt: skip
+                         "merchant_name"}  # fmt: skip
 
 
 def _limits(problems: Problems, table: dict[str, Any]) -> Limits:
@@ -146,7 +140,7 @@ def _terminal(problems: Problems, index: int, entry: Any) -> TerminalConfig | No
         problems.add(f"{key}.tid", f"must be {TID_LENGTH} characters (field 41), got {tid!r}")
     if not isinstance(mid, str) or len(mid) != MID_LENGTH:
         problems.add(f"{key}.mid", f"must be {MID_LENGTH} characters (field 42), got {mid!r}")
-    keys: dict[str, Any] = {}  # tmk, tak, tpk, bdk: hex text or None
+    keys: dict[str, str | None] = {}
     for name in ("tmk", "tak", "tpk", "bdk"):
         value = entry.get(name)
         if value is not None and (not isinstance(value, str) or not _HEX_KEY.fullmatch(value)):
@@ -168,7 +162,7 @@ def _terminal(problems: Problems, index: int, entry: Any) -> TerminalConfig | No
     if not (isinstance(tid, str) and isinstance(mid, str)):
         return None
     return TerminalConfig(tid, mid, **keys, mac=mac, require_signon=require_signon, operators=operators,
-                          merchant_name=merchant_name, **terminal_security(problems, key, entry))  # fmt: skip
+                          merchant_name=merchant_name)  # fmt: skip
 
 
 def _operators(problems: Problems, key: str, raw: Any) -> tuple[tuple[str, bool], ...] | None:
@@ -316,6 +310,14 @@ def valid_topic_prefix(prefix: str) -> bool:
     return bool(prefix) and "+" not in prefix and "#" not in prefix and "" not in prefix.split("/")
 
 
+def _control_secret_file(problems: Problems, control: dict[str, Any]) -> dict[str, Any]:
+    """``[control] secret_file`` (``control/secret.py`` reads it): also read by ``iso-host control --config``, so it
+    is allowed with control off."""
+    if "secret_file" not in control:
+        return {}
+    return {"control_secret_file": string_value(problems, "control.secret_file", control["secret_file"])}
+
+
 def _events(problems: Problems, events: dict[str, Any], control: dict[str, Any]) -> dict[str, Any]:
     """``[events]`` (the broker, off without mqtt_url) and ``[control]`` (live control, off unless enabled)."""
     changes: dict[str, Any] = {}
@@ -324,6 +326,7 @@ def _events(problems: Problems, events: dict[str, Any], control: dict[str, Any])
         problems.add("control.enabled", f"must be true or false, got {enabled!r}")
         enabled = False
     changes["control_enabled"] = enabled
+    changes.update(_control_secret_file(problems, control))
     if "keep_sent_s" in events:
         keep = events["keep_sent_s"]
         if isinstance(keep, bool) or not isinstance(keep, int | float) or keep <= 0:
@@ -409,7 +412,6 @@ def parse_config(document: dict[str, Any], source: str) -> Config:
             changes["scenarios"] = tuple(s for s in parsed if s is not None)
     changes["tls"] = _tls(problems, tables["server"])
     changes["rules"] = _rules(problems, tables["rules"])
-    changes["security"] = security_settings(problems, tables["security"])
     changes.update(_events(problems, tables["events"], tables["control"]))
     problems.raise_if_any()
     return replace(config, **changes)

@@ -1,7 +1,8 @@
 """`iso-host control COMMAND [KEY=TEXT | KEY:=JSON ...]`: send one live-control command, print the reply.
 
 Exits 0 when the host answered ok, 1 when it answered with an error, 2 when it did not answer in time or on
-an error.
+an error. With a control secret (``ISO_HOST_CONTROL_SECRET``, ``--secret-file``, or the ``--config`` file's
+``[control] secret_file``) the command is signed (``control/signing.py``).
 """
 
 from __future__ import annotations
@@ -9,7 +10,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import secrets
 import sys
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Any, Final
@@ -27,7 +30,10 @@ from iso_host.cli.broker_flags import (
     say,
 )
 from iso_host.cli.exit_codes import EXIT_ERROR, EXIT_NEGATIVE, EXIT_OK
+from iso_host.config import load_config
 from iso_host.control.commands import COMMANDS, REQUEST_ID
+from iso_host.control.secret import ENV_VAR, load_secret
+from iso_host.control.signing import sign
 from iso_host.errors import ConfigError
 from iso_host.mqtt.client import client
 from iso_host.mqtt.topics import BrokerSettings, control_topic, reply_topic
@@ -104,8 +110,18 @@ class BadReplyError(Exception):
     """What came on the reply topic is not a control reply."""
 
 
-async def request(settings: BrokerSettings, command: str, payload: dict[str, Any], timeout_s: float) -> Reply:
-    """Publish one control command and wait for its reply (subscribed first, so it cannot be missed).
+def signed_or_plain(secret: bytes | None, topic: str, payload: dict[str, Any]) -> str:
+    """The message for ``topic``: ``payload`` signed now with a fresh nonce, or as JSON without a secret."""
+    if secret is None:
+        return json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
+    return sign(secret, topic, payload, ts=int(time.time()), nonce=secrets.token_urlsafe(24)).decode("utf-8")
+
+
+async def request(
+    settings: BrokerSettings, command: str, payload: dict[str, Any], timeout_s: float, secret: bytes | None = None
+) -> Reply:
+    """Publish one control command (signed with ``secret``) and wait for its reply (subscribed first, so it
+    cannot be missed).
 
     Raises:
         NoReplyError: nothing came on the reply topic within ``timeout_s``.
@@ -117,8 +133,8 @@ async def request(settings: BrokerSettings, command: str, payload: dict[str, Any
     async with client(settings, "control-cli") as mqtt:
         try:
             await mqtt.subscribe(replies, qos=QOS)
-            text = json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
-            await mqtt.publish(control_topic(settings.topic_prefix, command), text, qos=QOS)
+            topic = control_topic(settings.topic_prefix, command)
+            await mqtt.publish(topic, signed_or_plain(secret, topic, payload), qos=QOS)
             async with asyncio.timeout(timeout_s):
                 async for message in mqtt.messages:  # the topic is this request's own: the first message is it
                     raw = message.payload
@@ -143,9 +159,9 @@ def _reply_body(text: str) -> dict[str, Any]:
 
 
 async def _control(settings: BrokerSettings, command: str, payload: dict[str, Any], timeout_s: float,
-                   *, as_json: bool) -> int:  # fmt: skip
+                   *, as_json: bool, secret: bytes | None) -> int:  # fmt: skip
     try:
-        reply = await request(settings, command, payload, timeout_s)
+        reply = await request(settings, command, payload, timeout_s, secret)
     except NoReplyError as error:
         say("control", f"no reply from the host within {timeout_s:g} s on {error}; "
                         "is [control] enabled = true and the host running?")  # fmt: skip
@@ -170,10 +186,24 @@ def command_control(args: argparse.Namespace) -> int:
         raise ConfigError(f"--timeout: must be seconds > 0, got {args.timeout:g}")
     payload = with_request_id(control_payload(args.pairs, args.json_payload))
     settings = broker_settings(args)
+    secret = control_secret(args)
     return run_mqtt(
-        "control", settings, lambda: _control(settings, args.control_command, payload, args.timeout, as_json=args.json),
+        "control", settings,
+        lambda: _control(settings, args.control_command, payload, args.timeout, as_json=args.json, secret=secret),
         on_interrupt=EXIT_ERROR,
     )  # fmt: skip
+
+
+def control_secret(args: argparse.Namespace) -> bytes | None:
+    """``--secret-file``, else ``ISO_HOST_CONTROL_SECRET``, else the ``--config`` file's ``[control] secret_file``.
+
+    Raises:
+        ConfigError: the file cannot be read, is open to others, or holds too short a secret.
+    """
+    if args.secret_file is not None:
+        return load_secret(args.secret_file, {}, what="--secret-file")  # the flag, named on purpose, wins
+    path = load_config(args.config).control_secret_file if args.config is not None else None
+    return load_secret(path, what=f"{args.config}: control.secret_file")
 
 
 class _IntermixedParser(argparse.ArgumentParser):
@@ -214,5 +244,8 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     control.add_argument("--timeout", type=float, default=DEFAULT_CONTROL_TIMEOUT_S, metavar="S",
                          help=f"seconds to wait for the reply ({DEFAULT_CONTROL_TIMEOUT_S:g})")  # fmt: skip
     control.add_argument("--json", action="store_true", help="print the reply as received")
+    control.add_argument("--secret-file", metavar="FILE",
+                         help=f"sign the command with the control secret in FILE (mode 0600; else {ENV_VAR}, "
+                         "else the --config file's [control] secret_file)")  # fmt: skip
     add_broker_arguments(control)
     control.set_defaults(handler=command_control)

@@ -8,6 +8,10 @@ rolled back with it); the reply then says ``ok: false`` with a ``ledger:`` error
 
 The session is clean: a command sent while the listener is disconnected is not queued for later (a clock
 advance replayed an hour late would surprise everyone); its sender sees no reply and may send it again.
+
+With a control secret (``[control] secret_file`` or ``ISO_HOST_CONTROL_SECRET``) only signed commands are carried
+out (``signing.py``): an unsigned, wrongly signed, stale or replayed one changes nothing and is answered with a
+``signature:`` error; such refusals are logged one line per ``REFUSAL_LOG_EVERY_S`` with how many there were.
 """
 
 from __future__ import annotations
@@ -15,11 +19,13 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Final
 
 import aiomqtt
 
 from iso_host.control.commands import ControlReply, Controls, execute, failure_reply
+from iso_host.control.signing import SignatureRefused, Verifier, unsigned
 from iso_host.errors import StoreError
 from iso_host.ledger.store import Store
 from iso_host.log import get_logger
@@ -30,18 +36,37 @@ from iso_host.mqtt.topics import BrokerSettings, control_topic, reply_topic
 QOS: Final = 1
 PUBLISH_TIMEOUT_S: Final = 10.0  # no PUBACK for a reply by then: the connection is treated as lost
 INTERNAL_ERROR: Final = "internal error (a bug in the host; the change may be partly in force: list and check)"
+REFUSAL_LOG_EVERY_S: Final = 10.0  # refused commands (unsigned, forged, stale, replayed): one log line per 10 s
+NO_SECRET: Final = "this host has no control secret ([control] secret_file); send the command unsigned"  # noqa: S105
+
+
+@dataclass(slots=True)
+class Signing:
+    """A host's control secret at work: the verifier, and the clocks it reads (the machine's, never the host clock
+    that ``set-clock`` moves). Absent: the host carries out unsigned commands only."""
+
+    verifier: Verifier
+    machine_time: Callable[[], float]  # Unix seconds: time.time
+    monotonic: Callable[[], float]  # for the refusal log's rate: time.monotonic
 
 
 class ControlListener:
     """One per host process with control enabled; ``run`` until cancelled. ``ready`` is set while subscribed."""
 
-    def __init__(self, controls: Controls, store: Store, settings: BrokerSettings, notify: Callable[[], None]) -> None:
+    def __init__(
+        self, controls: Controls, store: Store, settings: BrokerSettings, notify: Callable[[], None],
+        signing: Signing | None = None,
+    ) -> None:  # fmt: skip
         self.controls = controls
+        self.signing = signing
         self.store = store
         self.settings = settings
         self.notify = notify  # wakes the outbox relay after a command's event is committed
         self.ready = asyncio.Event()
         self.handled = 0  # commands answered since start (for tests and status)
+        self.refused = 0  # of them, refused for their signature
+        self._refusals_unlogged = 0
+        self._refusal_logged_at: float | None = None
         self._log = get_logger(component="control", broker=describe_broker(settings))
 
     @property
@@ -70,8 +95,13 @@ class ControlListener:
 
     async def _answer(self, mqtt: aiomqtt.Client, message: aiomqtt.Message) -> None:
         """Carry one command out and publish its reply; a bug here costs this one command, not the listener."""
-        command = message.topic.value.rsplit("/", 1)[-1]
-        payload = _payload_bytes(message.payload)
+        topic = message.topic.value
+        command = topic.rsplit("/", 1)[-1]
+        try:
+            payload = self._verified(topic, _payload_bytes(message.payload))
+        except SignatureRefused as refused:
+            await self._refuse(mqtt, command, refused)
+            return
         try:
             reply = execute(self.controls, command, payload)
             if reply.events:
@@ -90,11 +120,41 @@ class ControlListener:
             ok=reply.payload["ok"], error=reply.payload.get("error"),
         )  # fmt: skip
 
+    def _verified(self, topic: str, message: bytes) -> bytes:
+        """The command's payload: ``message`` itself without a secret, or what its verified signature covers.
+
+        Raises:
+            SignatureRefused: see ``signing.Verifier.verify``; without a secret, a signed message.
+        """
+        if self.signing is None:
+            if not unsigned(message):
+                raise SignatureRefused(NO_SECRET, message)
+            return message
+        return self.signing.verifier.verify(topic, message, self.signing.machine_time())
+
+    async def _refuse(self, mqtt: aiomqtt.Client, command: str, refused: SignatureRefused) -> None:
+        """Answer a refused command on its reply topic (nothing else happens), and log it, rate-limited."""
+        reply = failure_reply(command, refused.payload, str(refused))
+        text = json.dumps(reply.payload, separators=(",", ":"), ensure_ascii=False)
+        await mqtt.publish(
+            reply_topic(self.settings.topic_prefix, reply.request_id), text, qos=QOS, timeout=PUBLISH_TIMEOUT_S
+        )
+        self.handled += 1
+        self.refused += 1
+        self._refusals_unlogged += 1
+        now = self.signing.monotonic() if self.signing is not None else asyncio.get_running_loop().time()
+        if self._refusal_logged_at is None or now - self._refusal_logged_at >= REFUSAL_LOG_EVERY_S:
+            self._log.warning(
+                "control_refused", command=reply.payload["command"], request_id=reply.request_id,
+                error=reply.payload["error"], refused=self._refusals_unlogged, total_refused=self.refused,
+            )  # fmt: skip
+            self._refusal_logged_at, self._refusals_unlogged = now, 0
+
     async def _commit(self, command: str, payload: bytes, reply: ControlReply) -> ControlReply:
         """Commit the reply's events (then wake the relay); on a ledger failure, a reply that says so."""
         assert reply.payload["ok"], "only a change that happened has events"
         try:
-            await self.store.apply((*reply.ledger, *reply.events))  # a reset terminal's session rides with its event
+            await self.store.apply(reply.events)
         except StoreError as error:
             problem = f"ledger: {error_line(error)} (the change is in force, but its event was not recorded)"
             return failure_reply(command, payload, problem)

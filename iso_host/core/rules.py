@@ -119,11 +119,19 @@ def batch_open(_attempt: Attempt, view: LedgerView, _now: datetime, _settings: R
     return not _original(view).batch_settled
 
 
+def _age(view: LedgerView, now: datetime) -> timedelta | None:
+    """How long ago the original was recorded; None when that is after ``now``. The host's clock can be set back
+    (live control's ``set-clock``, or hosts with clocks apart sharing one ledger): an original from the future is
+    inside no window, or a sale days too old would become voidable again by moving the clock back."""
+    age = now - _original(view).record.created_at
+    return age if age >= timedelta(0) else None
+
+
 def within_void_window(_attempt: Attempt, view: LedgerView, now: datetime, settings: RuleSettings) -> bool:
     created = _original(view).record.created_at
-    age = now - created
-    if age < timedelta(0):
-        return True  # the original is from the future only when clocks disagree; do not punish the terminal
+    age = _age(view, now)
+    if age is None:
+        return False
     if settings.void_window == SAME_BUSINESS_DAY:
         same_day = business_day(created, settings) == business_day(now, settings)
         return same_day and age <= timedelta(hours=settings.max_void_age_h)
@@ -185,7 +193,8 @@ def not_voided_or_fully_refunded(_attempt: Attempt, view: LedgerView, _now: date
 
 
 def within_refund_age(_attempt: Attempt, view: LedgerView, now: datetime, settings: RuleSettings) -> bool:
-    return now - _original(view).record.created_at <= timedelta(days=settings.refund_max_age_days)
+    age = _age(view, now)
+    return age is not None and age <= timedelta(days=settings.refund_max_age_days)
 
 
 def within_refundable_amount(attempt: Attempt, view: LedgerView, _now: datetime, _settings: RuleSettings) -> bool:
@@ -243,7 +252,8 @@ def preauth_open(_attempt: Attempt, view: LedgerView, _now: datetime, _settings:
 
 
 def preauth_unexpired(_attempt: Attempt, view: LedgerView, now: datetime, settings: RuleSettings) -> bool:
-    return now < preauth_expiry(_original(view).record, settings)
+    """Approved no later than ``now`` (a pre-auth from the future is expired: the clock went back) and not expired."""
+    return _age(view, now) is not None and now < preauth_expiry(_original(view).record, settings)
 
 
 def names_its_auth_code(attempt: Attempt, view: LedgerView, _now: datetime, _settings: RuleSettings) -> bool:

@@ -14,12 +14,14 @@ from typing import Any, Final
 
 from iso_host.cards import is_valid_pan, mask_pan
 from iso_host.events.ids import next_event_id
+from iso_host.events.refusals import RefusalSummary, RefusalTally
 from iso_host.ledger.model import Card, RecordEvent
 from iso_host.vocab import Reason
 
 SCHEMA: Final = "iso-host/event/1"
 CONTROL_KIND: Final = "control"
 UNCLASSIFIED_KIND: Final = "unclassified"  # a request refused before the host could tell what it was
+REFUSALS_KIND: Final = "refusals"  # refused requests counted over an interval (refusals.py)
 
 
 _ENCODER: Final = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)  # json.dumps makes one per call
@@ -89,8 +91,29 @@ def control_event(
     return RecordEvent(event_id, tid, CONTROL_KIND, _json(payload), now)
 
 
-class EventSink:
-    """The host's switch for events: present only when events are on. ``notify`` wakes the relay after a commit."""
+def refusals_event(*, now: datetime, summary: RefusalSummary) -> RecordEvent:
+    """The aggregate event of refused requests counted instead of written one by one (``refusals.py``)."""
+    event_id = next_event_id()
+    payload = {
+        "schema": SCHEMA, "event_id": event_id, "time": now.astimezone(UTC).isoformat(), "kind": REFUSALS_KIND,
+        "tid": None, "since": summary.since.astimezone(UTC).isoformat(),
+        "until": summary.until.astimezone(UTC).isoformat(), "count": summary.count,
+        "refusals": [{"reason": reason, "tid": tid, "mti": mti, "count": count}
+                     for (reason, tid, mti), count in summary.rows],
+        "others": summary.others,
+    }  # fmt: skip
+    return RecordEvent(event_id, None, REFUSALS_KIND, _json(payload), now)
 
-    def __init__(self, notify: Callable[[], None] | None = None) -> None:
+
+class EventSink:
+    """The host's switch for events: present only when events are on. ``notify`` wakes the relay after a commit;
+    ``refusals`` counts the refused requests that get no event of their own."""
+
+    def __init__(self, notify: Callable[[], None] | None = None, refusals: RefusalTally | None = None) -> None:
         self.notify: Callable[[], None] = notify or (lambda: None)
+        self.refusals = refusals if refusals is not None else RefusalTally()
+
+    def drain_refusals(self, now: datetime) -> RecordEvent | None:
+        """The aggregate event of the refusals counted since the last one, or None when there were none."""
+        summary = self.refusals.drain()
+        return refusals_event(now=now, summary=summary) if summary is not None else None

@@ -7,6 +7,8 @@ is down or slow costs terminals nothing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
@@ -15,8 +17,11 @@ from iso_host.cards import pan_hash
 from iso_host.clock import HostClock
 from iso_host.config import Config
 from iso_host.core.pipeline import Host
+from iso_host.errors import StoreError
+from iso_host.events.flush import flush_refusals, flush_refusals_forever
 from iso_host.events.relay import PRUNE_EVERY_S, Relay, machine_now
-from iso_host.mqtt.topics import BrokerSettings
+from iso_host.log import get_logger
+from iso_host.mqtt.topics import BrokerSettings, control_topic
 
 if TYPE_CHECKING:
     from iso_host.control.listener import ControlListener
@@ -29,6 +34,7 @@ class MqttTasks:
     relay: Relay | None = None
     control: ControlListener | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    host: Host | None = None  # whose counted refusals are committed once more at stop
 
     async def ready(self, timeout_s: float) -> bool:
         """Wait until the relay is connected and the listener subscribed; False (and go on) after ``timeout_s``."""
@@ -45,7 +51,11 @@ class MqttTasks:
         return events + ([self.control.ready] if self.control is not None else [])
 
     async def stop(self, flush_s: float = FLUSH_ON_STOP_S) -> None:
-        """Give the relay a moment to publish what is committed, then stop everything."""
+        """Commit the refusals counted since the last aggregate event, give the relay a moment to publish what is
+        committed, then stop everything."""
+        if self.host is not None and self.host.events is not None:
+            with contextlib.suppress(StoreError):
+                await flush_refusals(self.host.events, self.host.store, self.host.clock)
         if self.relay is not None:
             await self.relay.drain(flush_s)
         await self.cancel()
@@ -65,11 +75,18 @@ def start_relay(
     assert host.events is not None, "a host without an event sink writes no events to relay"
     relay = Relay(host.store, settings, machine_now, keep_sent_s=keep_sent_s, prune_every_s=prune_every_s)
     host.events.notify = relay.wake
-    return MqttTasks(relay, tasks=[asyncio.create_task(relay.run(), name="events-relay")])
+    tasks = [
+        asyncio.create_task(relay.run(), name="events-relay"),
+        asyncio.create_task(flush_refusals_forever(host.events, host.store, host.clock), name="events-refusals"),
+    ]
+    return MqttTasks(relay, tasks=tasks, host=host)
 
 
-def start_mqtt_tasks(config: Config, host: Host, reload_cards: Callable[[], int] | None = None) -> MqttTasks:
-    """Start the relay when events are on, and the control listener when control is enabled too."""
+def start_mqtt_tasks(
+    config: Config, host: Host, reload_cards: Callable[[], int] | None = None, *, control_secret: bytes | None = None
+) -> MqttTasks:
+    """Start the relay when events are on, and the control listener when control is enabled too (taking signed
+    commands only when there is a ``control_secret``)."""
     if config.events is None or host.events is None:
         return MqttTasks()
     assert isinstance(host.clock, HostClock), "live control moves the host's clock"
@@ -78,13 +95,20 @@ def start_mqtt_tasks(config: Config, host: Host, reload_cards: Callable[[], int]
     assert relay is not None
     if config.control_enabled:
         from iso_host.control.commands import Controls  # noqa: PLC0415 - only hosts with control enabled
-        from iso_host.control.listener import ControlListener  # noqa: PLC0415
+        from iso_host.control.listener import ControlListener, Signing  # noqa: PLC0415
+        from iso_host.control.signing import Verifier  # noqa: PLC0415
 
         controls = Controls(
             scenarios=host.scenarios, terminals=host.terminals, clock=host.clock,
             pan_hash=lambda pan: pan_hash(pan, host.store.pan_hash_key), reload_cards=reload_cards,
             dialect=host.dialect,
         )  # fmt: skip
-        running.control = ControlListener(controls, host.store, config.events, relay.wake)
+        signing = Signing(Verifier(control_secret), time.time, time.monotonic) if control_secret else None
+        if signing is None and config.events.username is None:
+            get_logger(component="control").warning(
+                "control_unauthenticated", topic=control_topic(config.events.topic_prefix, "+"),
+                hint="anyone who can publish there steers this host: set [control] secret_file or broker credentials",
+            )  # fmt: skip
+        running.control = ControlListener(controls, host.store, config.events, relay.wake, signing)
         running.tasks.append(asyncio.create_task(running.control.run(), name="control-listener"))
     return running

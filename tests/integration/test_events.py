@@ -26,6 +26,8 @@ from structlog.testing import capture_logs
 from tls_material import make_tls_files
 from waiting import DEFAULT_TIMEOUT_S, until
 
+from iso_host.core.terminals import TerminalState
+from iso_host.events.flush import flush_refusals
 from iso_host.events.relay import Relay, machine_now
 from iso_host.mqtt.client import client as mqtt_client
 from iso_host.mqtt.topics import BrokerSettings, broker_address
@@ -152,15 +154,18 @@ async def test_refusals_and_duplicates_are_events_and_echoes_are_not(tmp_path: P
             assert (await sale(client))["39"] == "94"
             async with await host.connected_client("NOPE0001") as stranger:
                 assert (await sale(stranger))["39"] == "03"
+            assert host.host.events is not None
+            await flush_refusals(host.host.events, host.store, host.host.clock)  # what the flush task does every 10 s
             await client.request(client.build("echo", local_now()))
             last = await sale(client)
         # Events arrive in commit order, and each echo was answered before a sale that comes after it: an echo's
         # event, if there were one, would arrive before that sale's, so waiting for the last sale's is enough.
         received = list((await events.wait_for(4)).values())
-    assert [(e["kind"], e["reason"], e["tid"]) for e in received] == [
-        ("sale", "APPROVED", TID), ("sale", "DUPLICATE", TID), ("sale", "UNKNOWN_TERMINAL", "NOPE0001"),
-        ("sale", "APPROVED", TID),
+    assert [(e["kind"], e.get("reason"), e["tid"]) for e in received] == [
+        ("sale", "APPROVED", TID), ("sale", "DUPLICATE", TID), ("refusals", None, None), ("sale", "APPROVED", TID),
     ]  # fmt: skip
+    assert received[2]["refusals"] == [{"reason": "UNKNOWN_TERMINAL", "tid": "NOPE0001", "mti": "0200", "count": 1}]
+    assert received[2]["_topic"].endswith("/events/host/refusals"), "an unknown terminal's sale is only counted"
     assert received[-1]["stan"] == last["11"]
     assert received[1]["stan"] == first["11"]
     for event in received:
@@ -321,11 +326,15 @@ async def test_a_failing_relay_round_is_retried_not_fatal(tmp_path: Path, monkey
 
 async def test_a_terminal_id_with_topic_wildcards_cannot_stall_the_stream(tmp_path: Path) -> None:
     """Field 41 is the terminal's to fill: ``/``, ``+`` and ``#`` become ``_`` in the topic, and the events
-    after it still flow."""
+    after it still flow. (An unknown terminal's requests are only counted: this one is configured, and disabled.)"""
     broker = settings(shared_broker_url())
-    async with collecting(broker) as events, running_host(tmp_path, "iso87binary", events=broker) as host:
-        async with await host.connected_client("A/+#0001") as stranger:
-            assert (await sale(stranger))["39"] == "03"
+    odd = TerminalState("A/+#0001", "MERCHANT0000001", enabled=False)
+    async with (
+        collecting(broker) as events,
+        running_host(tmp_path, "iso87binary", events=broker, extra_terminals={odd.tid: odd}) as host,
+    ):
+        async with await host.connected_client(odd.tid, signon=False) as stranger:
+            assert (await sale(stranger))["39"] == "58"
         async with await host.connected_client() as client:
             assert (await sale(client))["39"] == "00"
         refused, approved = (await events.wait_for(2)).values()
