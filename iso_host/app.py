@@ -20,7 +20,9 @@ from iso_host.clock import HostClock, local_now
 from iso_host.config import Config, TerminalConfig, load_config
 from iso_host.config_checks import Problems
 from iso_host.config_keys import mac_key_problems
+from iso_host.config_security import check_terminal_kinds
 from iso_host.control.secret import load_secret
+from iso_host.core.guards import SecuritySettings
 from iso_host.core.issuer_scripts import overflow
 from iso_host.core.pipeline import Host
 from iso_host.core.rules import RuleSettings
@@ -87,6 +89,8 @@ def terminal_state(configured: TerminalConfig, record: TerminalRecord) -> Termin
         session_keys=session, operator=record.operator,
         operators=dict(configured.operators) if configured.operators is not None else None,
         merchant_name=configured.merchant_name,
+        keyed=record.keyed, mac_policy=configured.mac_policy, mac_kinds=frozenset(configured.mac_kinds),
+        tls_subject=configured.tls_subject,
     )  # fmt: skip
 
 
@@ -123,14 +127,14 @@ def cards_reloader(config: Config, host: Host) -> Callable[[], int] | None:
 def build_host(
     dialect: Dialect, store: Store, terminals: dict[str, TerminalState], clock: Callable[[], datetime], *,
     cards: CardBook, scenarios: ScenarioBook, rules: RuleSettings | None = None, events: bool = False,
-    ledger_deadline_s: float = DEFAULT_LEDGER_DEADLINE_S,
+    ledger_deadline_s: float = DEFAULT_LEDGER_DEADLINE_S, security: SecuritySettings | None = None,
 ) -> Host:  # fmt: skip
     """The ``Host``: the machine's monotonic clock for deadlines, fresh random working keys at sign-on, one
     terminal's stateful requests decided one at a time, and an event sink when ``events`` are on."""
     return Host(
         dialect, store, terminals, clock, monotonic=time.monotonic, cards=cards, key_source=random_working_keys,
         rules=rules, scenarios=scenarios, events=EventSink() if events else None,
-        ledger_deadline_s=ledger_deadline_s, serialiser=KeyedLocks(),
+        ledger_deadline_s=ledger_deadline_s, serialiser=KeyedLocks(), security=security,
     )  # fmt: skip
 
 
@@ -179,6 +183,7 @@ async def start(config: Config, trace: TraceOptions | None = None) -> RunningApp
     """
     dialect = load_dialect(config.dialect)
     check_for_dialect(config, dialect)
+    check_terminal_kinds(config.terminals, dialect, config.source)
     if config.events is not None:
         check_settings(config.events)
     limits = fit_open_file_limit(config.limits, get_logger())  # before the ledger and the broker take their files
@@ -189,7 +194,7 @@ async def start(config: Config, trace: TraceOptions | None = None) -> RunningApp
         dialect, store, terminals, HostClock(local_now), rules=config.rules,
         cards=card_book(((c.pan, c.test_card()) for c in config.cards), store.pan_hash_key),
         scenarios=scenario_book(config, store.pan_hash_key), events=config.events is not None,
-        ledger_deadline_s=config.ledger_deadline_s,
+        ledger_deadline_s=config.ledger_deadline_s, security=config.security,
     )  # fmt: skip
     ssl_context = server_context(config.tls.cert, config.tls.key, config.tls.client_ca) if config.tls else None
     if trace is not None and not trace.redact:

@@ -20,6 +20,8 @@ from iso_host.config_cards import (
     scenario_entry,
 )
 from iso_host.config_checks import Problems, string_value, table_ok
+from iso_host.config_security import SECURITY_KEYS, TERMINAL_SECURITY_KEYS, security_settings, terminal_security
+from iso_host.core.guards import SecuritySettings
 from iso_host.core.rules import DEFAULT_PIN_TRIES, SAME_BUSINESS_DAY, RuleSettings
 from iso_host.errors import ConfigError
 from iso_host.ledger.store import DEFAULT_LEDGER_DEADLINE_S
@@ -48,6 +50,9 @@ class TerminalConfig:
     require_signon: bool | None = None  # overrides the dialect's
     operators: tuple[tuple[str, bool], ...] | None = None  # (id, can_void); None: every operator may void
     merchant_name: str | None = None  # served in a parameter download instead of the parameter file's
+    mac_policy: str | None = None  # "always": MACs mandatory from the start; overrides the dialect's
+    mac_kinds: tuple[str, ...] = ()  # kinds MAC'd besides the dialect's (settlement, batch_upload, ...)
+    tls_subject: str | None = None  # the client certificate subject it must connect with (mutual TLS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +83,7 @@ class Config:
     events_keep_sent_s: float = DEFAULT_KEEP_SENT_S  # sent outbox rows are pruned after this long
     control_enabled: bool = False
     control_secret_file: str | None = field(default=None, repr=False)  # signed commands only; the variable wins
+    security: SecuritySettings = field(default_factory=SecuritySettings)  # [security]: replays, sign-on rate
     source: str = "defaults"
 
 
@@ -94,9 +100,10 @@ SECTIONS: Final = {
     "rules": RULE_KEYS,
     "events": {"mqtt_url", "username", "password", "client_id", "topic_prefix", "ca_file", "keep_sent_s"},
     "control": {"enabled", "secret_file"},
+    "security": set(SECURITY_KEYS),
 }
 TERMINAL_KEYS: Final = {"tid", "mid", "tmk", "tak", "tpk", "bdk", "mac", "require_signon", "operators",
-                         "merchant_name"}  # fmt: skip
+                         "merchant_name", *TERMINAL_SECURITY_KEYS}  # fmt: skip
 
 
 def _limits(problems: Problems, table: dict[str, Any]) -> Limits:
@@ -140,7 +147,7 @@ def _terminal(problems: Problems, index: int, entry: Any) -> TerminalConfig | No
         problems.add(f"{key}.tid", f"must be {TID_LENGTH} characters (field 41), got {tid!r}")
     if not isinstance(mid, str) or len(mid) != MID_LENGTH:
         problems.add(f"{key}.mid", f"must be {MID_LENGTH} characters (field 42), got {mid!r}")
-    keys: dict[str, str | None] = {}
+    keys: dict[str, Any] = {}  # tmk, tak, tpk, bdk: hex text or None
     for name in ("tmk", "tak", "tpk", "bdk"):
         value = entry.get(name)
         if value is not None and (not isinstance(value, str) or not _HEX_KEY.fullmatch(value)):
@@ -162,7 +169,7 @@ def _terminal(problems: Problems, index: int, entry: Any) -> TerminalConfig | No
     if not (isinstance(tid, str) and isinstance(mid, str)):
         return None
     return TerminalConfig(tid, mid, **keys, mac=mac, require_signon=require_signon, operators=operators,
-                          merchant_name=merchant_name)  # fmt: skip
+                          merchant_name=merchant_name, **terminal_security(problems, key, entry))  # fmt: skip
 
 
 def _operators(problems: Problems, key: str, raw: Any) -> tuple[tuple[str, bool], ...] | None:
@@ -412,6 +419,7 @@ def parse_config(document: dict[str, Any], source: str) -> Config:
             changes["scenarios"] = tuple(s for s in parsed if s is not None)
     changes["tls"] = _tls(problems, tables["server"])
     changes["rules"] = _rules(problems, tables["rules"])
+    changes["security"] = security_settings(problems, tables["security"])
     changes.update(_events(problems, tables["events"], tables["control"]))
     problems.raise_if_any()
     return replace(config, **changes)

@@ -20,6 +20,7 @@ from iso_host.errors import WireError
 from iso_host.gate import AcceptErrors, ConnectionGate, ThrottledLog
 from iso_host.limits import ACCEPT_BACKLOG, Limits
 from iso_host.log import get_logger
+from iso_host.tls import certificate_subject
 from iso_host.trace import IN, OUT, Tracer
 from iso_host.wire import NEED_DATA, FrameDecoder, encode_frame
 
@@ -223,7 +224,8 @@ class Server:
         if tracer is not None:
             tracer.frame(connection.conn_id, IN, connection.peer, frame)
         try:
-            outcome = await self.host.handle(frame)
+            subject = certificate_subject(connection.writer.get_extra_info("peercert"))  # mutual TLS, after handshake
+            outcome = await self.host.handle(frame, peer_subject=subject)
             if outcome.delay_s:
                 await asyncio.sleep(outcome.delay_s)  # a scenario stalls this reply; other connections go on
             if outcome.reply is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ssl
+from typing import Any
 
 from iso_host.errors import ConfigError
 
@@ -42,3 +43,13 @@ def client_context(ca: str | None = None, cert: str | None = None, key: str | No
         except (OSError, ssl.SSLError) as error:
             raise ConfigError(f"--tls-cert / --tls-key: cannot load {cert}: {error}") from None
     return context
+
+
+def certificate_subject(peercert: Any) -> str | None:
+    """A verified client certificate's subject as ``CN=TERM0001,O=Acme`` (its attributes in the certificate's order,
+    short names where Python gives them), or None without one (plain TCP, or TLS that is not mutual)."""
+    if not isinstance(peercert, dict) or not peercert.get("subject"):
+        return None
+    short = {"commonName": "CN", "organizationName": "O", "organizationalUnitName": "OU", "countryName": "C",
+             "localityName": "L", "stateOrProvinceName": "ST", "serialNumber": "serialNumber"}  # fmt: skip
+    return ",".join(f"{short.get(name, name)}={value}" for rdn in peercert["subject"] for name, value in rdn)

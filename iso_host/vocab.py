@@ -22,7 +22,9 @@ class Reason(enum.StrEnum):
     MAC_FAILED = "MAC_FAILED"
     PIN_INCORRECT = "PIN_INCORRECT"
     PIN_TRIES_EXCEEDED = "PIN_TRIES_EXCEEDED"  # the card took [rules] pin_tries wrong PINs: blocked until reload-cards
-    DUPLICATE = "DUPLICATE"
+    DUPLICATE = "DUPLICATE"  # the ledger holds its (terminal, batch, STAN), or its MAC'd bytes came within the window
+    KSN_REPLAYED = "KSN_REPLAYED"  # a DUKPT request whose KSN counter is not above the terminal's highest seen
+    SIGNON_LIMITED = "SIGNON_LIMITED"  # more sign-ons than [security] signons_per_minute
     ORIGINAL_NOT_FOUND = "ORIGINAL_NOT_FOUND"
     ALREADY_CANCELLED = "ALREADY_CANCELLED"
     NOT_VOIDABLE = "NOT_VOIDABLE"

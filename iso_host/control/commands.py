@@ -22,10 +22,10 @@ from iso_host.config_cards import scenario_from_table
 from iso_host.control.signing import SIGNED_FIELDS
 from iso_host.core.issuer_scripts import overflow
 from iso_host.core.scenarios import Scenario, ScenarioBook
-from iso_host.core.terminals import TerminalState
+from iso_host.core.terminals import NO_KEYS, TerminalState
 from iso_host.errors import ConfigError
 from iso_host.events.record import control_event
-from iso_host.ledger.model import RecordEvent
+from iso_host.ledger.model import RecordEvent, SaveSession
 from iso_host.security import build_tlv, parse_tlv
 from iso_host.wire import Dialect
 
@@ -56,6 +56,7 @@ class ControlReply:
     request_id: str
     payload: dict[str, Any]
     events: tuple[RecordEvent, ...]  # empty for list-scenarios and for every failed command
+    ledger: tuple[SaveSession, ...] = ()  # a change the ledger keeps (reset-keying), committed with the events
 
     def __post_init__(self) -> None:
         assert REQUEST_ID.fullmatch(self.request_id), "the reply topic is one topic level"
@@ -71,6 +72,7 @@ class _Done:
     result: dict[str, Any]
     tid: str | None = None  # the terminal the change concerns, for the event's topic
     changed: bool = True  # False: nothing changed, so no event
+    ledger: tuple[SaveSession, ...] = ()
 
 
 def _shown(value: Any) -> str:
@@ -207,6 +209,19 @@ def _disable_terminal(controls: Controls, arguments: Mapping[str, Any]) -> _Done
     return _switch_terminal(controls, arguments, enabled=False)
 
 
+def _reset_keying(controls: Controls, arguments: Mapping[str, Any]) -> _Done:
+    """The operator's reset of a keyed terminal: its session ends (keys forgotten) and its MACs are optional again
+    under the dialect's "when-keyed" policy until it next signs on. In memory now, in the ledger with the event."""
+    tid = _text(arguments, "tid", "a configured terminal's id (field 41)")
+    terminal = controls.terminals.get(tid)
+    if terminal is None:
+        raise _Refused(f"tid: terminal {_shown(tid)} is not configured")
+    terminal.signed_on, terminal.session_keys, terminal.operator, terminal.keyed = False, NO_KEYS, None, False
+    session = SaveSession(tid, terminal.mid, False, terminal.batch_number, None, None, None, None,
+                          at=controls.clock(), keyed=False)  # fmt: skip
+    return _Done({"tid": tid, "keyed": False, "signed_on": False}, tid=tid, ledger=(session,))
+
+
 # ---------------------------------------------------------------------------------------------- the clock
 
 
@@ -282,6 +297,7 @@ COMMANDS: Final[Mapping[str, _Command]] = {
     "clear-scenarios": _Command(_clear_scenarios, frozenset()),
     "enable-terminal": _Command(_enable_terminal, frozenset({"tid"})),
     "disable-terminal": _Command(_disable_terminal, frozenset({"tid"})),
+    "reset-keying": _Command(_reset_keying, frozenset({"tid"})),
     "set-clock": _Command(_set_clock, frozenset({"time"})),
     "advance-clock": _Command(_advance_clock, frozenset({"seconds"})),
     "reload-cards": _Command(_reload_cards, frozenset()),
@@ -335,4 +351,5 @@ def execute(controls: Controls, command: str, payload: bytes) -> ControlReply:
     if done.changed:
         now = controls.clock()
         events = (control_event(now=now, command=command, request_id=request_id, detail=result, tid=done.tid),)
-    return _reply(command, request_id, {"ok": True, "result": result}, events)
+    reply = _reply(command, request_id, {"ok": True, "result": result}, events)
+    return replace(reply, ledger=done.ledger) if done.ledger else reply

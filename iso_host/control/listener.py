@@ -154,7 +154,7 @@ class ControlListener:
         """Commit the reply's events (then wake the relay); on a ledger failure, a reply that says so."""
         assert reply.payload["ok"], "only a change that happened has events"
         try:
-            await self.store.apply(reply.events)
+            await self.store.apply((*reply.ledger, *reply.events))  # a reset terminal's session rides with its event
         except StoreError as error:
             problem = f"ledger: {error_line(error)} (the change is in force, but its event was not recorded)"
             return failure_reply(command, payload, problem)

@@ -18,6 +18,7 @@ from iso_host.core.chip_checks import Problem, amount_mismatch, pan_mismatch
 from iso_host.core.flows import KINDS, Request
 from iso_host.core.flows.base import ChipData
 from iso_host.core.flows.chip import asks_online
+from iso_host.core.guards import KsnCounters
 from iso_host.core.message_auth import has_mac, mac_field_of, verify_message_mac
 from iso_host.core.terminals import TerminalState
 from iso_host.core.test_cards import CardBook, TestCard
@@ -47,6 +48,7 @@ from iso_host.wire import Dialect, KindRule, Message
 
 KINDS_BY_NAME: Final = {kind.value: kind for kind in Kind}
 KSN_BYTES: Final = 10
+NETWORK_MANAGEMENT_CLASS: Final = "8"  # the MTI's message class: 0800, 0820 (sign-on, sign-off, echo, key change)
 F90_STAN: Final = slice(4, 10)  # ISO 8583:1987 F90: original MTI n4, then original STAN n6, ...
 # ISO 8583:1987 n fields whatever the kind: a request with letters or control bytes in one is a format error,
 # even where the kind would change nothing (a reversal of an unknown original is otherwise approved).
@@ -95,14 +97,19 @@ class Admission:
         self.terminals = terminals
         self.cards = cards
         self.pin_tries = pin_tries  # wrong PINs in a row a test card takes ([rules] pin_tries); None: no limit
+        self.ksn_counters = KsnCounters()  # in memory: a restart trusts the next counter whose MAC verifies
 
-    def terminal(self, message: Message) -> TerminalState:
+    def terminal(self, message: Message, peer_subject: str | None = None) -> TerminalState:
         tid, mid = message.fields.get("41"), message.fields.get("42")
         terminal = self.terminals.get(tid) if tid is not None else None
         if terminal is None:
             raise Rejected(Reason.UNKNOWN_TERMINAL, "terminal (field 41) is not configured")
         if mid is not None and mid != terminal.mid:
             raise Rejected(Reason.UNKNOWN_MERCHANT, "merchant (field 42) does not match the terminal's")
+        if mid is None and message.mti[1:2] == NETWORK_MANAGEMENT_CLASS:
+            raise Rejected(Reason.FORMAT_ERROR, "field 42 is mandatory in network management (08xx) messages")
+        if terminal.tls_subject is not None and peer_subject != terminal.tls_subject:
+            raise Rejected(Reason.UNKNOWN_TERMINAL, "the client certificate's subject is not the terminal's")
         if not terminal.enabled:
             raise Rejected(Reason.TERMINAL_DISABLED, "terminal is disabled (live control: enable-terminal)")
         return terminal
@@ -129,6 +136,11 @@ class Admission:
         algorithm, request_key, response_key = self._mac_keys(message, terminal, algorithm)
         if not verify_message_mac(body, message, self.dialect, algorithm, request_key):
             raise Rejected(Reason.MAC_FAILED, f"MAC (field {mac_field_of(message)}) does not verify")
+        if terminal.bdk is not None:  # the MAC verified under the KSN's key: its counter must have gone up
+            highest = self.ksn_counters.advance(terminal.tid, self._ksn(message))
+            if highest is not None:
+                detail = f"DUKPT KSN counter (field {self.dialect.security.ksn_field}) is not above {highest}"
+                raise Rejected(Reason.KSN_REPLAYED, detail)
         return ResponseMac(algorithm, response_key)
 
     def authenticate(
@@ -141,7 +153,7 @@ class Admission:
             Rejected: NOT_SIGNED_ON, MAC_FAILED.
         """
         policy = self.dialect.security
-        if rule.kind not in policy.mac_kinds:
+        if rule.kind not in policy.mac_kinds and rule.kind not in terminal.mac_kinds:
             return verified
         require_signon = policy.require_signon if terminal.require_signon is None else terminal.require_signon
         if require_signon and not terminal.signed_on:
@@ -149,7 +161,8 @@ class Admission:
         if policy.mac_algorithm is None or verified is not None:
             return verified
         if not terminal.has_mac_key:
-            if policy.mac_policy == "always" or has_mac(message):
+            # A terminal once keyed stays MAC'd: a sign-off (unauthenticated) must not switch its MACs off.
+            if terminal.mac_mandatory(policy.mac_policy) or has_mac(message):
                 raise Rejected(Reason.MAC_FAILED, "the terminal has no MAC key (sign on first)")
             return None
         raise Rejected(Reason.MAC_FAILED, f"MAC (field {mac_field_of(message)}) is missing")

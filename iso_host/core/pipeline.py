@@ -17,6 +17,7 @@ from typing import Final, Protocol
 from iso_host.core.admission import Admission, Rejected, ResponseMac
 from iso_host.core.flows import KINDS, NO_VIEW, Context, Decision, Request
 from iso_host.core.flows.sale import forced_decline
+from iso_host.core.guards import ReplayGuard, SecuritySettings, SignonLimiter, replay_key
 from iso_host.core.issuer_scripts import with_issuer_scripts
 from iso_host.core.message_auth import MAC_PLACEHOLDER, mac_field_of, seal
 from iso_host.core.originals import find_named
@@ -36,6 +37,8 @@ from iso_host.wire import Dialect, Envelope, Message, WireDecodeError, decode, e
 # so this bounds how many requests may race for one original or batch (the deadline bounds the time).
 MAX_DECISION_ATTEMPTS: Final = 64
 EVENTLESS_KINDS: Final = frozenset({Kind.ECHO.value})  # keep-alives would drown the event stream
+# Financial kinds a terminal may send again byte for byte, and whose repeat changes nothing: no replay window.
+IDEMPOTENT_KINDS: Final = frozenset({Kind.REVERSAL})
 
 
 class Serialiser(Protocol):
@@ -82,6 +85,7 @@ class Host:
         events: EventSink | None = None,
         ledger_deadline_s: float = DEFAULT_LEDGER_DEADLINE_S,
         serialiser: Serialiser | None = None,
+        security: SecuritySettings | None = None,
     ) -> None:
         self.dialect = dialect
         self.store = store
@@ -96,9 +100,13 @@ class Host:
         self.ledger_deadline_s = ledger_deadline_s  # every ledger wait of one request ends by then: 96, never late
         self.serialiser: Serialiser = serialiser if serialiser is not None else _NoSerialiser()
         self.admission = Admission(dialect, terminals, self.cards, pin_tries=self.rules.pin_tries)
+        self.security = security or SecuritySettings()
+        self.replays = ReplayGuard(self.security.replay_window_s, self.security.replay_max_entries)
+        self.signons = SignonLimiter(self.security.signons_per_minute)
 
-    async def handle(self, frame: bytes) -> Outcome:
-        """Answer one frame body (TPDU and header included, length header excluded)."""
+    async def handle(self, frame: bytes, *, peer_subject: str | None = None) -> Outcome:
+        """Answer one frame body (TPDU and header included, length header excluded); ``peer_subject``: the client
+        certificate's subject on a mutual TLS connection."""
         started = self.monotonic()
         deadline = started + self.ledger_deadline_s
         try:
@@ -110,14 +118,16 @@ class Host:
         outcome = Outcome(None, mti=message.mti, log=self._log_fields(message))
         response_mac: ResponseMac | None = None
         classified = False
+        replay: bytes | None = None
         try:
-            terminal = self.admission.terminal(message)
+            terminal = self.admission.terminal(message, peer_subject)
             response_mac = self.admission.verify_mac(message, frame[self.dialect.envelope_bytes :], terminal)
             classified = True
             rule, kind = self.admission.classify(message)
             outcome.kind = rule.kind
             response_mac = self.admission.authenticate(message, rule, terminal, response_mac)
             request = self.admission.request(message, rule, kind, terminal, self.store.pan_hash_key)
+            replay = self._guard(frame, kind, terminal, response_mac is not None, outcome)
         except (Rejected, SecurityError) as error:
             rejection = error if isinstance(error, Rejected) else _security_failure(error, outcome.kind)
             outcome.log["detail"] = rejection.detail
@@ -142,6 +152,8 @@ class Host:
             decision, now, event_committed = await self._decide_and_commit(
                 message, request, terminal, outcome, scenario=scenario, started=started, deadline=deadline
             )
+        if replay is not None and decision.reason is Reason.SYSTEM_ERROR:
+            self.replays.forget(replay)  # nothing was recorded: the terminal may send it again
         if (not event_committed and self._wants_event(request.name)
                 and not self._counted_instead(message, decision.reason, attributed=True)):  # fmt: skip
             # The decision's own commit failed (a duplicate, a database error): its answer is still an event.
@@ -151,16 +163,35 @@ class Host:
         self.cards.apply(decision.balance_changes)
         self.cards.apply_holds(decision.holds, now)
         self.cards.note_counters(decision.chip_counters)
-        if decision.session is not None and decision.reason is Reason.APPROVED:
-            session = decision.session
-            terminal.signed_on, terminal.session_keys = session.signed_on, session.keys
-            terminal.batch_number, terminal.operator = session.batch_number, session.operator
-        if decision.next_batch is not None:
-            terminal.batch_number = decision.next_batch
+        _committed_session(terminal, decision)
         if "37" in decision.fields:
             outcome.log["rrn"] = decision.fields["37"]
         outcome = self._respond(outcome, envelope, message, decision, response_mac)
         return _acted_out(outcome, scenario, response_mac is not None) if scenario else outcome
+
+    def _guard(self, frame: bytes, kind: Kind, terminal: TerminalState, maced: bool, outcome: Outcome) -> bytes | None:
+        """Sign-on floods and replays, for a request admission let through (``maced``: its MAC verified). Returns
+        the replay key it took, to give back should the ledger fail.
+
+        Raises:
+            Rejected: SIGNON_LIMITED; DUPLICATE for the same MAC'd financial request within the replay window.
+        """
+        now = self.monotonic()
+        spec = KINDS[kind]
+        if spec.issues_keys:
+            allowed, first = self.signons.admit(terminal.tid, now)
+            if not allowed:
+                limit = self.signons.per_minute
+                if first:  # one line per flood, not one per refused sign-on
+                    outcome.log["alert"] = f"sign-on limit of {limit} a minute reached; refusing until it passes"
+                raise Rejected(Reason.SIGNON_LIMITED, f"more than {limit} sign-ons in 60 s ([security])")
+            return None
+        if not (maced and spec.financial) or kind in IDEMPOTENT_KINDS:
+            return None
+        key = replay_key(terminal.tid, frame[self.dialect.envelope_bytes :])
+        if not self.replays.admit(key, now):
+            raise Rejected(Reason.DUPLICATE, "the same MAC'd request within [security] replay_window_s")
+        return key
 
     async def _decide_and_commit(
         self, message: Message, request: Request, terminal: TerminalState, outcome: Outcome, *,
@@ -397,6 +428,18 @@ def _security_failure(error: SecurityError, kind_name: str | None) -> Rejected:
     the terminal's. SYSTEM_ERROR, and one log line (the outcome's, which names the terminal); the security package's
     errors name the key and its length, never its bytes."""
     return Rejected(Reason.SYSTEM_ERROR, f"security error: {error}", kind_name)
+
+
+def _committed_session(terminal: TerminalState, decision: Decision) -> None:
+    """What a committed decision changes of the terminal in memory: its session (a sign-on also makes it keyed, as
+    its ledger row says: SaveSession), its open batch."""
+    if decision.session is not None and decision.reason is Reason.APPROVED:
+        session = decision.session
+        terminal.signed_on, terminal.session_keys = session.signed_on, session.keys
+        terminal.keyed = terminal.keyed or session.signed_on
+        terminal.batch_number, terminal.operator = session.batch_number, session.operator
+    if decision.next_batch is not None:
+        terminal.batch_number = decision.next_batch
 
 
 def _acted_out(outcome: Outcome, scenario: Scenario, maced: bool) -> Outcome:

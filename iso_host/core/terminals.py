@@ -41,6 +41,14 @@ class TerminalState:
     operators: dict[str, bool] | None = None  # operator id → may void; None: every operator may
     enabled: bool = True  # live control can switch a terminal off; it is refused until switched on again
     merchant_name: str | None = None  # served in a parameter download (config), else the parameter file's
+    # Security (issue 14). Keyed: signed on at least once since an operator last reset it (the ledger keeps it), so
+    # its MACs stay mandatory after a sign-off. mac_policy "always" makes them mandatory from the start; mac_kinds
+    # adds kinds (settlement, batch_upload, ...) to the dialect's MAC'd ones; tls_subject binds it to a client
+    # certificate's subject (mutual TLS).
+    keyed: bool = False
+    mac_policy: str | None = None  # overrides the dialect's ("always" or "when-keyed")
+    mac_kinds: frozenset[str] = frozenset()
+    tls_subject: str | None = None
 
     def may_void(self, operator: str | None) -> bool:
         """Whether this operator may void here; without an operator table anyone may."""
@@ -56,6 +64,11 @@ class TerminalState:
     @property
     def has_mac_key(self) -> bool:
         return self.keys.tak is not None or self.bdk is not None
+
+    def mac_mandatory(self, dialect_policy: str) -> bool:
+        """Whether a request of a MAC'd kind must carry a MAC even when the terminal holds no MAC key now (it is
+        then refused: sign on first): the policy says "always", or the terminal has been keyed."""
+        return (self.mac_policy or dialect_policy) == "always" or self.keyed
 
 
 def random_working_keys() -> WorkingKeys:

@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from iso_host.clock import local_now
+from iso_host.config import DEMO_TMK
 from iso_host.errors import WireError
 from iso_host.fuzz import report
 from iso_host.fuzz.mutations import FuzzFrame, Mutator, SeedFrame, Tak, read_frame, seed_frame
@@ -154,6 +155,14 @@ class Terminal:
             return
         async with await self._client() as client:
             await client.request(client.build("signoff", local_now()), timeout_s=self.options.timeout_s, mac=None)
+            # A fuzzed sign-on the host approved keyed the terminal for good (its MACs stay mandatory after a sign-off
+            # until an operator resets it): take keys under the demo TMK when the host issues them.
+            request = client.build("signon", local_now())
+            response = await client.request(request, timeout_s=self.options.timeout_s, mac=None)
+            if response.fields.get("39") == "00":
+                with contextlib.suppress(ClientError):
+                    client.accept_signon(response, request, bytes.fromhex(DEMO_TMK))
+                    self.tak = Tak(client.mac.algorithm, client.mac.request_key) if client.mac else self.tak
 
     async def health(self) -> tuple[str | None, bytes]:
         """One valid sale: (None, its frame) when approved, else (what went wrong, its frame)."""

@@ -60,14 +60,16 @@ REASONS: Final = (
     "INSUFFICIENT_FUNDS", "EXPIRED_CARD", "LOST_CARD", "STOLEN_CARD", "EXCEEDS_LIMIT", "TERMINAL_DISABLED",
     "INVALID_AMOUNT", "CRYPTOGRAM_FAILED", "CRYPTOGRAM_REPLAYED", "CHIP_PAN_MISMATCH",
     "PIN_TRIES_EXCEEDED",
+    "KSN_REPLAYED", "SIGNON_LIMITED",
 )  # fmt: skip
 # Reasons added after dialect files were in users' hands: a file that predates them gets these codes.
 # ISO 8583:1987 field 39 (CUP alike): 13 invalid amount; 05 do not honour (an issuer's answer to a cryptogram that
-# fails, or that was seen before); 59 suspected fraud (the chip's PAN is not the card's the terminal sent).
+# fails, or that was seen before); 59 suspected fraud (the chip's PAN is not the card's the terminal sent); 63 security
+# violation (a DUKPT KSN counter used again); 65 frequency limit exceeded (sign-ons faster than allowed).
 # 75: allowable number of PIN tries exceeded.
 REASON_DEFAULTS: Final = {"INVALID_AMOUNT": "13", "CRYPTOGRAM_FAILED": "05", "CRYPTOGRAM_REPLAYED": "05",
                           "PIN_TRIES_EXCEEDED": "75",
-                          "CHIP_PAN_MISMATCH": "59"}  # fmt: skip
+                          "CHIP_PAN_MISMATCH": "59", "KSN_REPLAYED": "63", "SIGNON_LIMITED": "65"}  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)

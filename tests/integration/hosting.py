@@ -17,6 +17,7 @@ from iso_host.app import build_host, card_book, open_ledger, open_terminals
 from iso_host.cli.main import build_parser
 from iso_host.clock import local_now
 from iso_host.config import DEMO_TMK, TerminalConfig
+from iso_host.core.guards import SecuritySettings
 from iso_host.core.pipeline import Host
 from iso_host.core.rules import RuleSettings
 from iso_host.core.scenarios import Scenario, ScenarioBook
@@ -100,6 +101,7 @@ async def running_host(
     events: BrokerSettings | None = None,
     keep_sent_s: float = 3_600.0,
     ledger_deadline_s: float = 5.0,
+    security: SecuritySettings | None = None,
 ) -> AsyncIterator[RunningHost]:
     dialect = load_dialect(dialect_name)
     ledger_path = tmp_path / f"{dialect_name}.db"
@@ -114,7 +116,7 @@ async def running_host(
     host = build_host(
         dialect, store, terminals, clock, cards=card_book(configured_cards.items(), store.pan_hash_key),
         scenarios=ScenarioBook(scenarios or ()), rules=rules, events=events is not None,
-        ledger_deadline_s=ledger_deadline_s,
+        ledger_deadline_s=ledger_deadline_s, security=security,
     )  # fmt: skip
     background = (
         start_relay(host, events, keep_sent_s=keep_sent_s, prune_every_s=min(keep_sent_s, 60.0))

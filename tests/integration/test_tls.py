@@ -61,6 +61,28 @@ class TestTls:
                     outcomes.append("refused")
             assert outcomes == ["00", "refused", "refused"]
 
+    async def test_a_terminal_bound_to_a_certificate_subject(self, tmp_path: Path, tls_files: TlsFiles) -> None:
+        """Issue 14: a terminal with tls_subject answers only on a connection whose client certificate has that
+        subject; the test client's certificate (CN=localhost) signs on as TERM0001 (bound to it) but not as
+        TERM0002 (bound to CN=TERM0002): UNKNOWN_TERMINAL (03), no keys. Without a certificate: the same."""
+        context = server_context(str(tls_files.server_cert), str(tls_files.server_key), str(tls_files.ca))
+        async with running_host(tmp_path, "iso87binary", ssl_context=context) as host:
+            host.host.terminals["TERM0001"].tls_subject = "CN=localhost"
+            host.host.terminals["TERM0002"].tls_subject = "CN=TERM0002"
+            answers = []
+            for tid in ("TERM0001", "TERM0002"):
+                client = host.client(tid)
+                tls = client_context(str(tls_files.ca), str(tls_files.client_cert), str(tls_files.client_key))
+                await client.connect(*host.address, ssl_context=tls)
+                async with client:
+                    response = await client.request(client.build("signon", local_now()), timeout_s=5)
+                answers.append((response.fields["39"], "48" in response.fields))
+            assert answers == [("00", True), ("03", False)]
+        async with running_host(tmp_path, "iso87binary") as host:
+            host.host.terminals["TERM0001"].tls_subject = "CN=localhost"
+            async with await host.connected_client(signon=False) as client:
+                assert (await client.request(client.build("signon", local_now()))).fields["39"] == "03"
+
     def test_missing_certificate_file_is_a_config_error(self, tmp_path: Path) -> None:
         """A TLS file that cannot be loaded stops the host with a ConfigError naming the setting."""
         with pytest.raises(ConfigError, match=r"server\.tls_cert"):
