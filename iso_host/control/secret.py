@@ -8,13 +8,13 @@ No message here ever shows the secret, only where it came from and how long it i
 from __future__ import annotations
 
 import os
-import stat
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Final
 
 from iso_host.control.signing import MIN_SECRET_BYTES
 from iso_host.errors import ConfigError
+from iso_host.private_files import loose_mode
 
 ENV_VAR: Final = "ISO_HOST_CONTROL_SECRET"
 MAKE_ONE: Final = "make one with: umask 077; openssl rand -hex 32 > FILE"
@@ -35,12 +35,11 @@ def load_secret(path: str | None, environ: Mapping[str, str] | None = None, *, w
         return None
     file = Path(path).expanduser()
     try:
-        mode = file.stat().st_mode
         text = file.read_bytes()
     except OSError as error:
         raise ConfigError(f"{what}: cannot read {path}: {error.strerror}") from None
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise ConfigError(f"{what}: {path} is open to others (mode {stat.S_IMODE(mode):04o}); chmod 600 {path}")
+    if (mode := loose_mode(file)) is not None:
+        raise ConfigError(f"{what}: {path} is open to others (mode {mode:04o}); chmod 600 {path}")
     return _long_enough(text.strip(), f"{what} ({path})")
 
 
