@@ -12,32 +12,44 @@ from pathlib import Path
 
 ISO_HOST = [sys.executable, "-m", "iso_host.cli.main"]
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+START_LINES = 50  # log lines a host may print before "listening on"
+
+
+@contextmanager
+def started(
+    cwd: Path, *extra: str, env: dict[str, str] | None = None
+) -> Iterator[tuple[str, subprocess.Popen[str], list[dict[str, object]]]]:
+    """Start ``iso-host serve --port 0`` in ``cwd``; yield its address once it prints ``listening on``, the process
+    and the log lines before that one; stop it afterwards."""
+    process = subprocess.Popen(
+        [*ISO_HOST, "serve", "--port", "0", "--log-format", "json", *extra],
+        cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert process.stdout is not None
+    lines: list[dict[str, object]] = []
+    address = None
+    for _ in range(START_LINES):
+        line = process.stdout.readline()
+        if not line:
+            break
+        lines.append(json.loads(line))
+        if str(lines[-1]["event"]).startswith("listening on "):
+            address = str(lines[-1]["event"]).removeprefix("listening on ")
+            break
+    try:
+        assert address is not None, f"no 'listening on' line; stderr: {process.stderr.read() if process.stderr else ''}"
+        yield address, process, lines
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=15)  # also closes the pipes
 
 
 @contextmanager
 def serving(tmp_path: Path, *extra: str) -> Iterator[tuple[str, subprocess.Popen[str]]]:
     """Start ``iso-host serve --port 0`` and yield its address once it prints ``listening on``."""
-    process = subprocess.Popen(
-        [*ISO_HOST, "serve", "--port", "0", "--log-format", "json", *extra],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    assert process.stdout is not None
-    address = None
-    for _ in range(50):
-        line = process.stdout.readline()
-        if not line:
-            break
-        event = json.loads(line)["event"]
-        if event.startswith("listening on "):
-            address = event.removeprefix("listening on ")
-            break
-    try:
-        assert address is not None, f"no 'listening on' line; stderr: {process.stderr.read() if process.stderr else ''}"
+    with started(tmp_path, *extra) as (address, process, _):
         yield address, process
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-        process.communicate(timeout=15)  # also closes the pipes
 
 
 def terminal(tmp_path: Path, address: str, *args: str) -> subprocess.CompletedProcess[str]:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import sqlite3
 import stat
 import subprocess
@@ -26,13 +25,12 @@ from pathlib import Path
 import psycopg
 import pytest
 from databases import base_url, fresh_postgres_database, ledger_query, store_url, with_database
+from processes import ISO_HOST, started
 
 from iso_host.cards import mask_pan, pan_hash
 
-ISO_HOST = [sys.executable, "-m", "iso_host.cli.main"]
 TEST_PAN = "4761739001010010"
 PASSWORD = "SeCrEt-pw-4711"  # the password whose absence the tests check
-START_LINES = 50
 
 
 def _env(home: Path, **extra: str) -> dict[str, str]:
@@ -44,26 +42,8 @@ def _env(home: Path, **extra: str) -> dict[str, str]:
 @contextmanager
 def serving(cwd: Path, env: dict[str, str], *args: str) -> Iterator[tuple[str, list[dict[str, object]]]]:
     """`iso-host serve --port 0 ARGS` until its `listening on` line; yields the address and the lines before it."""
-    process = subprocess.Popen([*ISO_HOST, "serve", "--port", "0", "--log-format", "json", *args], cwd=cwd, env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
-    assert process.stdout is not None
-    lines: list[dict[str, object]] = []
-    address = None
-    for _ in range(START_LINES):
-        line = process.stdout.readline()
-        if not line:
-            break
-        lines.append(json.loads(line))
-        if str(lines[-1]["event"]).startswith("listening on "):
-            address = str(lines[-1]["event"]).removeprefix("listening on ")
-            break
-    try:
-        assert address is not None, f"no 'listening on' line; stderr: {process.stderr.read() if process.stderr else ''}"
+    with started(cwd, *args, env=env) as (address, _, lines):
         yield address, lines
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-        process.communicate(timeout=15)
 
 
 def run(cwd: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
