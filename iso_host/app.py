@@ -40,7 +40,7 @@ from iso_host.ledger.store import DEFAULT_LEDGER_DEADLINE_S
 from iso_host.log import get_logger
 from iso_host.mqtt.client import check_settings
 from iso_host.mqtt.tasks import MqttTasks, start_mqtt_tasks
-from iso_host.server import Server
+from iso_host.server import Edge, Server
 from iso_host.tls import server_context
 from iso_host.trace import DEFAULT_MAX_BYTES, Tracer
 from iso_host.wire import Dialect, load_dialect
@@ -205,7 +205,8 @@ async def start(config: Config, trace: TraceOptions | None = None) -> RunningApp
     except ConfigError:
         await store.close()
         raise
-    server = Server(host, limits, ssl_context=ssl_context, tracer=tracer)
+    edge: Edge = "streams" if config.edge == "streams" else "protocol"
+    server = Server(host, limits, ssl_context=ssl_context, tracer=tracer, edge=edge)
     try:
         address = await server.start(config.host, config.port)
     except OSError as error:

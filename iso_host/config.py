@@ -78,6 +78,7 @@ class Config:
     cards: tuple[CardConfig, ...] = ()
     scenarios: tuple[ScenarioConfig, ...] = ()
     tls: TlsConfig | None = None
+    edge: str = "protocol"  # the server's connection edge: "protocol" (asyncio.Protocol) or "streams" (for comparison)
     rules: RuleSettings = field(default_factory=RuleSettings)
     events: BrokerSettings | None = None  # None: events are off (no [events] mqtt_url)
     events_keep_sent_s: float = DEFAULT_KEEP_SENT_S  # sent outbox rows are pruned after this long
@@ -93,7 +94,7 @@ RULE_KEYS: Final = {
     "preauth_days", "completion_tolerance_percent", "tip_limit_percent", "void_requires_card", "pin_tries",
 }  # fmt: skip
 SECTIONS: Final = {
-    "server": {"host", "port", "dialect", "tls_cert", "tls_key", "tls_client_ca"},
+    "server": {"host", "port", "dialect", "tls_cert", "tls_key", "tls_client_ca", "edge"},
     "ledger": {"url", "group_commit", "deadline_s", "pan_key_file"},
     "log": {"format", "level"},
     "limits": {f.name for f in fields(Limits)},
@@ -293,6 +294,11 @@ def _scalar_settings(problems: Problems, tables: dict[str, dict[str, Any]]) -> d
     ):  # fmt: skip
         if name in table and (value := string_value(problems, key, table[name])) is not None:
             changes[attribute] = value
+    if "edge" in server:
+        if server["edge"] in ("protocol", "streams"):
+            changes["edge"] = server["edge"]
+        else:
+            problems.add("server.edge", f'must be "protocol" or "streams", got {server["edge"]!r}')
     if "port" in server:
         port = server["port"]
         if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65_535:

@@ -1,6 +1,8 @@
-"""The asyncio edge: listen, read frames, hand them to the pipeline, write replies, shut down cleanly.
+"""The asyncio listener: listen, read frames, hand them to the pipeline, write replies, shut down cleanly.
 
-One task per connection; frames on a connection are answered in order. Timeouts and limits come
+Two edges behind one ``Server``: ``protocol`` (the default: ``edge.py``, an ``asyncio.Protocol`` per connection,
+no task while it idles) and ``streams`` (here: a StreamReader/StreamWriter and one task per connection, kept for
+comparison, ``[server] edge = "streams"``). Both answer the frames of a connection in order. Timeouts and limits come
 from ``Limits``. A peer error closes at most that peer's connection; nothing here can stop the host
 from serving everyone else. Every connection holds a slot of the ``ConnectionGate`` from its accept to its
 close: a TLS handshake (done here, under ``tls_handshake_timeout_s``, not by asyncio's listener) included.
@@ -13,9 +15,10 @@ import itertools
 import resource
 import ssl
 import time
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from iso_host.core.pipeline import Host
+from iso_host.edge import CLOSE_TIMEOUT_S, Connection
 from iso_host.errors import WireError
 from iso_host.gate import AcceptErrors, ConnectionGate, ThrottledLog
 from iso_host.limits import ACCEPT_BACKLOG, Limits
@@ -24,7 +27,8 @@ from iso_host.tls import certificate_subject
 from iso_host.trace import IN, OUT, Tracer
 from iso_host.wire import NEED_DATA, FrameDecoder, encode_frame
 
-CLOSE_TIMEOUT_S: Final = 2.0  # a peer that neither takes the rest of a reply nor answers TLS's close is cut off
+Edge = Literal["protocol", "streams"]
+EDGES: Final[tuple[Edge, ...]] = ("protocol", "streams")
 
 
 def open_file_limit() -> int:
@@ -48,33 +52,46 @@ class Server:
     """
 
     def __init__(
-        self, host: Host, limits: Limits, *, ssl_context: ssl.SSLContext | None = None, tracer: Tracer | None = None
+        self,
+        host: Host,
+        limits: Limits,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        tracer: Tracer | None = None,
+        edge: Edge = "protocol",
     ) -> None:
         assert tracer is None or tracer.dialect == host.dialect, "the tracer records with the host's dialect"
         self.host = host
         self.limits = limits
         self.ssl_context = ssl_context
         self.tracer = tracer
+        self.edge = edge
         self.log = get_logger(dialect=host.dialect.name)
         self._server: asyncio.Server | None = None
-        self._connections: dict[int, _Connection] = {}
-        self._ids = itertools.count(1)
-        self._stopping = False
+        self.connections: dict[int, _Connection | Connection] = {}
+        self.ids = itertools.count(1)
+        self.stopping = False
+        self._all_gone: asyncio.Future[None] | None = None  # while stopping: set once no connection is left
         self.gate = ConnectionGate(limits)
         self.throttled = ThrottledLog(self.log, limits.log_every_s)
         self._accept_errors = AcceptErrors(self.throttled, open_file_limit)
 
     @property
     def connection_count(self) -> int:
-        return len(self._connections)
+        return len(self.connections)
 
     async def start(self, bind_host: str, port: int) -> tuple[str, int]:
         """Bind and start accepting; returns the real address (port 0 picks a free port)."""
         self._accept_errors.install(asyncio.get_running_loop())
         try:
-            self._server = await asyncio.start_server(
-                self._on_connect, bind_host, port, limit=self.limits.read_chunk_bytes, backlog=ACCEPT_BACKLOG
-            )
+            if self.edge == "protocol":
+                self._server = await asyncio.get_running_loop().create_server(
+                    lambda: Connection(self), bind_host, port, backlog=ACCEPT_BACKLOG
+                )
+            else:
+                self._server = await asyncio.start_server(
+                    self._on_connect, bind_host, port, limit=self.limits.read_chunk_bytes, backlog=ACCEPT_BACKLOG
+                )
         except OSError:
             self._accept_errors.uninstall()
             raise
@@ -83,16 +100,18 @@ class Server:
 
     async def stop(self, grace_s: float = 10.0) -> None:
         """Stop accepting, let in-flight requests finish and reply, then close every connection."""
-        self._stopping = True
+        self.stopping = True
         if self._server is not None:
             self._server.close()
         # A connection accepted just now has a handler task that has not run yet: let it run, see that the
         # host is stopping and close its socket, rather than be cancelled before it could.
         await asyncio.sleep(0)
-        for connection in list(self._connections.values()):
-            if not connection.busy and connection.task is not None:
+        if self.edge == "protocol":
+            await self._stop_protocol(grace_s)
+        for connection in list(self.connections.values()):
+            if isinstance(connection, _Connection) and not connection.busy and connection.task is not None:
                 connection.task.cancel()
-        tasks = [c.task for c in self._connections.values() if c.task is not None]
+        tasks = [c.task for c in self.connections.values() if isinstance(c, _Connection) and c.task is not None]
         if tasks:
             _, pending = await asyncio.wait(tasks, timeout=grace_s)
             for task in pending:
@@ -105,11 +124,45 @@ class Server:
         if self.tracer is not None:
             await asyncio.to_thread(self.tracer.close)
 
+    async def _stop_protocol(self, grace_s: float) -> None:
+        """The Protocol edge's part of ``stop``: idle connections close now, busy ones after their reply; past
+        ``grace_s`` their requests are cancelled, and past ``CLOSE_TIMEOUT_S`` more every socket is aborted."""
+        for connection in list(self.connections.values()):
+            if isinstance(connection, Connection):
+                connection.stop()
+        if not await self._connections_gone(grace_s):
+            for connection in list(self.connections.values()):
+                if isinstance(connection, Connection) and connection.task is not None:
+                    connection.task.cancel()
+            if not await self._connections_gone(CLOSE_TIMEOUT_S + 1.0):
+                for connection in list(self.connections.values()):
+                    if isinstance(connection, Connection) and connection.transport is not None:
+                        connection.transport.abort()
+                await self._connections_gone(1.0)
+
+    async def _connections_gone(self, timeout_s: float) -> bool:
+        if not self.connections:
+            return True
+        self._all_gone = asyncio.get_running_loop().create_future()
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self._all_gone
+        except TimeoutError:
+            return False
+        finally:
+            self._all_gone = None
+        return True
+
+    def connection_gone(self) -> None:
+        """A Protocol connection gave its slot back."""
+        if not self.connections and self._all_gone is not None and not self._all_gone.done():
+            self._all_gone.set_result(None)
+
     async def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        conn_id = next(self._ids)
+        conn_id = next(self.ids)
         peer = writer.get_extra_info("peername")
         address, peer_text = (str(peer[0]), f"{peer[0]}:{peer[1]}") if peer else ("?", "?")
-        refused = "stopping" if self._stopping else self.gate.enter(address)
+        refused = "stopping" if self.stopping else self.gate.enter(address)
         if refused is not None:
             self.throttled.note("connection_refused", refused, peer=peer_text,
                                 max_connections=self.gate.max_connections, per_peer=self.gate.per_peer)  # fmt: skip
@@ -118,14 +171,14 @@ class Server:
         log = self.log.bind(conn_id=conn_id, peer=peer_text)
         connection = _Connection(conn_id, writer, peer_text)
         connection.task = asyncio.current_task()
-        self._connections[conn_id] = connection
+        self.connections[conn_id] = connection
         opened = False
         try:
             # No await before the handshake: bytes of the ClientHello must not reach the plain stream's buffer.
             if self.ssl_context is not None and not await self._handshake(writer, peer_text):
                 return
             opened = True
-            log.info("connection_opened", connections=len(self._connections))
+            log.info("connection_opened", connections=len(self.connections))
             await self._serve(connection, reader, log)
         except asyncio.CancelledError:
             log.info("connection_closed", why="host stopping")
@@ -139,7 +192,7 @@ class Server:
                 await _close(writer)
             else:
                 writer.transport.abort()  # a failed handshake: the TLS layer never opened, nothing to flush
-            del self._connections[conn_id]
+            del self.connections[conn_id]
             self.gate.leave(address)
             if opened and self.tracer is not None:
                 self.tracer.connection_closed(conn_id, peer_text)
@@ -249,7 +302,7 @@ class Server:
                      response_code=outcome.response_code, latency_ms=latency_ms, **outcome.log)  # fmt: skip
         if stalled:
             log.warning("write_timeout", frame_timeout_s=self.limits.frame_timeout_s)
-        if self._stopping or stalled:
+        if self.stopping or stalled:
             return False
         return not outcome.close
 

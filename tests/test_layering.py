@@ -28,7 +28,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("iso_host.mqtt.reconnect", "iso_host.mqtt.client"),
     ("iso_host.events", "iso_host.control"),
     ("iso_host.mqtt",),
-    ("iso_host.keyed_locks", "iso_host.trace", "iso_host.gate", "iso_host.server", "iso_host.terminal",
+    ("iso_host.keyed_locks", "iso_host.trace", "iso_host.gate", "iso_host.edge", "iso_host.server", "iso_host.terminal",
      "iso_host.fuzz"),
     ("iso_host.app",),
     ("iso_host.cli",),

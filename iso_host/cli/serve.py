@@ -49,7 +49,7 @@ async def _serve(config: Config, trace: TraceOptions | None = None) -> int:
 def command_serve(args: argparse.Namespace) -> int:
     config = with_overrides(
         load_config(args.config), host=args.host, port=args.port, dialect=args.dialect,
-        ledger_url=args.ledger, log_format=args.log_format, log_level=args.log_level,
+        ledger_url=args.ledger, log_format=args.log_format, log_level=args.log_level, edge=args.edge,
     )  # fmt: skip
     if args.tls_cert or args.tls_key or args.tls_client_ca:
         if not (args.tls_cert and args.tls_key):
@@ -81,6 +81,8 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     serve.add_argument("--ledger", help="ledger URL (default sqlite:///iso-host.db)")
     serve.add_argument("--log-format", choices=["auto", "json", "console"])
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    serve.add_argument("--edge", choices=["protocol", "streams"],
+                       help="the connection edge: asyncio Protocol (default) or streams (for comparison)")  # fmt: skip
     serve.add_argument("--tls-cert", help="PEM certificate chain: serve TLS 1.2+")
     serve.add_argument("--tls-key", help="PEM private key of --tls-cert")
     serve.add_argument("--tls-client-ca", help="PEM CA: require client certificates it signed (mutual TLS)")
