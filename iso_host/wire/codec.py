@@ -1,22 +1,74 @@
 """Encode and decode one frame body with a dialect. Pure: bytes in, messages out.
 
-All pyiso8583 calls go through this pair, so a faster codec derived from the same spec can later
-replace it where measured. pyiso8583's errors are re-raised as ``WireDecodeError`` without
-chaining: its ``s``, ``doc_dec`` and ``doc_enc`` hold the whole message, PAN included.
+Every caller goes through this pair. Two codecs stand behind it:
+
+- ``compiled`` (the default): ``wire/compiled.py``, compiled once per dialect from the same spec dict,
+  for well-formed frames and encodable messages;
+- ``pyiso8583``: the reference. It answers whatever the compiled codec does not cover (a dialect with a
+  header field, a tertiary bitmap, an undefined field) and every frame or message that fails, so a
+  peer's error (type, message, field, byte offset, the partial message) is always pyiso8583's.
+
+``ISO_HOST_CODEC=pyiso8583`` (read at import), ``use_codec("pyiso8583")`` or ``codec="pyiso8583"`` on a
+call forces the reference. pyiso8583's errors are re-raised as ``WireDecodeError`` without chaining: its
+``s``, ``doc_dec`` and ``doc_enc`` hold the whole message, PAN included.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any, Final
 
 import iso8583  # type: ignore[import-untyped,unused-ignore]
 
-from iso_host.errors import WireError
+from iso_host.errors import ConfigError, WireError
+from iso_host.wire.compiled import PAD_NIBBLES, CompiledCodec, compile_spec
 from iso_host.wire.dialect import Dialect
 from iso_host.wire.message import Envelope, Message
 
 _NOT_FIELDS: Final = frozenset({"h", "t", "p", "1"})
-PAD_NIBBLES: Final = ("0", "F")  # terminals and acquirers pad odd-length BCD with either
+CODECS: Final = ("compiled", "pyiso8583")
+CODEC_VARIABLE: Final = "ISO_HOST_CODEC"
+__all__ = ["CODECS", "PAD_NIBBLES", "WireDecodeError", "codec_in_use", "compiled_codec", "decode", "encode",
+           "use_codec"]  # fmt: skip
+
+
+def _codec_named(name: str, where: str) -> str:
+    if name not in CODECS:
+        raise ConfigError(f"{where}: unknown codec {name!r}; expected one of {', '.join(CODECS)}")
+    return name
+
+
+_in_use = _codec_named(os.environ.get(CODEC_VARIABLE, "compiled"), CODEC_VARIABLE)
+# id(spec) → (spec, its compiled codec or None). Dialects are few; the spec is kept to make the id safe.
+_COMPILED: dict[int, tuple[dict[str, dict[str, Any]], CompiledCodec | None]] = {}
+_COMPILED_MAX: Final = 64
+
+
+def use_codec(name: str) -> str:
+    """Make ``name`` ("compiled" or "pyiso8583") the codec of every later call; returns the one before."""
+    global _in_use  # the process-wide choice, like the environment variable it overrides
+    before, _in_use = _in_use, _codec_named(name, "use_codec")
+    return before
+
+
+def codec_in_use() -> str:
+    return _in_use
+
+
+def compiled_codec(dialect: Dialect) -> CompiledCodec | None:
+    """The dialect's compiled codec (compiled at its first use), or None for a dialect it does not cover.
+
+    A dialect's spec is never changed after loading; a new spec dict (another dialect) compiles anew.
+    """
+    spec = dialect.spec
+    entry = _COMPILED.get(id(spec))
+    if entry is not None and entry[0] is spec:
+        return entry[1]
+    compiled = compile_spec(spec)
+    if len(_COMPILED) >= _COMPILED_MAX:
+        _COMPILED.clear()
+    _COMPILED[id(spec)] = (spec, compiled)
+    return compiled
 _PAD_KEYS: Final = ("left_pad", "right_pad")
 
 
@@ -78,8 +130,8 @@ def _mti_of(body: bytes, dialect: Dialect) -> str:
     return body[:4].decode("ascii", errors="replace")
 
 
-def decode(frame: bytes, dialect: Dialect) -> tuple[Envelope, Message]:
-    """Split off the envelope and decode the message.
+def decode(frame: bytes, dialect: Dialect, *, codec: str | None = None) -> tuple[Envelope, Message]:
+    """Split off the envelope and decode the message (``codec``: this call's, else the one in use).
 
     Raises:
         WireDecodeError: naming the field and the byte offset (counted from the first byte after the
@@ -94,6 +146,10 @@ def decode(frame: bytes, dialect: Dialect) -> tuple[Envelope, Message]:
     tpdu_bytes = skip - dialect.header_bytes
     envelope = Envelope(frame[:tpdu_bytes], frame[tpdu_bytes:skip])
     body = frame[skip:]
+    if (codec or _in_use) == "compiled" and (compiled := compiled_codec(dialect)) is not None:
+        result = compiled.decode(body)
+        if result is not None and len(result[0]) == 4 and result[0].isdigit():
+            return envelope, Message(*result)
     pads: dict[str, str] = {}
     try:
         decoded = _decode_any_pad(body, dialect.spec, pads)
@@ -132,12 +188,16 @@ def _decode_any_pad(body: bytes, spec: dict[str, dict[str, Any]], pads: dict[str
         return dict(decoded)
 
 
-def encode(message: Message, envelope: Envelope, dialect: Dialect) -> bytes:
+def encode(message: Message, envelope: Envelope, dialect: Dialect, *, codec: str | None = None) -> bytes:
     """Encode a message after its envelope; the bitmap is derived from the fields present.
 
     Raises:
         ValueError: a field value the dialect cannot encode (a bug in a flow, not a peer error).
     """
+    if (codec or _in_use) == "compiled" and (compiled := compiled_codec(dialect)) is not None:
+        body = compiled.encode(message.mti, message.fields, message.pads)
+        if body is not None:
+            return bytes(envelope) + body
     document: dict[str, Any] = {"t": message.mti, **message.fields}
     if dialect.spec["h"]["max_len"]:
         document["h"] = ""
