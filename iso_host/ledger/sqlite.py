@@ -1,8 +1,10 @@
-"""The embedded SQLite ledger: WAL, synchronous=FULL, one writer thread that group-commits.
+"""The embedded SQLite ledger: WAL, synchronous=FULL, one writer thread that group-commits, readers beside it.
 
 The event loop never touches the database. Every write is a job on a bounded queue; the writer thread
 takes whatever has queued, runs each job inside its own savepoint and commits the lot with one fsync,
-then wakes each waiting request. A failing job rolls back to its savepoint and fails alone.
+then wakes each waiting request. A failing job rolls back to its savepoint and fails alone. Reads (originals,
+void counts, batch views, reports, the outbox) go to read-only connections on other threads
+(``sqlite_readers.py``), after the writes submitted before them: the writer only writes.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import threading
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Final, TextIO
+from typing import Any, Final, TextIO, TypeVar
 
 from iso_host.errors import StoreError
 from iso_host.ledger.deadlines import Deadlines, expired, timeout_error, within
@@ -59,10 +61,12 @@ from iso_host.ledger.sql import (
     utc_text,
 )
 from iso_host.ledger.sqlite_jobs import Job, apply_command, resolve, resolve_all, run_batched
+from iso_host.ledger.sqlite_readers import Readers, WriteOrder
 from iso_host.log import get_logger
 from iso_host.private_files import create_private, loose_mode, open_private, private_dir
 
 _STOP: Final = object()
+_T = TypeVar("_T")
 TIGHT_WAL_PAGES: Final = 64  # after the disk filled: checkpoint every 256 KiB of WAL (SQLite's default: 1000 pages)
 
 
@@ -100,6 +104,8 @@ class SqliteStore:
         self._last_rrn = 0
         self._deadlines = Deadlines()
         self._disk_full = False  # the last commit failed for space; the next success says so in the log
+        self._order = WriteOrder()  # a read waits for the writes submitted before it
+        self._readers = Readers(self.path)
         self.commits = 0  # how many database transactions the writer committed (for benchmarks)
 
     @property
@@ -171,6 +177,7 @@ class SqliteStore:
             connection = await asyncio.to_thread(self._open_in_thread)
         except (sqlite3.Error, OSError) as error:
             raise StoreError(f"ledger {self.path}: {error}") from None
+        self._readers.open()
         self._thread = threading.Thread(target=self._writer, args=(connection,), name="ledger-writer", daemon=True)
         self._thread.start()
 
@@ -180,6 +187,7 @@ class SqliteStore:
             await asyncio.to_thread(self._jobs.put, _STOP)
             await asyncio.to_thread(self._thread.join)
             self._thread = None
+            await asyncio.to_thread(self._readers.close)
         if self._lock_file is not None:
             self._lock_file.close()
             self._lock_file = None
@@ -191,7 +199,7 @@ class SqliteStore:
         if self._thread is None:
             raise StoreError(f"ledger {self.path} is closed")
         loop = asyncio.get_running_loop()
-        job = Job(work, commands, loop, loop.create_future(), deadline)
+        job = Job(work, commands, loop, loop.create_future(), deadline, number=self._order.issue())
         try:
             self._jobs.put_nowait(job)
         except queue.Full:
@@ -208,21 +216,27 @@ class SqliteStore:
 
         await self._submit(work, tuple(commands), deadline)
 
+    async def _read(self, work: Callable[[sqlite3.Connection], _T], deadline: float | None = None) -> _T:
+        """``work`` on a reader, once every write submitted before this call has finished (``sqlite_readers.py``)."""
+        if self._thread is None:
+            raise StoreError(f"ledger {self.path} is closed")
+        if (behind := self._order.behind()) is not None:
+            await within(deadline, behind)
+        return await self._readers.run(work, deadline)
+
     async def find_original(self, query: OriginalQuery, *, deadline: float | None = None) -> Original | None:
         def work(connection: sqlite3.Connection) -> Original | None:
             row = connection.execute(*_qmarked(original_select(query))).fetchone()
             return original_from_row(row) if row is not None else None
 
-        result: Original | None = await self._submit(work, deadline=deadline)
-        return result
+        return await self._read(work, deadline)
 
     async def count_voids(self, tid: str, mid: str, since: datetime, *, deadline: float | None = None) -> int:
         def work(connection: sqlite3.Connection) -> int:
             row = connection.execute(qmark(COUNT_VOIDS), (tid, mid, utc_text(since))).fetchone()
             return int(row[0])
 
-        result: int = await self._submit(work, deadline=deadline)
-        return result
+        return await self._read(work, deadline)
 
     async def batch_view(
         self, tid: str, mid: str, batch_number: int, *, with_totals: bool = True, with_items: bool = False,
@@ -239,8 +253,7 @@ class SqliteStore:
                 rows(BATCH_UPLOADED, with_items),
             )
 
-        result: BatchView = await self._submit(work, deadline=deadline)
-        return result
+        return await self._read(work, deadline)
 
     async def next_rrn(self, *, deadline: float | None = None) -> str:  # a counter in memory: nothing to wait for
         self._last_rrn += 1
@@ -256,14 +269,19 @@ class SqliteStore:
         return result
 
     async def transactions(self, where: TransactionFilter) -> list[TransactionRecord]:
-        return await asyncio.to_thread(read_transactions, self.path, where)
+        if self._thread is None:  # not opened (``ledger list`` beside a running host): a connection of its own
+            return await asyncio.to_thread(read_transactions, self.path, where)
+
+        def work(connection: sqlite3.Connection) -> list[TransactionRecord]:
+            return [record_from_row(row) for row in connection.execute(*_qmarked(transactions_select(where)))]
+
+        return await self._read(work)
 
     async def pending_events(self, limit: int) -> list[PendingEvent]:
         def work(connection: sqlite3.Connection) -> list[PendingEvent]:
             return [pending_event_from_row(row) for row in connection.execute(qmark(PENDING_EVENTS), (limit,))]
 
-        result: list[PendingEvent] = await self._submit(work)
-        return result
+        return await self._read(work)
 
     async def mark_events_sent(self, ids: Sequence[int], at: datetime) -> None:
         updates = mark_events_sent(ids, at)
@@ -285,8 +303,7 @@ class SqliteStore:
         def work(connection: sqlite3.Connection) -> int:
             return int(connection.execute(COUNT_PENDING_EVENTS).fetchone()[0])
 
-        result: int = await self._submit(work)
-        return result
+        return await self._read(work)
 
     def _writer(self, connection: sqlite3.Connection) -> None:
         # The writer's loop: it ends only when close() queues _STOP.
@@ -314,6 +331,7 @@ class SqliteStore:
                     live.append(job)
                     continue
                 job.error = timeout_error()  # its caller has answered already: run nothing of it
+                self._order.finish((job.number,))
                 with contextlib.suppress(RuntimeError):
                     job.loop.call_soon_threadsafe(resolve, job)
             if live:
@@ -330,6 +348,7 @@ class SqliteStore:
                 return
             if isinstance(job, Job):
                 job.error = StoreError(f"ledger {self.path} is closing")
+                self._order.finish((job.number,))
                 with contextlib.suppress(RuntimeError):
                     job.loop.call_soon_threadsafe(resolve, job)
 
@@ -354,6 +373,7 @@ class SqliteStore:
                 job.result, job.error = None, StoreError(f"ledger commit failed: {error}")
             if getattr(error, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
                 self._checkpoint_for_space(connection)
+        self._order.finish(job.number for job in group)  # committed or failed: the reads behind them may run
         by_loop: dict[asyncio.AbstractEventLoop, list[Job]] = {}
         for job in group:
             by_loop.setdefault(job.loop, []).append(job)

@@ -49,6 +49,7 @@ class Job:
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[Any]
     deadline: float | None = None  # time.monotonic(): past it the job is not run, nor committed
+    number: int = 0  # its place in the order of writes (sqlite_readers.WriteOrder)
     result: Any = None
     error: BaseException | None = field(default=None)
 
