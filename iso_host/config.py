@@ -26,6 +26,7 @@ from iso_host.core.rules import DEFAULT_PIN_TRIES, SAME_BUSINESS_DAY, RuleSettin
 from iso_host.errors import ConfigError
 from iso_host.ledger.store import DEFAULT_LEDGER_DEADLINE_S
 from iso_host.limits import Limits
+from iso_host.log import DEFAULT_SAMPLE_APPROVALS
 from iso_host.mqtt.topics import DEFAULT_PREFIX, BrokerSettings, broker_address
 from iso_host.vocab import MAC_ALGORITHMS
 
@@ -73,12 +74,14 @@ class Config:
     pan_key_file: str | None = None  # the PAN hash key's file (None: ~/.iso-host/pan-hash.key); ISO_HOST_PAN_KEY wins
     log_format: str = "auto"
     log_level: str = "info"
+    log_sample_approvals: int = DEFAULT_SAMPLE_APPROVALS  # 1 in N plain approvals logged at info (all at debug)
     limits: Limits = field(default_factory=Limits)
     terminals: tuple[TerminalConfig, ...] = (TerminalConfig(DEMO_TID, DEMO_MID, DEMO_TMK),)
     cards: tuple[CardConfig, ...] = ()
     scenarios: tuple[ScenarioConfig, ...] = ()
     tls: TlsConfig | None = None
     edge: str = "protocol"  # the server's connection edge: "protocol" (asyncio.Protocol) or "streams" (for comparison)
+    loop: str = "auto"  # the event loop: "uvloop", "asyncio", or "auto" (uvloop when installed: pip install '.[fast]')
     rules: RuleSettings = field(default_factory=RuleSettings)
     events: BrokerSettings | None = None  # None: events are off (no [events] mqtt_url)
     events_keep_sent_s: float = DEFAULT_KEEP_SENT_S  # sent outbox rows are pruned after this long
@@ -88,15 +91,16 @@ class Config:
     source: str = "defaults"
 
 
+LOOPS: Final = ("auto", "uvloop", "asyncio")
 RULE_KEYS: Final = {
     "void_window", "business_day_cutoff", "timezone", "max_void_age_h", "max_refused_void_attempts",
     "max_voids_per_day", "unknown_reversal", "refund_max_age_days", "allow_zero_amount",
     "preauth_days", "completion_tolerance_percent", "tip_limit_percent", "void_requires_card", "pin_tries",
 }  # fmt: skip
 SECTIONS: Final = {
-    "server": {"host", "port", "dialect", "tls_cert", "tls_key", "tls_client_ca", "edge"},
+    "server": {"host", "port", "dialect", "tls_cert", "tls_key", "tls_client_ca", "edge", "loop"},
     "ledger": {"url", "group_commit", "deadline_s", "pan_key_file"},
-    "log": {"format", "level"},
+    "log": {"format", "level", "sample_approvals"},
     "limits": {f.name for f in fields(Limits)},
     "rules": RULE_KEYS,
     "events": {"mqtt_url", "username", "password", "client_id", "topic_prefix", "ca_file", "keep_sent_s"},
@@ -285,6 +289,23 @@ def _ledger_settings(problems: Problems, ledger: dict[str, Any]) -> dict[str, An
     return changes
 
 
+def _loop_and_sampling(problems: Problems, server: dict[str, Any], log: dict[str, Any]) -> dict[str, Any]:
+    """``[server] loop`` and ``[log] sample_approvals``."""
+    changes: dict[str, Any] = {}
+    if "loop" in server:
+        if server["loop"] in LOOPS:
+            changes["loop"] = server["loop"]
+        else:
+            problems.add("server.loop", f"must be one of {', '.join(LOOPS)}, got {server['loop']!r}")
+    if "sample_approvals" in log:
+        every = log["sample_approvals"]
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            problems.add("log.sample_approvals", f"must be a whole number >= 1 (1: every approval), got {every!r}")
+        else:
+            changes["log_sample_approvals"] = every
+    return changes
+
+
 def _scalar_settings(problems: Problems, tables: dict[str, dict[str, Any]]) -> dict[str, Any]:
     server, ledger, log = tables["server"], tables["ledger"], tables["log"]
     changes: dict[str, Any] = {}
@@ -299,6 +320,7 @@ def _scalar_settings(problems: Problems, tables: dict[str, dict[str, Any]]) -> d
             changes["edge"] = server["edge"]
         else:
             problems.add("server.edge", f'must be "protocol" or "streams", got {server["edge"]!r}')
+    changes |= _loop_and_sampling(problems, server, log)
     if "port" in server:
         port = server["port"]
         if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65_535:

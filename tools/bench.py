@@ -317,6 +317,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="PostgreSQL server to create the bench databases on")
     parser.add_argument("--events", choices=["on", "off", "both"], default="off",
                         help="run each host publishing events to MQTT, not, or both (off)")
+    parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"],
+                        help="the hosts' log level (default: iso-host's own, info, with approvals sampled)")
     parser.add_argument("--mqtt-url", default="mqtt://127.0.0.1:1883", help="the broker for --events")
     options = parser.parse_args(argv)
     for name in ("connections", "count", "processes", "repeat"):
@@ -385,7 +387,9 @@ def bench(options: argparse.Namespace, executable: str, directory: Path) -> dict
                                            options.mqtt_url)  # fmt: skip
                 if target.events:
                     events_targets.add(target.name)
-                command = [executable, "serve", "--config", str(config), "--port", "0", "--log-level", "warning",
+                # The host's own default log level (info: request_decided lines, approvals sampled), as it runs.
+                level = ["--log-level", options.log_level] if options.log_level else []
+                command = [executable, "serve", "--config", str(config), "--port", "0", *level,
                            "--log-format", "json", *shlex.split(options.host_args)]  # fmt: skip
                 servers[target.name], ports[target.name] = start_server(command, directory / f"{target.name}.log", None)
             baseline_command = [sys.executable, str(Path(__file__).with_name("baseline_server.py")), "--port", "0"]

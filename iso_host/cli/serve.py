@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import signal
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -23,7 +25,26 @@ from iso_host.urls import redacted_url
 from iso_host.wire import builtin_dialect_names
 
 
-async def _serve(config: Config, trace: TraceOptions | None = None) -> int:
+def event_loop(choice: str) -> tuple[str, Callable[[], asyncio.AbstractEventLoop]]:
+    """The event loop ``serve`` runs on (its name, for the listening line, and its factory): ``uvloop`` when chosen or,
+    with ``auto``, when installed (``pip install 'iso-host[fast]'``); else asyncio's own.
+
+    Raises:
+        ConfigError: ``uvloop`` chosen and not installed.
+    """
+    if choice != "asyncio":
+        try:
+            uvloop = importlib.import_module("uvloop")
+        except ImportError:
+            if choice == "uvloop":
+                raise ConfigError("--loop uvloop: uvloop is not installed (pip install 'iso-host[fast]')") from None
+        else:
+            factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+            return "uvloop", factory
+    return "asyncio", asyncio.new_event_loop
+
+
+async def _serve(config: Config, trace: TraceOptions | None = None, loop_name: str = "asyncio") -> int:
     log = get_logger()
     app = await start(config, trace)
     if config.source == "defaults":
@@ -34,7 +55,7 @@ async def _serve(config: Config, trace: TraceOptions | None = None) -> int:
              tls="mutual" if config.tls and config.tls.client_ca else bool(config.tls),
              trace=str(trace.path) if trace else None,
              events=describe_broker(config.events) if config.events else None, control=config.control_enabled,
-             version=__version__)  # fmt: skip
+             loop=loop_name, version=__version__)  # fmt: skip
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -49,15 +70,17 @@ async def _serve(config: Config, trace: TraceOptions | None = None) -> int:
 def command_serve(args: argparse.Namespace) -> int:
     config = with_overrides(
         load_config(args.config), host=args.host, port=args.port, dialect=args.dialect,
-        ledger_url=args.ledger, log_format=args.log_format, log_level=args.log_level, edge=args.edge,
+        ledger_url=args.ledger, log_format=args.log_format, log_level=args.log_level, edge=args.edge, loop=args.loop,
     )  # fmt: skip
     if args.tls_cert or args.tls_key or args.tls_client_ca:
         if not (args.tls_cert and args.tls_key):
             raise ConfigError("--tls-cert and --tls-key go together")
         config = replace(config, tls=TlsConfig(args.tls_cert, args.tls_key, args.tls_client_ca))
     trace = trace_options(args)
-    configure(config.log_format, config.log_level)
-    return asyncio.run(_serve(config, trace))
+    loop_name, loop_factory = event_loop(config.loop)
+    configure(config.log_format, config.log_level, sample_approvals=config.log_sample_approvals)
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        return runner.run(_serve(config, trace, loop_name))
 
 
 def trace_options(args: argparse.Namespace) -> TraceOptions | None:
@@ -83,6 +106,8 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     serve.add_argument("--edge", choices=["protocol", "streams"],
                        help="the connection edge: asyncio Protocol (default) or streams (for comparison)")  # fmt: skip
+    serve.add_argument("--loop", choices=["auto", "uvloop", "asyncio"],
+                       help="the event loop: uvloop when installed (auto, default), uvloop, or asyncio's")  # fmt: skip
     serve.add_argument("--tls-cert", help="PEM certificate chain: serve TLS 1.2+")
     serve.add_argument("--tls-key", help="PEM private key of --tls-cert")
     serve.add_argument("--tls-client-ca", help="PEM CA: require client certificates it signed (mutual TLS)")

@@ -59,6 +59,11 @@ BAD_DOCUMENTS = [
     pytest.param({"log": {"format": "xml"}}, "log.format", "must be one of auto, json, console", id="log-format"),
     pytest.param({"log": {"level": "trace"}}, "log.level", "must be one of debug, info, warning, error",
                  id="log-level"),
+    pytest.param({"log": {"sample_approvals": 0}}, "log.sample_approvals", "must be a whole number >= 1",
+                 id="sample-approvals-zero"),
+    pytest.param({"log": {"sample_approvals": True}}, "log.sample_approvals", "must be a whole number >= 1",
+                 id="sample-approvals-boolean"),
+    pytest.param({"server": {"loop": "trio"}}, "server.loop", "must be one of auto, uvloop, asyncio", id="loop"),
     pytest.param({"limits": {"frame_timeout_s": "30s"}}, "limits.frame_timeout_s", "must be seconds > 0, got '30s'",
                  id="frame-timeout-with-unit"),
     pytest.param({"limits": {"frame_timeout_s": 0}}, "limits.frame_timeout_s", "must be seconds > 0, got 0",
@@ -136,6 +141,13 @@ class TestParseConfig:
         """Log format and level are taken from the [log] section."""
         config = parse_config({"log": {"format": "json", "level": "debug"}}, SOURCE)
         assert (config.log_format, config.log_level) == ("json", "debug")
+        assert config.log_sample_approvals == 100  # the default: log.DEFAULT_SAMPLE_APPROVALS
+        assert parse_config({"log": {"sample_approvals": 1}}, SOURCE).log_sample_approvals == 1
+
+    def test_loop(self) -> None:
+        """[server] loop: auto unless set."""
+        assert parse_config({}, SOURCE).loop == "auto"
+        assert parse_config({"server": {"loop": "asyncio"}}, SOURCE).loop == "asyncio"
 
     @pytest.mark.parametrize(("document", "key", "problem"), BAD_DOCUMENTS)
     def test_bad_document_names_the_key(self, document: dict[str, Any], key: str, problem: str) -> None:
