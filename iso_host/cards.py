@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 
@@ -33,10 +34,19 @@ def mask_pan(pan: str) -> str:
     return pan[:6] + "*" * (len(pan) - 10) + pan[-4:]
 
 
+@functools.lru_cache(maxsize=4)
+def _keyed_hmac(key: bytes) -> hmac.HMAC:
+    """HMAC-SHA256 under ``key`` with its pads already hashed: copying it halves the cost of a PAN hash (a host has
+    one PAN hash key; a test run a few)."""
+    return hmac.new(key, digestmod=hashlib.sha256)
+
+
 def pan_hash(pan: str, key: bytes) -> str:
     """A keyed hash of the PAN, so the ledger can match cards without storing them."""
     assert key, "the PAN hash key must not be empty"
-    return hmac.new(key, pan.encode("ascii"), hashlib.sha256).hexdigest()
+    keyed = _keyed_hmac(key).copy()
+    keyed.update(pan.encode("ascii"))
+    return keyed.hexdigest()
 
 
 PAN_KEY_CHECK_LABEL = b"iso-host PAN hash key check value"

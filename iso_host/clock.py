@@ -7,13 +7,35 @@ is injected, and ``local_now`` is the one the host and the terminal use.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, tzinfo
+
+
+class _LocalZone:
+    """The machine's zone (its UTC offset and name) as of one minute of real time.
+
+    ``datetime.now().astimezone()`` asks the C library for the local zone at every call (~2 µs, twice a sale); the
+    offset only ever changes on a whole minute (a DST change, a new ``TZ``), so it is read again each new minute.
+    """
+
+    __slots__ = ("minute", "zone")
+
+    def __init__(self) -> None:
+        self.minute = -1
+        self.zone: tzinfo | None = None
+
+
+_LOCAL = _LocalZone()
 
 
 def local_now() -> datetime:
     """The machine's time, aware, in its local zone: the real-time source of the host's and the terminal's clocks."""
-    return datetime.now().astimezone()
+    seconds = time.time()
+    minute = int(seconds // 60)
+    if minute != _LOCAL.minute:
+        _LOCAL.zone, _LOCAL.minute = datetime.fromtimestamp(seconds).astimezone().tzinfo, minute
+    return datetime.fromtimestamp(seconds, _LOCAL.zone)
 
 
 class HostClock:

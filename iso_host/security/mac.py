@@ -7,24 +7,28 @@ length, never the key.
 
 from __future__ import annotations
 
+import functools
 import hmac
 from collections.abc import Callable
+from typing import Final
 
 from cryptography.hazmat.primitives import cmac
-from cryptography.hazmat.primitives.ciphers import algorithms
+from cryptography.hazmat.primitives.ciphers import CipherContext, algorithms
 
 from iso_host.security.errors import KeyLengthError, SecurityError
 from iso_host.security.keys import (
     AES_BLOCK_BYTES,
     AES_KEY_LENGTHS,
     DES_BLOCK_BYTES,
+    _des_cipher,
     tdes_cbc_encrypt,
-    tdes_ecb_decrypt,
-    tdes_ecb_encrypt,
     xor_bytes,
 )
 
 MAC_BYTES = 8  # ISO 8583 field 64 / 128
+# Keys whose ready cipher contexts are kept (least recently used first out): a host MACs with one key per terminal, and
+# a sign-on's new TAK simply takes a new entry. Setting up a DES context (its key schedule) costs more than the MAC.
+MAC_CONTEXT_KEYS: Final = 1024
 # The key lengths (bytes) each algorithm takes: what a configuration's keys are checked against before the host starts.
 MAC_KEY_LENGTHS: dict[str, tuple[int, ...]] = {
     "x9.19": (16,),
@@ -51,8 +55,25 @@ def _zero_pad(data: bytes) -> bytes:
     return padded
 
 
+@functools.lru_cache(maxsize=MAC_CONTEXT_KEYS)
+def _des_ecb(key: bytes, key_name: str) -> tuple[CipherContext, CipherContext]:
+    """A (triple) DES ECB encryptor and decryptor under ``key``, set up once and kept: ECB over whole blocks carries
+    nothing from one ``update`` to the next, so one context serves every MAC under the key (never finalised)."""
+    cipher = _des_cipher(key, None, key_name)
+    return cipher.encryptor(), cipher.decryptor()
+
+
+def _ecb_encrypt(key: bytes, block: bytes, key_name: str) -> bytes:
+    return _des_ecb(key, key_name)[0].update(block)
+
+
+def _ecb_decrypt(key: bytes, block: bytes, key_name: str) -> bytes:
+    return _des_ecb(key, key_name)[1].update(block)
+
+
 def _cbc_mac(key: bytes, padded: bytes, key_name: str) -> bytes:
-    """Return the last block of the zero-IV CBC encryption of the padded data."""
+    """Return the last block of the zero-IV CBC encryption of the padded data (one fresh CBC context: chaining block by
+    block in Python over a kept ECB context costs more from about four blocks on)."""
     assert padded, "CBC-MAC needs at least one block"
     return tdes_cbc_encrypt(key, padded, key_name=key_name)[-DES_BLOCK_BYTES:]
 
@@ -70,7 +91,7 @@ def x9_19_mac(key: bytes, data: bytes) -> bytes:
     _require_key_length(key, MAC_KEY_LENGTHS["x9.19"], "X9.19 MAC key")
     left, right = key[:DES_BLOCK_BYTES], key[DES_BLOCK_BYTES:]
     chained = _cbc_mac(left, _zero_pad(data), "X9.19 MAC key")
-    return tdes_ecb_encrypt(left, tdes_ecb_decrypt(right, chained))
+    return _ecb_encrypt(left, _ecb_decrypt(right, chained, "X9.19 MAC key"), "X9.19 MAC key")
 
 
 def x9_9_mac(key: bytes, data: bytes) -> bytes:
@@ -107,8 +128,8 @@ def cup_ecb_mac(key: bytes, data: bytes) -> bytes:
     """
     _require_key_length(key, MAC_KEY_LENGTHS["cup-ecb"], "CUP MAC key")
     hex_ascii = _fold_blocks(_zero_pad(data)).hex().upper().encode("ascii")
-    first = tdes_ecb_encrypt(key, hex_ascii[:DES_BLOCK_BYTES], key_name="CUP MAC key")
-    second = tdes_ecb_encrypt(key, xor_bytes(first, hex_ascii[DES_BLOCK_BYTES:]), key_name="CUP MAC key")
+    first = _ecb_encrypt(key, hex_ascii[:DES_BLOCK_BYTES], "CUP MAC key")
+    second = _ecb_encrypt(key, xor_bytes(first, hex_ascii[DES_BLOCK_BYTES:]), "CUP MAC key")
     mac = second.hex().upper()[:MAC_BYTES].encode("ascii")
     assert len(mac) == MAC_BYTES
     return mac
@@ -122,9 +143,15 @@ def aes_cmac(key: bytes, data: bytes, length: int = MAC_BYTES) -> bytes:
     """
     assert 1 <= length <= AES_BLOCK_BYTES, "an AES-CMAC is 1..16 bytes"
     _require_key_length(key, MAC_KEY_LENGTHS["aes-cmac"], "AES-CMAC key")
-    authenticator = cmac.CMAC(algorithms.AES(key))
+    authenticator = _aes_cmac(key).copy()
     authenticator.update(data)
     return authenticator.finalize()[:length]
+
+
+@functools.lru_cache(maxsize=MAC_CONTEXT_KEYS)
+def _aes_cmac(key: bytes) -> cmac.CMAC:
+    """An AES-CMAC under ``key`` with nothing fed yet, kept to be copied: its key schedule is done once."""
+    return cmac.CMAC(algorithms.AES(key))
 
 
 MAC_ALGORITHMS: dict[str, Callable[[bytes, bytes], bytes]] = {

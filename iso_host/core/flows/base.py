@@ -167,9 +167,19 @@ def batch_out_of_sync(context: Context) -> Decision:
     return Decision(Reason.BATCH_OUT_OF_SYNC, reply_fields(context))
 
 
+def hhmmss(moment: datetime) -> str:
+    """F12, local time: ``strftime("%H%M%S")`` at a sixth of its cost."""
+    return f"{moment.hour:02d}{moment.minute:02d}{moment.second:02d}"
+
+
+def mmdd(moment: datetime) -> str:
+    """F13, local date: ``strftime("%m%d")``."""
+    return f"{moment.month:02d}{moment.day:02d}"
+
+
 def reply_fields(context: Context, record: TransactionRecord | None = None) -> dict[str, str]:
     """Host time, and for a recorded transaction its RRN and (when approved) its approval code."""
-    fields = {"12": context.now.strftime("%H%M%S"), "13": context.now.strftime("%m%d")}
+    fields = {"12": hhmmss(context.now), "13": mmdd(context.now)}
     if record is not None:
         fields["37"] = record.rrn
         if record.auth_code:

@@ -20,7 +20,7 @@ def card_decline(card: TestCard | None, amount_minor: int, now: datetime) -> Rea
         return None
     if card.status in CARD_STATUS_REASONS:
         return CARD_STATUS_REASONS[card.status]
-    if card.expiry is not None and card.expiry < now.strftime("%y%m"):
+    if card.expiry is not None and card.expiry < f"{now.year % 100:02d}{now.month:02d}":
         return Reason.EXPIRED_CARD
     if card.limit_minor is not None and amount_minor > card.limit_minor:
         return Reason.EXCEEDS_LIMIT

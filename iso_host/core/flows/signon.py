@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from iso_host.core.flows.base import Context, Decision, Request, SessionUpdate
+from iso_host.core.flows.base import Context, Decision, Request, SessionUpdate, hhmmss, mmdd
 from iso_host.core.terminals import NO_KEYS, WorkingKeys
 from iso_host.ledger.model import LedgerView, SaveSession
 from iso_host.security import CupWorkingKeys, key_check_value, wrap_key
@@ -53,8 +53,8 @@ def signon(request: Request, _view: LedgerView, context: Context) -> Decision:
         tpk_kcv=_check(keys.tpk), tak_kcv=_check(keys.tak), tdk_kcv=_check(keys.tdk),
     )  # fmt: skip
     fields = {
-        "12": context.now.strftime("%H%M%S"),
-        "13": context.now.strftime("%m%d"),
+        "12": hhmmss(context.now),
+        "13": mmdd(context.now),
         key_field: key_block.hex().upper(),
     }
     update = SessionUpdate(True, keys, request.batch_number, request.operator)
