@@ -81,7 +81,9 @@ class Config:
     scenarios: tuple[ScenarioConfig, ...] = ()
     tls: TlsConfig | None = None
     edge: str = "protocol"  # the server's connection edge: "protocol" (asyncio.Protocol) or "streams" (for comparison)
-    loop: str = "auto"  # the event loop: "uvloop", "asyncio", or "auto" (uvloop when installed: pip install '.[fast]')
+    # The event loop: "asyncio" (default), "uvloop", or "auto" (uvloop when installed: pip install '.[fast]'). Not auto
+    # by default while the Protocol edge refuses uvloop's transports (edge.py asserts an asyncio.Transport).
+    loop: str = "asyncio"
     rules: RuleSettings = field(default_factory=RuleSettings)
     events: BrokerSettings | None = None  # None: events are off (no [events] mqtt_url)
     events_keep_sent_s: float = DEFAULT_KEEP_SENT_S  # sent outbox rows are pruned after this long

@@ -107,7 +107,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     serve.add_argument("--edge", choices=["protocol", "streams"],
                        help="the connection edge: asyncio Protocol (default) or streams (for comparison)")  # fmt: skip
     serve.add_argument("--loop", choices=["auto", "uvloop", "asyncio"],
-                       help="the event loop: uvloop when installed (auto, default), uvloop, or asyncio's")  # fmt: skip
+                       help="the event loop: asyncio's (default), uvloop, or auto (uvloop when installed)")  # fmt: skip
     serve.add_argument("--tls-cert", help="PEM certificate chain: serve TLS 1.2+")
     serve.add_argument("--tls-key", help="PEM private key of --tls-cert")
     serve.add_argument("--tls-client-ca", help="PEM CA: require client certificates it signed (mutual TLS)")

@@ -145,9 +145,9 @@ class TestParseConfig:
         assert parse_config({"log": {"sample_approvals": 1}}, SOURCE).log_sample_approvals == 1
 
     def test_loop(self) -> None:
-        """[server] loop: auto unless set."""
-        assert parse_config({}, SOURCE).loop == "auto"
-        assert parse_config({"server": {"loop": "asyncio"}}, SOURCE).loop == "asyncio"
+        """[server] loop: asyncio's unless set."""
+        assert parse_config({}, SOURCE).loop == "asyncio"
+        assert parse_config({"server": {"loop": "auto"}}, SOURCE).loop == "auto"
 
     @pytest.mark.parametrize(("document", "key", "problem"), BAD_DOCUMENTS)
     def test_bad_document_names_the_key(self, document: dict[str, Any], key: str, problem: str) -> None:
