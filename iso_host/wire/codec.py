@@ -28,6 +28,7 @@ from iso_host.wire.message import Envelope, Message
 _NOT_FIELDS: Final = frozenset({"h", "t", "p", "1"})
 CODECS: Final = ("compiled", "pyiso8583")
 CODEC_VARIABLE: Final = "ISO_HOST_CODEC"
+_NO_ENVELOPE: Final = Envelope()  # frozen: one shared by every frame of a dialect without TPDU or header
 __all__ = ["CODECS", "PAD_NIBBLES", "WireDecodeError", "codec_in_use", "compiled_codec", "decode", "encode",
            "use_codec"]  # fmt: skip
 
@@ -144,7 +145,7 @@ def decode(frame: bytes, dialect: Dialect, *, codec: str | None = None) -> tuple
             field="header", offset=len(frame), envelope=Envelope(), partial=None,
         )  # fmt: skip
     tpdu_bytes = skip - dialect.header_bytes
-    envelope = Envelope(frame[:tpdu_bytes], frame[tpdu_bytes:skip])
+    envelope = Envelope(frame[:tpdu_bytes], frame[tpdu_bytes:skip]) if skip else _NO_ENVELOPE
     body = frame[skip:]
     if (codec or _in_use) == "compiled" and (compiled := compiled_codec(dialect)) is not None:
         result = compiled.decode(body)

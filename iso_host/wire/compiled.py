@@ -4,7 +4,9 @@
 closure per field: fixed or LL/LLL/LLLL-prefixed (ASCII or any Python text codec, BCD, binary; counting
 bytes or nibbles), data as text, hex or BCD with its pad nibble, the primary and secondary bitmaps
 (binary or hex text), the MTI (binary or text). Each closure does exactly what pyiso8583 does for that
-field, without its per-field dict bookkeeping.
+field, without its per-field dict bookkeeping. Plain fixed fields (text, hex, even-digit BCD) are read in
+the decode loop itself; encoding a message without pads runs a function generated for its set of fields
+(constant bitmap, fixed fields written inline: ``CompiledCodec._plan``).
 
 What it does not cover it does not guess at: ``decode`` and ``encode`` return None and the caller
 (``wire/codec.py``) runs pyiso8583 instead, which then gives the answer or the error. That is:
@@ -112,6 +114,30 @@ def _value_reader(field_id: str, spec: Mapping[str, Any]) -> Callable[[bytes, in
         return value[1:] if side == "left" else value[:-1]
 
     return read
+
+
+def _plain_fixed(spec: Mapping[str, Any]) -> tuple[int, str | None]:
+    """(byte size, text codec or None for hex) of a fixed field read in one step; (0, None) for the others."""
+    max_len, nibble_count, data_enc = spec["max_len"], spec.get("len_count", "bytes") == "nibbles", spec["data_enc"]
+    if spec["len_type"] or not max_len or (nibble_count and data_enc == "b" and max_len & 1):
+        return 0, None
+    return (max_len + 1) // 2 if nibble_count else max_len, None if data_enc == "b" else data_enc
+
+
+def _plain_encoding(spec: Mapping[str, Any]) -> tuple[int, str | None]:
+    """(byte size, text codec or None for hex) of a fixed field written in one step; (0, None) for the others.
+
+    Text counted in bytes, hex counted in bytes, or BCD of an even digit count without a pad: its value's
+    bytes must be exactly ``size`` long, which is pyiso8583's length check for these.
+    """
+    max_len, nibble_count, data_enc = spec["max_len"], spec.get("len_count", "bytes") == "nibbles", spec["data_enc"]
+    if spec["len_type"] or not max_len or spec.get("left_pad") or spec.get("right_pad"):
+        return 0, None
+    if data_enc != "b":
+        return (0, None) if nibble_count else (max_len, data_enc)
+    if nibble_count:
+        return (0, None) if max_len & 1 else (max_len // 2, None)
+    return max_len, None
 
 
 def field_decoder(field_id: str, spec: Mapping[str, Any]) -> FieldDecoder:
@@ -240,6 +266,7 @@ def _bitmap_table(base: int) -> tuple[tuple[tuple[int, ...], ...], ...]:
     )
 
 
+_PLANS_MAX: Final = 256  # generated encoders kept per dialect (one per set of fields a message carries)
 _PRIMARY: Final = _bitmap_table(0)
 _SECONDARY: Final = _bitmap_table(64)
 
@@ -247,7 +274,7 @@ _SECONDARY: Final = _bitmap_table(64)
 class CompiledCodec:
     """One dialect's compiled codec. ``decode``/``encode`` return None where pyiso8583 must answer."""
 
-    __slots__ = ("_binary_bitmaps", "_decoders", "_encoders", "_masks", "_mti_binary", "_mti_enc", "_order",
+    __slots__ = ("_binary_bitmaps", "_decoders", "_encoders", "_mti_binary", "_mti_enc", "_order", "_plans",
                  "_primary_enc", "_secondary_binary", "_secondary_enc", "covered")  # fmt: skip
 
     def __init__(self, spec: Mapping[str, Mapping[str, Any]]) -> None:
@@ -260,9 +287,11 @@ class CompiledCodec:
         self._secondary_enc: str | None = None if secondary is None else secondary["data_enc"]
         self._binary_bitmaps = self._primary_enc == "b"
         self._secondary_binary = self._secondary_enc == "b"
-        decoders: dict[int, tuple[str, FieldDecoder]] = {}
-        encoders: dict[str, FieldEncoder] = {}
-        masks: dict[str, int] = {}
+        # By field number: (field id, the byte size and text codec of a plain fixed field (0, None: not plain;
+        # codec None: hex), the field's decoder); (field id, bitmap bit, the same for writing, encoder).
+        # By field id: its number.
+        decoders: dict[int, tuple[str, int, str | None, FieldDecoder]] = {}
+        encoders: dict[int, tuple[str, int, int, str | None, FieldEncoder]] = {}
         order: dict[str, int] = {}
         for field_id, field_spec in spec.items():
             if not (field_id.isdigit() and field_id == str(int(field_id)) and 2 <= int(field_id) <= 128):
@@ -271,17 +300,18 @@ class CompiledCodec:
             if number == 65:
                 continue
             try:
-                decoders[number] = (field_id, field_decoder(field_id, field_spec))
-                encoders[field_id] = field_encoder(field_spec)
+                size, text = _plain_fixed(field_spec)
+                decoders[number] = (field_id, size, text, field_decoder(field_id, field_spec))
+                plain = _plain_encoding(field_spec)
+                encoders[number] = (field_id, 1 << (128 - number), *plain, field_encoder(field_spec))
             except Uncovered:
                 continue
-            masks[field_id] = 1 << (128 - number)
             order[field_id] = number
         self._decoders = decoders
         self._encoders = encoders
-        self._masks = masks
         self._order = order
-        self.covered = frozenset(encoders)
+        self._plans: dict[tuple[str, ...], Callable[[bytes, Mapping[str, str]], bytes]] = {}
+        self.covered = frozenset(order)
 
     def decode(self, body: bytes) -> tuple[str, dict[str, str], dict[str, str]] | None:
         """The MTI, the fields in field order and the pads, or None: pyiso8583 decides."""
@@ -322,8 +352,16 @@ class CompiledCodec:
         fields: dict[str, str] = {}
         pads: dict[str, str] = {}
         for number in numbers:
-            field_id, decode_field = decoders[number]
-            fields[field_id], offset = decode_field(body, offset, pads)
+            field_id, size, text, decode_field = decoders[number]
+            if size:  # a plain fixed field, read here rather than through a call
+                end = offset + size
+                data = body[offset:end]
+                if len(data) != size:
+                    raise _UNCOVERED
+                fields[field_id] = data.hex().upper() if text is None else data.decode(text)
+                offset = end
+            else:
+                fields[field_id], offset = decode_field(body, offset, pads)
         if offset != len(body):
             raise _UNCOVERED
         return mti, fields, pads
@@ -358,24 +396,65 @@ class CompiledCodec:
             head = mti.encode(self._mti_enc)
             if len(head) != 4:
                 raise _UNCOVERED
-        masks, encoders = self._masks, self._encoders
+        if not pads:  # the usual case: one generated function per set of fields (a reply of each kind)
+            key = tuple(fields)
+            plan = self._plans.get(key) or self._plan(key)
+            return plan(head, fields)
+        encoders = self._encoders
         bits = 0
-        for field_id in fields:
-            bits |= masks[field_id]
-        primary, secondary = bits >> 64, bits & 0xFFFF_FFFF_FFFF_FFFF
-        parts = [head]
-        if secondary:
-            primary |= 1 << 63
-        parts.append(self._bitmap_bytes(primary, self._binary_bitmaps, self._primary_enc))
-        if secondary:
-            if self._secondary_enc is None:
-                raise _UNCOVERED
-            parts.append(self._bitmap_bytes(secondary, self._secondary_binary, self._secondary_enc))
-        if pads:
-            parts += [encoders[f](fields[f], pads.get(f)) for f in sorted(fields, key=self._order.__getitem__)]
-        else:
-            parts += [encoders[f](fields[f], None) for f in sorted(fields, key=self._order.__getitem__)]
+        parts = [head, b""]
+        for number in sorted(map(self._order.__getitem__, fields)):
+            field_id, bit, _, _, encode_field = encoders[number]
+            bits |= bit
+            parts.append(encode_field(fields[field_id], pads.get(field_id)))
+        parts[1] = self._bitmaps(bits)
         return b"".join(parts)
+
+    def _bitmaps(self, bits: int) -> bytes:
+        """The primary bitmap (and the secondary, when a field above 64 is set) of 128 field bits."""
+        primary, secondary = bits >> 64, bits & 0xFFFF_FFFF_FFFF_FFFF
+        if not secondary:
+            return self._bitmap_bytes(primary, self._binary_bitmaps, self._primary_enc)
+        if self._secondary_enc is None:
+            raise _UNCOVERED
+        primary |= 1 << 63
+        secondary_bytes = self._bitmap_bytes(secondary, self._secondary_binary, self._secondary_enc)
+        return self._bitmap_bytes(primary, self._binary_bitmaps, self._primary_enc) + secondary_bytes
+
+    def _plan(self, key: tuple[str, ...]) -> Callable[[bytes, Mapping[str, str]], bytes]:
+        """A function writing the messages that carry exactly these fields, without pads.
+
+        Generated from the field encoders: the bitmap is a constant, plain fixed fields are written and
+        length-checked inline, the others call their encoder. The source holds only generated names; the
+        field ids, codecs and encoders are passed in its namespace. Kept per field set, at most _PLANS_MAX.
+        """
+        numbers = sorted(self._order[field_id] for field_id in key)  # an unknown field: Uncovered via KeyError
+        namespace: dict[str, Any] = {"_a2b": binascii.a2b_hex, "_uncovered": _UNCOVERED}
+        lines: list[str] = []
+        checks: list[str] = []
+        bits = 0
+        for index, number in enumerate(numbers):
+            field_id, bit, size, text, encode_field = self._encoders[number]
+            bits |= bit
+            namespace[f"k{index}"], namespace[f"t{index}"], namespace[f"e{index}"] = field_id, text, encode_field
+            if not size:
+                lines.append(f"    v{index} = e{index}(f[k{index}], None)")
+                continue
+            reader = f"_a2b(f[k{index}])" if text is None else f"f[k{index}].encode(t{index})"
+            lines.append(f"    v{index} = {reader}")
+            checks.append(f"len(v{index}) != {size:d}")
+        namespace["bitmaps"] = self._bitmaps(bits)
+        if checks:
+            lines.append(f"    if {' or '.join(checks)}:\n        raise _uncovered")
+        values = "".join(f"v{index}, " for index in range(len(numbers)))
+        lines.append(f"    return b''.join((head, bitmaps, {values}))")
+        source = "def plan(head, f):\n" + "\n".join(lines) + "\n"
+        exec(compile(source, "<iso_host.wire.compiled plan>", "exec"), namespace)  # noqa: S102 (generated above)
+        plan: Callable[[bytes, Mapping[str, str]], bytes] = namespace["plan"]
+        if len(self._plans) >= _PLANS_MAX:
+            self._plans.clear()
+        self._plans[key] = plan
+        return plan
 
     @staticmethod
     def _bitmap_bytes(bits: int, binary: bool, encoding: str) -> bytes:
