@@ -97,7 +97,10 @@ class Sellers:
 
 
 def p99(values: list[float]) -> float:
-    return statistics.quantiles(values, n=100)[98] if len(values) >= 2 else (values[0] if values else 0.0)
+    """The 99th percentile, never beyond the slowest (inclusive: no extrapolation from few values)."""
+    if len(values) < 2:
+        return values[0] if values else 0.0
+    return statistics.quantiles(values, n=100, method="inclusive")[98]
 
 
 async def upload(port: int, tid: str, sales: int) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Final
 
@@ -272,6 +272,9 @@ class BatchView:
     # What the settlement that closed (or began to upload) the batch recorded, to answer its repeat alike.
     settled_host_totals_json: str | None = None
     settled_terminal_totals_json: str | None = None
+    # The store's mark of the snapshot the view was read from (SQLite: which writes it holds), handed on in
+    # ExpectBatchTotals; opaque, and no part of what the view says.
+    snapshot: object = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -373,13 +376,15 @@ class ExpectVoidsSince:
 class ExpectBatchTotals:
     """Precondition: the batch's host totals are still ``totals``, the ones its settlement compared.
 
-    A sale or void that committed while the settlement compared makes the settlement decide again.
+    A sale or void that committed while the settlement compared makes the settlement decide again. ``snapshot``
+    (the view's) lets a store that knows nothing of the terminal was written since skip summing the batch again.
     """
 
     tid: str
     mid: str
     batch_number: int
     totals: BatchTotals
+    snapshot: object = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

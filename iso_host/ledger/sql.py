@@ -399,6 +399,8 @@ def batch_view_from_rows(
     totals_rows: Sequence[Row],
     items: Sequence[Row],
     uploaded: Sequence[Row],
+    *,
+    snapshot: object = None,
 ) -> BatchView:
     """Assemble a BatchView from the rows of BATCH_STATUS, BATCH_TOTALS, BATCH_ITEMS and BATCH_UPLOADED."""
     tid, mid, batch_number = key
@@ -409,7 +411,7 @@ def batch_view_from_rows(
         settled_terminal_totals_json=status_rows[0]["terminal_totals"] if status_rows else None,
         host_totals=batch_totals_from_rows(totals_rows),
         host_items=tuple(batch_item_from_row(row) for row in items),
-        uploaded=tuple(batch_item_from_row(row) for row in uploaded),
+        uploaded=tuple(batch_item_from_row(row) for row in uploaded), snapshot=snapshot,
     )  # fmt: skip
 
 

@@ -194,12 +194,13 @@ class SqliteStore:
 
     async def _submit(
         self, work: Callable[[sqlite3.Connection], Any], commands: tuple[LedgerCommand, ...] | None = None,
-        deadline: float | None = None,
+        deadline: float | None = None, *, touches_batches: bool = True,
     ) -> Any:  # fmt: skip
         if self._thread is None:
             raise StoreError(f"ledger {self.path} is closed")
         loop = asyncio.get_running_loop()
-        job = Job(work, commands, loop, loop.create_future(), deadline, number=self._order.issue())
+        job = Job(work, commands, loop, loop.create_future(), deadline, number=self._order.issue(),
+                  touches_batches=touches_batches)  # fmt: skip
         try:
             self._jobs.put_nowait(job)
         except queue.Full:
@@ -212,7 +213,7 @@ class SqliteStore:
     async def apply(self, commands: Sequence[LedgerCommand], *, deadline: float | None = None) -> None:
         def work(connection: sqlite3.Connection) -> None:
             for command in commands:
-                apply_command(connection, command)
+                apply_command(connection, command, self._order)
 
         await self._submit(work, tuple(commands), deadline)
 
@@ -245,12 +246,14 @@ class SqliteStore:
         key = (tid, mid, batch_number)
 
         def work(connection: sqlite3.Connection) -> BatchView:
+            snapshot = self._order.snapshot()  # before the first SELECT takes the snapshot
+
             def rows(sql: str, wanted: bool = True) -> list[sqlite3.Row]:
                 return connection.execute(qmark(sql), key).fetchall() if wanted else []
 
             return batch_view_from_rows(
                 key, rows(BATCH_STATUS), rows(BATCH_TOTALS, with_totals), rows(BATCH_ITEMS, with_items),
-                rows(BATCH_UPLOADED, with_items),
+                rows(BATCH_UPLOADED, with_items), snapshot=snapshot,
             )
 
         return await self._read(work, deadline)
@@ -265,7 +268,7 @@ class SqliteStore:
             connection.execute(qmark(REGISTER_TERMINAL), (tid, mid, datetime.now(UTC).isoformat()))
             return terminal_from_row(connection.execute(qmark(SELECT_TERMINAL), (tid, mid)).fetchone())
 
-        result: TerminalRecord = await self._submit(work)
+        result: TerminalRecord = await self._submit(work, touches_batches=False)
         return result
 
     async def transactions(self, where: TransactionFilter) -> list[TransactionRecord]:
@@ -290,13 +293,13 @@ class SqliteStore:
             for sql, parameters in updates:
                 connection.execute(qmark(sql), parameters)
 
-        await self._submit(work)
+        await self._submit(work, touches_batches=False)
 
     async def prune_events(self, sent_before: datetime) -> int:
         def work(connection: sqlite3.Connection) -> int:
             return connection.execute(qmark(PRUNE_EVENTS), (utc_text(sent_before),)).rowcount
 
-        result: int = await self._submit(work)
+        result: int = await self._submit(work, touches_batches=False)
         return result
 
     async def count_pending_events(self) -> int:
@@ -409,11 +412,10 @@ class SqliteStore:
                         hint="requests get SYSTEM_ERROR (96) until the disk has room")  # fmt: skip
         self._disk_full = not truncated
 
-    @staticmethod
-    def _run_jobs(connection: sqlite3.Connection, group: list[Job], *, isolated: bool) -> bool:
+    def _run_jobs(self, connection: sqlite3.Connection, group: list[Job], *, isolated: bool) -> bool:
         """Run every job; returns False at the first failure when not isolated."""
         if not isolated:
-            return run_batched(connection, group)
+            return run_batched(connection, group, self._order)
         for job in group:
             if expired(job.deadline):
                 job.result, job.error = None, timeout_error()
@@ -428,6 +430,7 @@ class SqliteStore:
                     else StoreError(f"ledger write failed: {error.__class__.__name__}: {error}")
                 )  # fmt: skip
             connection.execute("RELEASE job")
+            self._order.touch(job.number, job.commands, touches_batches=job.touches_batches)
         return True
 
 

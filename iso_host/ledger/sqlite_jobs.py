@@ -16,6 +16,7 @@ from typing import Any, Final
 from iso_host.errors import BatchSettledError, ConflictError, DuplicateError, StoreError
 from iso_host.ledger.model import (
     PRECONDITIONS,
+    ExpectBatchTotals,
     LedgerCommand,
     Precondition,
     RecordDifferences,
@@ -37,6 +38,7 @@ from iso_host.ledger.sql import (
     statement,
     transaction_values,
 )
+from iso_host.ledger.sqlite_readers import WriteOrder
 
 MAX_BATCH_ROWS: Final = 512  # SQLite binds at most 32,766 parameters in one statement (3.32+); a power of two
 assert MAX_BATCH_ROWS * len(TRANSACTION_COLUMNS) <= 32_766
@@ -50,6 +52,7 @@ class Job:
     future: asyncio.Future[Any]
     deadline: float | None = None  # time.monotonic(): past it the job is not run, nor committed
     number: int = 0  # its place in the order of writes (sqlite_readers.WriteOrder)
+    touches_batches: bool = True  # a job of commands=None that may change transactions (not a terminal's row)
     result: Any = None
     error: BaseException | None = field(default=None)
 
@@ -68,15 +71,17 @@ def resolve_all(jobs: list[Job]) -> None:
         resolve(job)
 
 
-def check_precondition(connection: sqlite3.Connection, command: Precondition) -> None:
+def check_precondition(connection: sqlite3.Connection, command: Precondition, order: WriteOrder | None) -> None:
+    if isinstance(command, ExpectBatchTotals) and order is not None and order.unchanged(command):
+        return  # the view's snapshot holds every write of the terminal's so far: its totals are the batch's now
     sql, parameters = precondition_select(command)
     if (failed := precondition_error(command, connection.execute(qmark(sql), parameters).fetchall())) is not None:
         raise failed
 
 
-def apply_command(connection: sqlite3.Connection, command: LedgerCommand) -> None:
+def apply_command(connection: sqlite3.Connection, command: LedgerCommand, order: WriteOrder | None = None) -> None:
     if isinstance(command, PRECONDITIONS):
-        check_precondition(connection, command)
+        check_precondition(connection, command, order)
         return
     try:
         if isinstance(command, RecordUpload | RecordDifferences):
@@ -132,7 +137,7 @@ class _Inserts:
         self.rows.clear()
 
 
-def run_batched(connection: sqlite3.Connection, group: list[Job]) -> bool:
+def run_batched(connection: sqlite3.Connection, group: list[Job], order: WriteOrder | None = None) -> bool:
     """The fast path: runs of inserts go to SQLite in one ``executemany``; False at the first failure.
 
     The writer thread shares the GIL with the event loop, so Python work per row is what group commit
@@ -151,15 +156,17 @@ def run_batched(connection: sqlite3.Connection, group: list[Job]) -> bool:
             if job.commands is None:
                 flush()
                 job.result = job.work(connection)
-                continue
-            for command in job.commands:
-                if isinstance(command, RecordTransaction):
-                    transactions.rows.append(transaction_values(command.transaction))
-                elif isinstance(command, RecordEvent):
-                    events.rows.append(event_values(command))
-                else:
-                    flush()
-                    apply_command(connection, command)
+            else:
+                for command in job.commands:
+                    if isinstance(command, RecordTransaction):
+                        transactions.rows.append(transaction_values(command.transaction))
+                    elif isinstance(command, RecordEvent):
+                        events.rows.append(event_values(command))
+                    else:
+                        flush()
+                        apply_command(connection, command, order)
+            if order is not None:
+                order.touch(job.number, job.commands, touches_batches=job.touches_batches)
         flush()
     except Exception:  # replayed job by job under savepoints, where the failure is told to its own job
         return False

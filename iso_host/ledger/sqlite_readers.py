@@ -25,11 +25,24 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, TypeVar
 
 from iso_host.errors import StoreError
 from iso_host.ledger.deadlines import expired, timeout_error, within
+from iso_host.ledger.model import (
+    PRECONDITIONS,
+    AdvanceBatch,
+    ExpectBatchTotals,
+    LedgerCommand,
+    RecordDifferences,
+    RecordEvent,
+    RecordTransaction,
+    RecordUpload,
+    SaveSession,
+    SettleBatch,
+)
 
 _T = TypeVar("_T")
 
@@ -40,6 +53,24 @@ PROGRESS_STEPS: Final = 100_000  # SQLite VM steps between two looks at the read
 def _wake(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Which writes a read's snapshot holds: at least every one numbered up to ``number`` (``BatchView.snapshot``)."""
+
+    order: WriteOrder
+    number: int
+
+
+def _terminal_of(command: LedgerCommand) -> tuple[str, str] | None:
+    """The terminal whose batches the command may change; None when the command does not say (a status change or
+    a refund names a transaction by RRN only)."""
+    if isinstance(command, RecordTransaction):
+        return command.transaction.tid, command.transaction.mid
+    if isinstance(command, SettleBatch | AdvanceBatch | RecordUpload | RecordDifferences):
+        return command.tid, command.mid
+    return None
 
 
 class WriteOrder:
@@ -53,6 +84,9 @@ class WriteOrder:
         self._early: list[int] = []  # finished writes numbered above ``_finished`` (a heap)
         self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []  # (needed, tie, future), a heap
         self._tie = itertools.count()
+        # The writer thread's own: the newest write run for each terminal, and for writes that name none.
+        self._touched: dict[tuple[str, str], int] = {}
+        self._touched_all = 0
 
     def issue(self) -> int:
         """The next write's number (call it before the write is queued)."""
@@ -75,6 +109,35 @@ class WriteOrder:
                 future.get_loop().call_soon_threadsafe(_wake, future)
             except RuntimeError:  # its event loop has closed: nobody waits any more
                 continue
+
+    def snapshot(self) -> Snapshot:
+        """Taken by a reader just before its read transaction's first SELECT: every write numbered up to
+        ``_finished`` has committed or failed, so the snapshot holds them all."""
+        return Snapshot(self, self._finished)
+
+    def touch(self, number: int, commands: tuple[LedgerCommand, ...] | None, *, touches_batches: bool) -> None:
+        """The writer ran write ``number`` (its group may yet commit or not): mark the terminals whose batches it
+        may have changed, or every terminal when it cannot tell."""
+        if commands is None:
+            if touches_batches:
+                self._touched_all = max(self._touched_all, number)
+            return
+        for command in commands:
+            if isinstance(command, (*PRECONDITIONS, RecordEvent, SaveSession)):
+                continue  # reads, the outbox, a terminal's session: no transaction changes
+            key = _terminal_of(command)
+            if key is None:
+                self._touched_all = max(self._touched_all, number)
+            else:
+                self._touched[key] = max(self._touched.get(key, 0), number)
+
+    def unchanged(self, expect: ExpectBatchTotals) -> bool:
+        """On the writer: nothing that could change the terminal's batches has run since ``expect``'s snapshot, so
+        the totals it carries are the batch's now (no need to sum the batch again inside the commit)."""
+        snapshot = expect.snapshot
+        if not isinstance(snapshot, Snapshot) or snapshot.order is not self:
+            return False
+        return max(self._touched_all, self._touched.get((expect.tid, expect.mid), 0)) <= snapshot.number
 
     def behind(self) -> asyncio.Future[None] | None:
         """A future done once every write submitted so far has finished; None when they all have."""

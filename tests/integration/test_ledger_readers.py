@@ -13,6 +13,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from iso_host.ledger.model import (
 )
 from iso_host.ledger.sql import BATCH_TOTALS, batch_totals_from_rows, qmark
 from iso_host.ledger.sqlite import SqliteStore
+from iso_host.ledger.sqlite_readers import READER_COUNT
 from iso_host.vocab import Kind, Reason, Status
 
 NOW = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
@@ -159,3 +161,49 @@ async def test_reads_are_read_only(store: SqliteStore) -> None:
     """A reader's connection cannot write, whatever a read tries."""
     with pytest.raises(StoreError, match=r"readonly|read-only|attempt to write"):
         await store._read(lambda connection: connection.execute("DELETE FROM transactions"))
+
+
+async def test_a_read_past_its_deadline_is_interrupted(store: SqliteStore) -> None:
+    """Reads that would run for minutes are stopped at their deadline, on every reader: the next read is served
+    within its own deadline."""
+    endless = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n) SELECT COUNT(*) FROM n"
+
+    def count(connection: sqlite3.Connection) -> int:
+        return int(connection.execute(endless).fetchone()[0])
+
+    results = await asyncio.gather(*(store._read(count, soon(0.2)) for _ in range(READER_COUNT)),
+                                   return_exceptions=True)  # fmt: skip
+    assert all(isinstance(result, StoreTimeout) for result in results), results
+    assert (await store.batch_view(TID, MID, 1, deadline=soon())).status == "open"
+
+
+def other_terminal_sale(rrn: str) -> RecordTransaction:
+    record = sale(rrn).transaction
+    return RecordTransaction(replace(record, tid="TERM0002"))
+
+
+async def test_the_writer_sums_a_batch_again_only_when_the_terminal_wrote_since(store: SqliteStore) -> None:
+    """A settlement's ExpectBatchTotals carries its view's snapshot: while nothing of the terminal's has been
+    written since, the writer takes the totals as current (no second sum of the batch inside the commit); a sale
+    of its own, or a status change (which names no terminal), sends it back to summing, and a stale view is
+    refused."""
+    await store.register_terminal("TERM0002", MID)
+    await store.apply([sale("000000000001")])
+    view = await store.batch_view(TID, MID, 1, deadline=soon())
+    expect = ExpectBatchTotals(TID, MID, 1, view.host_totals, view.snapshot)
+    assert store._order.unchanged(expect)
+    await store.apply([other_terminal_sale("000000000002")])
+    assert store._order.unchanged(expect)
+    await store.apply([ChangeStatus("000000000002", Status.APPROVED, Status.VOIDED, NOW)])
+    assert not store._order.unchanged(expect)
+    assert store._order.unchanged(ExpectBatchTotals(TID, MID, 1, view.host_totals)) is False  # no snapshot
+    fresh = await store.batch_view(TID, MID, 1, deadline=soon())
+    await store.apply([sale("000000000003")])
+    stale = ExpectBatchTotals(TID, MID, 1, fresh.host_totals, fresh.snapshot)
+    assert not store._order.unchanged(stale)
+    with pytest.raises(ConflictError):
+        await store.apply([stale], deadline=soon())
+    current = await store.batch_view(TID, MID, 1, deadline=soon())
+    settle = SettleBatch(TID, MID, 1, "balanced", True, "{}", "{}", NOW)
+    await store.apply([ExpectBatchTotals(TID, MID, 1, current.host_totals, current.snapshot), settle])
+    assert (await store.batch_view(TID, MID, 1)).status == "settled"

@@ -58,7 +58,7 @@ def open_batch_of(request: Request, view: LedgerView) -> BatchView | None:
 
 def _unchanged(request: Request, batch: BatchView) -> ExpectBatchTotals:
     """The settlement compared these totals: a sale or void that commits meanwhile makes it decide again."""
-    return ExpectBatchTotals(request.tid, request.mid, batch.batch_number, batch.host_totals)
+    return ExpectBatchTotals(request.tid, request.mid, batch.batch_number, batch.host_totals, batch.snapshot)
 
 
 def _close(
