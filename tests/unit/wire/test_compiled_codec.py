@@ -30,7 +30,7 @@ from iso_host.wire import (
     load_dialect,
 )
 from iso_host.wire import codec as codec_module
-from iso_host.wire.compiled import compile_spec
+from iso_host.wire.compiled import _PLANS_MAX, compile_spec
 
 DIALECTS = {name: load_dialect(name) for name in builtin_dialect_names()}
 NAMES = sorted(DIALECTS)
@@ -247,3 +247,22 @@ def test_the_environment_variable_chooses_the_codec() -> None:
     result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=False)
     assert result.returncode != 0
     assert "ISO_HOST_CODEC: unknown codec 'fast'" in result.stderr
+
+
+def test_encoders_generated_per_field_set_stay_bounded_and_right() -> None:
+    """One generated encoder per set of fields, at most _PLANS_MAX of them: past that the cache starts over."""
+    dialect = DIALECTS["iso87binary"]
+    compiled = codec_module.compiled_codec(dialect)
+    assert compiled is not None
+    optional = ["7", "12", "13", "14", "22", "25", "37", "38", "39"]
+    for index in range(_PLANS_MAX + 40):
+        chosen = [field_id for bit, field_id in enumerate(optional) if index >> bit & 1]
+        values = {
+            "3": "000000",
+            "11": f"{index:06d}",
+            "41": "TERM0001",
+            **{f: dialect.spec[f]["max_len"] * "1" for f in chosen},
+        }
+        message = Message("0210", values)
+        assert both_encode(message, Envelope(), dialect)[0] == "ok"
+        assert len(compiled._plans) <= _PLANS_MAX
