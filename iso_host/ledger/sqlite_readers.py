@@ -164,10 +164,10 @@ class Readers:
         self._executor = ThreadPoolExecutor(max_workers=self._count, thread_name_prefix="ledger-reader")
 
     def close(self) -> None:
-        """Wait for the reads under way, then close every connection."""
+        """Let the reads already handed over finish (each ends by its deadline), then close every connection."""
         if self._executor is not None:
-            self._executor.shutdown(wait=True, cancel_futures=True)
-            self._executor = None
+            executor, self._executor = self._executor, None
+            executor.shutdown(wait=True)
         with self._lock:
             connections, self._connections = self._connections, []
         for connection in connections:
@@ -180,9 +180,13 @@ class Readers:
             StoreTimeout: the deadline passed (a read under way is interrupted).
             StoreError: the ledger is closed, or the read failed.
         """
-        if self._executor is None:
-            raise StoreError(f"ledger {self.path} is closed")
-        future = asyncio.get_running_loop().run_in_executor(self._executor, self._read, work, deadline)
+        closed = StoreError(f"ledger {self.path} is closed")
+        if (executor := self._executor) is None:
+            raise closed
+        try:
+            future = asyncio.get_running_loop().run_in_executor(executor, self._read, work, deadline)
+        except RuntimeError:  # closing: the executor takes no more work
+            raise closed from None
         return await within(deadline, future)
 
     def _connection(self) -> sqlite3.Connection:

@@ -207,3 +207,11 @@ async def test_the_writer_sums_a_batch_again_only_when_the_terminal_wrote_since(
     settle = SettleBatch(TID, MID, 1, "balanced", True, "{}", "{}", NOW)
     await store.apply([ExpectBatchTotals(TID, MID, 1, current.host_totals, current.snapshot), settle])
     assert (await store.batch_view(TID, MID, 1)).status == "settled"
+
+
+async def test_a_read_after_close_is_a_store_error(tmp_path: Path) -> None:
+    closed = SqliteStore(str(tmp_path / "ledger.db"))
+    await closed.open()
+    await closed.close()
+    with pytest.raises(StoreError, match="closed"):
+        await closed.find_original(OriginalQuery(TID, MID, rrn="000000000001"))
