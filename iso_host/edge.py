@@ -21,7 +21,7 @@ import asyncio
 import ssl
 import time
 from collections.abc import Iterator, MutableMapping
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, cast
 
 from iso_host.core.pipeline import Host
 from iso_host.errors import WireError
@@ -91,6 +91,7 @@ class Connection(asyncio.Protocol):
         "slot",
         "task",
         "timer",
+        "timer_at",
         "transport",
     )  # fmt: skip
 
@@ -111,6 +112,7 @@ class Connection(asyncio.Protocol):
         self.read_paused = False
         self.drain: asyncio.Future[None] | None = None  # set while the transport's write buffer is over its mark
         self.timer: asyncio.TimerHandle | None = None
+        self.timer_at = 0.0  # when ``timer`` fires (kept here: not every loop's handles tell)
         self.deadline: float | None = None  # when the timer must act (idle or frame deadline); None: not now
         self.frame_deadline: float | None = None
         self.abort_timer: asyncio.TimerHandle | None = None
@@ -121,7 +123,8 @@ class Connection(asyncio.Protocol):
     # --- asyncio's callbacks --------------------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        # Not an isinstance check: uvloop's transports do the same job without subclassing asyncio.Transport.
+        transport = cast(asyncio.Transport, transport)
         server = self.server
         self.transport = transport
         self.conn_id = next(server.ids)
@@ -345,11 +348,11 @@ class Connection(asyncio.Protocol):
 
     def _set_deadline(self, when: float | None) -> None:
         self.deadline = when
-        if when is None or (self.timer is not None and self.timer.when() <= when):
+        if when is None or (self.timer is not None and self.timer_at <= when):
             return  # the timer fires earlier and finds the deadline moved
         if self.timer is not None:
             self.timer.cancel()
-        self.timer = asyncio.get_running_loop().call_at(when, self._on_timer)
+        self.timer, self.timer_at = asyncio.get_running_loop().call_at(when, self._on_timer), when
 
     def _on_timer(self) -> None:
         self.timer = None
@@ -357,7 +360,7 @@ class Connection(asyncio.Protocol):
         if deadline is None or self.closing or self.busy:
             return
         if asyncio.get_running_loop().time() < deadline:
-            self.timer = asyncio.get_running_loop().call_at(deadline, self._on_timer)
+            self.timer, self.timer_at = asyncio.get_running_loop().call_at(deadline, self._on_timer), deadline
             return
         decoder = self.decoder
         assert decoder is not None
