@@ -23,7 +23,7 @@ import time
 from collections.abc import Iterator, MutableMapping
 from typing import Any, Final, Protocol, cast
 
-from iso_host.core.pipeline import Host
+from iso_host.core.pipeline import Host, Outcome
 from iso_host.errors import WireError
 from iso_host.gate import ConnectionGate, ThrottledLog
 from iso_host.limits import Limits
@@ -68,6 +68,21 @@ class Listener(Protocol):
 
     def connection_gone(self) -> None: ...
 
+
+
+def log_outcome(log: Any, outcome: Outcome, started: float, *, stalled: bool, frame_timeout_s: float) -> None:
+    """The line a frame's answer logs, on either edge: frame_rejected (the field and byte offset) or request_decided
+    (latency since ``started``, a ``time.perf_counter`` reading), and write_timeout when the peer read no reply."""
+    if outcome.error is not None:
+        log.warning("frame_rejected", field=outcome.error.field, offset=outcome.error.offset,
+                    error=outcome.error.reason, mti=outcome.mti, replied=outcome.reply is not None,
+                    **outcome.log)  # fmt: skip
+    else:
+        latency_ms = round((time.perf_counter() - started) * 1000, 3)
+        log.info("request_decided", mti=outcome.mti, kind=outcome.kind, reason=outcome.reason,
+                 response_code=outcome.response_code, latency_ms=latency_ms, **outcome.log)  # fmt: skip
+    if stalled:
+        log.warning("write_timeout", frame_timeout_s=frame_timeout_s)
 
 class Connection(asyncio.Protocol):
     """One client connection on the Protocol edge (``__slots__``: an idle one is a few hundred bytes)."""
@@ -327,17 +342,7 @@ class Connection(asyncio.Protocol):
                         await asyncio.shield(self.drain)
                 except TimeoutError:
                     stalled = True
-        latency_ms = round((time.perf_counter() - started) * 1000, 3)
-        log = self.log()
-        if outcome.error is not None:
-            log.warning("frame_rejected", field=outcome.error.field, offset=outcome.error.offset,
-                        error=outcome.error.reason, mti=outcome.mti, replied=outcome.reply is not None,
-                        **outcome.log)  # fmt: skip
-        else:
-            log.info("request_decided", mti=outcome.mti, kind=outcome.kind, reason=outcome.reason,
-                     response_code=outcome.response_code, latency_ms=latency_ms, **outcome.log)  # fmt: skip
-        if stalled:
-            log.warning("write_timeout", frame_timeout_s=server.limits.frame_timeout_s)
+        log_outcome(self.log(), outcome, started, stalled=stalled, frame_timeout_s=server.limits.frame_timeout_s)
         if server.stopping or stalled:
             return False
         return not outcome.close

@@ -18,7 +18,7 @@ import time
 from typing import Any, Final, Literal
 
 from iso_host.core.pipeline import Host
-from iso_host.edge import CLOSE_TIMEOUT_S, Connection
+from iso_host.edge import CLOSE_TIMEOUT_S, Connection, log_outcome
 from iso_host.errors import WireError
 from iso_host.gate import AcceptErrors, ConnectionGate, ThrottledLog
 from iso_host.limits import ACCEPT_BACKLOG, Limits
@@ -292,16 +292,7 @@ class Server:
                     stalled = True
         finally:
             connection.busy = False
-        latency_ms = round((time.perf_counter() - started) * 1000, 3)
-        if outcome.error is not None:
-            log.warning("frame_rejected", field=outcome.error.field, offset=outcome.error.offset,
-                        error=outcome.error.reason, mti=outcome.mti, replied=outcome.reply is not None,
-                        **outcome.log)  # fmt: skip
-        else:
-            log.info("request_decided", mti=outcome.mti, kind=outcome.kind, reason=outcome.reason,
-                     response_code=outcome.response_code, latency_ms=latency_ms, **outcome.log)  # fmt: skip
-        if stalled:
-            log.warning("write_timeout", frame_timeout_s=self.limits.frame_timeout_s)
+        log_outcome(log, outcome, started, stalled=stalled, frame_timeout_s=self.limits.frame_timeout_s)
         if self.stopping or stalled:
             return False
         return not outcome.close
