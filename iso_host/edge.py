@@ -20,8 +20,8 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
-from collections.abc import Iterator, MutableMapping
-from typing import Any, Final, Protocol, cast
+from collections.abc import Awaitable, Iterator, MutableMapping
+from typing import Any, Final, Protocol, TypeVar, cast
 
 from iso_host.core.pipeline import Host, Outcome
 from iso_host.errors import WireError
@@ -31,6 +31,7 @@ from iso_host.tls import certificate_subject
 from iso_host.trace import IN, OUT, Tracer
 from iso_host.wire import NEED_DATA, FrameDecoder, encode_frame
 
+T = TypeVar("T")
 CLOSE_TIMEOUT_S: Final = 2.0  # a peer that neither takes the rest of a reply nor answers TLS's close is cut off
 
 
@@ -68,6 +69,20 @@ class Listener(Protocol):
 
     def connection_gone(self) -> None: ...
 
+
+
+async def handshake_within(handshake: Awaitable[T], timeout_s: float) -> tuple[T | None, str | None]:
+    """Await a TLS handshake for at most ``timeout_s``: its result and None, or None and why it failed ("timeout",
+    the SSL error's reason, or the class of the OSError when the peer went away mid-handshake)."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            return await handshake, None
+    except TimeoutError:
+        return None, "timeout"
+    except ssl.SSLError as error:
+        return None, error.reason or error.__class__.__name__
+    except OSError as error:  # ConnectionError and kin
+        return None, error.__class__.__name__
 
 
 def log_outcome(log: Any, outcome: Outcome, started: float, *, stalled: bool, frame_timeout_s: float) -> None:
@@ -220,20 +235,13 @@ class Connection(asyncio.Protocol):
         """The TLS handshake under ``tls_handshake_timeout_s``; a failure is a throttled line and an abort."""
         timeout_s = self.server.limits.tls_handshake_timeout_s
         loop = asyncio.get_running_loop()
+        # asyncio's own handshake timer is only a backstop behind ours
+        start = loop.start_tls(transport, self, context, server_side=True, ssl_handshake_timeout=timeout_s + 1)
         try:
-            async with asyncio.timeout(timeout_s):
-                # asyncio's own handshake timer is only a backstop behind ours
-                tls = await loop.start_tls(transport, self, context, server_side=True,
-                                           ssl_handshake_timeout=timeout_s + 1)  # fmt: skip
-        except TimeoutError:
-            why = "timeout"
-        except ssl.SSLError as error:
-            why = error.reason or error.__class__.__name__
-        except OSError as error:  # ConnectionError and kin: the peer went away mid-handshake
-            why = error.__class__.__name__
+            tls, why = await handshake_within(start, timeout_s)
         except asyncio.CancelledError:
-            why = ""  # the host is stopping
-        else:
+            tls, why = None, ""  # the host is stopping
+        if why is None:
             self.task = None
             if tls is None or self.lost:
                 self._abort()

@@ -18,7 +18,7 @@ import time
 from typing import Any, Final, Literal
 
 from iso_host.core.pipeline import Host
-from iso_host.edge import CLOSE_TIMEOUT_S, Connection, log_outcome
+from iso_host.edge import CLOSE_TIMEOUT_S, Connection, handshake_within, log_outcome
 from iso_host.errors import WireError
 from iso_host.gate import AcceptErrors, ConnectionGate, ThrottledLog
 from iso_host.limits import ACCEPT_BACKLOG, Limits
@@ -201,17 +201,10 @@ class Server:
         """The TLS handshake under ``tls_handshake_timeout_s``; False when it failed (a throttled line says why)."""
         assert self.ssl_context is not None
         timeout_s = self.limits.tls_handshake_timeout_s
-        try:
-            async with asyncio.timeout(timeout_s):
-                # asyncio's own handshake timer is only a backstop behind ours
-                await writer.start_tls(self.ssl_context, ssl_handshake_timeout=timeout_s + 1)
-        except TimeoutError:
-            why = "timeout"
-        except ssl.SSLError as error:
-            why = error.reason or error.__class__.__name__
-        except OSError as error:  # ConnectionError and kin: the peer went away mid-handshake
-            why = error.__class__.__name__
-        else:
+        # asyncio's own handshake timer is only a backstop behind ours
+        _, why = await handshake_within(writer.start_tls(self.ssl_context, ssl_handshake_timeout=timeout_s + 1),
+                                        timeout_s)  # fmt: skip
+        if why is None:
             return True
         self.throttled.note("tls_handshake_failed", why, peer=peer_text, tls_handshake_timeout_s=timeout_s)
         return False
