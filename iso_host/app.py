@@ -40,10 +40,11 @@ from iso_host.ledger.store import DEFAULT_LEDGER_DEADLINE_S
 from iso_host.log import get_logger
 from iso_host.mqtt.client import check_settings
 from iso_host.mqtt.tasks import MqttTasks, start_mqtt_tasks
-from iso_host.server import Edge, Server
+from iso_host.server import Edge, Server, cannot_listen
 from iso_host.tls import server_context
 from iso_host.trace import DEFAULT_MAX_BYTES, Tracer
 from iso_host.wire import Dialect, load_dialect
+from iso_host.workers.pool import WorkerPool
 
 MQTT_READY_TIMEOUT_S: Final = 3.0  # at start, how long to wait for the broker before serving without it
 
@@ -140,15 +141,15 @@ def build_host(
 
 @dataclass
 class RunningApp:
-    """A host serving: its server and the MQTT tasks beside it. ``stop`` shuts it all down in order."""
+    """A host serving: its server (or its workers) and the MQTT tasks beside it. ``stop`` shuts it all down in order."""
 
     host: Host
-    server: Server
+    server: Server | WorkerPool
     background: MqttTasks
     address: tuple[str, int]
 
     async def stop(self) -> None:
-        await self.server.stop()  # closes the tracer too, after the last connection's lines
+        await self.server.stop()  # closes the tracer too, after the last connection's lines; workers before the hub
         await self.background.stop()
         await self.host.store.close()
 
@@ -197,6 +198,9 @@ async def start(config: Config, trace: TraceOptions | None = None) -> RunningApp
         ledger_deadline_s=config.ledger_deadline_s, security=config.security,
     )  # fmt: skip
     ssl_context = server_context(config.tls.cert, config.tls.key, config.tls.client_ca) if config.tls else None
+    if trace is not None and config.workers > 1:
+        await store.close()
+        raise ConfigError("--trace: not with --workers (each worker would need a trace of its own); trace one process")
     if trace is not None and not trace.redact:
         hint = "the trace keeps full PANs, track 2, PIN blocks and sign-on key blocks; add --trace-redact"
         get_logger().warning("trace_not_redacted", trace=str(trace.path), hint=hint)
@@ -206,14 +210,22 @@ async def start(config: Config, trace: TraceOptions | None = None) -> RunningApp
         await store.close()
         raise
     edge: Edge = "streams" if config.edge == "streams" else "protocol"
-    server = Server(host, limits, ssl_context=ssl_context, tracer=tracer, edge=edge)
+    server: Server | WorkerPool
     try:
-        address = await server.start(config.host, config.port)
-    except OSError as error:
+        if config.workers > 1:
+            server = WorkerPool(host, config, limits, config.workers)
+            address = await server.start()
+        else:
+            server = Server(host, limits, ssl_context=ssl_context, tracer=tracer, edge=edge)
+            try:
+                address = await server.start(config.host, config.port)
+            except OSError as error:
+                raise cannot_listen(config.host, config.port, error) from None
+    except ConfigError:
         if tracer is not None:
             await asyncio.to_thread(tracer.close)
         await store.close()
-        raise ConfigError(f"server.port: cannot listen on {config.host}:{config.port}: {error.strerror}") from None
+        raise
     background = start_mqtt_tasks(config, host, cards_reloader(config, host), control_secret=control_secret)
     # A script that starts the host and at once sends a control command must find the listener subscribed.
     await background.ready(MQTT_READY_TIMEOUT_S)

@@ -84,6 +84,8 @@ class Config:
     # The event loop: "asyncio" (default), "uvloop", or "auto" (uvloop when installed: pip install '.[fast]'). Not auto
     # by default while the Protocol edge refuses uvloop's transports (edge.py asserts an asyncio.Transport).
     loop: str = "asyncio"
+    # Protocol worker processes in front of this one (serve --workers N); 1: this process serves the sockets itself.
+    workers: int = 1
     rules: RuleSettings = field(default_factory=RuleSettings)
     events: BrokerSettings | None = None  # None: events are off (no [events] mqtt_url)
     events_keep_sent_s: float = DEFAULT_KEEP_SENT_S  # sent outbox rows are pruned after this long
@@ -94,13 +96,14 @@ class Config:
 
 
 LOOPS: Final = ("auto", "uvloop", "asyncio")
+MAX_WORKERS: Final = 64
 RULE_KEYS: Final = {
     "void_window", "business_day_cutoff", "timezone", "max_void_age_h", "max_refused_void_attempts",
     "max_voids_per_day", "unknown_reversal", "refund_max_age_days", "allow_zero_amount",
     "preauth_days", "completion_tolerance_percent", "tip_limit_percent", "void_requires_card", "pin_tries",
 }  # fmt: skip
 SECTIONS: Final = {
-    "server": {"host", "port", "dialect", "tls_cert", "tls_key", "tls_client_ca", "edge", "loop"},
+    "server": {"host", "port", "dialect", "tls_cert", "tls_key", "tls_client_ca", "edge", "loop", "workers"},
     "ledger": {"url", "group_commit", "deadline_s", "pan_key_file"},
     "log": {"format", "level", "sample_approvals"},
     "limits": {f.name for f in fields(Limits)},
@@ -292,13 +295,19 @@ def _ledger_settings(problems: Problems, ledger: dict[str, Any]) -> dict[str, An
 
 
 def _loop_and_sampling(problems: Problems, server: dict[str, Any], log: dict[str, Any]) -> dict[str, Any]:
-    """``[server] loop`` and ``[log] sample_approvals``."""
+    """``[server] loop`` and ``workers``, and ``[log] sample_approvals``."""
     changes: dict[str, Any] = {}
     if "loop" in server:
         if server["loop"] in LOOPS:
             changes["loop"] = server["loop"]
         else:
             problems.add("server.loop", f"must be one of {', '.join(LOOPS)}, got {server['loop']!r}")
+    if "workers" in server:
+        workers = server["workers"]
+        if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= MAX_WORKERS:
+            problems.add("server.workers", f"must be 1..{MAX_WORKERS} worker processes, got {workers!r}")
+        else:
+            changes["workers"] = workers
     if "sample_approvals" in log:
         every = log["sample_approvals"]
         if isinstance(every, bool) or not isinstance(every, int) or every < 1:
@@ -481,4 +490,6 @@ def with_overrides(config: Config, **overrides: Any) -> Config:
     changes = {name: value for name, value in overrides.items() if value is not None}
     if "port" in changes and not 0 <= changes["port"] <= 65_535:
         raise ConfigError(f"--port: must be 0..65535, got {changes['port']}")
+    if "workers" in changes and not 1 <= changes["workers"] <= MAX_WORKERS:
+        raise ConfigError(f"--workers: must be 1..{MAX_WORKERS} worker processes, got {changes['workers']}")
     return replace(config, **changes)

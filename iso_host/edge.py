@@ -23,7 +23,7 @@ import time
 from collections.abc import Awaitable, Iterator, MutableMapping
 from typing import Any, Final, Protocol, TypeVar, cast
 
-from iso_host.core.pipeline import Host, Outcome
+from iso_host.core.pipeline import Answerer, Outcome
 from iso_host.errors import WireError
 from iso_host.gate import ConnectionGate, ThrottledLog
 from iso_host.limits import Limits
@@ -39,7 +39,7 @@ class Listener(Protocol):
     """What a connection needs of the server that accepted it (``server.Server``)."""
 
     @property
-    def host(self) -> Host: ...
+    def host(self) -> Answerer: ...
 
     @property
     def limits(self) -> Limits: ...

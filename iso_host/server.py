@@ -13,13 +13,14 @@ from __future__ import annotations
 import asyncio
 import itertools
 import resource
+import socket
 import ssl
 import time
 from typing import Any, Final, Literal
 
-from iso_host.core.pipeline import Host
+from iso_host.core.pipeline import Answerer
 from iso_host.edge import CLOSE_TIMEOUT_S, Connection, handshake_within, log_outcome
-from iso_host.errors import WireError
+from iso_host.errors import ConfigError, WireError
 from iso_host.gate import AcceptErrors, ConnectionGate, ThrottledLog
 from iso_host.limits import ACCEPT_BACKLOG, Limits
 from iso_host.log import get_logger
@@ -34,6 +35,11 @@ EDGES: Final[tuple[Edge, ...]] = ("protocol", "streams")
 def open_file_limit() -> int:
     """The process's soft open-file limit (``ulimit -n``)."""
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def cannot_listen(host: str, port: int, error: OSError) -> ConfigError:
+    """The one line for an address the host cannot listen on (taken, not this machine's, not allowed)."""
+    return ConfigError(f"server.port: cannot listen on {host}:{port}: {error.strerror}")
 
 
 class _Connection:
@@ -53,12 +59,13 @@ class Server:
 
     def __init__(
         self,
-        host: Host,
+        host: Answerer,
         limits: Limits,
         *,
         ssl_context: ssl.SSLContext | None = None,
         tracer: Tracer | None = None,
         edge: Edge = "protocol",
+        log_fields: dict[str, object] | None = None,
     ) -> None:
         assert tracer is None or tracer.dialect == host.dialect, "the tracer records with the host's dialect"
         self.host = host
@@ -66,7 +73,7 @@ class Server:
         self.ssl_context = ssl_context
         self.tracer = tracer
         self.edge = edge
-        self.log = get_logger(dialect=host.dialect.name)
+        self.log = get_logger(dialect=host.dialect.name, **(log_fields or {}))
         self._server: asyncio.Server | None = None
         self.connections: dict[int, _Connection | Connection] = {}
         self.ids = itertools.count(1)
@@ -80,13 +87,21 @@ class Server:
     def connection_count(self) -> int:
         return len(self.connections)
 
-    async def start(self, bind_host: str, port: int) -> tuple[str, int]:
-        """Bind and start accepting; returns the real address (port 0 picks a free port)."""
-        self._accept_errors.install(asyncio.get_running_loop())
+    async def start(self, bind_host: str = "", port: int = 0, *, sock: socket.socket | None = None) -> tuple[str, int]:
+        """Bind and start accepting, or accept on ``sock``, a listening socket made elsewhere (a worker's, handed down
+        by the core); returns the real address (port 0 picks a free port)."""
+        loop = asyncio.get_running_loop()
+        self._accept_errors.install(loop)
         try:
-            if self.edge == "protocol":
-                self._server = await asyncio.get_running_loop().create_server(
+            if self.edge == "protocol" and sock is not None:
+                self._server = await loop.create_server(lambda: Connection(self), sock=sock, backlog=ACCEPT_BACKLOG)
+            elif self.edge == "protocol":
+                self._server = await loop.create_server(
                     lambda: Connection(self), bind_host, port, backlog=ACCEPT_BACKLOG
+                )
+            elif sock is not None:
+                self._server = await asyncio.start_server(
+                    self._on_connect, sock=sock, limit=self.limits.read_chunk_bytes, backlog=ACCEPT_BACKLOG
                 )
             else:
                 self._server = await asyncio.start_server(

@@ -29,7 +29,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("iso_host.events", "iso_host.control"),
     ("iso_host.mqtt",),
     ("iso_host.keyed_locks", "iso_host.trace", "iso_host.gate", "iso_host.edge", "iso_host.server", "iso_host.terminal",
-     "iso_host.fuzz"),
+     "iso_host.fuzz", "iso_host.event_loops"),
+    ("iso_host.workers",),
     ("iso_host.app",),
     ("iso_host.cli",),
 )  # fmt: skip

@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib
 import signal
-from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -18,30 +16,12 @@ from iso_host.app import TraceOptions, start
 from iso_host.cli.exit_codes import EXIT_OK
 from iso_host.config import DEMO_MID, DEMO_TID, Config, TlsConfig, load_config, with_overrides
 from iso_host.errors import ConfigError
+from iso_host.event_loops import event_loop
 from iso_host.log import announce, configure, get_logger
 from iso_host.mqtt.client import describe_broker
 from iso_host.trace import DEFAULT_MAX_BYTES
 from iso_host.urls import redacted_url
 from iso_host.wire import builtin_dialect_names
-
-
-def event_loop(choice: str) -> tuple[str, Callable[[], asyncio.AbstractEventLoop]]:
-    """The event loop ``serve`` runs on (its name, for the listening line, and its factory): ``uvloop`` when chosen or,
-    with ``auto``, when installed (``pip install 'iso-host[fast]'``); else asyncio's own.
-
-    Raises:
-        ConfigError: ``uvloop`` chosen and not installed.
-    """
-    if choice != "asyncio":
-        try:
-            uvloop = importlib.import_module("uvloop")
-        except ImportError:
-            if choice == "uvloop":
-                raise ConfigError("--loop uvloop: uvloop is not installed (pip install 'iso-host[fast]')") from None
-        else:
-            factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
-            return "uvloop", factory
-    return "asyncio", asyncio.new_event_loop
 
 
 async def _serve(config: Config, trace: TraceOptions | None = None, loop_name: str = "asyncio") -> int:
@@ -55,13 +35,13 @@ async def _serve(config: Config, trace: TraceOptions | None = None, loop_name: s
              tls="mutual" if config.tls and config.tls.client_ca else bool(config.tls),
              trace=str(trace.path) if trace else None,
              events=describe_broker(config.events) if config.events else None, control=config.control_enabled,
-             loop=loop_name, version=__version__)  # fmt: skip
+             loop=loop_name, workers=config.workers, version=__version__)  # fmt: skip
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     await stop.wait()
-    log.info("host_stopping", connections=app.server.connection_count)
+    log.info("host_stopping", connections=app.server.connection_count, workers=config.workers)
     await app.stop()
     log.info("host_stopped")
     return EXIT_OK
@@ -71,6 +51,7 @@ def command_serve(args: argparse.Namespace) -> int:
     config = with_overrides(
         load_config(args.config), host=args.host, port=args.port, dialect=args.dialect,
         ledger_url=args.ledger, log_format=args.log_format, log_level=args.log_level, edge=args.edge, loop=args.loop,
+        workers=args.workers,
     )  # fmt: skip
     if args.tls_cert or args.tls_key or args.tls_client_ca:
         if not (args.tls_cert and args.tls_key):
@@ -108,6 +89,9 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                        help="the connection edge: asyncio Protocol (default) or streams (for comparison)")  # fmt: skip
     serve.add_argument("--loop", choices=["auto", "uvloop", "asyncio"],
                        help="the event loop: asyncio's (default), uvloop, or auto (uvloop when installed)")  # fmt: skip
+    serve.add_argument("--workers", type=int, metavar="N",
+                       help="N protocol worker processes on the one port, this process deciding and keeping the"
+                            " ledger for all of them (default 1: this process serves the sockets too)")  # fmt: skip
     serve.add_argument("--tls-cert", help="PEM certificate chain: serve TLS 1.2+")
     serve.add_argument("--tls-key", help="PEM private key of --tls-cert")
     serve.add_argument("--tls-client-ca", help="PEM CA: require client certificates it signed (mutual TLS)")

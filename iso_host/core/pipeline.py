@@ -67,6 +67,15 @@ class Outcome:
     delay_s: float = 0.0  # a scenario stalls the reply this long (the edge waits; the ledger already committed)
 
 
+class Answerer(Protocol):
+    """What an edge needs to answer frames: a ``Host``, or a worker's link to the core's (``workers.remote``)."""
+
+    @property
+    def dialect(self) -> Dialect: ...
+
+    async def handle(self, frame: bytes, *, peer_subject: str | None = None) -> Outcome: ...
+
+
 class Host:
     """Handles frames for one dialect against one ledger."""
 

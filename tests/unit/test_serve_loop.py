@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from iso_host.cli.serve import event_loop
 from iso_host.errors import ConfigError
+from iso_host.event_loops import event_loop
 
 HAVE_UVLOOP = importlib.util.find_spec("uvloop") is not None
 
