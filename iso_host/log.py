@@ -115,7 +115,10 @@ def configure(
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
-        logger_factory=structlog.PrintLoggerFactory(output),
+        # One write per line, newline included (print() writes the newline apart): with ``serve --workers`` several
+        # processes share standard output, and under PYTHONUNBUFFERED every write is a system call of its own, so two
+        # writes per line let another process's line land between a line and its newline.
+        logger_factory=structlog.WriteLoggerFactory(output),
         cache_logger_on_first_use=False,
     )
 
@@ -125,7 +128,7 @@ def announce(event: str, **fields: Any) -> None:
     if not _ANNOUNCE_PROCESSORS:
         configure()
     logger = structlog.wrap_logger(
-        structlog.PrintLogger(_ANNOUNCE_STREAM[0]), processors=_ANNOUNCE_PROCESSORS, wrapper_class=structlog.BoundLogger
+        structlog.WriteLogger(_ANNOUNCE_STREAM[0]), processors=_ANNOUNCE_PROCESSORS, wrapper_class=structlog.BoundLogger
     )
     logger.info(event, **fields)
 

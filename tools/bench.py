@@ -234,15 +234,19 @@ class HostTarget:
     ledger: str  # "sqlite" or "postgresql"
     group_commit: bool
     events: bool = False  # publish every sale's event through the outbox to MQTT
+    workers: int = 1  # serve --workers N
 
 
 SWITCHES: Final = {"on": [True], "off": [False], "both": [True, False]}
 
 
-def host_targets(ledgers: list[str], group_commit: str, events: str = "off") -> list[HostTarget]:
+def host_targets(
+    ledgers: list[str], group_commit: str, events: str = "off", workers: Sequence[int] = (1,)
+) -> list[HostTarget]:
     return [
-        HostTarget(f"{ledger}{'' if on else '-nogc'}{'-events' if publish else ''}", ledger, on, publish)
-        for ledger in ledgers for on in SWITCHES[group_commit] for publish in SWITCHES[events]
+        HostTarget(f"{ledger}{'' if on else '-nogc'}{'-events' if publish else ''}{f'-w{count}' if count > 1 else ''}",
+                   ledger, on, publish, count)
+        for ledger in ledgers for on in SWITCHES[group_commit] for publish in SWITCHES[events] for count in workers
     ]  # fmt: skip
 
 
@@ -320,6 +324,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"],
                         help="the hosts' log level (default: iso-host's own, info, with approvals sampled)")
     parser.add_argument("--mqtt-url", default="mqtt://127.0.0.1:1883", help="the broker for --events")
+    parser.add_argument("--workers", default="1",
+                        help="comma-separated serve --workers counts, each a target of its own, e.g. 1,2 (1)")
     options = parser.parse_args(argv)
     for name in ("connections", "count", "processes", "repeat"):
         if getattr(options, name) < 1:
@@ -329,6 +335,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if options.count * options.repeat > MAX_STAN:
         parser.error(f"--count x --repeat must stay within {MAX_STAN} STANs per terminal")
     options.processes = min(options.processes, options.connections)
+    try:
+        options.workers = [int(count) for count in options.workers.split(",")]
+    except ValueError:
+        parser.error(f"--workers: whole numbers separated by commas, got {options.workers!r}")
+    if not options.workers or min(options.workers) < 1:
+        parser.error(f"--workers: each count must be >= 1, got {options.workers}")
     options.ledgers = [name.strip() for name in options.ledgers.split(",") if name.strip()]
     if not options.ledgers or set(options.ledgers) - {"sqlite", "postgresql"}:
         parser.error(f"--ledgers: sqlite and/or postgresql, got {options.ledgers}")
@@ -381,7 +393,7 @@ def bench(options: argparse.Namespace, executable: str, directory: Path) -> dict
     events_targets: set[str] = set()
     with contextlib.ExitStack() as stack:
         try:
-            for target in host_targets(options.ledgers, options.group_commit, options.events):
+            for target in host_targets(options.ledgers, options.group_commit, options.events, options.workers):
                 urls[target.name] = stack.enter_context(ledger_url(target, directory, options.postgres))
                 config = write_host_config(directory, target, urls[target.name], options.connections,
                                            options.mqtt_url)  # fmt: skip
@@ -390,7 +402,8 @@ def bench(options: argparse.Namespace, executable: str, directory: Path) -> dict
                 # The host's own default log level (info: request_decided lines, approvals sampled), as it runs.
                 level = ["--log-level", options.log_level] if options.log_level else []
                 command = [executable, "serve", "--config", str(config), "--port", "0", *level,
-                           "--log-format", "json", *shlex.split(options.host_args)]  # fmt: skip
+                           "--log-format", "json", "--workers", str(target.workers),
+                           *shlex.split(options.host_args)]  # fmt: skip
                 servers[target.name], ports[target.name] = start_server(command, directory / f"{target.name}.log", None)
             baseline_command = [sys.executable, str(Path(__file__).with_name("baseline_server.py")), "--port", "0"]
             servers["baseline"], ports["baseline"] = start_server(baseline_command, directory / "baseline.log", None)

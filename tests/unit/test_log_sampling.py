@@ -110,3 +110,26 @@ def test_configured_levels(restore_config: None, level: str, every: int, expecte
     lines = [json.loads(line) for line in stream.getvalue().splitlines()]
     assert len(lines) == expected_lines
     assert sum(line["reason"] == "INSUFFICIENT_FUNDS" for line in lines) == (0 if level == "warning" else 20)
+
+
+class _Writes(io.StringIO):
+    """A stream that remembers each write call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[str] = []
+
+    def write(self, text: str) -> int:
+        self.calls.append(text)
+        return super().write(text)
+
+
+def test_a_line_is_one_write_newline_included(restore_config: None) -> None:
+    """``serve --workers`` shares standard output between processes: a line and its newline must leave together, or
+    another process's line can land between them (under PYTHONUNBUFFERED each write is a system call)."""
+    stream = _Writes()
+    log.configure("json", "info", stream)
+    log.get_logger().warning("frame_rejected", field="4", offset=18)
+    log.announce("listening on 127.0.0.1:8583")
+    assert len(stream.calls) == 2
+    assert all(call.endswith("}\n") and call.count("\n") == 1 for call in stream.calls)
