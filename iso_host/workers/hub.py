@@ -34,6 +34,7 @@ class Hub:
 
     def said_hello(self, index: int, pid: int) -> None:
         self.workers[index] = pid
+        self.log.info("worker_ready", worker=index, pid=pid)
         self._changed.set()
 
     async def wait_for(self, ready: Callable[[], bool]) -> None:

@@ -14,6 +14,7 @@ import asyncio
 import json
 import os
 import queue
+import signal
 import subprocess
 import threading
 from collections.abc import AsyncIterator, Iterator
@@ -225,3 +226,24 @@ async def test_a_sign_on_on_one_worker_keys_the_mac_d_sale_on_the_other(tmp_path
         finally:
             for client in clients.values():
                 await client.close()
+
+
+async def test_a_worker_that_dies_is_replaced_and_the_others_keep_serving(tmp_path: Path) -> None:
+    """SIGKILL one worker: the core logs worker_exited, starts another under the same number, and sales go on."""
+    with serving_workers(tmp_path) as (address, log, _):
+        async with one_on_each_worker(address, log) as (first, second):
+            victim = first.worker
+            os.kill(int(str((await log.wait("worker_ready", worker=victim))["pid"])), signal.SIGKILL)
+            exited = await log.wait("worker_exited", worker=victim)
+            assert exited["status"] == -signal.SIGKILL
+            restarted = await log.wait("worker_restarted", worker=victim)
+            await log.wait("worker_ready", worker=victim, pid=restarted["pid"])
+            # the other worker never stopped: its connection still answers
+            assert (await second.exchange(sale(b"000301", b"000000000100"))).fields["39"] == "00"
+        # and new connections are served, whichever worker takes them
+        reader, writer = await asyncio.open_connection(*address)
+        try:
+            fresh = Connection(reader, writer, await _worker_of(log, writer))
+            assert (await fresh.exchange(sale(b"000302", b"000000000100"))).fields["39"] == "00"
+        finally:
+            writer.close()
