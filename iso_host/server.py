@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 import resource
 import socket
 import ssl
@@ -39,7 +40,8 @@ def open_file_limit() -> int:
 
 def cannot_listen(host: str, port: int, error: OSError) -> ConfigError:
     """The one line for an address the host cannot listen on (taken, not this machine's, not allowed)."""
-    return ConfigError(f"server.port: cannot listen on {host}:{port}: {error.strerror}")
+    reason = os.strerror(error.errno) if error.errno else str(error)  # not socket.create_server's longer strerror
+    return ConfigError(f"server.port: cannot listen on {host}:{port}: {reason}")
 
 
 class _Connection:

@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
+import pytest
 from processes import ISO_HOST
 from waiting import until, until_blocking
 
@@ -247,3 +248,31 @@ async def test_a_worker_that_dies_is_replaced_and_the_others_keep_serving(tmp_pa
             assert (await fresh.exchange(sale(b"000302", b"000000000100"))).fields["39"] == "00"
         finally:
             writer.close()
+
+
+@pytest.mark.parametrize(
+    ("arguments", "line"),
+    [
+        (["--workers", "0"], "iso-host: --workers: must be 1..64 worker processes, got 0"),
+        (["--workers", "2", "--trace", "t.jsonl"], "iso-host: --trace: not with --workers"),
+    ],
+)
+def test_bad_worker_settings_are_one_line(tmp_path: Path, arguments: list[str], line: str) -> None:
+    done = subprocess.run([*ISO_HOST, "serve", "--port", "0", *arguments], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=60, env=dict(os.environ, HOME=str(tmp_path)), check=False)  # fmt: skip
+    assert done.returncode == 2
+    assert done.stderr.startswith(line), done.stderr
+    assert done.stderr.count("\n") == 1, done.stderr
+
+
+def test_a_taken_port_is_one_line_with_workers(tmp_path: Path) -> None:
+    """The core binds the port itself (no SO_REUSEPORT): a second host on it is refused, not given a share."""
+    with serving_workers(tmp_path) as ((host, port), _, _):
+        done = subprocess.run(
+            [*ISO_HOST, "serve", "--workers", "2", "--host", host, "--port", str(port), "--ledger",
+             f"sqlite:///{tmp_path / 'other.db'}"],
+            cwd=tmp_path, capture_output=True, text=True, timeout=60, env=dict(os.environ, HOME=str(tmp_path)),
+            check=False,
+        )  # fmt: skip
+    assert done.returncode == 2
+    assert done.stderr == f"iso-host: server.port: cannot listen on {host}:{port}: Address already in use\n"
