@@ -31,6 +31,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("iso_host.keyed_locks", "iso_host.trace", "iso_host.gate", "iso_host.edge", "iso_host.server", "iso_host.terminal",
      "iso_host.fuzz", "iso_host.event_loops"),
     ("iso_host.workers",),
+    ("iso_host.console",),
     ("iso_host.app",),
     ("iso_host.cli",),
 )  # fmt: skip
@@ -39,7 +40,7 @@ PURE = ("iso_host.vocab", "iso_host.errors", "iso_host.money", "iso_host.urls", 
         "iso_host.styles", "iso_host.core", "iso_host.ledger.model", "iso_host.ledger.store", "iso_host.ledger.rules",
         "iso_host.ledger.schema", "iso_host.ledger.sql", "iso_host.ledger.invariants", "iso_host.ledger.totals_json",
         "iso_host.events.record", "iso_host.events.refusals", "iso_host.control.commands",
-        "iso_host.control.signing", "iso_host.security",
+        "iso_host.control.signing", "iso_host.security", "iso_host.console.fields",
         "iso_host.fuzz.mutations")  # fmt: skip
 IO_IMPORTS = ("asyncio", "socket", "ssl", "threading", "concurrent", "multiprocessing", "subprocess", "selectors",
               "sqlite3", "aiomqtt", "paho", "psycopg", "psycopg_pool", "time", "secrets", "uuid")  # fmt: skip

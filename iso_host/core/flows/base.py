@@ -124,6 +124,9 @@ class Decision:
     holds: tuple[HoldChange, ...] = ()  # pre-auth holds on test cards to add or release, after the commit
     chip_counters: tuple[tuple[str, int], ...] = ()  # (ChipData.counter_key, ATC) of a verified ARQC, after the commit
     response_code: str | None = None  # a scenario's forced code, instead of the dialect's for the reason
+    # Why a rule refused, in words an operator reads (the console's inspector, the log line's detail): the rule's
+    # name and the values it compared, e.g. "void refused: VOID_WINDOW_EXPIRED (sale at 10:02, window 30 min)".
+    detail: str | None = None
 
     def code(self, dialect: Dialect) -> str:
         """Field 39: a scenario's forced code, else the dialect's code for the reason."""
