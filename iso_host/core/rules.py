@@ -3,7 +3,9 @@ the clock or the database.
 
 Each rule is a named check over (attempt, view, now, settings); rules run in table order and the first
 that fails gives the reason. The tables mirror DESIGN.md ("Void eligibility"), so that a rule can be
-found, tested and configured by name.
+found, tested and configured by name. Each check has its words beside it (``_why_...``, the same arguments): what
+it compared, for ``Decision.detail`` when it fails. The words name kinds, times, amounts, counts, batches and
+approval codes; never card data.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Final
 from zoneinfo import ZoneInfo
 
 from iso_host.ledger.model import LedgerView, Original, TransactionRecord
+from iso_host.money import format_amount
 from iso_host.vocab import Kind, Reason, Status
 
 SAME_BUSINESS_DAY: Final = "same_business_day"
@@ -63,15 +66,57 @@ class Attempt:
     auth_code: str | None = None  # the original's approval code, where the request names it (CUP F38)
     rrn: str | None = None  # the original's RRN, where the request names it (CUP F37 of an adjust or a tip)
     batch_number: int | None = None  # the batch the request's own row goes into
+    kind: Kind | None = None  # the request's kind, for the words of a refusal (None: "request")
 
 
 Check = Callable[[Attempt, LedgerView, datetime, RuleSettings], bool]
+Words = Callable[[Attempt, LedgerView, datetime, RuleSettings], str]
 
 
 @dataclass(frozen=True, slots=True)
 class Rule:
     reason: Reason
     check: Check
+    why: Words  # what the check compared, in words, when it fails
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """The first failing rule's reason and its words."""
+
+    reason: Reason
+    why: str
+
+    def detail(self, kind: Kind) -> str:
+        return refused(kind, self.reason, self.why)
+
+
+def refused(kind: Kind, reason: Reason, why: str) -> str:
+    """``Decision.detail``'s shape for a refusal: ``void refused: AMOUNT_MISMATCH (sale 10.00, void 9.99)``."""
+    return f"{kind_words(kind)} refused: {reason.value} ({why})"
+
+
+def kind_words(kind: Kind) -> str:
+    """A kind as an operator reads it: ``pre-auth void`` for ``preauth_void``."""
+    return kind.value.replace("_", " ").replace("preauth", "pre-auth")
+
+
+def percent(value: float) -> str:
+    return f"{Decimal(str(value)).normalize():f} %"
+
+
+def _asking(attempt: Attempt) -> str:
+    return kind_words(attempt.kind) if attempt.kind is not None else "request"
+
+
+def span(length: timedelta) -> str:
+    """A duration in words, its zero parts left out: ``1 d 2 h``, ``30 min``, ``2 h 0 min 1 s`` -> ``2 h 1 s``."""
+    seconds = int(length.total_seconds())
+    days, rest = divmod(seconds, 86_400)
+    hours, rest = divmod(rest, 3_600)
+    minutes, seconds = divmod(rest, 60)
+    parts = [f"{n} {unit}" for n, unit in ((days, "d"), (hours, "h"), (minutes, "min"), (seconds, "s")) if n]
+    return " ".join(parts) or "0 s"
 
 
 def _local(moment: datetime, settings: RuleSettings) -> datetime:
@@ -96,13 +141,50 @@ def business_day_start(now: datetime, settings: RuleSettings) -> datetime:
     return datetime.combine(day - timedelta(days=1), cutoff, zone)
 
 
+def when(moment: datetime, settings: RuleSettings) -> str:
+    """A moment as the rules' zone reads it, to the second."""
+    return f"{_local(moment, settings):%Y-%m-%d %H:%M:%S}"
+
+
 def _original(view: LedgerView) -> Original:
     assert view.original is not None, "rules after original_found run only when it was found"
     return view.original
 
 
+def _named(view: LedgerView) -> str:
+    """The original as the words name it: its kind, and its RRN."""
+    record = _original(view).record
+    return f"{kind_words(record.kind)} {record.rrn}"
+
+
+def _state(original: Original) -> str:
+    """What has become of an original: its status, or the reversal or row that closed it."""
+    if original.effective_reversal:
+        return "reversed"
+    if original.closed_by is not None:
+        return f"closed by a {kind_words(original.closed_by)}"
+    return original.record.status.value
+
+
 def original_found(_attempt: Attempt, view: LedgerView, _now: datetime, _settings: RuleSettings) -> bool:
     return view.original is not None
+
+
+def _why_not_found(attempt: Attempt, _view: LedgerView, _now: datetime, _settings: RuleSettings) -> str:
+    named = [f"RRN {attempt.rrn}"] if attempt.rrn else []
+    named += [f"approval code {attempt.auth_code.strip()}"] if attempt.auth_code else []
+    return f"no original of this terminal and merchant{' with ' + ', '.join(named) if named else ''}"
+
+
+def _why_not_a(wanted: str) -> Words:
+    """The words of a check for the original's kind: what it is instead (or that it was declined)."""
+
+    def why(_attempt: Attempt, view: LedgerView, _now: datetime, _settings: RuleSettings) -> str:
+        record = _original(view).record
+        declined = "declined " if record.status is Status.DECLINED else ""
+        return f"original {record.rrn} is a {declined}{kind_words(record.kind)}, not {wanted}"
+
+    return why
 
 
 def voidable(_attempt: Attempt, view: LedgerView, _now: datetime, _settings: RuleSettings) -> bool:
@@ -115,8 +197,16 @@ def not_cancelled(_attempt: Attempt, view: LedgerView, _now: datetime, _settings
     return original.record.status in UNCANCELLED and not original.effective_reversal
 
 
+def _why_cancelled(_attempt: Attempt, view: LedgerView, _now: datetime, _settings: RuleSettings) -> str:
+    return f"{_named(view)} is {_state(_original(view))}"
+
+
 def batch_open(_attempt: Attempt, view: LedgerView, _now: datetime, _settings: RuleSettings) -> bool:
     return not _original(view).batch_settled
+
+
+def _why_batch_settled(_attempt: Attempt, view: LedgerView, _now: datetime, _settings: RuleSettings) -> str:
+    return f"{_named(view)} is in batch {_original(view).record.batch_number}, settled"
 
 
 def _age(view: LedgerView, now: datetime) -> timedelta | None:
@@ -138,14 +228,45 @@ def within_void_window(_attempt: Attempt, view: LedgerView, now: datetime, setti
     return age <= timedelta(hours=float(settings.void_window))
 
 
+def _why_from_the_future(view: LedgerView, now: datetime, settings: RuleSettings) -> str:
+    created = _original(view).record.created_at
+    return f"{_named(view)} at {when(created, settings)}, after now {when(now, settings)}: the clock went back"
+
+
+def _why_window(_attempt: Attempt, view: LedgerView, now: datetime, settings: RuleSettings) -> str:
+    created = _original(view).record.created_at
+    age = _age(view, now)
+    if age is None:
+        return _why_from_the_future(view, now, settings)
+    at = f"{_named(view)} at {when(created, settings)}"
+    if settings.void_window != SAME_BUSINESS_DAY:
+        return f"{at}, {span(age)} ago, window {span(timedelta(hours=float(settings.void_window)))}"
+    then, today = business_day(created, settings), business_day(now, settings)
+    if then != today:
+        return f"{at}, business day {then}; now {when(now, settings)}, business day {today}"
+    return f"{at}, {span(age)} ago, at most {span(timedelta(hours=settings.max_void_age_h))}"
+
+
 def same_amount(attempt: Attempt, view: LedgerView, _now: datetime, _settings: RuleSettings) -> bool:
     """The amount the original is worth: an adjusted or tipped sale is voided at its adjusted amount plus its tip."""
     return attempt.amount_minor == _original(view).effective_minor
 
 
+def _why_amount(attempt: Attempt, view: LedgerView, _now: datetime, _settings: RuleSettings) -> str:
+    original = _original(view)
+    worth = format_amount(original.effective_minor)
+    if original.effective_minor != original.record.amount_minor:
+        worth += f" as adjusted and tipped, recorded at {format_amount(original.record.amount_minor)}"
+    return f"{_named(view)} {worth}, {_asking(attempt)} {format_amount(attempt.amount_minor)}"
+
+
 def same_card(attempt: Attempt, view: LedgerView, _now: datetime, _settings: RuleSettings) -> bool:
     card = _original(view).record.card
     return attempt.pan_hash is None or card is None or attempt.pan_hash == card.pan_hash
+
+
+def _why_other_card(_attempt: Attempt, view: LedgerView, _now: datetime, _settings: RuleSettings) -> str:
+    return f"the request's card is not the card of {_named(view)}"
 
 
 def card_presented(attempt: Attempt, view: LedgerView, _now: datetime, settings: RuleSettings) -> bool:
@@ -157,33 +278,50 @@ def card_presented(attempt: Attempt, view: LedgerView, _now: datetime, settings:
     return _original(view).record.card is None
 
 
+def _why_no_card(_attempt: Attempt, view: LedgerView, _now: datetime, _settings: RuleSettings) -> str:
+    return f"no card in the request, {_named(view)} was paid by card, void_requires_card on"
+
+
 def operator_permitted(attempt: Attempt, _view: LedgerView, _now: datetime, _settings: RuleSettings) -> bool:
     return attempt.operator_permitted
+
+
+def _why_operator(_attempt: Attempt, _view: LedgerView, _now: datetime, _settings: RuleSettings) -> str:
+    return "the terminal's configuration does not let this operator void"
 
 
 def within_refused_attempts(_attempt: Attempt, view: LedgerView, _now: datetime, settings: RuleSettings) -> bool:
     return _original(view).refused_void_attempts < settings.max_refused_void_attempts
 
 
+def _why_refused_attempts(_attempt: Attempt, view: LedgerView, _now: datetime, settings: RuleSettings) -> str:
+    refused_so_far = _original(view).refused_void_attempts
+    return f"{_named(view)} has {refused_so_far} refused attempts, limit {settings.max_refused_void_attempts}"
+
+
 def within_voids_per_day(_attempt: Attempt, view: LedgerView, _now: datetime, settings: RuleSettings) -> bool:
     return settings.max_voids_per_day is None or view.voids_today < settings.max_voids_per_day
+
+
+def _why_voids_per_day(_attempt: Attempt, view: LedgerView, _now: datetime, settings: RuleSettings) -> str:
+    return f"{view.voids_today} voids this business day, limit {settings.max_voids_per_day}"
 
 
 # The refused-attempt limit comes before the checks of what the request says (amount, card, operator): once an
 # original has refused its attempts, every further one is VOID_LIMIT_EXCEEDED, so guessing the amount (or the
 # card) can neither succeed nor learn anything. The per-day limit counts approvals, and comes last.
 VOID_RULES: Final[tuple[Rule, ...]] = (
-    Rule(Reason.ORIGINAL_NOT_FOUND, original_found),
-    Rule(Reason.NOT_VOIDABLE, voidable),
-    Rule(Reason.ALREADY_CANCELLED, not_cancelled),
-    Rule(Reason.BATCH_CLOSED, batch_open),
-    Rule(Reason.VOID_WINDOW_EXPIRED, within_void_window),
-    Rule(Reason.VOID_LIMIT_EXCEEDED, within_refused_attempts),
-    Rule(Reason.AMOUNT_MISMATCH, same_amount),
-    Rule(Reason.CARD_MISMATCH, card_presented),
-    Rule(Reason.CARD_MISMATCH, same_card),
-    Rule(Reason.OPERATOR_NOT_PERMITTED, operator_permitted),
-    Rule(Reason.VOID_LIMIT_EXCEEDED, within_voids_per_day),
+    Rule(Reason.ORIGINAL_NOT_FOUND, original_found, _why_not_found),
+    Rule(Reason.NOT_VOIDABLE, voidable, _why_not_a("an approved sale")),
+    Rule(Reason.ALREADY_CANCELLED, not_cancelled, _why_cancelled),
+    Rule(Reason.BATCH_CLOSED, batch_open, _why_batch_settled),
+    Rule(Reason.VOID_WINDOW_EXPIRED, within_void_window, _why_window),
+    Rule(Reason.VOID_LIMIT_EXCEEDED, within_refused_attempts, _why_refused_attempts),
+    Rule(Reason.AMOUNT_MISMATCH, same_amount, _why_amount),
+    Rule(Reason.CARD_MISMATCH, card_presented, _why_no_card),
+    Rule(Reason.CARD_MISMATCH, same_card, _why_other_card),
+    Rule(Reason.OPERATOR_NOT_PERMITTED, operator_permitted, _why_operator),
+    Rule(Reason.VOID_LIMIT_EXCEEDED, within_voids_per_day, _why_voids_per_day),
 )
 
 
@@ -197,18 +335,34 @@ def within_refund_age(_attempt: Attempt, view: LedgerView, now: datetime, settin
     return age is not None and age <= timedelta(days=settings.refund_max_age_days)
 
 
+def _why_refund_age(_attempt: Attempt, view: LedgerView, now: datetime, settings: RuleSettings) -> str:
+    age = _age(view, now)
+    if age is None:
+        return _why_from_the_future(view, now, settings)
+    created = when(_original(view).record.created_at, settings)
+    return f"{_named(view)} at {created}, {span(age)} ago, at most {settings.refund_max_age_days} d"
+
+
 def within_refundable_amount(attempt: Attempt, view: LedgerView, _now: datetime, _settings: RuleSettings) -> bool:
     record = _original(view).record
     return 0 < attempt.amount_minor <= record.amount_minor - record.refunded_minor
 
 
+def _why_refundable(attempt: Attempt, view: LedgerView, _now: datetime, _settings: RuleSettings) -> str:
+    record = _original(view).record
+    rest = record.amount_minor - record.refunded_minor
+    return (f"{_named(view)} {format_amount(record.amount_minor)}, refunded {format_amount(record.refunded_minor)}, "
+            f"refundable {format_amount(rest)}, refund {format_amount(attempt.amount_minor)}")  # fmt: skip
+
+
 REFUND_RULES: Final[tuple[Rule, ...]] = (
-    Rule(Reason.ORIGINAL_NOT_FOUND, original_found),
-    Rule(Reason.NOT_VOIDABLE, voidable),  # only an approved sale can be refunded, as only one can be voided
-    Rule(Reason.ALREADY_CANCELLED, not_voided_or_fully_refunded),
-    Rule(Reason.VOID_WINDOW_EXPIRED, within_refund_age),
-    Rule(Reason.AMOUNT_MISMATCH, within_refundable_amount),
-    Rule(Reason.CARD_MISMATCH, same_card),
+    Rule(Reason.ORIGINAL_NOT_FOUND, original_found, _why_not_found),
+    # only an approved sale can be refunded, as only one can be voided
+    Rule(Reason.NOT_VOIDABLE, voidable, _why_not_a("an approved sale")),
+    Rule(Reason.ALREADY_CANCELLED, not_voided_or_fully_refunded, _why_cancelled),
+    Rule(Reason.VOID_WINDOW_EXPIRED, within_refund_age, _why_refund_age),
+    Rule(Reason.AMOUNT_MISMATCH, within_refundable_amount, _why_refundable),
+    Rule(Reason.CARD_MISMATCH, same_card, _why_other_card),
 )
 
 
@@ -256,9 +410,22 @@ def preauth_unexpired(_attempt: Attempt, view: LedgerView, now: datetime, settin
     return _age(view, now) is not None and now < preauth_expiry(_original(view).record, settings)
 
 
+def _why_expired(_attempt: Attempt, view: LedgerView, now: datetime, settings: RuleSettings) -> str:
+    if _age(view, now) is None:
+        return _why_from_the_future(view, now, settings)
+    record = _original(view).record
+    expired, lifetime = when(preauth_expiry(record, settings), settings), span(timedelta(days=settings.preauth_days))
+    return f"{_named(view)} at {when(record.created_at, settings)}, expired {expired} after {lifetime}"
+
+
 def names_its_auth_code(attempt: Attempt, view: LedgerView, _now: datetime, _settings: RuleSettings) -> bool:
     """A request that names the original's approval code (F38, padded with spaces by some terminals) names it."""
     return attempt.auth_code is None or attempt.auth_code.strip() == _original(view).record.auth_code
+
+
+def _why_other_auth_code(attempt: Attempt, view: LedgerView, _now: datetime, _settings: RuleSettings) -> str:
+    named = (attempt.auth_code or "").strip()
+    return f"approval code {named} named, {_named(view)} has {_original(view).record.auth_code or 'none'}"
 
 
 def within_completion_tolerance(attempt: Attempt, view: LedgerView, _now: datetime, settings: RuleSettings) -> bool:
@@ -270,6 +437,16 @@ def within_completion_tolerance(attempt: Attempt, view: LedgerView, _now: dateti
     return positive and Decimal(attempt.amount_minor) * 100 <= ceiling
 
 
+def _why_tolerance(attempt: Attempt, view: LedgerView, _now: datetime, settings: RuleSettings) -> str:
+    held = _original(view).record.amount_minor
+    if attempt.amount_minor == 0:
+        return f"{_named(view)} {format_amount(held)}, completion 0.00, zero amounts not allowed"
+    tolerance = Decimal(str(settings.completion_tolerance_percent))
+    most = int(Decimal(held) * (100 + tolerance) // 100)
+    return (f"{_named(view)} {format_amount(held)}, completion {format_amount(attempt.amount_minor)}, "
+            f"limit {percent(settings.completion_tolerance_percent)} above = {format_amount(most)}")  # fmt: skip
+
+
 def is_completion(_attempt: Attempt, view: LedgerView, _now: datetime, _settings: RuleSettings) -> bool:
     record = _original(view).record
     return record.kind is Kind.COMPLETION and record.status is not Status.DECLINED
@@ -278,33 +455,35 @@ def is_completion(_attempt: Attempt, view: LedgerView, _now: datetime, _settings
 # Pre-auth void (CUP 0100 60.1=11): by the pre-auth's batch and STAN (61.1, 61.2) or its approval code and date
 # (F38, 61.3); any time while it is open, whatever batch it was approved in (a pre-auth is never in the totals).
 PREAUTH_VOID_RULES: Final[tuple[Rule, ...]] = (
-    Rule(Reason.ORIGINAL_NOT_FOUND, original_found),
-    Rule(Reason.ORIGINAL_NOT_FOUND, names_its_auth_code),  # F38 and 61.1/61.2 name two different transactions
-    Rule(Reason.NOT_VOIDABLE, is_preauth),
-    Rule(Reason.ALREADY_CANCELLED, preauth_open),  # voided, completed or reversed already
-    Rule(Reason.VOID_WINDOW_EXPIRED, preauth_unexpired),
-    Rule(Reason.VOID_LIMIT_EXCEEDED, within_refused_attempts),
-    Rule(Reason.AMOUNT_MISMATCH, same_amount),
-    Rule(Reason.CARD_MISMATCH, card_presented),
-    Rule(Reason.CARD_MISMATCH, same_card),
-    Rule(Reason.OPERATOR_NOT_PERMITTED, operator_permitted),
+    Rule(Reason.ORIGINAL_NOT_FOUND, original_found, _why_not_found),
+    # F38 and 61.1/61.2 name two different transactions
+    Rule(Reason.ORIGINAL_NOT_FOUND, names_its_auth_code, _why_other_auth_code),
+    Rule(Reason.NOT_VOIDABLE, is_preauth, _why_not_a("a pre-auth")),
+    Rule(Reason.ALREADY_CANCELLED, preauth_open, _why_cancelled),  # voided, completed or reversed already
+    Rule(Reason.VOID_WINDOW_EXPIRED, preauth_unexpired, _why_expired),
+    Rule(Reason.VOID_LIMIT_EXCEEDED, within_refused_attempts, _why_refused_attempts),
+    Rule(Reason.AMOUNT_MISMATCH, same_amount, _why_amount),
+    Rule(Reason.CARD_MISMATCH, card_presented, _why_no_card),
+    Rule(Reason.CARD_MISMATCH, same_card, _why_other_card),
+    Rule(Reason.OPERATOR_NOT_PERMITTED, operator_permitted, _why_operator),
 )
 
 # Completion (CUP 0200 60.1=20, offline 0220 60.1=24): names an open, unexpired pre-auth by its approval code and
 # date; takes at most the tolerance above it, once (the store checks ExpectPreauthOpen inside the commit).
 COMPLETION_RULES: Final[tuple[Rule, ...]] = (
-    Rule(Reason.ORIGINAL_NOT_FOUND, original_found),
-    Rule(Reason.ORIGINAL_NOT_FOUND, is_preauth),  # the approval code is another kind's: no pre-auth has it
-    Rule(Reason.ALREADY_CANCELLED, preauth_open),  # completed, voided or reversed already
-    Rule(Reason.VOID_WINDOW_EXPIRED, preauth_unexpired),
-    Rule(Reason.AMOUNT_MISMATCH, within_completion_tolerance),
-    Rule(Reason.CARD_MISMATCH, same_card),
+    Rule(Reason.ORIGINAL_NOT_FOUND, original_found, _why_not_found),
+    # the approval code is another kind's: no pre-auth has it
+    Rule(Reason.ORIGINAL_NOT_FOUND, is_preauth, _why_not_a("a pre-auth")),
+    Rule(Reason.ALREADY_CANCELLED, preauth_open, _why_cancelled),  # completed, voided or reversed already
+    Rule(Reason.VOID_WINDOW_EXPIRED, preauth_unexpired, _why_expired),
+    Rule(Reason.AMOUNT_MISMATCH, within_completion_tolerance, _why_tolerance),
+    Rule(Reason.CARD_MISMATCH, same_card, _why_other_card),
 )
 
 # Completion void (CUP 0200 60.1=21): a sale void's rules, for a completion (the per-day void limit counts sale
 # voids only).
 COMPLETION_VOID_RULES: Final[tuple[Rule, ...]] = tuple(
-    Rule(Reason.NOT_VOIDABLE, is_completion) if rule.check is voidable else rule
+    Rule(Reason.NOT_VOIDABLE, is_completion, _why_not_a("an approved completion")) if rule.check is voidable else rule
     for rule in VOID_RULES
     if rule.check is not within_voids_per_day
 )
@@ -322,6 +501,11 @@ def names_its_rrn(attempt: Attempt, view: LedgerView, _now: datetime, _settings:
     return attempt.rrn is None or attempt.rrn == _original(view).record.rrn
 
 
+def _why_other_rrn(attempt: Attempt, view: LedgerView, _now: datetime, _settings: RuleSettings) -> str:
+    record = _original(view).record
+    return f"RRN {attempt.rrn} named, batch {record.batch_number} STAN {record.stan} names {_named(view)}"
+
+
 def is_sale(_attempt: Attempt, view: LedgerView, _now: datetime, _settings: RuleSettings) -> bool:
     return _original(view).record.kind is Kind.SALE and _original(view).record.status is not Status.DECLINED
 
@@ -330,6 +514,12 @@ def is_offline_sale(attempt: Attempt, view: LedgerView, now: datetime, settings:
     """A sale the terminal approved itself and advised afterwards: a financial advice (MTI x220; CUP offline settlement
     60.1=30, e-cash upload 36). An online sale was authorised for its amount: only a tip may change it."""
     return is_sale(attempt, view, now, settings) and _original(view).record.mti[2:3] == "2"
+
+
+def _why_online(attempt: Attempt, view: LedgerView, now: datetime, settings: RuleSettings) -> str:
+    if not is_sale(attempt, view, now, settings):
+        return _why_not_a("an offline sale")(attempt, view, now, settings)
+    return f"{_named(view)} was authorised online (MTI {_original(view).record.mti}): only a tip may change it"
 
 
 def sale_open(_attempt: Attempt, view: LedgerView, _now: datetime, _settings: RuleSettings) -> bool:
@@ -343,12 +533,24 @@ def in_the_request_batch(attempt: Attempt, view: LedgerView, _now: datetime, _se
     return attempt.batch_number is None or attempt.batch_number == _original(view).record.batch_number
 
 
+def _why_other_batch(attempt: Attempt, view: LedgerView, _now: datetime, _settings: RuleSettings) -> str:
+    return f"{_named(view)} is in batch {_original(view).record.batch_number}, the request in {attempt.batch_number}"
+
+
 def positive_amount(attempt: Attempt, _view: LedgerView, _now: datetime, _settings: RuleSettings) -> bool:
     return attempt.amount_minor > 0
 
 
+def _why_not_positive(attempt: Attempt, _view: LedgerView, _now: datetime, _settings: RuleSettings) -> str:
+    return f"amount {format_amount(attempt.amount_minor)}, must be above 0.00"
+
+
 def untipped(_attempt: Attempt, view: LedgerView, _now: datetime, _settings: RuleSettings) -> bool:
     return _original(view).tip_minor is None
+
+
+def _why_tipped(_attempt: Attempt, view: LedgerView, _now: datetime, _settings: RuleSettings) -> str:
+    return f"{_named(view)} already has a tip of {format_amount(_original(view).tip_minor or 0)}: one tip per sale"
 
 
 def within_tip_limit(attempt: Attempt, view: LedgerView, _now: datetime, settings: RuleSettings) -> bool:
@@ -357,37 +559,52 @@ def within_tip_limit(attempt: Attempt, view: LedgerView, _now: datetime, setting
     return Decimal(attempt.amount_minor) * 100 <= ceiling
 
 
+def _why_tip_limit(attempt: Attempt, view: LedgerView, _now: datetime, settings: RuleSettings) -> str:
+    base = _original(view).base_minor
+    most = int(Decimal(base) * Decimal(str(settings.tip_limit_percent)) // 100)
+    return (f"{_named(view)} {format_amount(base)}, tip {format_amount(attempt.amount_minor)}, "
+            f"limit {percent(settings.tip_limit_percent)} = {format_amount(most)}")  # fmt: skip
+
+
 # Adjust (CUP 0220 60.1=32): F4 is the offline sale's corrected amount; the newest approved adjust counts.
 ADJUST_RULES: Final[tuple[Rule, ...]] = (
-    Rule(Reason.ORIGINAL_NOT_FOUND, original_found),
-    Rule(Reason.ORIGINAL_NOT_FOUND, names_its_rrn),  # 61.1/61.2 and F37 name two different transactions
-    Rule(Reason.NOT_VOIDABLE, is_offline_sale),  # an online sale, or not a sale
-    Rule(Reason.ALREADY_CANCELLED, sale_open),  # voided, refunded or reversed
-    Rule(Reason.BATCH_CLOSED, batch_open),
-    Rule(Reason.BATCH_CLOSED, in_the_request_batch),
-    Rule(Reason.INVALID_AMOUNT, positive_amount),
-    Rule(Reason.CARD_MISMATCH, same_card),
+    Rule(Reason.ORIGINAL_NOT_FOUND, original_found, _why_not_found),
+    # 61.1/61.2 and F37 name two different transactions
+    Rule(Reason.ORIGINAL_NOT_FOUND, names_its_rrn, _why_other_rrn),
+    Rule(Reason.NOT_VOIDABLE, is_offline_sale, _why_online),  # an online sale, or not a sale
+    Rule(Reason.ALREADY_CANCELLED, sale_open, _why_cancelled),  # voided, refunded or reversed
+    Rule(Reason.BATCH_CLOSED, batch_open, _why_batch_settled),
+    Rule(Reason.BATCH_CLOSED, in_the_request_batch, _why_other_batch),
+    Rule(Reason.INVALID_AMOUNT, positive_amount, _why_not_positive),
+    Rule(Reason.CARD_MISMATCH, same_card, _why_other_card),
 )
 
 # Tip (CUP 0220 60.1=34): F4 is the tip alone, added to a sale (online or offline) once, within tip_limit_percent.
 TIP_RULES: Final[tuple[Rule, ...]] = (
-    Rule(Reason.ORIGINAL_NOT_FOUND, original_found),
-    Rule(Reason.ORIGINAL_NOT_FOUND, names_its_rrn),
-    Rule(Reason.NOT_VOIDABLE, is_sale),
-    Rule(Reason.ALREADY_CANCELLED, sale_open),
-    Rule(Reason.INVALID_TRANSACTION, untipped),  # once per sale
-    Rule(Reason.BATCH_CLOSED, batch_open),
-    Rule(Reason.BATCH_CLOSED, in_the_request_batch),
-    Rule(Reason.INVALID_AMOUNT, positive_amount),
-    Rule(Reason.EXCEEDS_LIMIT, within_tip_limit),
-    Rule(Reason.CARD_MISMATCH, same_card),
+    Rule(Reason.ORIGINAL_NOT_FOUND, original_found, _why_not_found),
+    Rule(Reason.ORIGINAL_NOT_FOUND, names_its_rrn, _why_other_rrn),
+    Rule(Reason.NOT_VOIDABLE, is_sale, _why_not_a("an approved sale")),
+    Rule(Reason.ALREADY_CANCELLED, sale_open, _why_cancelled),
+    Rule(Reason.INVALID_TRANSACTION, untipped, _why_tipped),  # once per sale
+    Rule(Reason.BATCH_CLOSED, batch_open, _why_batch_settled),
+    Rule(Reason.BATCH_CLOSED, in_the_request_batch, _why_other_batch),
+    Rule(Reason.INVALID_AMOUNT, positive_amount, _why_not_positive),
+    Rule(Reason.EXCEEDS_LIMIT, within_tip_limit, _why_tip_limit),
+    Rule(Reason.CARD_MISMATCH, same_card, _why_other_card),
 )
+
+
+def first_refusal(rules: tuple[Rule, ...], attempt: Attempt, view: LedgerView, now: datetime,
+                  settings: RuleSettings) -> Refusal | None:  # fmt: skip
+    """The first rule that fails, in table order, with its words; None when all pass."""
+    for rule in rules:
+        if not rule.check(attempt, view, now, settings):
+            return Refusal(rule.reason, rule.why(attempt, view, now, settings))
+    return None
 
 
 def first_failing(rules: tuple[Rule, ...], attempt: Attempt, view: LedgerView, now: datetime,
                   settings: RuleSettings) -> Reason | None:  # fmt: skip
     """The reason of the first rule that fails, in table order, or None when all pass."""
-    for rule in rules:
-        if not rule.check(attempt, view, now, settings):
-            return rule.reason
-    return None
+    refusal = first_refusal(rules, attempt, view, now, settings)
+    return refusal.reason if refusal is not None else None

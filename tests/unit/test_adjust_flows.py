@@ -163,6 +163,28 @@ def test_flow(kind: Kind, view_: LedgerView, overrides: dict[str, Any], reason: 
         assert decision.fields["37"] == row.transaction.rrn
 
 
+DETAIL_CASES = [
+    pytest.param(Kind.ADJUST, view(ONLINE), {},
+                 "adjust refused: NOT_VOIDABLE (sale 000000000007 was authorised online (MTI 0200): only a tip may "
+                 "change it)", id="adjust-of-an-online-sale"),
+    pytest.param(Kind.TIP, view(ONLINE), {"amount_minor": 201},
+                 "tip refused: EXCEEDS_LIMIT (sale 000000000007 10.00, tip 2.01, limit 20 % = 2.00)",
+                 id="tip-over-the-limit"),
+    pytest.param(Kind.TIP, view(original(tip_minor=100)), {"amount_minor": 100},
+                 "tip refused: INVALID_TRANSACTION (sale 000000000007 already has a tip of 1.00: one tip per sale)",
+                 id="second-tip"),
+    pytest.param(Kind.TIP, LedgerView(ONLINE, request_batch_settled=True), {"amount_minor": 100},
+                 "tip refused: BATCH_OUT_OF_SYNC (the request's batch 1 has settled)", id="own-batch-settled"),
+    pytest.param(Kind.TIP, view(ONLINE), {"amount_minor": 150}, None, id="approved-without-detail"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("kind", "view_", "overrides", "detail"), DETAIL_CASES)
+def test_detail(kind: Kind, view_: LedgerView, overrides: dict[str, Any], detail: str | None) -> None:
+    """A refusal says which rule refused and the values it compared (Decision.detail)."""
+    assert decide(kind, view_, **overrides).detail == detail
+
+
 VOID_OF_CHANGED_SALE = [
     pytest.param(original(tip_minor=150), 1_150, Reason.APPROVED, id="tipped-voided-with-the-tip"),
     pytest.param(original(tip_minor=150), AMOUNT, Reason.AMOUNT_MISMATCH, id="tipped-voided-without-the-tip"),

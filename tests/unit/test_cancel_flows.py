@@ -102,6 +102,57 @@ def test_void(view_: LedgerView, now: datetime, settings: dict[str, Any], overri
     assert kinds_of(decision) == commands
 
 
+# Decision.detail: why a rule refused, for the log line and the console; an approval has none.
+DETAIL_CASES = [
+    pytest.param(Kind.VOID, SALE, {}, {}, None, id="void-approved"),
+    pytest.param(Kind.VOID, SALE, {}, {"amount_minor": 1_200},
+                 "void refused: AMOUNT_MISMATCH (sale 000000000007 10.00, void 12.00)", id="void-amount"),
+    pytest.param(Kind.VOID, view(original(created_at=NOW - timedelta(hours=13))), {}, {},
+                 "void refused: VOID_WINDOW_EXPIRED (sale 000000000007 at 2024-12-31 23:00:00, business day "
+                 "2024-12-31; now 2025-01-01 12:00:00, business day 2025-01-01)", id="void-yesterdays-sale"),
+    pytest.param(Kind.VOID, view(original(), voids_today=5), {"max_voids_per_day": 5}, {},
+                 "void refused: VOID_LIMIT_EXCEEDED (5 voids this business day, limit 5)", id="void-daily-limit"),
+    pytest.param(Kind.VOID, view(original(), request_batch_settled=True), {}, {"open_batch": 2},
+                 "void refused: BATCH_OUT_OF_SYNC (the request's batch 1 has settled, the host's open batch is 2)",
+                 id="void-own-batch-settled"),
+    pytest.param(Kind.VOID, view(original(), request_batch_settled=True), {}, {"amount_minor": 1},
+                 "void refused: AMOUNT_MISMATCH (sale 000000000007 10.00, void 0.01)",
+                 id="void-own-batch-settled-keeps-the-rules-words"),
+    pytest.param(Kind.REFUND, SALE, {}, {"amount_minor": 1_001},
+                 "refund refused: AMOUNT_MISMATCH (sale 000000000007 10.00, refunded 0.00, refundable 10.00, refund "
+                 "10.01)", id="refund-exceeds-the-original"),
+    pytest.param(Kind.REFUND, SALE, {}, {"original_date_mmdd": "1231"},
+                 "refund refused: ORIGINAL_NOT_FOUND (MMDD 1231 named, sale 000000000007 is of 0101)",
+                 id="refund-naming-another-day"),
+    pytest.param(Kind.REVERSAL, SALE, {}, {"amount_minor": 999},
+                 "reversal refused: AMOUNT_MISMATCH (sale 000000000007 10.00, reversal 9.99)", id="reversal-amount"),
+    pytest.param(Kind.REVERSAL, view(), {"unknown_reversal": "decline"}, {},
+                 "reversal refused: ORIGINAL_NOT_FOUND (no original of this terminal and merchant, unknown_reversal "
+                 "decline)", id="reversal-unknown-declined"),
+    pytest.param(Kind.REVERSAL, view(), {}, {}, None, id="reversal-unknown-approved-without-detail"),
+    pytest.param(Kind.REVERSAL, view(original(status=Status.REVERSED)), {}, {}, None, id="reversal-repeat"),
+    pytest.param(Kind.REVERSAL, view(original(batch_settled=True)), {}, {},
+                 "reversal refused: BATCH_CLOSED (sale 000000000007 is in batch 1, settled)", id="reversal-settled"),
+    pytest.param(Kind.REVERSAL, view(original(kind=Kind.REFUND)), {}, {},
+                 "reversal refused: NOT_VOIDABLE (refund 000000000007: a refund is not reversible)",
+                 id="reversal-of-a-refund"),
+    pytest.param(Kind.REVERSAL, view(original(status=Status.PARTIALLY_REFUNDED)), {}, {},
+                 "reversal refused: NOT_VOIDABLE (sale 000000000007 is PARTIALLY_REFUNDED, not APPROVED)",
+                 id="reversal-of-a-refunded-sale"),
+    pytest.param(Kind.REVERSAL, view(original(), request_batch_settled=True), {}, {},
+                 "reversal refused: BATCH_CLOSED (the request's batch 1 has settled)", id="reversal-own-batch-settled"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("kind", "view_", "settings", "overrides", "detail"), DETAIL_CASES)
+def test_detail(kind: Kind, view_: LedgerView, settings: dict[str, Any], overrides: dict[str, Any],
+                detail: str | None) -> None:  # fmt: skip
+    """A refusal says which rule refused and the values it compared; the commands are those of the table above."""
+    decision = decide(kind, view_, settings=rules(**settings), **overrides)
+    assert decision.detail == detail
+    assert (decision.detail is None) is (decision.reason is Reason.APPROVED)
+
+
 class TestVoidCommands:
     def test_approval_records_the_void_and_voids_the_sale(self) -> None:
         """The void's row names its sale; the sale goes from APPROVED to VOIDED; the card gets its money back."""

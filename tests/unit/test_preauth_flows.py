@@ -205,6 +205,33 @@ class TestCompletion:
         assert (refused.reason, refused.commands) == (Reason.ALREADY_CANCELLED, ())
 
 
+DETAIL_CASES = (
+    pytest.param(Kind.COMPLETION, OPEN, {"amount_minor": 1_151},
+                 "completion refused: AMOUNT_MISMATCH (pre-auth 000000000007 10.00, completion 11.51, limit 15 % above "
+                 "= 11.50)", id="completion-over-tolerance"),
+    pytest.param(Kind.COMPLETION, OPEN, {"amount_minor": 1_100, "test_card": card(1_099, held())},
+                 "completion refused: INSUFFICIENT_FUNDS (completion 11.00, available 10.99 counting pre-auth "
+                 "000000000007's hold)", id="completion-beyond-the-balance"),
+    pytest.param(Kind.PREAUTH_VOID, view(COMPLETED), {},
+                 "pre-auth void refused: ALREADY_CANCELLED (pre-auth 000000000007 is closed by a completion)",
+                 id="preauth-void-of-a-completed-preauth"),
+    pytest.param(Kind.PREAUTH_VOID, OPEN, {"amount_minor": 999},
+                 "pre-auth void refused: AMOUNT_MISMATCH (pre-auth 000000000007 10.00, pre-auth void 9.99)",
+                 id="preauth-void-amount"),
+    pytest.param(Kind.COMPLETION_VOID, OPEN, {},
+                 "completion void refused: NOT_VOIDABLE (original 000000000007 is a pre-auth, not an approved "
+                 "completion)", id="completion-void-of-a-preauth"),
+    pytest.param(Kind.COMPLETION, OPEN, {}, None, id="approved-without-detail"),
+)  # fmt: skip
+
+
+@pytest.mark.parametrize(("kind", "view_", "overrides", "detail"), DETAIL_CASES)
+def test_detail(kind: Kind, view_: LedgerView, overrides: dict[str, Any], detail: str | None) -> None:
+    """A refusal says which rule refused and the values it compared (Decision.detail)."""
+    decision = decide(kind, view_, **overrides)
+    assert decision.detail == detail
+
+
 class TestCompletionVoid:
     VOIDABLE = view(completion_original(), lineage=(COMPLETED,))
 

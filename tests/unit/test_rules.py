@@ -6,22 +6,30 @@ Pure: no clock, no ledger. Each row is named after its case; boundaries are test
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
-from core_tables import NOW, OTHER_CARD, attempt, original, rules, view
+from core_tables import CARD, NOW, OTHER_CARD, PAN, attempt, original, rules, view
 from hypothesis import given
 from hypothesis import strategies as st
 
 from iso_host.core.rules import (
+    ADJUST_RULES,
+    COMPLETION_RULES,
+    COMPLETION_VOID_RULES,
+    PREAUTH_VOID_RULES,
     REFUND_RULES,
+    TIP_RULES,
     VOID_RULES,
     Attempt,
+    Rule,
     RuleSettings,
     business_day,
     business_day_start,
     first_failing,
+    first_refusal,
 )
 from iso_host.ledger.model import LedgerView
 from iso_host.vocab import Kind, Reason, Status
@@ -207,6 +215,146 @@ def test_every_rule_has_a_failing_row() -> None:
     refund_reasons = {p.values[-1] for p in REFUND_CASES}
     assert {rule.reason for rule in VOID_RULES} <= void_reasons
     assert {rule.reason for rule in REFUND_RULES} <= refund_reasons
+
+
+# Decision.detail: the first failing rule's words, "<kind> refused: <REASON> (<what it compared>)". One row per rule
+# of VOID_RULES and REFUND_RULES, and at least one per other table.
+V, F, PV, C, CV, A, T = VOID_RULES, REFUND_RULES, PREAUTH_VOID_RULES, COMPLETION_RULES, COMPLETION_VOID_RULES, \
+    ADJUST_RULES, TIP_RULES  # fmt: skip
+PREAUTH = {"kind": Kind.PREAUTH, "processing_code": "030000", "mti": "0100"}
+OFFLINE = {"mti": "0220"}
+
+DETAIL_CASES = [
+    pytest.param(V, Kind.VOID, attempt(), view(), NOW, rules(),
+                 "void refused: ORIGINAL_NOT_FOUND (no original of this terminal and merchant)", id="void-not-found"),
+    pytest.param(V, Kind.VOID, attempt(rrn="000000000099"), view(), NOW, rules(),
+                 "void refused: ORIGINAL_NOT_FOUND (no original of this terminal and merchant with RRN 000000000099)",
+                 id="void-not-found-by-rrn"),
+    pytest.param(V, Kind.VOID, attempt(), view(original(kind=Kind.REFUND)), NOW, rules(),
+                 "void refused: NOT_VOIDABLE (original 000000000007 is a refund, not an approved sale)",
+                 id="void-of-a-refund"),
+    pytest.param(V, Kind.VOID, attempt(), view(original(status=Status.DECLINED)), NOW, rules(),
+                 "void refused: NOT_VOIDABLE (original 000000000007 is a declined sale, not an approved sale)",
+                 id="void-of-a-declined-sale"),
+    pytest.param(V, Kind.VOID, attempt(), view(original(status=Status.VOIDED)), NOW, rules(),
+                 "void refused: ALREADY_CANCELLED (sale 000000000007 is VOIDED)", id="void-of-a-voided-sale"),
+    pytest.param(V, Kind.VOID, attempt(), view(original(effective_reversal=True)), NOW, rules(),
+                 "void refused: ALREADY_CANCELLED (sale 000000000007 is reversed)", id="void-of-a-reversed-sale"),
+    pytest.param(V, Kind.VOID, attempt(), view(original(batch_settled=True)), NOW, rules(),
+                 "void refused: BATCH_CLOSED (sale 000000000007 is in batch 1, settled)", id="void-batch-settled"),
+    pytest.param(V, Kind.VOID, attempt(), sale_at(at("2024-12-31T23:59:59+00:00")), at("2025-01-01T00:00:00+00:00"),
+                 rules(), "void refused: VOID_WINDOW_EXPIRED (sale 000000000007 at 2024-12-31 23:59:59, business day "
+                 "2024-12-31; now 2025-01-01 00:00:00, business day 2025-01-01)", id="void-across-midnight"),
+    pytest.param(V, Kind.VOID, attempt(), sale_at(at("2025-01-01T00:00:30+08:00")), at("2025-01-01T23:00:00+08:00"),
+                 rules(timezone=SHANGHAI, max_void_age_h=20.0), "void refused: VOID_WINDOW_EXPIRED (sale 000000000007 "
+                 "at 2025-01-01 00:00:30, 22 h 59 min 30 s ago, at most 20 h)", id="void-max-age-in-local-time"),
+    pytest.param(V, Kind.VOID, attempt(), sale_at(NOW - 30 * 60 * SECOND - SECOND), NOW, rules(void_window=0.5),
+                 "void refused: VOID_WINDOW_EXPIRED (sale 000000000007 at 2025-01-01 11:29:59, 30 min 1 s ago, window "
+                 "30 min)", id="void-hours-window"),
+    pytest.param(V, Kind.VOID, attempt(), sale_at(NOW + HOUR), NOW, rules(),
+                 "void refused: VOID_WINDOW_EXPIRED (sale 000000000007 at 2025-01-01 13:00:00, after now 2025-01-01 "
+                 "12:00:00: the clock went back)", id="void-sale-from-the-future"),
+    pytest.param(V, Kind.VOID, attempt(), view(original(refused_void_attempts=3)), NOW, rules(),
+                 "void refused: VOID_LIMIT_EXCEEDED (sale 000000000007 has 3 refused attempts, limit 3)",
+                 id="void-refused-attempts"),
+    pytest.param(V, Kind.VOID, attempt(amount_minor=1_200), SALE, NOW, rules(),
+                 "void refused: AMOUNT_MISMATCH (sale 000000000007 10.00, void 12.00)", id="void-amount"),
+    pytest.param(V, Kind.VOID, attempt(amount_minor=1_000), view(original(tip_minor=200)), NOW, rules(),
+                 "void refused: AMOUNT_MISMATCH (sale 000000000007 12.00 as adjusted and tipped, recorded at 10.00, "
+                 "void 10.00)", id="void-amount-of-a-tipped-sale"),
+    pytest.param(V, Kind.VOID, attempt(pan_hash=None), SALE, NOW, rules(void_requires_card=True),
+                 "void refused: CARD_MISMATCH (no card in the request, sale 000000000007 was paid by card, "
+                 "void_requires_card on)", id="void-without-card"),
+    pytest.param(V, Kind.VOID, attempt(pan_hash=OTHER_HASH), SALE, NOW, rules(),
+                 "void refused: CARD_MISMATCH (the request's card is not the card of sale 000000000007)",
+                 id="void-other-card"),
+    pytest.param(V, Kind.VOID, attempt(operator_permitted=False), SALE, NOW, rules(),
+                 "void refused: OPERATOR_NOT_PERMITTED (the terminal's configuration does not let this operator void)",
+                 id="void-operator"),
+    pytest.param(V, Kind.VOID, attempt(), view(original(), voids_today=5), NOW, rules(max_voids_per_day=5),
+                 "void refused: VOID_LIMIT_EXCEEDED (5 voids this business day, limit 5)", id="void-daily-limit"),
+    pytest.param(F, Kind.REFUND, attempt(), view(), NOW, rules(),
+                 "refund refused: ORIGINAL_NOT_FOUND (no original of this terminal and merchant)",
+                 id="refund-not-found"),
+    pytest.param(F, Kind.REFUND, attempt(), view(original(kind=Kind.VOID)), NOW, rules(),
+                 "refund refused: NOT_VOIDABLE (original 000000000007 is a void, not an approved sale)",
+                 id="refund-of-a-void"),
+    pytest.param(F, Kind.REFUND, attempt(), view(original(status=Status.REFUNDED)), NOW, rules(),
+                 "refund refused: ALREADY_CANCELLED (sale 000000000007 is REFUNDED)", id="refund-refunded"),
+    pytest.param(F, Kind.REFUND, attempt(), sale_at(NOW - 31 * 24 * HOUR), NOW, rules(),
+                 "refund refused: VOID_WINDOW_EXPIRED (sale 000000000007 at 2024-12-01 12:00:00, 31 d ago, at most "
+                 "30 d)", id="refund-age"),
+    pytest.param(F, Kind.REFUND, attempt(amount_minor=601),
+                 view(original(status=Status.PARTIALLY_REFUNDED, refunded_minor=400)), NOW, rules(),
+                 "refund refused: AMOUNT_MISMATCH (sale 000000000007 10.00, refunded 4.00, refundable 6.00, refund "
+                 "6.01)", id="refund-exceeds-the-rest"),
+    pytest.param(F, Kind.REFUND, attempt(pan_hash=OTHER_HASH), SALE, NOW, rules(),
+                 "refund refused: CARD_MISMATCH (the request's card is not the card of sale 000000000007)",
+                 id="refund-other-card"),
+    pytest.param(PV, Kind.PREAUTH_VOID, attempt(auth_code="654321"), view(original(**PREAUTH)), NOW, rules(),
+                 "pre-auth void refused: ORIGINAL_NOT_FOUND (approval code 654321 named, pre-auth 000000000007 has "
+                 "123456)", id="preauth-void-other-approval-code"),
+    pytest.param(PV, Kind.PREAUTH_VOID, attempt(), view(original(**PREAUTH, closed_by=Kind.COMPLETION)), NOW,
+                 rules(), "pre-auth void refused: ALREADY_CANCELLED (pre-auth 000000000007 is closed by a completion)",
+                 id="preauth-void-completed"),
+    pytest.param(PV, Kind.PREAUTH_VOID, attempt(), view(original(**PREAUTH, created_at=NOW - 31 * 24 * HOUR)), NOW,
+                 rules(), "pre-auth void refused: VOID_WINDOW_EXPIRED (pre-auth 000000000007 at 2024-12-01 12:00:00, "
+                 "expired 2024-12-31 12:00:00 after 30 d)", id="preauth-void-expired"),
+    pytest.param(C, Kind.COMPLETION, attempt(), SALE, NOW, rules(),
+                 "completion refused: ORIGINAL_NOT_FOUND (original 000000000007 is a sale, not a pre-auth)",
+                 id="completion-of-a-sale"),
+    pytest.param(C, Kind.COMPLETION, attempt(amount_minor=1_151), view(original(**PREAUTH)), NOW, rules(),
+                 "completion refused: AMOUNT_MISMATCH (pre-auth 000000000007 10.00, completion 11.51, limit 15 % "
+                 "above = 11.50)", id="completion-over-the-tolerance"),
+    pytest.param(C, Kind.COMPLETION, attempt(amount_minor=0), view(original(**PREAUTH)), NOW, rules(),
+                 "completion refused: AMOUNT_MISMATCH (pre-auth 000000000007 10.00, completion 0.00, zero amounts not "
+                 "allowed)", id="completion-of-zero"),
+    pytest.param(CV, Kind.COMPLETION_VOID, attempt(), SALE, NOW, rules(),
+                 "completion void refused: NOT_VOIDABLE (original 000000000007 is a sale, not an approved completion)",
+                 id="completion-void-of-a-sale"),
+    pytest.param(A, Kind.ADJUST, attempt(), SALE, NOW, rules(),
+                 "adjust refused: NOT_VOIDABLE (sale 000000000007 was authorised online (MTI 0200): only a tip may "
+                 "change it)", id="adjust-online-sale"),
+    pytest.param(A, Kind.ADJUST, attempt(rrn="000000000099"), view(original(**OFFLINE)), NOW, rules(),
+                 "adjust refused: ORIGINAL_NOT_FOUND (RRN 000000000099 named, batch 1 STAN 000007 names sale "
+                 "000000000007)", id="adjust-two-names"),
+    pytest.param(A, Kind.ADJUST, attempt(batch_number=2), view(original(**OFFLINE)), NOW, rules(),
+                 "adjust refused: BATCH_CLOSED (sale 000000000007 is in batch 1, the request in 2)",
+                 id="adjust-other-batch"),
+    pytest.param(A, Kind.ADJUST, attempt(amount_minor=0), view(original(**OFFLINE)), NOW, rules(),
+                 "adjust refused: INVALID_AMOUNT (amount 0.00, must be above 0.00)", id="adjust-to-zero"),
+    pytest.param(T, Kind.TIP, attempt(amount_minor=100), view(original(tip_minor=100)), NOW, rules(),
+                 "tip refused: INVALID_TRANSACTION (sale 000000000007 already has a tip of 1.00: one tip per sale)",
+                 id="tip-twice"),
+    pytest.param(T, Kind.TIP, attempt(amount_minor=201), SALE, NOW, rules(),
+                 "tip refused: EXCEEDS_LIMIT (sale 000000000007 10.00, tip 2.01, limit 20 % = 2.00)",
+                 id="tip-over-the-limit"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("table", "kind", "attempt_", "view_", "now", "settings", "detail"), DETAIL_CASES)
+def test_refusal_words(table: tuple[Rule, ...], kind: Kind, attempt_: Attempt, view_: LedgerView, now: datetime,
+                       settings: RuleSettings, detail: str) -> None:  # fmt: skip
+    """The first failing rule says what it compared: the kind, the reason and the values, never card data."""
+    tried = dataclasses.replace(attempt_, kind=kind)
+    refusal = first_refusal(table, tried, view_, now, settings)
+    assert refusal is not None
+    assert refusal.reason is first_failing(table, tried, view_, now, settings)
+    assert refusal.detail(kind) == detail
+    assert not [secret for secret in (PAN, CARD.masked_pan, CARD.pan_hash, OTHER_HASH) if secret in detail]
+
+
+def test_every_table_has_a_words_row() -> None:
+    """Each table has rows above, and every reason VOID_RULES and REFUND_RULES give is explained by one."""
+    tables = {id(p.values[0]) for p in DETAIL_CASES}
+    assert tables == {id(table) for table in (V, F, PV, C, CV, A, T)}
+    for table in (V, F):
+        explained = {p.values[-1].split(" (")[0].split(": ")[1] for p in DETAIL_CASES if p.values[0] is table}
+        assert {rule.reason.value for rule in table} <= explained
+
+
+def test_passing_rules_have_no_refusal() -> None:
+    assert first_refusal(VOID_RULES, attempt(kind=Kind.VOID), SALE, NOW, rules()) is None
 
 
 BUSINESS_DAYS = [

@@ -75,6 +75,33 @@ def test_settlement(batch_: BatchView, overrides: dict[str, Any], reason: Reason
     assert (decision.next_batch == NEXT) is (AdvanceBatch in commands)
 
 
+DOMESTIC_ONLY = BatchTotals(domestic=Totals(debit_count=1, debit_minor=1_000))
+
+DETAIL_CASES = [
+    pytest.param(batch(), "iso87binary", {}, None, id="balanced-without-detail"),
+    pytest.param(batch(), "iso87binary", {"terminal_totals": BatchTotals(foreign=Totals(2, 2_500, 1, 300))},
+                 "settlement: totals differ (host 1 debit 10.00, 0 credits 0.00; terminal 2 debits 25.00, 1 credit "
+                 "3.00)", id="out-of-balance"),
+    pytest.param(batch(), "cup", {"terminal_totals": DOMESTIC_ONLY},
+                 "settlement: totals differ (domestic: host 0 debits 0.00, 0 credits 0.00, terminal 1 debit 10.00, 0 "
+                 "credits 0.00; foreign: host 1 debit 10.00, 0 credits 0.00, terminal 0 debits 0.00, 0 credits 0.00)",
+                 id="cup-sections-differ-with-equal-sums"),
+    pytest.param(batch(), "iso87binary", {"open_batch": NEXT},
+                 "settlement refused: BATCH_OUT_OF_SYNC (the terminal's batch 1, the host's open batch 2)",
+                 id="not-the-batch-held-open"),
+    pytest.param(batch("settled"), "iso87binary", {"open_batch": NEXT},
+                 "settlement refused: BATCH_OUT_OF_SYNC (batch 1 has settled, the host's open batch is 2)",
+                 id="a-settled-batch"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("batch_", "dialect", "overrides", "detail"), DETAIL_CASES)
+def test_settlement_detail(batch_: BatchView, dialect: str, overrides: dict[str, Any], detail: str | None) -> None:
+    """Totals that differ are shown side by side (per section where only CUP's split differs); no detail when they
+    agree."""
+    assert decide(Kind.SETTLEMENT, batch_, dialect, **overrides).detail == detail
+
+
 class TestSettlementCommands:
     def test_balanced(self) -> None:
         """The close is conditional on the totals compared; the batch is settled balanced and the next one opens."""

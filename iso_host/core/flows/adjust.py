@@ -34,7 +34,7 @@ def _amend(rules: tuple[Rule, ...], request: Request, view: LedgerView, context:
     assert request.amount_minor is not None, "the pipeline requires F4 for these kinds"
     record, refusal = apply_rules(rules, request, view, context)
     if view.request_batch_settled:
-        return in_a_settled_batch(refusal, context)
+        return in_a_settled_batch(refusal, request, context)
     if refusal is not None:
         return refusal
     original = view.original

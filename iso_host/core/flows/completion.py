@@ -13,16 +13,20 @@ from __future__ import annotations
 from iso_host.core.flows.base import Context, Decision, Request, new_record, reply_fields
 from iso_host.core.flows.holding import released
 from iso_host.core.flows.original import apply_rules, given_back, in_a_settled_batch
-from iso_host.core.rules import COMPLETION_RULES
+from iso_host.core.rules import COMPLETION_RULES, refused
 from iso_host.ledger.model import ExpectPreauthOpen, LedgerView, RecordTransaction
+from iso_host.money import format_amount
 from iso_host.vocab import Kind, Reason
 
 
-def _uncovered(request: Request, preauth_rrn: str, context: Context) -> bool:
-    """The test card cannot pay what the completion takes beyond its pre-auth's hold."""
+def _uncovered(request: Request, preauth_rrn: str, context: Context) -> str | None:
+    """When the test card cannot pay what the completion takes beyond its pre-auth's hold: the amounts, in words."""
     card = request.test_card
     available = card.available_minor(context.now, besides=preauth_rrn) if card is not None else None
-    return available is not None and request.amount_minor is not None and request.amount_minor > available
+    if available is None or request.amount_minor is None or request.amount_minor <= available:
+        return None
+    taken, has = format_amount(request.amount_minor), format_amount(available)
+    return f"completion {taken}, available {has} counting pre-auth {preauth_rrn}'s hold"
 
 
 def completion(request: Request, view: LedgerView, context: Context) -> Decision:
@@ -31,11 +35,12 @@ def completion(request: Request, view: LedgerView, context: Context) -> Decision
     assert request.amount_minor is not None, "the pipeline requires F4 for a completion"
     record, refusal = apply_rules(COMPLETION_RULES, request, view, context)
     preauth = view.original.record if view.original is not None else None
-    if refusal is None and preauth is not None and _uncovered(request, preauth.rrn, context):
+    if refusal is None and preauth is not None and (short := _uncovered(request, preauth.rrn, context)) is not None:
         record = new_record(request, context, Reason.INSUFFICIENT_FUNDS, original_rrn=preauth.rrn)
-        refusal = Decision(Reason.INSUFFICIENT_FUNDS, reply_fields(context, record), (RecordTransaction(record),))
+        refusal = Decision(Reason.INSUFFICIENT_FUNDS, reply_fields(context, record), (RecordTransaction(record),),
+                           detail=refused(request.kind, Reason.INSUFFICIENT_FUNDS, short))  # fmt: skip
     if view.request_batch_settled:
-        return in_a_settled_batch(refusal, context)
+        return in_a_settled_batch(refusal, request, context)
     if refusal is not None:
         return refusal
     assert preauth is not None

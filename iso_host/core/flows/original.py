@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from iso_host.core.flows.base import Context, Decision, Request, batch_out_of_sync, new_record, reply_fields
-from iso_host.core.rules import Rule, first_failing
+from iso_host.core.rules import Rule, first_refusal, refused
 from iso_host.ledger.model import ExpectRefusedVoids, LedgerCommand, LedgerView, RecordTransaction, TransactionRecord
 from iso_host.vocab import Reason
 
@@ -16,24 +18,31 @@ def given_back(record: TransactionRecord, amount_minor: int) -> tuple[tuple[str,
 def apply_rules(
     rules: tuple[Rule, ...], request: Request, view: LedgerView, context: Context
 ) -> tuple[TransactionRecord, Decision | None]:
-    """The request's ledger row under the first failing rule's reason, and the refusal (recorded) if one failed."""
-    reason = first_failing(rules, request.attempt(), view, context.now, context.rules)
+    """The request's ledger row under the first failing rule's reason, and the refusal (recorded, with the rule's
+    words as its detail) if one failed."""
+    attempt = dataclasses.replace(request.attempt(), kind=request.kind)
+    refusal = first_refusal(rules, attempt, view, context.now, context.rules)
     original_rrn = view.original.record.rrn if view.original else None
-    record = new_record(request, context, reason or Reason.APPROVED, original_rrn=original_rrn)
-    if reason is None:
+    record = new_record(request, context, refusal.reason if refusal else Reason.APPROVED, original_rrn=original_rrn)
+    if refusal is None:
         return record, None
-    return record, Decision(reason, reply_fields(context, record), (RecordTransaction(record),))
+    return record, Decision(refusal.reason, reply_fields(context, record), (RecordTransaction(record),),
+                            detail=refusal.detail(request.kind))  # fmt: skip
 
 
-def in_a_settled_batch(refusal: Decision | None, context: Context) -> Decision:
+def in_a_settled_batch(refusal: Decision | None, request: Request, context: Context) -> Decision:
     """A void or refund whose own batch (the one the request names) has settled: nothing is written into it.
 
-    A refusal keeps its reason, unrecorded (a settled batch takes no row, and the original can no longer be
-    cancelled there); what would be approved is BATCH_OUT_OF_SYNC, the terminal's batch not being the host's.
+    A refusal keeps its reason and detail, unrecorded (a settled batch takes no row, and the original can no longer
+    be cancelled there); what would be approved is BATCH_OUT_OF_SYNC, the terminal's batch not being the host's.
     """
     if refusal is None:
-        return batch_out_of_sync(context)
-    return Decision(refusal.reason, reply_fields(context))
+        why = f"the request's batch {request.batch_number} has settled"
+        if request.open_batch != request.batch_number:
+            why += f", the host's open batch is {request.open_batch}"
+        detail = refused(request.kind, Reason.BATCH_OUT_OF_SYNC, why)
+        return dataclasses.replace(batch_out_of_sync(context), detail=detail)
+    return Decision(refusal.reason, reply_fields(context), detail=refusal.detail)
 
 
 def judged_cancel(
@@ -48,7 +57,7 @@ def judged_cancel(
     )
     record, refusal = apply_rules(rules, request, view, context)
     if view.request_batch_settled:
-        return record, counted, in_a_settled_batch(refusal, context)
+        return record, counted, in_a_settled_batch(refusal, request, context)
     if refusal is not None:
-        return record, counted, Decision(refusal.reason, refusal.fields, (*counted, *refusal.commands))
+        return record, counted, dataclasses.replace(refusal, commands=(*counted, *refusal.commands))
     return record, counted, None

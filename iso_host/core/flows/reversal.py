@@ -10,6 +10,7 @@ from typing import Final
 from iso_host.core.flows.base import Context, Decision, Request, new_record, reply_fields
 from iso_host.core.flows.holding import hold_of, released
 from iso_host.core.flows.original import given_back
+from iso_host.core.rules import kind_words, refused
 from iso_host.core.test_cards import HoldChange
 from iso_host.ledger.model import (
     ChangeStatus,
@@ -19,6 +20,7 @@ from iso_host.ledger.model import (
     RecordTransaction,
     TransactionRecord,
 )
+from iso_host.money import format_amount
 from iso_host.vocab import Kind, Reason, Status
 
 REVERSIBLE: Final = frozenset(
@@ -26,28 +28,41 @@ REVERSIBLE: Final = frozenset(
 )
 
 
-def _reversal_without_effect(request: Request, view: LedgerView, context: Context) -> Reason | None:  # noqa: PLR0911
-    """The answer for a reversal that changes nothing, or None when it takes effect (DESIGN.md "Reversal")."""
+NO_EFFECT: Final = (Reason.APPROVED, None)
+
+
+def _reversal_without_effect(  # noqa: PLR0911
+    request: Request, view: LedgerView, context: Context
+) -> tuple[Reason, str | None] | None:
+    """The answer for a reversal that changes nothing, with a refusal's words, or None when it takes effect
+    (DESIGN.md "Reversal")."""
     original = view.original
     if original is None:
-        return Reason.ORIGINAL_NOT_FOUND if context.rules.unknown_reversal == "decline" else Reason.APPROVED
+        if context.rules.unknown_reversal == "decline":
+            return Reason.ORIGINAL_NOT_FOUND, "no original of this terminal and merchant, unknown_reversal decline"
+        return NO_EFFECT
     record = original.record
+    named = f"{kind_words(record.kind)} {record.rrn}"
     if original.effective_reversal or record.status in (Status.REVERSED, Status.VOIDED):
-        return Reason.APPROVED  # a repeat gets the same answer as the first time, and no second effect
+        return NO_EFFECT  # a repeat gets the same answer as the first time, and no second effect
     if original.closed_by is Kind.PREAUTH_VOID:
-        return Reason.APPROVED  # a voided pre-auth holds nothing: as for a voided sale, nothing to undo
+        return NO_EFFECT  # a voided pre-auth holds nothing: as for a voided sale, nothing to undo
     if record.status is Status.DECLINED:
-        return Reason.APPROVED  # nothing was taken, so there is nothing to give back
+        return NO_EFFECT  # nothing was taken, so there is nothing to give back
     if request.amount_minor != original.effective_minor:  # a sale adjusted or tipped since: what it is worth now
-        return Reason.AMOUNT_MISMATCH
+        asked = format_amount(request.amount_minor or 0)
+        return Reason.AMOUNT_MISMATCH, f"{named} {format_amount(original.effective_minor)}, reversal {asked}"
     if original.batch_settled:
-        return Reason.BATCH_CLOSED
-    if record.kind not in REVERSIBLE or record.status is not Status.APPROVED:
-        return Reason.NOT_VOIDABLE
-    if original.closed_by is not None:
-        return Reason.NOT_VOIDABLE  # a completed pre-auth: its completion is what can be undone
+        return Reason.BATCH_CLOSED, f"{named} is in batch {record.batch_number}, settled"
+    if record.kind not in REVERSIBLE:
+        return Reason.NOT_VOIDABLE, f"{named}: a {kind_words(record.kind)} is not reversible"
+    if record.status is not Status.APPROVED:
+        return Reason.NOT_VOIDABLE, f"{named} is {record.status.value}, not APPROVED"
+    if original.closed_by is not None:  # a completed pre-auth: its completion is what can be undone
+        return Reason.NOT_VOIDABLE, f"{named} is closed by a {kind_words(original.closed_by)}: reverse that instead"
     if record.kind is Kind.COMPLETION_VOID and not _preauth_reopened(view):
-        return Reason.NOT_VOIDABLE  # the pre-auth was completed (or voided) again since: its completion cannot return
+        # the pre-auth was completed (or voided) again since: its completion cannot return
+        return Reason.NOT_VOIDABLE, f"{named}'s pre-auth was closed again since"
     return None
 
 
@@ -105,10 +120,11 @@ def reversal(request: Request, view: LedgerView, context: Context) -> Decision:
     """Undo a transaction whose outcome the terminal never learned. Idempotent: a repeat changes nothing."""
     assert request.kind is Kind.REVERSAL
     answer = _reversal_without_effect(request, view, context)
-    if answer is None and view.request_batch_settled:
-        answer = Reason.BATCH_CLOSED  # its row could only go into a batch that has settled
+    if answer is None and view.request_batch_settled:  # its row could only go into a batch that has settled
+        answer = Reason.BATCH_CLOSED, f"the request's batch {request.batch_number} has settled"
     if answer is not None:
-        return Decision(answer, reply_fields(context))
+        reason, why = answer
+        return Decision(reason, reply_fields(context), detail=refused(request.kind, reason, why) if why else None)
     assert view.original is not None
     record = view.original.record
     row = new_record(request, context, Reason.APPROVED, original_rrn=record.rrn)

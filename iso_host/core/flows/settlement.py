@@ -8,10 +8,12 @@ differs) and closes the batch anyway, as an acquirer does.
 from __future__ import annotations
 
 from iso_host.core.flows.base import Context, Decision, Request, reply_fields
+from iso_host.core.rules import refused
 from iso_host.ledger.model import (
     AdvanceBatch,
     BatchDifference,
     BatchItem,
+    BatchTotals,
     BatchView,
     Difference,
     ExpectBatchTotals,
@@ -19,8 +21,10 @@ from iso_host.ledger.model import (
     LedgerView,
     RecordDifferences,
     SettleBatch,
+    Totals,
 )
 from iso_host.ledger.totals_json import optional_totals_from_json, totals_to_json
+from iso_host.money import format_amount
 from iso_host.styles import family_of
 from iso_host.vocab import Kind, Reason
 
@@ -45,6 +49,33 @@ def find_differences(host: tuple[BatchItem, ...], uploaded: tuple[BatchItem, ...
             differences.append(BatchDifference(stan, Difference.AMOUNT_DIFFERS, ours.amount_minor,
                                                theirs.amount_minor, ours.rrn, ours.masked_pan))  # fmt: skip
     return tuple(differences)
+
+
+def _counted(totals: Totals) -> str:
+    debits, credits = totals.debit_count, totals.credit_count
+    return (f"{debits} debit{'' if debits == 1 else 's'} {format_amount(totals.debit_minor)}, "
+            f"{credits} credit{'' if credits == 1 else 's'} {format_amount(totals.credit_minor)}")  # fmt: skip
+
+
+def totals_differ(host: BatchTotals, terminal: BatchTotals) -> str:
+    """``Decision.detail`` of an out-of-balance settlement: both sides' totals, per section (domestic, foreign) when
+    the sums agree and only the split differs (CUP compares each)."""
+    if host.overall != terminal.overall:
+        return f"settlement: totals differ (host {_counted(host.overall)}; terminal {_counted(terminal.overall)})"
+    sections = (("domestic", host.domestic, terminal.domestic), ("foreign", host.foreign, terminal.foreign))
+    apart = [f"{name}: host {_counted(ours)}, terminal {_counted(theirs)}" for name, ours, theirs in sections
+             if ours != theirs]  # fmt: skip
+    return f"settlement: totals differ ({'; '.join(apart)})"
+
+
+def _out_of_sync(request: Request, view: LedgerView) -> str:
+    batch = view.batch
+    assert batch is not None
+    if batch.status == "settled":
+        why = f"batch {request.batch_number} has settled, the host's open batch is {request.open_batch}"
+    else:
+        why = f"the terminal's batch {request.batch_number}, the host's open batch {request.open_batch}"
+    return refused(request.kind, Reason.BATCH_OUT_OF_SYNC, why)
 
 
 def open_batch_of(request: Request, view: LedgerView) -> BatchView | None:
@@ -99,7 +130,7 @@ def settlement(request: Request, view: LedgerView, context: Context) -> Decision
         return repeated
     batch = open_batch_of(request, view)
     if batch is None:
-        return Decision(Reason.BATCH_OUT_OF_SYNC, reply_fields(context))
+        return Decision(Reason.BATCH_OUT_OF_SYNC, reply_fields(context), detail=_out_of_sync(request, view))
     balanced, fields = family_of(context.dialect).compare(batch.host_totals, request.terminal_totals)
     fields |= reply_fields(context)
     terminal_json = totals_to_json(request.terminal_totals)
@@ -110,7 +141,8 @@ def settlement(request: Request, view: LedgerView, context: Context) -> Decision
                         next_batch=batch.batch_number + 1)  # fmt: skip
     settle = SettleBatch(request.tid, request.mid, batch.batch_number, OUT_OF_BALANCE, False,
                          totals_to_json(batch.host_totals), terminal_json, context.now)  # fmt: skip
-    return Decision(Reason.OUT_OF_BALANCE, fields, (_unchanged(request, batch), settle))
+    return Decision(Reason.OUT_OF_BALANCE, fields, (_unchanged(request, batch), settle),
+                    detail=totals_differ(batch.host_totals, request.terminal_totals))  # fmt: skip
 
 
 def end_of_upload(

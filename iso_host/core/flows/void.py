@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from iso_host.core.flows.base import Context, Decision, Request, reply_fields
 from iso_host.core.flows.original import apply_rules, given_back, in_a_settled_batch
 from iso_host.core.rules import VOID_RULES, business_day_start
@@ -34,9 +36,9 @@ def void(request: Request, view: LedgerView, context: Context) -> Decision:
     expected = _void_preconditions(request, view, context)
     record, refusal = apply_rules(VOID_RULES, request, view, context)
     if view.request_batch_settled:
-        return in_a_settled_batch(refusal, context)
+        return in_a_settled_batch(refusal, request, context)
     if refusal is not None:
-        return Decision(refusal.reason, refusal.fields, (*expected, *refusal.commands))
+        return dataclasses.replace(refusal, commands=(*expected, *refusal.commands))
     original = view.original
     assert original is not None
     cancel = ChangeStatus(original.record.rrn, Status.APPROVED, Status.VOIDED, context.now)
