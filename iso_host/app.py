@@ -21,6 +21,8 @@ from iso_host.config import Config, TerminalConfig, load_config
 from iso_host.config_checks import Problems
 from iso_host.config_keys import mac_key_problems
 from iso_host.config_security import check_terminal_kinds
+from iso_host.console.http import RunningConsole
+from iso_host.console.running import console_token, open_console
 from iso_host.control.secret import load_secret
 from iso_host.core.guards import SecuritySettings
 from iso_host.core.issuer_scripts import overflow
@@ -147,8 +149,12 @@ class RunningApp:
     server: Server | WorkerPool
     background: MqttTasks
     address: tuple[str, int]
+    console: RunningConsole | None = None
+    console_token: str | None = None  # made at start (to be printed once); None when configured or not needed
 
     async def stop(self) -> None:
+        if self.console is not None:
+            await self.console.stop()
         await self.server.stop()  # closes the tracer too, after the last connection's lines; workers before the hub
         await self.background.stop()
         await self.host.store.close()
@@ -174,6 +180,22 @@ def check_for_dialect(config: Config, dialect: Dialect) -> None:
         too_long = overflow(configured.scenario.issuer_scripts, dialect)
         if too_long is not None:
             raise ConfigError(f"scenarios[{index}] ({configured.scenario.name or 'unnamed'}): {too_long}")
+
+
+async def _start_console(config: Config, running: RunningApp) -> None:
+    """The web console beside the host; an address it cannot listen on stops the host again (one line) rather than
+    leave it running half-configured."""
+    host, relay = running.host, running.background.relay
+    token, made = console_token(config.http)
+    try:
+        running.console = await open_console(
+            host, config.http, running.server, ledger_url=config.ledger_url, reload_cards=cards_reloader(config, host),
+            wake_relay=relay.wake if relay is not None else None, token=token,
+        )  # fmt: skip
+    except ConfigError:
+        await running.stop()
+        raise
+    running.console_token = token if made else None
 
 
 async def start(config: Config, trace: TraceOptions | None = None) -> RunningApp:
@@ -227,6 +249,9 @@ async def start(config: Config, trace: TraceOptions | None = None) -> RunningApp
         await store.close()
         raise
     background = start_mqtt_tasks(config, host, cards_reloader(config, host), control_secret=control_secret)
+    running = RunningApp(host, server, background, address)
+    if config.http.enabled:
+        await _start_console(config, running)
     # A script that starts the host and at once sends a control command must find the listener subscribed.
     await background.ready(MQTT_READY_TIMEOUT_S)
-    return RunningApp(host, server, background, address)
+    return running

@@ -20,6 +20,7 @@ from iso_host.config_cards import (
     scenario_entry,
 )
 from iso_host.config_checks import Problems, string_value, table_ok
+from iso_host.config_http import HTTP_KEYS, HttpConfig, http_settings
 from iso_host.config_security import SECURITY_KEYS, TERMINAL_SECURITY_KEYS, security_settings, terminal_security
 from iso_host.core.guards import SecuritySettings
 from iso_host.core.rules import DEFAULT_PIN_TRIES, SAME_BUSINESS_DAY, RuleSettings
@@ -92,6 +93,7 @@ class Config:
     control_enabled: bool = False
     control_secret_file: str | None = field(default=None, repr=False)  # signed commands only; the variable wins
     security: SecuritySettings = field(default_factory=SecuritySettings)  # [security]: replays, sign-on rate
+    http: HttpConfig = field(default_factory=HttpConfig)  # [http]: the web console
     source: str = "defaults"
 
 
@@ -111,6 +113,7 @@ SECTIONS: Final = {
     "events": {"mqtt_url", "username", "password", "client_id", "topic_prefix", "ca_file", "keep_sent_s"},
     "control": {"enabled", "secret_file"},
     "security": set(SECURITY_KEYS),
+    "http": set(HTTP_KEYS),
 }
 TERMINAL_KEYS: Final = {"tid", "mid", "tmk", "tak", "tpk", "bdk", "mac", "require_signon", "operators",
                          "merchant_name", *TERMINAL_SECURITY_KEYS}  # fmt: skip
@@ -459,6 +462,7 @@ def parse_config(document: dict[str, Any], source: str) -> Config:
     changes["tls"] = _tls(problems, tables["server"])
     changes["rules"] = _rules(problems, tables["rules"])
     changes["security"] = security_settings(problems, tables["security"])
+    changes["http"] = http_settings(problems, tables["http"])
     changes.update(_events(problems, tables["events"], tables["control"]))
     problems.raise_if_any()
     return replace(config, **changes)

@@ -120,6 +120,7 @@ class Connection(asyncio.Protocol):
         "server",
         "slot",
         "task",
+        "tid",
         "timer",
         "timer_at",
         "transport",
@@ -146,6 +147,7 @@ class Connection(asyncio.Protocol):
         self.deadline: float | None = None  # when the timer must act (idle or frame deadline); None: not now
         self.frame_deadline: float | None = None
         self.abort_timer: asyncio.TimerHandle | None = None
+        self.tid: object = None  # the terminal (F41) of the last request answered here, for the console
 
     def log(self) -> Any:
         return self.server.log.bind(conn_id=self.conn_id, peer=self.peer)
@@ -336,6 +338,7 @@ class Connection(asyncio.Protocol):
             tracer.frame(self.conn_id, IN, self.peer, frame)
         subject = certificate_subject(transport.get_extra_info("peercert"))  # mutual TLS, after handshake
         outcome = await server.host.handle(frame, peer_subject=subject)
+        self.tid = outcome.log.get("tid", self.tid)
         if outcome.delay_s:
             await asyncio.sleep(outcome.delay_s)  # a scenario stalls this reply; other connections go on
         if outcome.reply is not None:

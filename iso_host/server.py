@@ -51,6 +51,7 @@ class _Connection:
         self.writer = writer
         self.busy = False  # True while a request is in the pipeline: shutdown waits for it
         self.task: asyncio.Task[None] | None = None
+        self.tid: object = None  # the terminal (F41) of the last request answered here, for the console
 
 
 class Server:
@@ -88,6 +89,10 @@ class Server:
     @property
     def connection_count(self) -> int:
         return len(self.connections)
+
+    def connected_terminals(self) -> set[str]:
+        """The terminals (F41) that sent a request on a connection still open."""
+        return {str(c.tid) for c in self.connections.values() if c.tid is not None}
 
     async def start(self, bind_host: str = "", port: int = 0, *, sock: socket.socket | None = None) -> tuple[str, int]:
         """Bind and start accepting, or accept on ``sock``, a listening socket made elsewhere (a worker's, handed down
@@ -289,6 +294,7 @@ class Server:
         try:
             subject = certificate_subject(connection.writer.get_extra_info("peercert"))  # mutual TLS, after handshake
             outcome = await self.host.handle(frame, peer_subject=subject)
+            connection.tid = outcome.log.get("tid", connection.tid)
             if outcome.delay_s:
                 await asyncio.sleep(outcome.delay_s)  # a scenario stalls this reply; other connections go on
             if outcome.reply is not None:

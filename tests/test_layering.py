@@ -24,7 +24,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("iso_host.core",),
     ("iso_host.mqtt.topics",),
     ("iso_host.config_checks", "iso_host.config_cards", "iso_host.config", "iso_host.config_keys",
-     "iso_host.config_security", "iso_host.tls"),
+     "iso_host.config_security", "iso_host.config_http", "iso_host.tls"),
     ("iso_host.mqtt.reconnect", "iso_host.mqtt.client"),
     ("iso_host.events", "iso_host.control"),
     ("iso_host.mqtt",),

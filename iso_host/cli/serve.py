@@ -15,6 +15,7 @@ from iso_host import __version__
 from iso_host.app import TraceOptions, start
 from iso_host.cli.exit_codes import EXIT_OK
 from iso_host.config import DEMO_MID, DEMO_TID, Config, TlsConfig, load_config, with_overrides
+from iso_host.config_http import http_overrides
 from iso_host.errors import ConfigError
 from iso_host.event_loops import event_loop
 from iso_host.log import announce, configure, get_logger
@@ -35,7 +36,12 @@ async def _serve(config: Config, trace: TraceOptions | None = None, loop_name: s
              tls="mutual" if config.tls and config.tls.client_ca else bool(config.tls),
              trace=str(trace.path) if trace else None,
              events=describe_broker(config.events) if config.events else None, control=config.control_enabled,
-             loop=loop_name, workers=config.workers, version=__version__)  # fmt: skip
+             loop=loop_name, workers=config.workers, console=app.console.url if app.console else None,
+             version=__version__)  # fmt: skip
+    if app.console is not None:
+        announce(f"console on {app.console.url}", control=config.http.control,
+                 token=app.console_token, hint="the token is shown this once: changes need it" if app.console_token
+                 else None)  # fmt: skip
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -52,7 +58,8 @@ def command_serve(args: argparse.Namespace) -> int:
         load_config(args.config), host=args.host, port=args.port, dialect=args.dialect,
         ledger_url=args.ledger, log_format=args.log_format, log_level=args.log_level, edge=args.edge, loop=args.loop,
         workers=args.workers,
-    )  # fmt: skip
+    )
+    config = replace(config, http=http_overrides(config.http, args.http, args.no_http))  # fmt: skip
     if args.tls_cert or args.tls_key or args.tls_client_ca:
         if not (args.tls_cert and args.tls_key):
             raise ConfigError("--tls-cert and --tls-key go together")
@@ -92,6 +99,9 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     serve.add_argument("--workers", type=int, metavar="N",
                        help="N protocol worker processes on the one port, this process deciding and keeping the"
                             " ledger for all of them (default 1: this process serves the sockets too)")  # fmt: skip
+    serve.add_argument("--http", metavar="HOST:PORT",
+                       help="the web console's address (default 127.0.0.1:8080; [http] listen; ISO_HOST_HTTP)")
+    serve.add_argument("--no-http", action="store_true", help="no web console, no /metrics")
     serve.add_argument("--tls-cert", help="PEM certificate chain: serve TLS 1.2+")
     serve.add_argument("--tls-key", help="PEM private key of --tls-cert")
     serve.add_argument("--tls-client-ca", help="PEM CA: require client certificates it signed (mutual TLS)")

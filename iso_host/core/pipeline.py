@@ -65,6 +65,36 @@ class Outcome:
     log: dict[str, object] = field(default_factory=dict)  # safe to log: no card data, no keys
     error: WireError | None = None
     delay_s: float = 0.0  # a scenario stalls the reply this long (the edge waits; the ledger already committed)
+    started: float = 0.0  # the host's monotonic reading when the frame came in (for an observer's latency)
+
+
+@dataclass(frozen=True, slots=True)
+class Exchange:
+    """One answered request, for an observer (the console, metrics): the messages as decoded and built, and how the
+    answer was reached. The messages carry card data in clear: an observer masks what it shows."""
+
+    request: Message
+    response: Message | None
+    reason: Reason | None
+    response_code: str | None
+    kind: str | None
+    mac: str  # "verified", "failed" or "absent"
+    detail: str | None  # why it was refused, in words (admission's or a rule's)
+    scenario: str | None
+
+    @property
+    def mti(self) -> str:
+        return self.request.mti
+
+
+class Observer(Protocol):
+    """Told of every answer the host builds (``Host.observer``); it must return at once and never raise."""
+
+    def exchange(self, exchange: Exchange, latency_s: float) -> None: ...
+
+    def rejected(self, error: WireError) -> None: ...
+
+    def committed(self, seconds: float) -> None: ...
 
 
 class Answerer(Protocol):
@@ -110,6 +140,7 @@ class Host:
         self.serialiser: Serialiser = serialiser if serialiser is not None else _NoSerialiser()
         self.admission = Admission(dialect, terminals, self.cards, pin_tries=self.rules.pin_tries)
         self.security = security or SecuritySettings()
+        self.observer: Observer | None = None  # the console's monitor, when it runs
         self.replays = ReplayGuard(self.security.replay_window_s, self.security.replay_max_entries)
         self.signons = SignonLimiter(self.security.signons_per_minute)
 
@@ -124,7 +155,7 @@ class Host:
             if self.events is not None:  # counted, never an event of its own: anyone can send bytes
                 self._counted_instead(error.partial, Reason.FORMAT_ERROR, attributed=False)
             return self._format_error(error)
-        outcome = Outcome(None, mti=message.mti, log=self._log_fields(message))
+        outcome = Outcome(None, mti=message.mti, log=self._log_fields(message), started=started)
         response_mac: ResponseMac | None = None
         classified = False
         replay: bytes | None = None
@@ -233,7 +264,10 @@ class Host:
                                     request=request, scenario=scenario) if wants_event else None  # fmt: skip
                 commands = _commands(decision, adoption, event)
                 if commands:
+                    committing = self.monotonic()
                     await self.store.apply(commands, deadline=deadline)
+                    if self.observer is not None:
+                        self.observer.committed(self.monotonic() - committing)
             except DuplicateError:
                 outcome.log["detail"] = "terminal, batch and STAN already in the ledger"
                 return Decision(Reason.DUPLICATE), now, False
@@ -397,6 +431,16 @@ class Host:
         outcome.reply = bytes(envelope.reply()) + body
         outcome.reason = decision.reason
         outcome.response_code = code
+        if decision.detail is not None:
+            outcome.log.setdefault("detail", decision.detail)
+        if self.observer is not None:
+            mac_state = "failed" if decision.reason is Reason.MAC_FAILED else "absent" if mac is None else "verified"
+            detail = outcome.log.get("detail")
+            self.observer.exchange(
+                Exchange(request, response, decision.reason, code, outcome.kind, mac_state,
+                         str(detail) if detail is not None else None, _text(outcome.log.get("scenario"))),
+                self.monotonic() - outcome.started if outcome.started else 0.0,
+            )  # fmt: skip
         return outcome
 
     def response_for(self, request: Message, response_code: str, fields: dict[str, str]) -> Message:
@@ -405,6 +449,8 @@ class Host:
         return Message(reply_mti(request.mti), {**echoed, **fields, "39": response_code}, request.pads)
 
     def _format_error(self, error: WireDecodeError) -> Outcome:
+        if self.observer is not None:
+            self.observer.rejected(error)
         partial = error.partial
         if partial is None:
             return Outcome(None, close=True, error=error)
@@ -419,6 +465,10 @@ class Host:
     def _log_fields(message: Message) -> dict[str, object]:
         pairs = (("tid", "41"), ("stan", "11"))
         return {key: message.fields[field_id] for key, field_id in pairs if field_id in message}
+
+
+def _text(value: object) -> str | None:
+    return None if value is None else str(value)
 
 
 def _commands(

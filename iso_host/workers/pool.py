@@ -75,6 +75,10 @@ class WorkerPool:
         """Not known here: each worker counts its own connections and logs them when it stops."""
         return None
 
+    def connected_terminals(self) -> None:
+        """Not known here: connections live in the workers."""
+        return
+
     @property
     def address(self) -> tuple[str, int]:
         assert self.listening is not None

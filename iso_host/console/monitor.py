@@ -1,0 +1,268 @@
+"""What the console shows live: the recent exchanges, each terminal's day, and the anomalies an acquirer would flag.
+
+The pipeline hands every answered request to ``Monitor.exchange`` (``core.pipeline.Observer``). That costs a few
+microseconds: the decoded messages are kept as they are (rendered field by field only when someone opens one), and
+rows for the live stream are built once per ``FLUSH_S`` for all subscribers together, and only while someone
+watches. Everything is in memory and bounded: the last ``KEEP`` exchanges and anomalies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from iso_host.cards import mask_pan, pan_from_track2
+from iso_host.console.fields import response_meaning
+from iso_host.core.pipeline import Exchange, Observer
+from iso_host.errors import WireError
+from iso_host.money import format_amount
+from iso_host.vocab import Reason
+from iso_host.wire import Dialect, Message
+
+KEEP: Final = 2_000  # exchanges (and anomalies) kept for the console; older ones are only in the ledger
+FLUSH_S: Final = 0.2  # live rows leave in batches this far apart: one event per subscriber, not one per sale
+SUBSCRIBER_BACKLOG: Final = 50  # batches queued for a slow browser; past it the oldest batch is dropped
+DECLINE_BURST: Final = 5  # declines by one terminal within DECLINE_WINDOW_S: an anomaly
+DECLINE_WINDOW_S: Final = 60.0
+REFUSED_VOID_STREAK: Final = 3  # refused voids in a row by one terminal: an anomaly
+# Answers an acquirer's monitoring flags whenever they happen, with the words the console shows.
+FLAGGED: Final[dict[Reason, str]] = {
+    Reason.MAC_FAILED: "MAC failure",
+    Reason.DUPLICATE: "duplicate request",
+    Reason.AMOUNT_MISMATCH: "amount differs from the original's",
+    Reason.CARD_MISMATCH: "card differs from the original's",
+    Reason.UNKNOWN_TERMINAL: "unknown terminal",
+    Reason.KSN_REPLAYED: "DUKPT counter replayed",
+    Reason.CRYPTOGRAM_FAILED: "chip cryptogram failed",
+    Reason.CRYPTOGRAM_REPLAYED: "chip cryptogram replayed",
+}
+VOID_KINDS: Final = frozenset({"void", "preauth_void", "completion_void"})
+Counting = Observer  # what the monitor passes each exchange on to (console.metrics.Metrics)
+
+
+@dataclass(slots=True)
+class Seen:
+    """One exchange as the console keeps it."""
+
+    id: int
+    time: datetime  # UTC, when it was answered
+    latency_ms: float
+    exchange: Exchange
+    row: dict[str, Any] = field(default_factory=dict)  # built once, on first use
+
+
+@dataclass(slots=True)
+class TerminalDay:
+    """A terminal's activity since the host started."""
+
+    requests: int = 0
+    approved: int = 0
+    declined: int = 0
+    last_stan: str | None = None
+    last_seen: datetime | None = None
+    refused_voids: int = 0  # in a row
+    declines: deque[float] = field(default_factory=lambda: deque(maxlen=DECLINE_BURST))  # their monotonic times
+
+
+@dataclass(frozen=True, slots=True)
+class Anomaly:
+    id: int
+    time: datetime
+    tid: str | None
+    kind: str
+    text: str
+    transactions: tuple[int, ...]
+
+    def as_json(self) -> dict[str, Any]:
+        return {"id": self.id, "time": _iso(self.time), "tid": self.tid, "kind": self.kind, "text": self.text,
+                "transactions": list(self.transactions)}  # fmt: skip
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class Monitor:
+    """Keeps what the console shows; ``subscribe`` for the live stream."""
+
+    def __init__(self, dialect: Dialect, *, now: Callable[[], datetime] | None = None,
+                 monotonic: Callable[[], float]) -> None:  # fmt: skip
+        self.dialect = dialect
+        self._now = now or (lambda: datetime.now(UTC))
+        self._monotonic = monotonic
+        self.seen: deque[Seen] = deque(maxlen=KEEP)
+        self.anomalies: deque[Anomaly] = deque(maxlen=KEEP)
+        self.terminals: dict[str, TerminalDay] = {}
+        self.rejected_frames: int = 0
+        self._ids = itertools.count(1)
+        self._anomaly_ids = itertools.count(1)
+        self._subscribers: set[asyncio.Queue[tuple[str, Any]]] = set()
+        self._pending: list[Seen] = []
+        self._flush: asyncio.TimerHandle | None = None
+        self.metrics: Counting | None = None  # Prometheus counters, when /metrics is served
+
+    # --- fed by the pipeline (core.pipeline.Observer) -------------------------------------------------------------
+
+    def exchange(self, exchange: Exchange, latency_s: float) -> None:
+        seen = Seen(next(self._ids), self._now(), round(latency_s * 1000, 3), exchange)
+        self.seen.append(seen)
+        if self.metrics is not None:
+            self.metrics.exchange(exchange, latency_s)
+        tid = exchange.request.fields.get("41")
+        if tid is not None:
+            self._count(tid, seen)
+        if self._subscribers:
+            self._pending.append(seen)
+            if self._flush is None:
+                self._flush = asyncio.get_running_loop().call_later(FLUSH_S, self._send_pending)
+
+    def committed(self, seconds: float) -> None:
+        if self.metrics is not None:
+            self.metrics.committed(seconds)
+
+    def rejected(self, error: WireError) -> None:
+        self.rejected_frames += 1
+        if self.metrics is not None:
+            self.metrics.rejected(error)
+
+    # --- the terminal's day and the anomalies --------------------------------------------------------------------
+
+    def _count(self, tid: str, seen: Seen) -> None:
+        day = self.terminals.setdefault(tid, TerminalDay())
+        exchange = seen.exchange
+        reason = exchange.reason
+        day.requests += 1
+        day.last_seen = seen.time
+        day.last_stan = exchange.request.fields.get("11", day.last_stan)
+        if reason is Reason.APPROVED:
+            day.approved += 1
+        elif reason is not None:
+            day.declined += 1
+            day.declines.append(self._monotonic())
+        flagged = FLAGGED.get(reason) if reason is not None else None
+        if flagged is not None:
+            self._flag(tid, reason.name.lower() if reason else "", f"{flagged} ({exchange.kind or exchange.mti})",
+                       (seen.id,))  # fmt: skip
+        if exchange.kind in VOID_KINDS:
+            day.refused_voids = 0 if reason is Reason.APPROVED else day.refused_voids + 1
+            if day.refused_voids == REFUSED_VOID_STREAK:
+                self._flag(tid, "refused_voids", f"{REFUSED_VOID_STREAK} refused voids in a row", self._last_ids(tid))
+        if exchange.kind == "reversal" and exchange.detail and ("unknown" in exchange.detail
+                                                                or "not found" in exchange.detail):  # fmt: skip
+            self._flag(tid, "unknown_original", "reversal of an unknown original", (seen.id,))
+        if exchange.kind == "settlement" and reason is Reason.OUT_OF_BALANCE:
+            self._flag(tid, "out_of_balance", "batch out of balance at settlement", (seen.id,))
+        declines = day.declines
+        if (reason is not Reason.APPROVED and len(declines) == DECLINE_BURST
+                and declines[-1] - declines[0] <= DECLINE_WINDOW_S):  # fmt: skip
+            self._flag(tid, "decline_burst", f"{DECLINE_BURST} declines within {DECLINE_WINDOW_S:g} s",
+                       self._last_ids(tid))  # fmt: skip
+            declines.clear()
+
+    def _last_ids(self, tid: str, count: int = 5) -> tuple[int, ...]:
+        found = [s.id for s in reversed(self.seen) if s.exchange.request.fields.get("41") == tid][:count]
+        return tuple(reversed(found))
+
+    def _flag(self, tid: str | None, kind: str, text: str, transactions: tuple[int, ...]) -> None:
+        anomaly = Anomaly(next(self._anomaly_ids), self._now(), tid, kind, text, transactions)
+        self.anomalies.append(anomaly)
+        for queue in self._subscribers:
+            _offer(queue, ("anomaly", anomaly.as_json()))
+
+    # --- what the API reads ---------------------------------------------------------------------------------------
+
+    def row(self, seen: Seen) -> dict[str, Any]:
+        """The summary the live table shows (masked PAN, amount as text, the code's meaning)."""
+        if not seen.row:
+            exchange = seen.exchange
+            fields = exchange.request.fields
+            amount = fields.get("4")
+            code = exchange.response_code
+            seen.row = {
+                "id": seen.id, "time": _iso(seen.time), "local_time": seen.time.astimezone().strftime("%H:%M:%S"),
+                "tid": fields.get("41"), "kind": exchange.kind, "mti": exchange.mti,
+                "amount": format_amount(int(amount)) if amount and amount.isdigit() else None,
+                "currency": fields.get("49"), "pan": _masked_card(exchange.request), "code": code,
+                "meaning": _meaning(exchange.reason) or response_meaning(code, self.dialect), "reason": exchange.reason,
+                "latency_ms": seen.latency_ms, "stan": fields.get("11"),
+                "rrn": (exchange.response.fields.get("37") if exchange.response else None) or fields.get("37"),
+                "batch": self.dialect.value_of(exchange.request, self.dialect.batch_field)
+                if self.dialect.batch_field else None,
+            }  # fmt: skip
+        return seen.row
+
+    def find(self, exchange_id: int) -> Seen | None:
+        for seen in reversed(self.seen):
+            if seen.id == exchange_id:
+                return seen
+            if seen.id < exchange_id:
+                return None
+        return None
+
+    def rows(self, *, tid: str | None = None, kind: str | None = None, code: str | None = None,
+             batch: str | None = None, limit: int = 200) -> list[dict[str, Any]]:  # fmt: skip
+        """Newest first, filtered."""
+        found: list[dict[str, Any]] = []
+        for seen in reversed(self.seen):
+            row = self.row(seen)
+            wanted = ((tid is None or row["tid"] == tid) and (kind is None or row["kind"] == kind)
+                      and (code is None or row["code"] == code))  # fmt: skip
+            if wanted and (batch is None or _same_batch(row["batch"], batch)):
+                found.append(row)
+                if len(found) >= limit:
+                    break
+        return found
+
+    # --- the live stream ------------------------------------------------------------------------------------------
+
+    def subscribe(self) -> asyncio.Queue[tuple[str, Any]]:
+        queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue(maxsize=SUBSCRIBER_BACKLOG)
+        self._subscribers.add(queue)
+        return queue
+
+    def unsubscribe(self, queue: asyncio.Queue[tuple[str, Any]]) -> None:
+        self._subscribers.discard(queue)
+        if not self._subscribers:
+            self._pending.clear()
+
+    @property
+    def subscribers(self) -> int:
+        return len(self._subscribers)
+
+    def _send_pending(self) -> None:
+        self._flush = None
+        batch = [self.row(seen) for seen in self._pending]
+        self._pending.clear()
+        if batch:
+            for queue in self._subscribers:
+                _offer(queue, ("transactions", batch))
+
+
+def _meaning(reason: Reason | None) -> str | None:
+    """The answer in words when the host knows why (a code such as 12 stands for several reasons)."""
+    if reason is None or reason is Reason.FORCED_DECLINE:  # a scenario's code: the code's own meaning says more
+        return None
+    return reason.value.replace("_", " ").capitalize()
+
+
+def _same_batch(shown: str | None, wanted: str) -> bool:
+    return shown is not None and shown.lstrip("0") == wanted.lstrip("0")
+
+
+def _offer(queue: asyncio.Queue[tuple[str, Any]], item: tuple[str, Any]) -> None:
+    """Queue for a subscriber; a browser that reads nothing loses its oldest batch, never blocks the host."""
+    if queue.full():
+        queue.get_nowait()
+    queue.put_nowait(item)
+
+
+def _masked_card(message: Message) -> str | None:
+    pan = message.fields.get("2")
+    if pan is None and "35" in message.fields:
+        pan = pan_from_track2(message.fields["35"])
+    return mask_pan(pan) if pan else None
