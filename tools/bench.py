@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import http.client
 import json
 import math
 import multiprocessing
@@ -27,6 +28,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
@@ -235,19 +237,55 @@ class HostTarget:
     group_commit: bool
     events: bool = False  # publish every sale's event through the outbox to MQTT
     workers: int = 1  # serve --workers N
+    console: bool = False  # the web console on, with a browser's live stream open during each run
 
 
 SWITCHES: Final = {"on": [True], "off": [False], "both": [True, False]}
 
 
 def host_targets(
-    ledgers: list[str], group_commit: str, events: str = "off", workers: Sequence[int] = (1,)
+    ledgers: list[str], group_commit: str, events: str = "off", workers: Sequence[int] = (1,), console: str = "off"
 ) -> list[HostTarget]:
     return [
-        HostTarget(f"{ledger}{'' if on else '-nogc'}{'-events' if publish else ''}{f'-w{count}' if count > 1 else ''}",
-                   ledger, on, publish, count)
+        HostTarget(f"{ledger}{'' if on else '-nogc'}{'-events' if publish else ''}{f'-w{count}' if count > 1 else ''}"
+                   f"{'-console' if watched else ''}", ledger, on, publish, count, watched)
         for ledger in ledgers for on in SWITCHES[group_commit] for publish in SWITCHES[events] for count in workers
+        for watched in SWITCHES[console]
     ]  # fmt: skip
+
+
+CONSOLE: Final = re.compile(r"console on (http://[\w.:\[\]-]+/)")
+
+
+class ConsoleWatcher:
+    """A browser's live view of the console: the SSE stream read by a thread for as long as the host runs."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.rows = 0
+        self.stopping = False
+        self.thread = threading.Thread(target=self._watch, daemon=True)
+        self.thread.start()
+
+    def _watch(self) -> None:
+        address = urlsplit(self.url)
+        connection = http.client.HTTPConnection(address.hostname or LOOPBACK, address.port, timeout=READY_TIMEOUT_S)
+        with contextlib.suppress(OSError, http.client.HTTPException):
+            connection.request("GET", "/api/stream")
+            stream = connection.getresponse()
+            while not self.stopping and (line := stream.readline()):
+                if line.startswith(b"data: "):
+                    self.rows += len(json.loads(line[6:]))
+        connection.close()
+
+
+def console_url(log_path: Path) -> str:
+    """The console's address from its ``console on`` line (printed right after ``listening on``)."""
+    for _ in range(int(READY_TIMEOUT_S / POLL_S)):
+        if match := CONSOLE.search(log_path.read_text(encoding="utf-8", errors="replace")):
+            return match.group(1)
+        time.sleep(POLL_S)
+    raise TimeoutError(f"{log_path.stem} printed no 'console on' line")
 
 
 @contextlib.contextmanager
@@ -324,6 +362,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"],
                         help="the hosts' log level (default: iso-host's own, info, with approvals sampled)")
     parser.add_argument("--mqtt-url", default="mqtt://127.0.0.1:1883", help="the broker for --events")
+    parser.add_argument("--console", choices=["on", "off", "both"], default="off",
+                        help="run each host with its web console off (--no-http), on with a live stream open, or both")
     parser.add_argument("--workers", default="1",
                         help="comma-separated serve --workers counts, each a target of its own, e.g. 1,2 (1)")
     options = parser.parse_args(argv)
@@ -371,6 +411,8 @@ def report(summary: dict[str, Any]) -> None:
             verdict = "ok" if check["events"] == check["rows"] else "MISMATCH"
             print(f"outbox {name}: {check['events']} events for {check['rows']} rows ({verdict}), "
                   f"{check['events_pending']} not yet published when the host stopped")  # fmt: skip
+    for name, rows in summary.get("streamed_rows", {}).items():
+        print(f"console {name}: {rows} rows streamed to the open live view")
     print(f"failures {summary['failures']}; exit codes {summary['exit_codes']}; {summary['runtime_s']:.1f} s")
 
 
@@ -391,9 +433,11 @@ def bench(options: argparse.Namespace, executable: str, directory: Path) -> dict
     urls: dict[str, str] = {}
     exit_codes: dict[str, int] = {}
     events_targets: set[str] = set()
+    watchers: dict[str, ConsoleWatcher] = {}
     with contextlib.ExitStack() as stack:
         try:
-            for target in host_targets(options.ledgers, options.group_commit, options.events, options.workers):
+            for target in host_targets(options.ledgers, options.group_commit, options.events, options.workers,
+                                       options.console):  # fmt: skip
                 urls[target.name] = stack.enter_context(ledger_url(target, directory, options.postgres))
                 config = write_host_config(directory, target, urls[target.name], options.connections,
                                            options.mqtt_url)  # fmt: skip
@@ -403,14 +447,20 @@ def bench(options: argparse.Namespace, executable: str, directory: Path) -> dict
                 level = ["--log-level", options.log_level] if options.log_level else []
                 command = [executable, "serve", "--config", str(config), "--port", "0", *level,
                            "--log-format", "json", "--workers", str(target.workers),
+                           *(["--http", f"{LOOPBACK}:0"] if target.console else ["--no-http"]),
                            *shlex.split(options.host_args)]  # fmt: skip
-                servers[target.name], ports[target.name] = start_server(command, directory / f"{target.name}.log", None)
+                log_path = directory / f"{target.name}.log"
+                servers[target.name], ports[target.name] = start_server(command, log_path, None)
+                if target.console:
+                    watchers[target.name] = ConsoleWatcher(console_url(log_path))
             baseline_command = [sys.executable, str(Path(__file__).with_name("baseline_server.py")), "--port", "0"]
             servers["baseline"], ports["baseline"] = start_server(baseline_command, directory / "baseline.log", None)
             for index in range(options.repeat):
                 for name, port in ports.items():
                     run_target(options, name, port, runs, index)
         finally:
+            for watcher in watchers.values():
+                watcher.stopping = True
             for name, process in servers.items():
                 exit_codes[name] = stop_server(process)
         ledgers = {name: {"rows": ledger_rows(url), "approved": sum(r["approved"] for r in runs.get(name, []))}
@@ -423,7 +473,7 @@ def bench(options: argparse.Namespace, executable: str, directory: Path) -> dict
         "connections": options.connections, "count": options.count, "processes": options.processes,
         "repeat": options.repeat, "targets": targets, "ledgers": ledgers,
         "failures": sum(r["failures"] for results in runs.values() for r in results), "exit_codes": exit_codes,
-        "runs": runs,
+        "runs": runs, "streamed_rows": {name: watcher.rows for name, watcher in watchers.items()},
     }  # fmt: skip
 
 

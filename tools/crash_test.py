@@ -388,7 +388,7 @@ class HostProcess:
     async def start(cls, ledger_url: str, config: Path, log_path: Path) -> HostProcess:
         with log_path.open("ab") as log:
             process = await asyncio.create_subprocess_exec(
-                *ISO_HOST, "serve", "--config", str(config), "--port", "0", "--ledger", ledger_url,
+                *ISO_HOST, "serve", "--config", str(config), "--port", "0", "--no-http", "--ledger", ledger_url,
                 "--log-format", "json", "--log-level", "warning",
                 stdout=asyncio.subprocess.PIPE, stderr=log, cwd=config.parent,
             )  # fmt: skip

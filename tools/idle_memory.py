@@ -54,7 +54,7 @@ def start_server(edge: str, directory: Path, connections: int) -> tuple[subproce
                       f"[limits]\nmax_connections = {connections + WARM_UP}\n"
                       f"max_connections_per_peer = {connections + WARM_UP}\nidle_timeout_s = 3600\n")  # fmt: skip
     executable = shutil.which("iso-host") or "iso-host"
-    command = [executable, "serve", "--config", str(config), "--port", "0", "--log-level", "warning",
+    command = [executable, "serve", "--config", str(config), "--port", "0", "--no-http", "--log-level", "warning",
                "--log-format", "json", "--edge", edge]  # fmt: skip
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     assert process.stdout is not None

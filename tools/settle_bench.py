@@ -139,8 +139,9 @@ def serve(url: str, tids: list[str], directory: Path) -> tuple[subprocess.Popen[
     config.write_text(f"[ledger]\nurl = {json.dumps(url)}\n" + "".join(
         f'[[terminals]]\ntid = "{tid}"\nmid = "{MID}"\n' for tid in tids))  # fmt: skip
     executable = shutil.which("iso-host") or "iso-host"
-    process = subprocess.Popen([executable, "serve", "--config", str(config), "--port", "0", "--log-level", "warning",
-                                "--log-format", "json"], stdout=subprocess.PIPE, text=True)  # fmt: skip
+    process = subprocess.Popen([executable, "serve", "--config", str(config), "--port", "0", "--no-http",
+                                "--log-level", "warning", "--log-format", "json"], stdout=subprocess.PIPE,
+                               text=True)  # fmt: skip
     assert process.stdout is not None
     line = process.stdout.readline()
     return process, int(json.loads(line)["event"].rpartition(":")[2])
