@@ -23,9 +23,11 @@ from iso_host.control.signing import SIGNED_FIELDS
 from iso_host.core.issuer_scripts import overflow
 from iso_host.core.scenarios import Scenario, ScenarioBook
 from iso_host.core.terminals import NO_KEYS, TerminalState
+from iso_host.core.test_cards import CardBook
 from iso_host.errors import ConfigError
 from iso_host.events.record import control_event
 from iso_host.ledger.model import RecordEvent, SaveSession
+from iso_host.money import format_amount
 from iso_host.security import build_tlv, parse_tlv
 from iso_host.wire import Dialect
 
@@ -47,6 +49,7 @@ class Controls:
     pan_hash: Callable[[str], str]  # keyed hash for a scenario's ``pan``
     reload_cards: Callable[[], int] | None  # re-reads [[cards]] (raises ConfigError); None: started without --config
     dialect: Dialect | None = None  # the host's: a scenario's issuer scripts must fit its field 55 (None: unchecked)
+    cards: CardBook | None = None  # the host's test cards, for list-cards (None: not given to live control)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +59,7 @@ class ControlReply:
     request_id: str
     payload: dict[str, Any]
     events: tuple[RecordEvent, ...]  # empty for list-scenarios and for every failed command
-    ledger: tuple[SaveSession, ...] = ()  # a change the ledger keeps (reset-keying), committed with the events
+    ledger: tuple[SaveSession, ...] = ()  # a change the ledger keeps (reset-keying, sign-off-terminal), with the events
 
     def __post_init__(self) -> None:
         assert REQUEST_ID.fullmatch(self.request_id), "the reply topic is one topic level"
@@ -159,7 +162,8 @@ def _scripts_listed(scripts: bytes) -> dict[str, int] | None:
     return {item.tag: len(build_tlv([item])) for item in parse_tlv(scripts)}
 
 
-def _add_scenario(controls: Controls, arguments: Mapping[str, Any]) -> _Done:
+def _scenario(controls: Controls, arguments: Mapping[str, Any]) -> Scenario:
+    """The ``scenario`` argument as a scenario, validated as the config file's ``[[scenarios]]`` are, its PAN hashed."""
     try:
         parsed = scenario_from_table(arguments.get("scenario"), "scenario")
     except ConfigError as error:
@@ -172,10 +176,66 @@ def _add_scenario(controls: Controls, arguments: Mapping[str, Any]) -> _Done:
         raise _Refused(f"scenario.script71/script72: {too_long}")
     if parsed.pan is not None:
         scenario = replace(scenario, pan_hash=controls.pan_hash(parsed.pan))
+    return scenario
+
+
+def _add_scenario(controls: Controls, arguments: Mapping[str, Any]) -> _Done:
+    scenario = _scenario(controls, arguments)
     controls.scenarios.add(scenario)
     active = controls.scenarios.active()
     assert active[-1][0] is scenario, "a scenario is added last"
     return _Done({"added": _listed(*active[-1]), "active": len(active)}, tid=scenario.tid)
+
+
+def _index(controls: Controls, arguments: Mapping[str, Any]) -> int:
+    """The ``index`` argument: a place in list-scenarios' list, from 0, that holds a scenario now."""
+    what = "a scenario's place in list-scenarios' list, from 0"
+    if "index" not in arguments:
+        raise _Refused(f"index: required ({what})")
+    index = arguments["index"]
+    if isinstance(index, bool) or not isinstance(index, int) or index < 0:
+        raise _Refused(f"index: must be {what}, got {_shown(index)}")
+    count = len(controls.scenarios.active())
+    if index >= count:
+        held = f"0 to {count - 1}" if count else "none: there is no scenario"
+        raise _Refused(f"index: no scenario at {index} (list-scenarios has {held})")
+    return index
+
+
+def _index_or_name(controls: Controls, arguments: Mapping[str, Any]) -> int:
+    """The scenario ``index`` names, or the one scenario called ``name``: one of them, not both."""
+    if "name" not in arguments:
+        if "index" not in arguments:
+            raise _Refused("index: required (a scenario's place in list-scenarios' list, from 0), or name")
+        return _index(controls, arguments)
+    if "index" in arguments:
+        raise _Refused("index, name: give one of them, not both")
+    name = _text(arguments, "name", "a scenario's name")
+    places = [place for place, (scenario, _) in enumerate(controls.scenarios.active()) if scenario.name == name]
+    if not places:
+        raise _Refused(f"name: no scenario is named {_shown(name)}")
+    if len(places) > 1:
+        raise _Refused(f"name: {len(places)} scenarios are named {_shown(name)} (at {places}); give its index")
+    return places[0]
+
+
+def _remove_scenario(controls: Controls, arguments: Mapping[str, Any]) -> _Done:
+    index = _index_or_name(controls, arguments)
+    removed = controls.scenarios.remove(index)
+    active = len(controls.scenarios.active())
+    return _Done({"removed": _listed(*removed), "index": index, "active": active}, tid=removed[0].tid)
+
+
+def _replace_scenario(controls: Controls, arguments: Mapping[str, Any]) -> _Done:
+    """The scenario at ``index`` becomes ``scenario``, in the same place; its count of times starts again."""
+    index = _index(controls, arguments)
+    scenario = _scenario(controls, arguments)
+    replaced = controls.scenarios.replace(index, scenario)
+    active = controls.scenarios.active()
+    assert active[index][0] is scenario, "a scenario is replaced in its place"
+    result = {"replaced": _listed(*replaced), "scenario": _listed(*active[index]), "index": index,
+              "active": len(active)}  # fmt: skip
+    return _Done(result, tid=scenario.tid if scenario.tid is not None else replaced[0].tid)
 
 
 def _list_scenarios(controls: Controls, _arguments: Mapping[str, Any]) -> _Done:
@@ -193,12 +253,9 @@ def _clear_scenarios(controls: Controls, _arguments: Mapping[str, Any]) -> _Done
 
 
 def _switch_terminal(controls: Controls, arguments: Mapping[str, Any], *, enabled: bool) -> _Done:
-    tid = _text(arguments, "tid", "a configured terminal's id (field 41)")
-    terminal = controls.terminals.get(tid)
-    if terminal is None:
-        raise _Refused(f"tid: terminal {_shown(tid)} is not configured")
+    terminal = _terminal(controls, arguments)
     terminal.enabled = enabled
-    return _Done({"tid": tid, "enabled": terminal.enabled}, tid=tid)
+    return _Done({"tid": terminal.tid, "enabled": terminal.enabled}, tid=terminal.tid)
 
 
 def _enable_terminal(controls: Controls, arguments: Mapping[str, Any]) -> _Done:
@@ -209,13 +266,32 @@ def _disable_terminal(controls: Controls, arguments: Mapping[str, Any]) -> _Done
     return _switch_terminal(controls, arguments, enabled=False)
 
 
-def _reset_keying(controls: Controls, arguments: Mapping[str, Any]) -> _Done:
-    """The operator's reset of a keyed terminal: its session ends (keys forgotten) and its MACs are optional again
-    under the dialect's "when-keyed" policy until it next signs on. In memory now, in the ledger with the event."""
+def _terminal(controls: Controls, arguments: Mapping[str, Any]) -> TerminalState:
     tid = _text(arguments, "tid", "a configured terminal's id (field 41)")
     terminal = controls.terminals.get(tid)
     if terminal is None:
         raise _Refused(f"tid: terminal {_shown(tid)} is not configured")
+    return terminal
+
+
+def _sign_off_terminal(controls: Controls, arguments: Mapping[str, Any]) -> _Done:
+    """The operator's sign-off, as a terminal's own sign-off does it: its session ends (keys forgotten, next request
+    needs a sign-on where the dialect asks for one) but a keyed terminal stays keyed, its MACs still mandatory. In
+    memory now, in the ledger with the event, so that a restart does not restore the session."""
+    terminal = _terminal(controls, arguments)
+    was_signed_on = terminal.signed_on
+    terminal.signed_on, terminal.session_keys, terminal.operator = False, NO_KEYS, None
+    session = SaveSession(terminal.tid, terminal.mid, False, terminal.batch_number, None, None, None, None,
+                          at=controls.clock())  # fmt: skip
+    result = {"tid": terminal.tid, "signed_on": False, "was_signed_on": was_signed_on, "keyed": terminal.keyed}
+    return _Done(result, tid=terminal.tid, ledger=(session,))
+
+
+def _reset_keying(controls: Controls, arguments: Mapping[str, Any]) -> _Done:
+    """The operator's reset of a keyed terminal: its session ends (keys forgotten) and its MACs are optional again
+    under the dialect's "when-keyed" policy until it next signs on. In memory now, in the ledger with the event."""
+    terminal = _terminal(controls, arguments)
+    tid = terminal.tid
     terminal.signed_on, terminal.session_keys, terminal.operator, terminal.keyed = False, NO_KEYS, None, False
     session = SaveSession(tid, terminal.mid, False, terminal.batch_number, None, None, None, None,
                           at=controls.clock(), keyed=False)  # fmt: skip
@@ -282,6 +358,26 @@ def _reload_cards(controls: Controls, _arguments: Mapping[str, Any]) -> _Done:
     return _Done({"cards": count})
 
 
+def _optional_amount(minor: int | None) -> str | None:
+    return format_amount(minor) if minor is not None else None
+
+
+def _list_cards(controls: Controls, _arguments: Mapping[str, Any]) -> _Done:
+    """The test cards as the console's cards view shows them: the masked PAN, never the clear one, nor the PIN or
+    the IMK (only whether there is one); amounts as text, ``None`` for unlimited."""
+    if controls.cards is None:
+        raise _Refused("list-cards: this host's live control was not given its test cards")
+    now = controls.clock()
+    listed = [
+        {"pan": masked, "status": card.status, "expiry": card.expiry, "balance": _optional_amount(card.balance_minor),
+         "available": _optional_amount(card.available_minor(now)), "limit": _optional_amount(card.limit_minor),
+         "has_pin": card.pin is not None, "has_imk": card.imk is not None,
+         "emv_scheme": card.emv_scheme if card.imk is not None else None}
+        for masked, card in controls.cards.listing()
+    ]  # fmt: skip
+    return _Done({"cards": listed}, changed=False)
+
+
 # ---------------------------------------------------------------------------------------------- dispatch
 
 
@@ -294,14 +390,19 @@ class _Command:
 COMMANDS: Final[Mapping[str, _Command]] = {
     "add-scenario": _Command(_add_scenario, frozenset({"scenario"})),
     "list-scenarios": _Command(_list_scenarios, frozenset()),
+    "remove-scenario": _Command(_remove_scenario, frozenset({"index", "name"})),
+    "replace-scenario": _Command(_replace_scenario, frozenset({"index", "scenario"})),
     "clear-scenarios": _Command(_clear_scenarios, frozenset()),
     "enable-terminal": _Command(_enable_terminal, frozenset({"tid"})),
     "disable-terminal": _Command(_disable_terminal, frozenset({"tid"})),
+    "sign-off-terminal": _Command(_sign_off_terminal, frozenset({"tid"})),
     "reset-keying": _Command(_reset_keying, frozenset({"tid"})),
     "set-clock": _Command(_set_clock, frozenset({"time"})),
     "advance-clock": _Command(_advance_clock, frozenset({"seconds"})),
     "reload-cards": _Command(_reload_cards, frozenset()),
+    "list-cards": _Command(_list_cards, frozenset()),
 }
+READ_ONLY: Final = frozenset({"list-scenarios", "list-cards"})  # the commands that change nothing (no event)
 
 
 def _command(command: str, arguments: Mapping[str, Any]) -> _Command:
@@ -321,6 +422,12 @@ def _reply(command: str, request_id: str, body: dict[str, Any], events: tuple[Re
     payload = {"request_id": request_id, "command": _masked(command[:MAX_SHOWN_CHARS])}
     payload |= _masked(body)
     return ControlReply(request_id, payload, events)
+
+
+def failed(reply: ControlReply, error: str) -> ControlReply:
+    """The ``ok: false`` reply for ``error`` instead of ``reply`` (its change could not be recorded): same id, same
+    command, no events."""
+    return _reply(reply.payload["command"], reply.request_id, {"ok": False, "error": error})
 
 
 def failure_reply(command: str, payload: bytes, error: str) -> ControlReply:

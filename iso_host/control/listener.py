@@ -24,9 +24,9 @@ from typing import Final
 
 import aiomqtt
 
-from iso_host.control.commands import ControlReply, Controls, execute, failure_reply
+from iso_host.control.apply import apply_reply
+from iso_host.control.commands import Controls, execute, failure_reply
 from iso_host.control.signing import SignatureRefused, Verifier, unsigned
-from iso_host.errors import StoreError
 from iso_host.ledger.store import Store
 from iso_host.log import get_logger
 from iso_host.mqtt.client import client, describe_broker, error_line
@@ -103,9 +103,7 @@ class ControlListener:
             await self._refuse(mqtt, command, refused)
             return
         try:
-            reply = execute(self.controls, command, payload)
-            if reply.events:
-                reply = await self._commit(command, payload, reply)
+            reply = await apply_reply(self.store, execute(self.controls, command, payload), self.notify)
             text = json.dumps(reply.payload, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
         except Exception as error:  # any bug in one command is answered and logged, then the listener goes on
             self._log.error("control_failed", command=command[:64], error=error_line(error))
@@ -149,17 +147,6 @@ class ControlListener:
                 error=reply.payload["error"], refused=self._refusals_unlogged, total_refused=self.refused,
             )  # fmt: skip
             self._refusal_logged_at, self._refusals_unlogged = now, 0
-
-    async def _commit(self, command: str, payload: bytes, reply: ControlReply) -> ControlReply:
-        """Commit the reply's events (then wake the relay); on a ledger failure, a reply that says so."""
-        assert reply.payload["ok"], "only a change that happened has events"
-        try:
-            await self.store.apply((*reply.ledger, *reply.events))  # a reset terminal's session rides with its event
-        except StoreError as error:
-            problem = f"ledger: {error_line(error)} (the change is in force, but its event was not recorded)"
-            return failure_reply(command, payload, problem)
-        self.notify()
-        return reply
 
 
 def _payload_bytes(payload: bytes | bytearray | str | float | None) -> bytes:

@@ -69,6 +69,20 @@ class ScenarioBook:
     def add(self, scenario: Scenario) -> None:
         self._entries.append(_Entry(scenario, scenario.times))
 
+    def remove(self, index: int) -> tuple[Scenario, int | None]:
+        """Take out the scenario at ``index`` (its place in ``active``); it comes back with the times it had left."""
+        assert 0 <= index < len(self._entries), index
+        entry = self._entries.pop(index)
+        return entry.scenario, entry.remaining
+
+    def replace(self, index: int, scenario: Scenario) -> tuple[Scenario, int | None]:
+        """Put ``scenario`` in the place of the one at ``index``, with all its ``times`` (the old one's count goes);
+        the old one comes back with the times it had left."""
+        assert 0 <= index < len(self._entries), index
+        old = self._entries[index]
+        self._entries[index] = _Entry(scenario, scenario.times)
+        return old.scenario, old.remaining
+
     def clear(self) -> int:
         count = len(self._entries)
         self._entries.clear()

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Final
 
+from iso_host.cards import mask_pan
 from iso_host.security import EMV_SCHEMES
 
 STATUSES: Final = ("active", "lost", "stolen", "expired")
@@ -117,6 +118,16 @@ class CardBook:
         self._by_pan, self._pan_of_hash = by_pan, pan_of_hash
         self._holds, self._pan_of_hold = {}, {}  # balances start again, and so do holds
         self._wrong_pins = {}  # and PIN tries: a reload unblocks
+
+    def listing(self) -> list[tuple[str, TestCard]]:
+        """Every card as a view shows it, in configuration order: its masked PAN (never the clear one) and the card
+        as a flow would see it now (balance and holds)."""
+        listed = []
+        for pan in self._by_pan:
+            card = self.card(pan)
+            assert card is not None
+            listed.append((mask_pan(pan), card))
+        return listed
 
     def card(self, pan: str) -> TestCard | None:
         """The card as a flow sees it: its balance and the holds on it now."""

@@ -15,10 +15,12 @@ from hypothesis import strategies as st
 
 from iso_host.clock import HostClock
 from iso_host.config_cards import SCENARIO_KEYS
+from iso_host.control.apply import apply_reply
 from iso_host.control.commands import (
     COMMANDS,
     INVALID_REQUEST_ID,
     MAX_PAYLOAD_BYTES,
+    READ_ONLY,
     REQUEST_ID,
     ControlReply,
     Controls,
@@ -26,8 +28,10 @@ from iso_host.control.commands import (
     failure_reply,
 )
 from iso_host.core.scenarios import Scenario, ScenarioBook
-from iso_host.core.terminals import TerminalState
-from iso_host.errors import ConfigError
+from iso_host.core.terminals import NO_KEYS, TerminalState, WorkingKeys
+from iso_host.core.test_cards import CardBook, Hold, TestCard
+from iso_host.errors import ConfigError, StoreError
+from iso_host.ledger.model import LedgerCommand, SaveSession
 
 MACHINE_NOW = datetime(2026, 3, 10, 10, 0, tzinfo=UTC)
 TID, OTHER_TID, MID = "TERM0001", "TERM0002", "MERCHANT0000001"
@@ -39,9 +43,9 @@ def hashed(pan: str) -> str:
     return f"hash-of-{len(pan)}-digits-{pan[-2:]}"
 
 
-def make_controls(reload_cards: Callable[[], int] | None = None) -> Controls:
+def make_controls(reload_cards: Callable[[], int] | None = None, cards: CardBook | None = None) -> Controls:
     terminals = {tid: TerminalState(tid, MID) for tid in (TID, OTHER_TID)}
-    return Controls(ScenarioBook(), terminals, HostClock(lambda: MACHINE_NOW), hashed, reload_cards)
+    return Controls(ScenarioBook(), terminals, HostClock(lambda: MACHINE_NOW), hashed, reload_cards, cards=cards)
 
 
 def run(controls: Controls, command: str, request_id: str | None = "req-1", **arguments: Any) -> ControlReply:
@@ -85,12 +89,15 @@ def strings_in(value: Any) -> list[str]:
 
 
 def assert_no_pan(reply: ControlReply) -> None:
-    """No string in the reply (but the caller's own request_id) or its events holds a run of 12+ digits."""
+    """No string in the reply (but the caller's own request_id) or its events (but their ids) holds a run of 12+
+    digits."""
     shown = {key: value for key, value in reply.payload.items() if key != "request_id"}
     for text in strings_in(shown):
         assert not DIGIT_RUN.search(text), text
     for event in reply.events:
-        payload = {key: value for key, value in json.loads(event.payload).items() if key != "request_id"}
+        # event_id is a random UUID: its last group is 12 hex digits, all decimal about once in 280 events
+        ids = ("request_id", "event_id")
+        payload = {key: value for key, value in json.loads(event.payload).items() if key not in ids}
         for text in strings_in(payload):
             assert not DIGIT_RUN.search(text), text
 
@@ -404,6 +411,242 @@ class TestReloadCards:
             "path: unknown argument (expected one of request_id)")  # fmt: skip
 
 
+def scenarios(*names: str) -> Controls:
+    """Controls with one scenario per name, in that order (each answers 05, twice)."""
+    controls = make_controls()
+    for name in names:
+        controls.scenarios.add(Scenario(name=name, respond="05", times=2, tid=TID if name == "mine" else None))
+    return controls
+
+
+def names_of(controls: Controls) -> list[str]:
+    return [scenario.name for scenario, _ in controls.scenarios.active()]
+
+
+BAD_PLACES = [
+    pytest.param({}, "index: required (a scenario's place in list-scenarios' list, from 0), or name", id="neither"),
+    pytest.param({"index": 0, "name": "a"}, "index, name: give one of them, not both", id="both"),
+    pytest.param({"index": -1}, "index: must be a scenario's place in list-scenarios' list, from 0, got -1",
+                 id="negative"),
+    pytest.param({"index": True}, "index: must be a scenario's place in list-scenarios' list, from 0, got True",
+                 id="bool"),
+    pytest.param({"index": "1"}, "index: must be a scenario's place in list-scenarios' list, from 0, got '1'",
+                 id="text"),
+    pytest.param({"index": 1.0}, "index: must be a scenario's place in list-scenarios' list, from 0, got 1.0",
+                 id="float"),
+    pytest.param({"index": 2}, "index: no scenario at 2 (list-scenarios has 0 to 1)", id="past-the-end"),
+    pytest.param({"name": "c"}, "name: no scenario is named 'c'", id="unknown-name"),
+    pytest.param({"name": ""}, "name: must be a scenario's name, got ''", id="empty-name"),
+    pytest.param({"name": 7}, "name: must be a scenario's name, got 7", id="name-not-text"),
+    pytest.param({"name": "a", "tid": TID}, "tid: unknown argument (expected one of index, name, request_id)",
+                 id="unknown-argument"),
+]  # fmt: skip
+
+
+class TestRemoveScenario:
+    @pytest.mark.parametrize(("arguments", "index"), [({"index": 0}, 0), ({"index": 1}, 1), ({"name": "b"}, 1)])
+    def test_removes_by_place_or_name(self, arguments: dict[str, Any], index: int) -> None:
+        """The scenario at the place (or with the name) goes; the others keep their order."""
+        controls = scenarios("a", "b")
+        controls.scenarios.fire(tid=TID, mti="0200", kind="sale", amount_minor=1, pan_hash=None)
+        reply = run(controls, "remove-scenario", **arguments)
+        result = ok(reply)
+        assert (result["index"], result["active"], result["removed"]["name"]) == (index, 1, "ab"[index])
+        assert result["removed"]["remaining"] == (1 if index == 0 else 2), "the times it had left"
+        assert names_of(controls) == ["b" if index == 0 else "a"]
+        assert event_payload(reply)["detail"] == result
+
+    def test_the_event_names_the_scenarios_terminal(self) -> None:
+        reply = run(scenarios("a", "mine"), "remove-scenario", name="mine")
+        assert reply.events[0].tid == TID
+
+    @pytest.mark.parametrize(("arguments", "message"), BAD_PLACES)
+    def test_refused_names_the_field(self, arguments: dict[str, Any], message: str) -> None:
+        """A place or name that holds no scenario is refused, naming the argument; nothing is removed."""
+        controls = scenarios("a", "b")
+        assert error(run(controls, "remove-scenario", **arguments)) == message
+        assert names_of(controls) == ["a", "b"]
+
+    def test_none_to_remove(self) -> None:
+        assert error(run(make_controls(), "remove-scenario", index=0)) == (
+            "index: no scenario at 0 (list-scenarios has none: there is no scenario)")  # fmt: skip
+
+    def test_a_shared_name_asks_for_the_index(self) -> None:
+        """Two scenarios with one name: the name does not say which, so the index must."""
+        controls = scenarios("a", "x", "x")
+        assert error(run(controls, "remove-scenario", name="x")) == (
+            "name: 2 scenarios are named 'x' (at [1, 2]); give its index")  # fmt: skip
+        assert names_of(controls) == ["a", "x", "x"]
+
+
+class TestReplaceScenario:
+    def test_replaces_in_place_with_its_times_afresh(self) -> None:
+        """The new scenario takes the old one's place; the old one's count of times goes with it."""
+        controls = scenarios("a", "b", "c")
+        controls.scenarios.fire(tid=TID, mti="0200", kind="sale", amount_minor=1, pan_hash=None)
+        reply = run(controls, "replace-scenario", index=0,
+                    scenario={"name": "new", "respond": "51", "times": 5, "tid": OTHER_TID})  # fmt: skip
+        result = ok(reply)
+        assert (result["index"], result["active"]) == (0, 3)
+        assert (result["replaced"]["name"], result["replaced"]["remaining"]) == ("a", 1)
+        assert (result["scenario"]["name"], result["scenario"]["respond"], result["scenario"]["remaining"]) == (
+            "new", "51", 5)  # fmt: skip
+        assert names_of(controls) == ["new", "b", "c"]
+        assert reply.events[0].tid == OTHER_TID
+        assert event_payload(reply)["detail"] == result
+
+    def test_a_pan_is_hashed_and_never_shown(self) -> None:
+        controls = scenarios("a")
+        reply = run(controls, "replace-scenario", index=0, scenario={"pan": PAN, "respond": "05"})
+        assert ok(reply)["scenario"]["card"] is True
+        assert controls.scenarios.active()[0][0].pan_hash == hashed(PAN)
+        assert_no_pan(reply)
+
+    @pytest.mark.parametrize(
+        ("arguments", "message"),
+        [
+            pytest.param({"scenario": {"respond": "05"}}, "index: required (a scenario's place in list-scenarios' "
+                         "list, from 0)", id="no-index"),
+            pytest.param({"index": 3, "scenario": {"respond": "05"}}, "index: no scenario at 3 (list-scenarios has 0 "
+                         "to 1)", id="past-the-end"),
+            pytest.param({"index": "0", "scenario": {"respond": "05"}}, "index: must be a scenario's place in "
+                         "list-scenarios' list, from 0, got '0'", id="index-text"),
+            pytest.param({"index": 0}, "scenario: must be a table", id="no-scenario"),
+            pytest.param({"index": 0, "scenario": {"respond": "5"}}, "scenario.respond: must be a 2-character "
+                         "response code, got '5'", id="bad-respond"),
+            pytest.param({"index": 0, "scenario": {"respond": "05", "tid": "NOPE0001"}}, "scenario.tid: terminal "
+                         "'NOPE0001' is not configured (it would never match)", id="unknown-tid"),
+            pytest.param({"index": 0, "name": "a", "scenario": {"respond": "05"}}, "name: unknown argument (expected "
+                         "one of index, request_id, scenario)", id="by-name"),
+        ],
+    )  # fmt: skip
+    def test_refused_names_the_field(self, arguments: dict[str, Any], message: str) -> None:
+        """A bad place or a scenario add-scenario would refuse is refused the same way; nothing changes."""
+        controls = scenarios("a", "b")
+        assert error(run(controls, "replace-scenario", **arguments)) == message
+        assert [(scenario.name, scenario.respond) for scenario, _ in controls.scenarios.active()] == [
+            ("a", "05"), ("b", "05")]  # fmt: skip
+
+
+class TestSignOffTerminal:
+    def test_ends_the_session_and_keeps_it_keyed(self) -> None:
+        """As the terminal's own sign-off: keys forgotten, not signed on, keyed still; the ledger keeps it."""
+        controls = make_controls()
+        terminal = controls.terminals[TID]
+        terminal.signed_on, terminal.keyed, terminal.operator = True, True, "01"
+        terminal.session_keys = WorkingKeys(tpk=b"\x01" * 16, tak=b"\x02" * 16)
+        reply = run(controls, "sign-off-terminal", tid=TID)
+        assert ok(reply) == {"tid": TID, "signed_on": False, "was_signed_on": True, "keyed": True}
+        assert (terminal.signed_on, terminal.session_keys, terminal.operator, terminal.keyed) == (
+            False, NO_KEYS, None, True)  # fmt: skip
+        (session,) = reply.ledger
+        assert session == SaveSession(TID, MID, False, terminal.batch_number, None, None, None, None,
+                                      at=MACHINE_NOW, keyed=None)  # fmt: skip
+        assert (reply.events[0].tid, event_payload(reply)["command"]) == (TID, "sign-off-terminal")
+        assert controls.terminals[OTHER_TID].signed_on is False
+
+    def test_a_terminal_not_signed_on_says_so(self) -> None:
+        """Signing off a terminal that is not signed on changes nothing in memory, and says it was not."""
+        reply = run(make_controls(), "sign-off-terminal", tid=OTHER_TID)
+        assert ok(reply) == {"tid": OTHER_TID, "signed_on": False, "was_signed_on": False, "keyed": False}
+
+    @pytest.mark.parametrize(
+        ("arguments", "message"),
+        [
+            pytest.param({}, "tid: required (a configured terminal's id (field 41))", id="missing"),
+            pytest.param({"tid": 1}, "tid: must be a configured terminal's id (field 41), got 1", id="number"),
+            pytest.param({"tid": "NOPE0001"}, "tid: terminal 'NOPE0001' is not configured", id="unknown"),
+            pytest.param({"tid": TID, "keyed": False}, "keyed: unknown argument (expected one of request_id, tid)",
+                         id="extra"),
+        ],
+    )  # fmt: skip
+    def test_bad_tid(self, arguments: dict[str, Any], message: str) -> None:
+        controls = make_controls()
+        controls.terminals[TID].signed_on = True
+        reply = run(controls, "sign-off-terminal", **arguments)
+        assert error(reply) == message
+        assert reply.ledger == ()
+        assert controls.terminals[TID].signed_on is True
+
+
+IMK = bytes(range(16))
+OTHER_PAN = "6212345678901234567"
+
+
+def card_book() -> CardBook:
+    """Two test cards: one with a balance, a limit, a PIN, an IMK and a running hold; one with nothing set."""
+    chip = TestCard(status="active", expiry="2812", balance_minor=5_000, limit_minor=2_000, pin="1234", imk=IMK)
+    book = CardBook([(PAN, chip), (OTHER_PAN, TestCard(status="lost"))], hashed)
+    book.apply_holds([Hold("000000000001", hashed(PAN), 1_250, MACHINE_NOW + timedelta(days=1))], MACHINE_NOW)
+    return book
+
+
+class TestListCards:
+    def test_lists_masked_and_without_secrets(self) -> None:
+        """Each card in configuration order, masked; amounts as text; the PIN and the IMK only as yes/no."""
+        reply = run(make_controls(cards=card_book()), "list-cards")
+        assert ok(reply) == {"cards": [
+            {"pan": "476173******0010", "status": "active", "expiry": "2812", "balance": "50.00",
+             "available": "37.50", "limit": "20.00", "has_pin": True, "has_imk": True, "emv_scheme": "emv-csk"},
+            {"pan": "621234*********4567", "status": "lost", "expiry": None, "balance": None, "available": None,
+             "limit": None, "has_pin": False, "has_imk": False, "emv_scheme": None},
+        ]}  # fmt: skip
+        text = json.dumps(reply.payload)
+        for secret in (PAN, OTHER_PAN, IMK.hex(), '"1234"'):
+            assert secret not in text.lower()
+        assert reply.events == (), "a listing changes nothing"
+        assert_no_pan(reply)
+
+    def test_without_the_card_book(self) -> None:
+        assert error(run(make_controls(), "list-cards")) == (
+            "list-cards: this host's live control was not given its test cards")  # fmt: skip
+
+    def test_takes_no_arguments(self) -> None:
+        assert error(run(make_controls(cards=card_book()), "list-cards", tid=TID)) == (
+            "tid: unknown argument (expected one of request_id)")  # fmt: skip
+
+
+class RecordingStore:
+    """What apply_reply asks of a store: ``apply``, here recorded, or failing as a full disk does."""
+
+    def __init__(self, *, fails: bool = False) -> None:
+        self.applied: list[tuple[LedgerCommand, ...]] = []
+        self.fails = fails
+
+    async def apply(self, commands: tuple[LedgerCommand, ...]) -> None:
+        if self.fails:
+            raise StoreError("database or disk is full")
+        self.applied.append(commands)
+
+
+class TestApplyReply:
+    """The one commit step the MQTT listener and the web console share."""
+
+    async def test_commits_the_session_with_the_event_then_wakes(self) -> None:
+        reply = run(make_controls(), "sign-off-terminal", tid=TID)
+        store, woken = RecordingStore(), []
+        assert await apply_reply(store, reply, lambda: woken.append(1)) is reply
+        assert store.applied == [(*reply.ledger, *reply.events)]
+        assert woken == [1]
+
+    @pytest.mark.parametrize("command", ["list-scenarios", "frobnicate"])
+    async def test_nothing_to_commit(self, command: str) -> None:
+        """A listing or a failed command has no event: nothing is committed and the relay is not woken."""
+        reply = run(make_controls(), command)
+        store = RecordingStore()
+        assert await apply_reply(store, reply, None) is reply
+        assert store.applied == []
+
+    async def test_a_ledger_failure_is_the_reply(self) -> None:
+        """The change is in force but unrecorded: the reply says so, to the same id and command, with no event."""
+        reply = run(make_controls(), "disable-terminal", request_id="r-7", tid=TID)
+        woken: list[int] = []
+        failed = await apply_reply(RecordingStore(fails=True), reply, lambda: woken.append(1))
+        assert failed.payload == {"request_id": "r-7", "command": "disable-terminal", "ok": False, "error":
+            "ledger: StoreError: database or disk is full (the change is in force, but its event was not recorded)"}
+        assert (failed.request_id, failed.events, failed.ledger, woken) == ("r-7", (), (), [])
+
+
 # ---------------------------------------------------------------------------------------------- fuzzing
 
 JSON_SCALARS = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=30)
@@ -423,6 +666,7 @@ ARGUMENTS = st.fixed_dictionaries(
         "time": INTERESTING | JSON_VALUES | st.datetimes(timezones=st.just(timezone(timedelta(hours=8)))).map(
             datetime.isoformat),
         "seconds": INTERESTING | JSON_VALUES, "extra": JSON_VALUES,
+        "index": st.integers(-1, 3) | JSON_VALUES, "name": st.sampled_from(["a", "b", ""]) | JSON_VALUES,
     },
 )  # fmt: skip
 COMMAND_NAMES = st.sampled_from(sorted(COMMANDS)) | st.text(max_size=20)
@@ -456,12 +700,15 @@ class TestFuzz:
     @given(command=COMMAND_NAMES, arguments=ARGUMENTS, reload=st.sampled_from([None, lambda: 2, reload_fails]))
     def test_arbitrary_json(self, command: str, arguments: dict[str, Any], reload: Callable[[], int] | None) -> None:
         """Any JSON object on any command gets a well-formed reply; the host's clock stays in range."""
-        controls = make_controls(reload)
+        controls = make_controls(reload, card_book())
+        controls.scenarios.add(Scenario(name="a", respond="05"))
+        controls.scenarios.add(Scenario(name="b", respond="51"))
         payload = json.dumps(arguments).encode()
         reply = execute(controls, command, payload)
         check_reply(reply)
         assert abs(controls.clock.offset) <= timedelta(days=36_525)
-        assert len(reply.events) == (1 if reply.payload["ok"] and command != "list-scenarios" else 0)
+        changes = reply.payload["ok"] and command not in READ_ONLY
+        assert len(reply.events) == (1 if changes else 0)
         if reply.payload["ok"] and command == "advance-clock":
             assert math.isfinite(reply.payload["result"]["offset_s"])
 
