@@ -17,6 +17,7 @@ import json
 import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from importlib import resources
 from typing import Any, Final
 
@@ -175,7 +176,7 @@ class Api:
                 "tid": tid, "mid": terminal.mid, "connected": None if connected is None else tid in connected,
                 "signed_on": terminal.signed_on, "enabled": terminal.enabled, "batch": terminal.batch_number,
                 "last_stan": day.last_stan if day else None,
-                "last_seen": day.last_seen.isoformat() if day and day.last_seen else None,
+                "last_seen": _iso_time(day.last_seen) if day and day.last_seen else None,
                 "kcv": None if keys is None else {name: _kcv(getattr(keys, name, None)) for name in KEY_NAMES},
                 "today": {"requests": day.requests if day else 0, "approved": day.approved if day else 0,
                           "declined": day.declined if day else 0},
@@ -298,6 +299,10 @@ def _fields(message: Message, dialect: Dialect) -> list[dict[str, object]]:
 def _index(request: web.Request) -> object:
     text = request.match_info["index"]
     return int(text) if text.isdigit() else text
+
+
+def _iso_time(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def _kcv(key: bytes | None) -> str | None:

@@ -56,6 +56,7 @@ async def open_console(
     controls = Controls(
         scenarios=host.scenarios, terminals=host.terminals, clock=host.clock,
         pan_hash=lambda pan: pan_hash(pan, host.store.pan_hash_key), reload_cards=reload_cards, dialect=host.dialect,
+        cards=host.cards,
     )  # fmt: skip
     console = Console(
         host=host, monitor=monitor, metrics=metrics, controls=controls, settings=settings,

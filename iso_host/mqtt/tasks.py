@@ -101,7 +101,7 @@ def start_mqtt_tasks(
         controls = Controls(
             scenarios=host.scenarios, terminals=host.terminals, clock=host.clock,
             pan_hash=lambda pan: pan_hash(pan, host.store.pan_hash_key), reload_cards=reload_cards,
-            dialect=host.dialect,
+            dialect=host.dialect, cards=host.cards,
         )  # fmt: skip
         signing = Signing(Verifier(control_secret), time.time, time.monotonic) if control_secret else None
         if signing is None and config.events.username is None:

@@ -113,6 +113,9 @@ async def test_sales_and_a_void_appear_field_by_field_masked(tmp_path: Path) -> 
             assert [r["kind"] for r in filtered] == ["void"]
             terminals = {t["tid"]: t for t in (await get(session, "/api/terminals"))["terminals"]}
             assert terminals["TERM0002"]["today"] == {"requests": 2, "approved": 2, "declined": 0}
+            assert terminals["TERM0002"]["connected"] is False  # each exchange closed its connection
+            cards = (await get(session, "/api/cards"))["result"]["cards"]
+            assert [(c["pan"], c["balance"]) for c in cards] == [("476173******0010", "500.00")]
 
 
 async def test_the_stream_delivers_rows_as_sales_arrive(tmp_path: Path) -> None:

@@ -34,7 +34,7 @@ def answered(kind: str, reason: Reason, *, tid: str = "TERM0001", stan: str = "0
 
 
 def fed(*exchanges: Exchange, clock: Clock | None = None) -> Monitor:
-    monitor = Monitor(CUP, now=lambda: NOW, monotonic=clock or Clock())
+    monitor = Monitor(CUP, now=NOW.timestamp, monotonic=clock or Clock())
     for exchange in exchanges:
         monitor.exchange(exchange, 0.0042)
     return monitor
@@ -93,7 +93,7 @@ def test_anomalies(exchanges: list[Exchange], kinds: list[str]) -> None:
 
 def test_declines_spread_out_are_no_burst() -> None:
     clock = Clock()
-    monitor = Monitor(CUP, now=lambda: NOW, monotonic=clock)
+    monitor = Monitor(CUP, now=NOW.timestamp, monotonic=clock)
     for _ in range(5):
         monitor.exchange(answered("sale", Reason.INSUFFICIENT_FUNDS, code="51"), 0.001)
         clock.now += monitoring.DECLINE_WINDOW_S / 4 + 1
@@ -102,7 +102,7 @@ def test_declines_spread_out_are_no_burst() -> None:
 
 def test_only_the_last_exchanges_are_kept(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(monitoring, "KEEP", 3)
-    monitor = Monitor(CUP, now=lambda: NOW, monotonic=Clock())
+    monitor = Monitor(CUP, now=NOW.timestamp, monotonic=Clock())
     for stan in range(5):
         monitor.exchange(answered("sale", Reason.APPROVED, stan=f"{stan:06d}"), 0.001)
     assert [row["stan"] for row in monitor.rows()] == ["000004", "000003", "000002"]
