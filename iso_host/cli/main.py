@@ -7,13 +7,13 @@ import os
 import sys
 
 from iso_host import __version__
-from iso_host.cli import control, dialects, events, fuzz, ledger, replay, serve, terminal
+from iso_host.cli import codes, control, decode, dialects, events, fuzz, ledger, replay, serve, terminal
 from iso_host.cli.exit_codes import EXIT_ERROR
 from iso_host.errors import ConfigError, IsoHostError, StoreError
 from iso_host.terminal.client import ClientError
 
 # In the order ``iso-host --help`` lists them; each has ``add_parser(commands)``, whose commands set ``handler``.
-COMMAND_MODULES = (serve, terminal, replay, events, control, fuzz, ledger, dialects)
+COMMAND_MODULES = (serve, terminal, replay, decode, events, control, fuzz, ledger, dialects, codes)
 
 
 def build_parser() -> argparse.ArgumentParser:
