@@ -42,7 +42,7 @@
       else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
       else node.setAttribute(key, value === true ? "" : String(value));
     }
-    for (const child of children.flat()) {
+    for (const child of children.flat(Infinity)) {
       if (child !== null && child !== undefined && child !== false) node.append(child);
     }
     return node;
@@ -128,6 +128,9 @@
       return undefined;
     }
   }
+
+  /** ``{"KEY": [...]}``; a list that live control answers comes as ``{"ok": true, "result": {"KEY": [...]}}``. */
+  const listOf = (data, key) => (data && (data[key] || (data.result && data.result[key]))) || [];
 
   const query = (params) => {
     const search = new URLSearchParams();
@@ -267,7 +270,7 @@
     state.rows.clear();
     state.buffer = [];
     $("#live-rows").replaceChildren();
-    addRows(data.transactions || []);
+    addRows(listOf(data, "transactions"));
     addRows(arrived);
     renderPause();
   }
@@ -365,7 +368,7 @@
     return [el("dt", { class: attrs.class === "decision" ? "decision" : null }, name), el("dd", attrs, value)];
   }
 
-  function renderInspector({ transaction: row, request, response, mac, decision }) {
+  function renderInspector({ transaction: row, request, response, mac, decision, scenario }) {
     const title = byTestId("inspector-title");
     title.replaceChildren(
       el("span", {}, `#${row.id} ${text(row.kind, "?")} · ${text(row.tid, "?")} `),
@@ -380,6 +383,7 @@
       ...fact("Reason", text(row.reason), { class: "mono" }),
       ...fact("Latency", latency(row.latency_ms) || "—"),
       ...fact("MAC", el("span", { class: `mac ${mac || "absent"}`, "data-testid": "mac-status" }, text(mac, "absent"))),
+      ...(scenario ? fact("Scenario", scenario, { "data-testid": "inspector-scenario" }) : []),
       ...fact("Decision", text(decision), { class: "decision", "data-testid": "decision" }),
     );
     renderFields(byTestId("inspector-request"), request, "request-mti");
@@ -411,7 +415,7 @@
   async function loadTerminals() {
     const data = await guarded("terminals", () => api("/api/terminals"));
     if (!data) return;
-    const terminals = data.terminals || [];
+    const terminals = listOf(data, "terminals");
     $("#tids").replaceChildren(...terminals.map((t) => el("option", { value: t.tid })));
     $("#terminal-rows").replaceChildren(...terminals.map(terminalRow));
   }
@@ -454,7 +458,7 @@
   async function loadBatches() {
     const tid = byTestId("batches-filter-tid").value.trim();
     const data = await guarded("batches", () => api(`/api/batches?${query({ tid })}`));
-    if (data) $("#batch-rows").replaceChildren(...(data.batches || []).map(batchRow));
+    if (data) $("#batch-rows").replaceChildren(...listOf(data, "batches").map(batchRow));
   }
 
   const side = (totals, key) => (totals ? `${totals[`${key}s`]} · ${totals[`${key}_amount`]}` : "—");
@@ -474,7 +478,8 @@
     },
     el("td", { class: "mono", title: b.mid ? `merchant ${b.mid}` : null }, b.tid),
     el("td", { class: "num mono" }, text(b.batch)),
-    el("td", { "data-testid": "batch-status" }, el("span", { class: `status ${b.status}` }, b.status)),
+    el("td", { "data-testid": "batch-status" }, el("span", { class: `status ${b.status}` }, b.status),
+      b.result ? el("span", { class: "muted" }, ` · ${b.result}`) : null),
     el("td", { class: "num mono" }, side(b.host_totals, "debit")),
     el("td", { class: "num mono" }, side(b.host_totals, "credit")),
     el("td", { class: "num mono" }, side(b.terminal_totals, "debit")),
@@ -482,7 +487,8 @@
     el("td", { "data-testid": "batch-differences" },
       differences.length ? el("ul", { class: "plain" }, differences.map((d) => el("li", {}, differenceText(d)))) : "—"),
     el("td", { class: "mono", title: b.settled_at || "" }, b.settled_at ? clockTime(b.settled_at) : "—"),
-    el("td", {}, el("a", { href: link, "data-testid": "batch-transactions" }, "transactions")));
+    el("td", {}, el("a", { href: link, "data-testid": "batch-transactions" },
+      typeof b.transactions === "number" ? `${b.transactions} transaction${b.transactions === 1 ? "" : "s"}` : "transactions")));
   }
 
   // ---- Anomalies -------------------------------------------------------------------------------------------
@@ -490,7 +496,7 @@
   async function loadAnomalies() {
     const data = await guarded("anomalies", () => api("/api/anomalies"));
     if (!data) return;
-    for (const anomaly of data.anomalies || []) state.anomalies.set(anomaly.id, anomaly);
+    for (const anomaly of listOf(data, "anomalies")) state.anomalies.set(anomaly.id, anomaly);
     renderAnomalies();
   }
 
@@ -530,7 +536,7 @@
   async function loadScenarios() {
     const data = await guarded("scenarios", () => api("/api/scenarios"));
     if (!data) return;
-    scenarios = data.scenarios || [];
+    scenarios = listOf(data, "scenarios");
     $("#scenario-rows").replaceChildren(...scenarios.map(scenarioRow));
     $("#scenarios-empty").hidden = scenarios.length > 0;
   }
@@ -579,7 +585,8 @@
     clearFieldErrors(form);
     for (const name of [...SCENARIO_TEXTS, ...SCENARIO_INTS]) {
       const value = name === "amount" ? major(s.amount_minor) : s[name];
-      if (value !== null && value !== undefined && form.elements[name]) form.elements[name].value = String(value);
+      const unset = value === null || value === undefined || (name === "delay_ms" && value === 0);
+      if (!unset && form.elements[name]) form.elements[name].value = String(value);
     }
     for (const name of SCENARIO_FLAGS) form.elements[name].checked = Boolean(s[name]);
     form.elements.pan.placeholder = s.card ? "re-enter the card" : "";
@@ -659,14 +666,16 @@
   async function loadCards() {
     const data = await guarded("cards", () => api("/api/cards"));
     if (!data) return;
-    const cards = data.cards || [];
+    const cards = listOf(data, "cards");
     $("#card-rows").replaceChildren(...cards.map((c) => el("tr", { "data-testid": "card-row" },
       el("td", { class: "mono" }, c.pan),
       el("td", {}, el("span", { class: `status ${c.status}` }, text(c.status))),
-      el("td", { class: "num mono" }, text(c.balance)),
+      el("td", { class: "num mono" }, text(c.balance), c.available !== undefined && c.available !== c.balance
+        ? el("span", { class: "muted", title: "available: the balance less open pre-auth holds" }, ` (${text(c.available)})`)
+        : null),
       el("td", { class: "num mono" }, text(c.limit)),
       el("td", { class: "mono" }, text(c.expiry)),
-      el("td", {}, yesNo(c.chip)))));
+      el("td", {}, yesNo(c.chip ?? c.has_imk)))));
     $("#cards-empty").hidden = cards.length > 0;
   }
 
