@@ -21,6 +21,7 @@ from iso_host.config import Config, TerminalConfig, load_config
 from iso_host.config_checks import Problems
 from iso_host.config_keys import mac_key_problems
 from iso_host.config_security import check_terminal_kinds
+from iso_host.console.debug_log import with_debug_log
 from iso_host.console.http import RunningConsole
 from iso_host.console.running import console_token, open_console
 from iso_host.control.secret import load_secret
@@ -252,6 +253,8 @@ async def start(config: Config, trace: TraceOptions | None = None) -> RunningApp
     running = RunningApp(host, server, background, address)
     if config.http.enabled:
         await _start_console(config, running)
+    if config.log_level.lower() == "debug":  # only then: describing both messages costs every request something
+        host.observer = with_debug_log(host.observer, dialect)
     # A script that starts the host and at once sends a control command must find the listener subscribed.
     await background.ready(MQTT_READY_TIMEOUT_S)
     return running
