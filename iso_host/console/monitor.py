@@ -203,8 +203,7 @@ class Monitor:
                 "meaning": _meaning(exchange.reason) or response_meaning(code, self.dialect), "reason": exchange.reason,
                 "latency_ms": seen.latency_ms, "stan": fields.get("11"),
                 "rrn": (exchange.response.fields.get("37") if exchange.response else None) or fields.get("37"),
-                "batch": self.dialect.value_of(exchange.request, self.dialect.batch_field)
-                if self.dialect.batch_field else None,
+                "batch": None if exchange.batch is None else f"{exchange.batch:06d}",
             }  # fmt: skip
         return seen.row
 

@@ -66,6 +66,7 @@ class Outcome:
     error: WireError | None = None
     delay_s: float = 0.0  # a scenario stalls the reply this long (the edge waits; the ledger already committed)
     started: float = 0.0  # the host's monotonic reading when the frame came in (for an observer's latency)
+    batch: int | None = None  # the batch the request was decided in (an observer's view; the dialect's or the host's)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +82,7 @@ class Exchange:
     mac: str  # "verified", "failed" or "absent"
     detail: str | None  # why it was refused, in words (admission's or a rule's)
     scenario: str | None
+    batch: int | None = None  # the batch it was decided in, once admission read it
 
     @property
     def mti(self) -> str:
@@ -167,6 +169,7 @@ class Host:
             outcome.kind = rule.kind
             response_mac = self.admission.authenticate(message, rule, terminal, response_mac)
             request = self.admission.request(message, rule, kind, terminal, self.store.pan_hash_key)
+            outcome.batch = request.batch_number
             replay = self._guard(frame, kind, terminal, response_mac is not None, outcome)
         except (Rejected, SecurityError) as error:
             rejection = error if isinstance(error, Rejected) else _security_failure(error, outcome.kind)
@@ -435,10 +438,10 @@ class Host:
             outcome.log.setdefault("detail", decision.detail)
         if self.observer is not None:
             mac_state = "failed" if decision.reason is Reason.MAC_FAILED else "absent" if mac is None else "verified"
-            detail = outcome.log.get("detail")
+            log = outcome.log
             self.observer.exchange(
-                Exchange(request, response, decision.reason, code, outcome.kind, mac_state,
-                         str(detail) if detail is not None else None, _text(outcome.log.get("scenario"))),
+                Exchange(request, response, decision.reason, code, outcome.kind, mac_state, _text(log.get("detail")),
+                         _text(log.get("scenario")), outcome.batch),
                 self.monotonic() - outcome.started if outcome.started else 0.0,
             )  # fmt: skip
         return outcome

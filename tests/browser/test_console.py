@@ -11,7 +11,6 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import pytest
 from console_host import ARTIFACTS, MASKED_PAN, PAN, UI_TIMEOUT_MS, Host, field
 from playwright.sync_api import Locator, Page, expect
 
@@ -209,8 +208,6 @@ def test_settlement_closes_the_batch_and_links_to_its_transactions(page: Page, h
     snapshot(page, "console-live.png")
 
 
-@pytest.mark.xfail(reason="an iso87 sale carries no F60, so its row's batch is null and ?batch=N finds only the 0500; "
-                          "the host knows each sale's batch from its ledger", strict=True)  # fmt: skip
 def test_the_link_to_a_settled_batch_lists_its_sales(page: Page) -> None:
     open_console(page, "/#live?tid=TERM0001&batch=1")
     expect(page.get_by_test_id("filter-batch")).to_contain_text("1")

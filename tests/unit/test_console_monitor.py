@@ -30,7 +30,7 @@ def answered(kind: str, reason: Reason, *, tid: str = "TERM0001", stan: str = "0
     request = Message("0200", {"2": "6222021234567890", "4": "000000001500", "11": stan, "41": tid,
                                "42": "MERCHANT0000001", "49": "156", "60": "22000001000"})  # fmt: skip
     response = Message("0210", {"11": stan, "37": "000000000042", "39": code, "41": tid})
-    return Exchange(request, response, reason, code, kind, "verified", detail, None)
+    return Exchange(request, response, reason, code, kind, "verified", detail, None, batch=1)
 
 
 def fed(*exchanges: Exchange, clock: Clock | None = None) -> Monitor:
