@@ -7,12 +7,15 @@ import argparse
 import json
 import sys
 from dataclasses import dataclass
+from typing import Final
 
 from iso_host.cli.exit_codes import EXIT_ERROR, EXIT_OK
 from iso_host.console.fields import response_meaning
 from iso_host.errors import ConfigError
 from iso_host.vocab import Reason
 from iso_host.wire import Dialect, builtin_dialect_names, load_dialect
+
+MEANING_WIDTH: Final = 44  # a longer meaning pushes its reasons right rather than widening every row
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +44,7 @@ def code_rows(dialect: Dialect) -> list[CodeRow]:
 
 def _print_table(dialect: Dialect, rows: list[CodeRow]) -> None:
     print(f"{dialect.name}" + (f"  {dialect.description}" if dialect.description else ""))
-    width = max((len(row.meaning) for row in rows), default=0)
+    width = min(max((len(row.meaning) for row in rows), default=0), MEANING_WIDTH)
     for row in rows:
         print(f"  {row.code:<4}{row.meaning:<{width}}  {', '.join(row.reasons)}")
 

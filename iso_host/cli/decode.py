@@ -24,6 +24,7 @@ from iso_host.errors import IsoHostError, WireError
 from iso_host.terminal.captures import read_capture, read_trace
 from iso_host.wire import Dialect, Message, WireDecodeError, decode, load_dialect
 
+LABEL_WIDTH: Final = 10  # "F2", "60.1", "55.9F26": the parts are indented, their labels narrower
 NAME_WIDTH: Final = 40  # names longer than this push their value right rather than being cut
 RESPONSE_CODE: Final = "39"
 
@@ -69,8 +70,9 @@ class Decoded:
             "field": self.error.field, "offset": self.error.offset, "reason": self.error.reason,
         }  # fmt: skip
         return {
-            "frame": self.frame.index, **where, "dialect": self.dialect.name, "length_header": self.frame.has_header,
-            "bytes": len(self.frame.raw), **self.envelope, "mti": self.mti, "kind": self.kind,
+            "frame": self.frame.index, **where, "dialect": self.dialect.name, "recorded": bool(self.frame.raw),
+            "length_header": self.frame.has_header, "bytes": len(self.frame.raw), **self.envelope,
+            "mti": self.mti, "kind": self.kind,
             "response_code": _response_code(self.rows), "meaning": self.meaning,
             "fields": [row.as_json() for row in self.rows], "error": error,
         }  # fmt: skip
@@ -104,6 +106,8 @@ def decode_frame(frame: Frame, dialect: Dialect) -> Decoded:
     """One frame decoded and described; a frame that does not decode keeps its error and what decoded before it."""
     result = Decoded(frame, dialect)
     body = frame.raw
+    if not body:  # not recorded: nothing to decode, nothing failed
+        return result
     if frame.has_header:
         header = dialect.length_header
         size = header.size_bytes
@@ -206,12 +210,16 @@ def capture_frames(data: bytes, source: str, dialect: Dialect | None, port: int 
 # --- output ----------------------------------------------------------------------------------------------------------
 
 
-def _row_lines(rows: tuple[FieldRow, ...], width: int, depth: int = 1) -> Iterator[str]:
+def _row_lines(rows: tuple[FieldRow, ...], width: int, meaning: str | None, depth: int = 1) -> Iterator[str]:
+    """A row per line, its parts indented below it; labels and names in columns as long as they fit."""
     for row in rows:
-        label = f"F{row.id}" if row.id[:1].isdigit() and depth == 1 else row.id
-        note = f"  ({row.note})" if row.note else ""
-        yield f"{'  ' * depth}{label:<{10 - 2 * (depth - 1)}}{row.name:<{width}}  {row.value}{note}".rstrip()
-        yield from _row_lines(row.parts, width, depth + 1)
+        label = f"F{row.id}" if depth == 1 and row.id[:1].isdigit() else row.id
+        notes = [note for note in (row.note, meaning if depth == 1 and row.id == RESPONSE_CODE else None) if note]
+        value = row.value or (notes.pop(0) if notes else "")  # a hidden value: the note says what was there
+        note = f"  ({'; '.join(notes)})" if notes else ""
+        label_width = max(LABEL_WIDTH - 2 * (depth - 1), len(label) + 1)
+        yield f"{'  ' * depth}{label:<{label_width}}{row.name:<{width}}  {value}{note}".rstrip()
+        yield from _row_lines(row.parts, width, meaning, depth + 1)
 
 
 def _names(rows: tuple[FieldRow, ...]) -> Iterator[str]:
@@ -239,10 +247,8 @@ def print_text(result: Decoded) -> None:
     kind = f"  {result.kind}" if result.kind else ""
     print(f"  MTI {result.mti}{kind}")
     width = min(max(map(len, _names(result.rows)), default=0), NAME_WIDTH)
-    for line in _row_lines(result.rows, width):
+    for line in _row_lines(result.rows, width, result.meaning):
         print(line)
-    if result.meaning is not None:
-        print(f"  F39 means: {result.meaning}")
 
 
 def _dialect(args: argparse.Namespace, named: str | None) -> Dialect:
