@@ -90,6 +90,11 @@ class Server:
     def connection_count(self) -> int:
         return len(self.connections)
 
+    @property
+    def serving(self) -> bool:
+        """Accepting connections now."""
+        return self._server is not None and self._server.is_serving() and not self.stopping
+
     def connected_terminals(self) -> set[str]:
         """The terminals (F41) that sent a request on a connection still open."""
         return {str(c.tid) for c in self.connections.values() if c.tid is not None}

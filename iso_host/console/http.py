@@ -31,7 +31,7 @@ from iso_host.console.monitor import Monitor
 from iso_host.control.apply import apply_reply
 from iso_host.control.commands import Controls, execute
 from iso_host.core.pipeline import Host
-from iso_host.errors import ConfigError
+from iso_host.errors import ConfigError, StoreError
 from iso_host.ledger.model import BatchTotals
 from iso_host.ledger.reports import batch_reports
 from iso_host.log import get_logger
@@ -40,6 +40,7 @@ from iso_host.security.keys import key_check_value
 from iso_host.wire import Dialect, Message
 
 MAX_BODY_BYTES: Final = 65_536  # a scenario is a few hundred bytes; live control's own payload limit
+READY_READ_S: Final = 1.0  # /readyz: a ledger that takes longer to answer one read is not ready
 KEEP_ALIVE_S: Final = 15.0  # a comment line on an idle stream, so proxies and browsers keep it open
 MAX_LIMIT: Final = 2_000
 KEY_NAMES: Final = ("tpk", "tak", "tdk")  # a session's keys, shown by their check values only
@@ -210,9 +211,20 @@ class Api:
         return web.json_response({"status": "up"})
 
     async def readyz(self, _request: web.Request) -> web.Response:
-        listening = self.console.listening()
-        return web.json_response({"ready": listening, "ledger": "open", "listening": listening},
-                                 status=200 if listening else 503)  # fmt: skip
+        """Ready: the ledger answers a read within ``READY_READ_S`` and the host accepts connections."""
+        console = self.console
+        try:
+            async with asyncio.timeout(READY_READ_S):
+                await console.host.store.count_pending_events()
+            ledger = "open"
+        except TimeoutError:
+            ledger = f"not answering within {READY_READ_S:g} s"
+        except StoreError as error:
+            ledger = f"failing: {str(error).splitlines()[0] if str(error) else type(error).__name__}"
+        listening = console.listening()
+        ready = listening and ledger == "open"
+        return web.json_response({"ready": ready, "ledger": ledger, "listening": listening},
+                                 status=200 if ready else 503)  # fmt: skip
 
     # --- changing, through live control's commands ----------------------------------------------------------------
 

@@ -26,6 +26,9 @@ class Listening(Protocol):
     @property
     def connection_count(self) -> int | None: ...
 
+    @property
+    def serving(self) -> bool: ...
+
     def connected_terminals(self) -> set[str] | None: ...
 
 
@@ -60,8 +63,8 @@ async def open_console(
     )  # fmt: skip
     console = Console(
         host=host, monitor=monitor, metrics=metrics, controls=controls, settings=settings,
-        ledger_url=ledger_url, token=token, listening=lambda: True, connected=listening.connected_terminals,
-        wake_relay=wake_relay, events_on=host.events is not None,
+        ledger_url=ledger_url, token=token, listening=lambda: listening.serving,
+        connected=listening.connected_terminals, wake_relay=wake_relay, events_on=host.events is not None,
     )  # fmt: skip
     running = await start_console(console)
     host.observer = monitor

@@ -75,6 +75,11 @@ class WorkerPool:
         """Not known here: each worker counts its own connections and logs them when it stops."""
         return None
 
+    @property
+    def serving(self) -> bool:
+        """Listening, with every worker linked to the core."""
+        return self.listening is not None and not self.stopping and len(self.hub.workers) == self.count
+
     def connected_terminals(self) -> None:
         """Not known here: connections live in the workers."""
         return
