@@ -32,12 +32,18 @@ from iso_host.ledger.invariants import (
     Violation,
     batch_key,
     key_text,
-    totals_by_batch,
 )
-from iso_host.ledger.model import BatchDifference, BatchTotals, Difference
+from iso_host.ledger.model import BatchDifference, BatchTotals, Difference, TransactionFilter
 from iso_host.ledger.postgres_steps import describe
 from iso_host.ledger.schema import MIGRATIONS
-from iso_host.ledger.sql import TRANSACTION_COLUMNS, Row, qmark
+from iso_host.ledger.sql import (
+    BATCH_TOTALS,
+    TRANSACTION_COLUMNS,
+    Row,
+    batch_totals_from_rows,
+    qmark,
+    transactions_select,
+)
 from iso_host.ledger.totals_json import optional_totals_from_json
 from iso_host.private_files import open_private
 from iso_host.urls import redacted_url
@@ -58,7 +64,16 @@ _DIFFERENCES: Final = (
     "SELECT tid, mid, batch_number, stan, difference, rrn, host_amount_minor, terminal_amount_minor, masked_pan"
     " FROM batch_differences"
 )
+CurrencyTotals = dict[str, BatchTotals]  # by ISO 4217 numeric currency code
 _EXPORT: Final = f"SELECT {', '.join(EXPORT_COLUMNS)} FROM transactions ORDER BY id"  # noqa: S608 - constants only
+# The host totals of every batch per currency (ledger/sql.py's BATCH_TOTALS grouped by batch and currency instead of
+# computed for one batch): a batch of 840 and 156 sales has two sets of totals, never one sum of both.
+_ONE_BATCH: Final = " WHERE tid = %s AND mid = %s AND batch_number = %s"
+_TOTALS_SELECT, _TOTALS_KEY, _TOTALS_AFTER_KEY = BATCH_TOTALS.partition(_ONE_BATCH)
+assert _TOTALS_KEY, "ledger/sql.py BATCH_TOTALS no longer selects one batch by its key"
+assert _TOTALS_AFTER_KEY.endswith(" GROUP BY 1"), "ledger/sql.py BATCH_TOTALS changed shape"
+_TOTALS_BY_CURRENCY: Final = "SELECT tid, mid, batch_number, currency, " + _TOTALS_SELECT.removeprefix("SELECT ")
+_TOTALS_CONDITION: Final = _TOTALS_AFTER_KEY.removesuffix(" GROUP BY 1").removeprefix(" AND ")
 
 
 class _SqliteReader:
@@ -81,9 +96,13 @@ class _SqliteReader:
             raise StoreError(f"ledger {self.name}: {error}") from None
 
     def schema_version(self) -> int:
-        if not self.rows("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'transactions'"):
-            return 0
-        return int(self.connection.execute("PRAGMA user_version").fetchone()[0])
+        try:
+            tables = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'transactions'"
+            if not self.connection.execute(tables).fetchall():
+                return 0
+            return int(self.connection.execute("PRAGMA user_version").fetchone()[0])
+        except sqlite3.DatabaseError as error:
+            raise StoreError(f"not an iso-host ledger: {self.name} is not a SQLite database ({error})") from None
 
 
 class _PostgresReader:
@@ -111,7 +130,8 @@ class _PostgresReader:
             raise StoreError(f"ledger {self.name}: {describe(error)}") from None
 
     def schema_version(self) -> int:
-        if self.rows("SELECT to_regclass('schema_version') IS NULL AS missing")[0]["missing"]:
+        tables = "SELECT to_regclass('schema_version') IS NULL OR to_regclass('transactions') IS NULL AS missing"
+        if self.rows(tables)[0]["missing"]:
             return 0
         return int(self.rows("SELECT MAX(version) AS v FROM schema_version")[0]["v"] or 0)
 
@@ -179,7 +199,7 @@ def open_reader(url: str) -> Iterator[Reader]:
 def _check_schema(reader: Reader) -> None:
     version = reader.schema_version()
     if version == 0:
-        raise StoreError(f"ledger {reader.name}: not an iso-host ledger (no transactions table)")
+        raise StoreError(f"not an iso-host ledger: {reader.name} has no iso-host tables")
     if version > len(MIGRATIONS):
         raise StoreError(f"ledger {reader.name}: schema version {version} is newer than this iso-host reads")
     if version < MIN_SCHEMA_VERSION:
@@ -189,7 +209,7 @@ def _check_schema(reader: Reader) -> None:
 
 @dataclass(frozen=True, slots=True)
 class BatchReport:
-    """One batch as the operator sees it. Totals are gross (DESIGN.md "The ledger")."""
+    """One batch as the operator sees it. Totals are gross (``ledger/model.py`` ``Totals``)."""
 
     tid: str
     mid: str
@@ -202,6 +222,9 @@ class BatchReport:
     terminal_totals: BatchTotals | None  # what the terminal reported
     counts: tuple[tuple[str, str, int], ...]  # (kind, status, transactions), sorted
     differences: tuple[BatchDifference, ...]  # found after a batch upload, in STAN order
+    # host_totals per currency (ISO 4217 numeric, sorted): what the report shows. host_totals adds the currencies up,
+    # as the settlement compares them; the terminal's totals carry no currency.
+    host_totals_by_currency: tuple[tuple[str, BatchTotals], ...] = ()
 
     @property
     def transaction_count(self) -> int:
@@ -233,16 +256,30 @@ def _difference(reader: Reader, row: Row) -> BatchDifference:
                            row["rrn"], row["masked_pan"])  # fmt: skip
 
 
-def _report(reader: Reader, key: BatchKey, stored: Row | None, *, totals: BatchTotals,
+def _totals_by_currency(reader: Reader, where: str, parameters: Sequence[object]) -> dict[BatchKey, CurrencyTotals]:
+    """Per batch that ``where`` selects (`` WHERE ...`` on transactions, or ""), its host totals in each currency."""
+    conditions = [condition for condition in (where.removeprefix(" WHERE "), _TOTALS_CONDITION) if condition]
+    sql = _TOTALS_BY_CURRENCY + (" WHERE " + " AND ".join(conditions) if conditions else "") + " GROUP BY 1, 2, 3, 4, 5"
+    grouped: dict[BatchKey, dict[str, list[Row]]] = defaultdict(lambda: defaultdict(list))
+    for row in reader.rows(sql, parameters):
+        grouped[batch_key(row)][str(row["currency"])].append(row)
+    return {key: {currency: batch_totals_from_rows(rows) for currency, rows in sorted(by_currency.items())}
+            for key, by_currency in grouped.items()}  # fmt: skip
+
+
+def _report(reader: Reader, key: BatchKey, stored: Row | None, *, totals: dict[str, BatchTotals],
             counts: list[tuple[str, str, int]], differences: list[BatchDifference]) -> BatchReport:  # fmt: skip
     """One batch's report; ``stored`` is its row of ``batches``, None while no settlement was tried."""
+    overall = sum(totals.values(), BatchTotals())
+    by_currency = tuple(totals.items())
     if stored is None:
-        return BatchReport(*key, "open", None, None, totals, None, None, tuple(sorted(counts)), tuple(differences))
+        return BatchReport(*key, "open", None, None, overall, None, None, tuple(sorted(counts)), tuple(differences),
+                           by_currency)  # fmt: skip
     return BatchReport(
         *key, status=str(stored["status"]), result=stored["result"], settled_at=stored["settled_at"],
-        host_totals=totals, recorded_host_totals=_stored_totals(reader, key, "host_totals", stored["host_totals"]),
+        host_totals=overall, recorded_host_totals=_stored_totals(reader, key, "host_totals", stored["host_totals"]),
         terminal_totals=_stored_totals(reader, key, "terminal_totals", stored["terminal_totals"]),
-        counts=tuple(sorted(counts)), differences=tuple(differences),
+        counts=tuple(sorted(counts)), differences=tuple(differences), host_totals_by_currency=by_currency,
     )  # fmt: skip
 
 
@@ -256,7 +293,7 @@ def batch_reports(url: str, tid: str | None = None, batch: int | None = None) ->
     where, parameters = _filter(tid, batch)
     with open_reader(url) as reader:
         keys = [batch_key(row) for row in reader.rows(f"{BATCH_KEYS}{where} ORDER BY 1, 2, 3", parameters)]
-        totals = totals_by_batch(reader, where, parameters)
+        totals = _totals_by_currency(reader, where, parameters)
         counts: dict[BatchKey, list[tuple[str, str, int]]] = defaultdict(list)
         for row in reader.rows(f"{_COUNTS}{where} GROUP BY tid, mid, batch_number, kind, status", parameters):
             counts[batch_key(row)].append((str(row["kind"]), str(row["status"]), int(row["n"])))
@@ -269,7 +306,7 @@ def batch_reports(url: str, tid: str | None = None, batch: int | None = None) ->
                 reader,
                 key,
                 stored.get(key),
-                totals=totals.get(key, BatchTotals()),
+                totals=totals.get(key, {}),
                 counts=counts[key],
                 differences=differences[key],
             )
@@ -283,9 +320,14 @@ def _csv_writer(out: TextIO) -> Callable[[Sequence[object]], object]:
     return writer.writerow
 
 
+def json_line(values: Sequence[object]) -> str:
+    """One transaction as ``export --format jsonl`` and ``list --json`` print it: the values of ``EXPORT_COLUMNS``."""
+    return json.dumps(dict(zip(EXPORT_COLUMNS, values, strict=True)))
+
+
 def _jsonl_writer(out: TextIO) -> Callable[[Sequence[object]], object]:
     def write(values: Sequence[object]) -> int:
-        return out.write(json.dumps(dict(zip(EXPORT_COLUMNS, values, strict=True))) + "\n")
+        return out.write(json_line(values) + "\n")
 
     return write
 
@@ -323,6 +365,19 @@ def export_rows(url: str, fmt: str, out: TextIO, progress: Callable[[int, int], 
     return done
 
 
+def list_transactions(url: str, where: TransactionFilter) -> list[tuple[object, ...]]:
+    """``ledger list``: the values of ``EXPORT_COLUMNS`` of the transactions ``where`` selects, oldest first.
+
+    Raises:
+        ConfigError, StoreError: as ``open_reader`` (a database that is no iso-host ledger is left as it is).
+    """
+    sql, parameters = transactions_select(where)
+    assert sql.startswith("SELECT * FROM transactions")
+    sql = sql.replace("*", ", ".join(EXPORT_COLUMNS), 1)
+    with open_reader(url) as reader:
+        return [tuple(row[column] for column in EXPORT_COLUMNS) for row in reader.rows(sql, parameters)]
+
+
 @dataclass(frozen=True, slots=True)
 class Verification:
     violations: tuple[Violation, ...]
@@ -331,7 +386,7 @@ class Verification:
 
 
 def verify_ledger(url: str) -> Verification:
-    """Check DESIGN.md's ledger invariants on one snapshot; what was checked, and every violation found.
+    """Check the ledger invariants (``ledger/invariants.py``) on one snapshot: what was checked, every violation.
 
     Raises:
         ConfigError, StoreError: as ``open_reader``.

@@ -15,14 +15,18 @@ import io
 import json
 import re
 import sqlite3
+import subprocess
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import closing
+from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
 import pytest
-from databases import BACKENDS, store_url
+from databases import BACKENDS, fresh_postgres_database, ledger_query, store_url
 from hosting import TEST_PAN, running_host
+from processes import ISO_HOST, serving, terminal
 
 from iso_host.cli.ledger import ProgressBar, add_ledger_commands
 from iso_host.errors import ConfigError, StoreError
@@ -78,13 +82,13 @@ SETTLED_1, SETTLED_2 = NOW + timedelta(hours=1), NOW + timedelta(hours=3, minute
 def record(
     rrn: str, stan: str, amount_minor: int, *, kind: Kind = Kind.SALE, status: Status = Status.APPROVED,
     pan: str = FOREIGN_PAN, batch_number: int = 1, tid: str = TID, original_rrn: str | None = None,
-    at: datetime = NOW,
+    at: datetime = NOW, currency: str = "840",
 ) -> TransactionRecord:  # fmt: skip
     approved = status is Status.APPROVED
     processing_code = {Kind.VOID: "020000", Kind.REFUND: "200000"}.get(kind, "000000")
     return TransactionRecord(
         kind=kind, tid=tid, mid=MID, batch_number=batch_number, stan=stan, rrn=rrn,
-        auth_code="A00001" if approved else "", amount_minor=amount_minor, currency="840",
+        auth_code="A00001" if approved else "", amount_minor=amount_minor, currency=currency,
         card=Card(pan, PAN_HASH), status=status, response_code="00" if approved else "55",
         reason=Reason.APPROVED if approved else Reason.PIN_INCORRECT, mti="0400" if kind is Kind.REVERSAL else "0200",
         processing_code=processing_code, created_at=at, original_rrn=original_rrn,
@@ -261,13 +265,18 @@ class TestReport:
             await store.close()
 
     def test_command_prints_a_table(self, shared_ledger: str, capsys: pytest.CaptureFixture[str]) -> None:
-        """The table shows state, counts, host and terminal totals, and the differences, per batch."""
-        assert run_command(["report", "--ledger", shared_ledger, "--tid", TID]) == 0
+        """The table shows state, counts, host and terminal totals, and the differences, per batch; a CUP host's
+        domestic and foreign cards apart."""
+        assert run_command(["report", "--ledger", shared_ledger, "--tid", TID, "--dialect", "cup"]) == 0
         out = capsys.readouterr().out
         assert f"{TID} {MID} batch 1: settled, balanced, settled {utc_text(SETTLED_1)}" in out
         assert "transactions: 8 (refund APPROVED 1, reversal APPROVED 1," in out
-        host_overall = next(line for line in out.splitlines() if "overall" in line)
-        assert host_overall.split() == ["overall", "3", "60.00", "2", "25.00"]
+        host = out.splitlines()[3:6]
+        assert [line.split() for line in host] == [
+            ["host", "(now)", "840", "domestic", "1", "10.00", "0", "0.00"],
+            ["foreign", "2", "50.00", "2", "25.00"],
+            ["overall", "3", "60.00", "2", "25.00"],
+        ]  # fmt: skip
         assert f"{TID} {MID} batch 2: settled, out_of_balance" in out
         assert "STAN 000011 missing_on_host" in out
         assert re.search(r"host +- terminal +7\.00 RRN - PAN 622588\*{6}1234", out)
@@ -278,9 +287,10 @@ class TestReport:
         assert run_command(["report", "--ledger", shared_ledger, "--json", "--batch", "1"]) == 0
         documents = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
         assert [(d["tid"], d["status"]) for d in documents] == [(TID, "settled"), (OTHER_TID, "open")]
-        assert documents[0]["host_totals"]["overall"] == {
+        assert documents[0]["currencies"] == ["840"]
+        assert documents[0]["host_totals"] == {"840": {"overall": {
             "debit_count": 3, "debit_minor": 6_000, "credit_count": 2, "credit_minor": 2_500,
-        }  # fmt: skip
+        }}}  # fmt: skip
         assert documents[0]["counts"]["sale"]["VOIDED"] == 1
         assert documents[1]["terminal_totals"] is None
 
@@ -630,3 +640,141 @@ class TestWrittenByTheHost:
         ]  # fmt: skip
         (report,) = batch_reports(url)
         assert report.host_totals == BatchTotals(foreign=Totals(2, 2_000, 3, 2_000))
+
+
+def iso_host(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``iso-host ARGS`` as a user runs it, in ``cwd``."""
+    return subprocess.run([*ISO_HOST, *args], cwd=cwd, capture_output=True, text=True, timeout=60, check=False)
+
+
+async def build_two_currency_batch(url: str) -> None:
+    """An iso87 host's batch of a 10.00 sale in 840 on a foreign card and a 5.00 sale in 156 on a UnionPay card,
+    settled balanced: the host stored its totals split by card (as it always does), the terminal reported one set."""
+    store = open_store(url)
+    await store.open()
+    try:
+        await store.register_terminal(TID, MID)
+        in_156 = record(SALE_VOIDED, "000002", 500, pan=DOMESTIC_PAN, currency="156")
+        await store.apply([RecordTransaction(record(SALE_DOMESTIC, "000001", 1_000)), RecordTransaction(in_156)])
+        host = totals_to_json(BatchTotals(domestic=Totals(1, 500, 0, 0), foreign=Totals(1, 1_000, 0, 0)))
+        terminal = totals_to_json(BatchTotals(domestic=Totals(2, 1_500, 0, 0)))
+        await store.apply([SettleBatch(TID, MID, 1, "balanced", True, host, terminal, SETTLED_1)])
+    finally:
+        await store.close()
+
+
+class TestReportPerCurrency:
+    """`ledger report` on an iso87 ledger: totals per currency, no domestic/foreign split the dialect lacks."""
+
+    def test_iso87_totals_per_currency(self, tmp_path: Path) -> None:
+        url = f"sqlite:///{tmp_path}/l.db"
+        asyncio.run(build_two_currency_batch(url))
+        result = iso_host(tmp_path, "ledger", "report", "--ledger", url)
+        assert (result.returncode, result.stderr) == (0, "")
+        lines = [line.split() for line in result.stdout.splitlines()]
+        assert ["host", "(now)", "156", "1", "5.00", "0", "0.00"] in lines
+        assert ["840", "1", "10.00", "0", "0.00"] in lines  # the host's second currency, never added to the first
+        assert not any("15.00" in line for line in lines if line[0] == "host")
+        assert ["terminal", "all", "2", "15.00", "0", "0.00"] in lines
+        assert "a settlement carries one set of totals" in result.stdout
+        assert "foreign" not in result.stdout
+        assert "domestic" not in result.stdout
+        documents = [json.loads(line) for line in iso_host(tmp_path, "ledger", "report", "--ledger", url,
+                                                            "--json").stdout.splitlines()]  # fmt: skip
+        assert documents[0]["currencies"] == ["156", "840"]
+        assert documents[0]["host_totals"]["840"] == {"overall": asdict(Totals(1, 1_000, 0, 0))}
+        assert documents[0]["terminal_totals"] == {"overall": asdict(Totals(2, 1_500, 0, 0))}
+
+    def test_cup_keeps_domestic_and_foreign_apart(self, tmp_path: Path) -> None:
+        url = f"sqlite:///{tmp_path}/l.db"
+        asyncio.run(build_two_currency_batch(url))
+        result = iso_host(tmp_path, "ledger", "report", "--ledger", url, "--dialect", "cup")
+        assert result.returncode == 0, result.stderr
+        lines = [line.split() for line in result.stdout.splitlines()]
+        assert ["host", "(now)", "156", "domestic", "1", "5.00", "0", "0.00"] in lines
+        assert ["foreign", "1", "10.00", "0", "0.00"] in lines
+
+    def test_an_iso87_day_reports_balanced_without_a_split(self, tmp_path: Path) -> None:
+        """The issue's walk: an iso87 host, a sale on the demo (non-UnionPay) card, settled; the report agrees."""
+        config = tmp_path / "host.toml"
+        config.write_text(f'[ledger]\nurl = "sqlite:///{tmp_path}/day.db"\n', encoding="utf-8")
+        with serving(tmp_path, "--config", str(config)) as (address, _):
+            assert terminal(tmp_path, address, "sale", "12.34").returncode == 0
+            assert terminal(tmp_path, address, "settle").returncode == 0
+        result = iso_host(tmp_path, "ledger", "report", "--config", str(config))
+        assert result.returncode == 0, result.stderr
+        assert "batch 1: settled, balanced" in result.stdout
+        lines = [line.split() for line in result.stdout.splitlines()]
+        assert ["host", "(now)", "840", "1", "12.34", "0", "0.00"] in lines
+        assert ["terminal", "840", "1", "12.34", "0", "0.00"] in lines
+        assert "foreign" not in result.stdout
+
+
+READ_COMMANDS = [["list"], ["list", "--json"], ["report"], ["export", "--format", "csv"], ["verify"]]
+
+
+class TestConfigFlag:
+    """Every ledger command takes its ledger from `--config`'s [ledger] url; `--ledger` wins over it."""
+
+    @pytest.mark.parametrize("command", READ_COMMANDS, ids=" ".join)
+    def test_reads_the_configured_ledger(self, sqlite_ledger: str, tmp_path: Path, command: list[str]) -> None:
+        config = tmp_path / "host.toml"
+        config.write_text(f'[ledger]\nurl = "{sqlite_ledger}"\n', encoding="utf-8")
+        cwd = tmp_path / "elsewhere"  # no ./iso-host.db here: the default would be refused
+        cwd.mkdir()
+        result = iso_host(cwd, "ledger", *command, "--config", str(config))
+        assert result.returncode == 0, result.stderr
+        assert any(text in result.stdout for text in (SALE_DOMESTIC, "ledger ok: 10 transactions", f"{MID} batch 1"))
+        missing = f"sqlite:///{tmp_path}/missing.db"
+        overridden = iso_host(cwd, "ledger", *command, "--config", str(config), "--ledger", missing)
+        assert (overridden.returncode, overridden.stderr) == (2, f"iso-host: ledger {missing}: no such file\n")
+        assert not list(cwd.iterdir()), "a read-only command created files"
+
+    def test_backup(self, sqlite_ledger: str, tmp_path: Path) -> None:
+        config = tmp_path / "host.toml"
+        config.write_text(f'[ledger]\nurl = "{sqlite_ledger}"\n', encoding="utf-8")
+        result = iso_host(tmp_path, "ledger", "backup", str(tmp_path / "copy.db"), "--config", str(config))
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.startswith(f"backed up {sqlite_ledger} to ")
+        assert batch_reports(f"sqlite:///{tmp_path}/copy.db") == batch_reports(sqlite_ledger)
+
+    def test_a_bad_config_is_one_line(self, tmp_path: Path) -> None:
+        result = iso_host(tmp_path, "ledger", "list", "--config", str(tmp_path / "none.toml"))
+        assert result.returncode == 2
+        assert result.stderr.startswith("iso-host: ")
+        assert "cannot read config file" in result.stderr
+        assert len(result.stderr.splitlines()) == 1
+
+
+class TestReadOnly:
+    """A read-only command pointed at a database that is no iso-host ledger says so and changes nothing."""
+
+    @pytest.mark.parametrize("command", READ_COMMANDS, ids=" ".join)
+    def test_postgresql_database_stays_untouched(self, tmp_path: Path, command: list[str]) -> None:
+        with fresh_postgres_database() as url:
+            with psycopg.connect(url, autocommit=True) as pg:
+                pg.execute("CREATE TABLE customers (id INTEGER)")
+            tables = "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'"
+            result = iso_host(tmp_path, "ledger", *command, "--ledger", url)
+            after = ledger_query(url, tables)
+        assert result.returncode == 2
+        refusal = r"iso-host: not an iso-host ledger: postgresql://\S+ has no iso-host tables\n"
+        assert re.fullmatch(refusal, result.stderr)
+        assert after == [("customers",)]
+
+    @pytest.mark.parametrize("command", READ_COMMANDS, ids=" ".join)
+    @pytest.mark.parametrize("content", ["other table", "empty", "text"])
+    def test_sqlite_file_stays_untouched(self, tmp_path: Path, command: list[str], content: str) -> None:
+        path = tmp_path / "other.db"
+        if content == "other table":
+            with closing(sqlite3.connect(path)) as connection:
+                connection.execute("CREATE TABLE customers (id INTEGER)")
+        else:
+            path.write_text("" if content == "empty" else "not a database at all, just some text\n" * 10)
+        before = path.read_bytes()
+        result = iso_host(tmp_path, "ledger", *command, "--ledger", f"sqlite:///{path}")
+        assert result.returncode == 2
+        assert result.stderr.startswith(f"iso-host: not an iso-host ledger: sqlite:///{path} ")
+        assert len(result.stderr.splitlines()) == 1
+        assert path.read_bytes() == before
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["other.db"]
