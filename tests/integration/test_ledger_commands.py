@@ -746,6 +746,20 @@ class TestConfigFlag:
         assert len(result.stderr.splitlines()) == 1
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_list_json_is_the_export_jsonl(backend: str, tmp_path: Path) -> None:
+    """`ledger list --json` and `ledger export --format jsonl` print one shape: the same keys, the same values."""
+    with store_url(backend, tmp_path) as url:
+        asyncio.run(build_ledger(url))
+        listed = iso_host(tmp_path, "ledger", "list", "--json", "--ledger", url)
+        exported = iso_host(tmp_path, "ledger", "export", "--format", "jsonl", "--ledger", url)
+    assert (listed.returncode, exported.returncode) == (0, 0)
+    assert listed.stdout == exported.stdout
+    rows = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert [row["rrn"] for row in rows] == sorted(WRITE_ORDER, key=WRITE_ORDER.index)
+    assert tuple(rows[0]) == EXPORT_COLUMNS
+
+
 class TestReadOnly:
     """A read-only command pointed at a database that is no iso-host ledger says so and changes nothing."""
 
