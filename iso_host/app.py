@@ -47,7 +47,7 @@ from iso_host.server import Edge, Server, cannot_listen
 from iso_host.tls import server_context
 from iso_host.trace import DEFAULT_MAX_BYTES, Tracer
 from iso_host.wire import Dialect, load_dialect
-from iso_host.workers.pool import WorkerPool
+from iso_host.workers.pool import WorkerPool, listening_socket
 
 MQTT_READY_TIMEOUT_S: Final = 3.0  # at start, how long to wait for the broker before serving without it
 
@@ -212,6 +212,8 @@ async def start(config: Config, trace: TraceOptions | None = None) -> RunningApp
         check_settings(config.events)
     limits = fit_open_file_limit(config.limits, get_logger())  # before the ledger and the broker take their files
     control_secret = load_secret(config.control_secret_file) if config.control_enabled else None
+    if config.port != 0:  # a port in use is the answer, not the lock of the ledger a host there holds
+        listening_socket(config.host, config.port).close()
     store = await open_ledger(config.ledger_url, group_commit=config.group_commit, pan_key=pan_key_source(config))
     terminals = await open_terminals(store, config.terminals)
     host = build_host(

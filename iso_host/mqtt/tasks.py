@@ -21,12 +21,28 @@ from iso_host.errors import StoreError
 from iso_host.events.flush import flush_refusals, flush_refusals_forever
 from iso_host.events.relay import PRUNE_EVERY_S, Relay, machine_now
 from iso_host.log import get_logger
-from iso_host.mqtt.topics import BrokerSettings, control_topic
+from iso_host.mqtt.topics import BrokerSettings, broker_address, control_topic
 
 if TYPE_CHECKING:
     from iso_host.control.listener import ControlListener
 
 FLUSH_ON_STOP_S: Final = 2.0  # at shutdown, the relay gets this long to empty the outbox; the rest waits for next start
+
+
+async def broker_answers(settings: BrokerSettings, timeout_s: float) -> bool:
+    """Whether the broker's port takes a TCP connection within ``timeout_s`` (closed again at once): a refused
+    connection, an unknown host or an unreachable network is known in milliseconds, and waiting for the relay would
+    only hold the host's start."""
+    address = broker_address(settings.url)
+    try:
+        async with asyncio.timeout(timeout_s):
+            _, writer = await asyncio.open_connection(address.host, address.port)
+    except (OSError, TimeoutError):
+        return False
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return True
 
 
 @dataclass
@@ -35,13 +51,19 @@ class MqttTasks:
     control: ControlListener | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     host: Host | None = None  # whose counted refusals are committed once more at stop
+    broker: BrokerSettings | None = None  # where the relay connects: ``ready`` asks it first whether it answers
 
     async def ready(self, timeout_s: float) -> bool:
-        """Wait until the relay is connected and the listener subscribed; False (and go on) after ``timeout_s``."""
-        waits = [asyncio.create_task(event.wait()) for event in self._readiness()]
-        if not waits:
+        """Wait until the relay is connected and the listener subscribed; False (and go on) after ``timeout_s``, or at
+        once when the broker refuses connections (the relay and the listener keep retrying in the background)."""
+        events = self._readiness()
+        if not events:
             return True
-        _, pending = await asyncio.wait(waits, timeout=timeout_s)
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        if self.broker is not None and not await broker_answers(self.broker, timeout_s):
+            return False
+        waits = [asyncio.create_task(event.wait()) for event in events]
+        _, pending = await asyncio.wait(waits, timeout=max(0.0, deadline - asyncio.get_running_loop().time()))
         for task in pending:
             task.cancel()
         return not pending
@@ -79,7 +101,7 @@ def start_relay(
         asyncio.create_task(relay.run(), name="events-relay"),
         asyncio.create_task(flush_refusals_forever(host.events, host.store, host.clock), name="events-refusals"),
     ]
-    return MqttTasks(relay, tasks=tasks, host=host)
+    return MqttTasks(relay, tasks=tasks, host=host, broker=settings)
 
 
 def start_mqtt_tasks(
