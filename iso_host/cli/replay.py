@@ -131,13 +131,20 @@ def command_replay(args: argparse.Namespace) -> int:
 
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    replay_parser = commands.add_parser("replay", help="replay a recorded trace against a host, diff the responses")
+    replay_parser = commands.add_parser(
+        "replay", help="replay a recorded trace against a host, diff the responses",
+        epilog="Exit codes: 0 every reply matched; 1 a reply differed or never came; 2 an unreadable trace, keys file"
+               " or dialect, or a host that cannot be reached (one line on stderr).",
+    )  # fmt: skip
     replay_parser.add_argument("trace", metavar="TRACE", help="the host's JSONL trace, hex frames (one a line), pcap")
     replay_parser.add_argument("--to", required=True, help="HOST:PORT of the host to replay against")
     replay_parser.add_argument("--dialect", help="dialect name or .toml path (default: the one the trace names)")
     replay_parser.add_argument("--ignore", help="more fields to leave out of the comparison, e.g. 39,41")
     replay_parser.add_argument("--keys", help="TOML [[terminals]] tid, mid, tmk: re-MAC and re-encrypt PINs")
     replay_parser.add_argument("--junit", metavar="OUT.xml", help="also write a JUnit XML report")
-    replay_parser.add_argument("--timeout", type=float, default=10.0, help="seconds to connect and for each reply")
-    replay_parser.add_argument("--port-in-capture", type=int, help="the host's port in a capture (default: first SYN)")
+    replay_parser.add_argument("--timeout", type=float, default=10.0, metavar="S",
+                               help="seconds to connect and to wait for each reply (default 10)")  # fmt: skip
+    replay_parser.add_argument("--port-in-capture", type=int, metavar="PORT",
+                               help="a pcap's host port: the TCP streams to it are the terminals' (default: the"
+                                    " port of the first SYN)")  # fmt: skip
     replay_parser.set_defaults(handler=command_replay)

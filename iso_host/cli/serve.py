@@ -84,14 +84,23 @@ def trace_options(args: argparse.Namespace) -> TraceOptions | None:
 
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    serve = commands.add_parser("serve", help="run the host")
+    serve = commands.add_parser(
+        "serve", help="run the host",
+        epilog="Flags override the config file. Exit codes: 0 stopped by SIGINT or SIGTERM (in-flight requests"
+               " answered first); 2 a bad flag, config or dialect file, a port in use, or a ledger that cannot be"
+               " opened (one line on stderr).",
+    )  # fmt: skip
     serve.add_argument("--config", help="TOML config file (default: built-in demo settings)")
     serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="TCP port (default 8583; 0 picks a free one)")
     serve.add_argument("--dialect", help=f"built-in dialect ({', '.join(builtin_dialect_names())}) or a .toml path")
     serve.add_argument("--ledger", help="ledger URL (default sqlite:///iso-host.db)")
-    serve.add_argument("--log-format", choices=["auto", "json", "console"])
-    serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    serve.add_argument("--log-format", choices=["auto", "json", "console"],
+                       help="log lines as JSON or readable console lines; auto: console on a terminal, JSON"
+                            " otherwise (default auto; [log] format)")  # fmt: skip
+    serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"],
+                       help="the least severe lines logged; debug logs every approval, info 1 in [log]"
+                            " sample_approvals (default info; [log] level)")  # fmt: skip
     serve.add_argument("--edge", choices=["protocol", "streams"],
                        help="the connection edge: asyncio Protocol (default) or streams (for comparison)")  # fmt: skip
     serve.add_argument("--loop", choices=["auto", "uvloop", "asyncio"],
