@@ -16,6 +16,7 @@ from iso_host.ledger.model import BatchTotals, Totals
 from iso_host.styles import UploadRecord
 
 APPROVED, VOIDED, REVERSED = "approved", "voided", "reversed"
+LAST: Final = "last"  # an action's --stan naming the newest of its kind still approved (``newest_open``)
 COMPLETED: Final = "completed"  # a pre-auth its completion closed
 DEBIT_STATUSES: Final = frozenset({APPROVED, VOIDED})  # a voided sale stays a debit (gross totals)
 DEBIT_KINDS: Final = frozenset({"sale", "completion"})
@@ -39,7 +40,22 @@ def find(items: list[Item], *, stan: str | None = None, rrn: str | None = None, 
         if matches and (kind is None or item["kind"] == kind):
             return item
     wanted = f"STAN {stan}" if stan else f"RRN {rrn}"
-    raise LookupError(f"no {kind or 'transaction'} with {wanted} in this terminal's batch")
+    raise LookupError(f"no {kind or 'transaction'} with {wanted} in this terminal's batch (iso-host terminal status"
+                      " lists the batch)")  # fmt: skip
+
+
+def newest_open(items: list[Item], kind: str | None = None) -> Item:
+    """The newest item of ``kind`` (any kind but a reversal's) still approved: what ``--last`` names. A voided sale
+    is passed over, so after ``void --last`` a ``refund --last`` names the sale before it.
+
+    Raises:
+        LookupError: the batch has none.
+    """
+    for item in reversed(items):
+        if item["status"] == APPROVED and (item["kind"] == kind if kind else item["kind"] != "reversal"):
+            return item
+    raise LookupError(f"no approved {kind or 'transaction'} in this terminal's batch (iso-host terminal status lists"
+                      " the batch)")  # fmt: skip
 
 
 def totals(items: list[Item]) -> BatchTotals:

@@ -32,6 +32,7 @@ from iso_host.security import (
 )
 from iso_host.styles import family_of
 from iso_host.terminal.sealed_pans import SealError, loaded_items, seal_key, stored_items
+from iso_host.terminal.state_files import document_problem
 from iso_host.vocab import DEFAULT_MAC_ALGORITHM
 from iso_host.wire import NEED_DATA, Dialect, Envelope, FrameDecoder, Message, decode, encode, encode_frame
 
@@ -42,8 +43,16 @@ MAX_STAN = 999_999
 MAX_ATC = 0xFFFF  # tag 9F36 is two bytes
 
 
+TLS_HANDSHAKE_S = 5.0  # a host that has not finished a TLS handshake by then is not going to
+PLAINTEXT_HINT = "is the port plaintext?"
+
+
 class ClientError(IsoHostError):
     """The host could not be reached or answered with something we cannot read or trust."""
+
+
+class NoResponse(ClientError):
+    """A request went out and no answer came back (in time, or before the host hung up): it may have been approved."""
 
 
 @dataclass
@@ -57,6 +66,11 @@ class ClientState:
     tpk_under_tmk: str | None = field(default=None, repr=False)
     tak_under_tmk: str | None = field(default=None, repr=False)
     items: list[dict[str, Any]] = field(default_factory=list, repr=False)  # the open batch (terminal_batch.py)
+    # Requests the host never answered, to reverse (``reversal.py``): sent again before the next command.
+    pending_reversals: list[dict[str, Any]] = field(default_factory=list, repr=False)
+    tid: str = ""  # whose state this is: shown by ``iso-host terminal status``
+    dialect: str = ""
+    host: str = ""
     # The key the batch's PANs are sealed under in the file (from the TMK: ``load``); never saved.
     pan_seal_key: bytes | None = field(default=None, repr=False, compare=False)
 
@@ -96,15 +110,21 @@ class ClientState:
         key = seal_key(tmk) if tmk is not None else None
         if not path.exists():
             return cls(pan_seal_key=key)
+        where = f"terminal state file (--state) {path}"
         try:
             document = json.loads(path.read_text(encoding="utf-8"))
-            document.pop("pan_seal_key", None)
-            state = cls(**document, pan_seal_key=key)
+        except (OSError, ValueError) as error:
+            raise ClientError(f"{where}: unreadable ({error.__class__.__name__}); fix it, or start afresh with"
+                              " iso-host terminal reset") from None  # fmt: skip
+        if (problem := document_problem(document)) is not None:
+            raise ClientError(f"{where}: {problem}; fix it, or start afresh with iso-host terminal reset")
+        document.pop("pan_seal_key", None)
+        state = cls(**document, pan_seal_key=key)
+        try:
             state.items = loaded_items(state.items, key)
+            state.pending_reversals = loaded_items(state.pending_reversals, key)
         except SealError as error:
-            raise ClientError(f"{path}: {error}") from None
-        except (OSError, ValueError, TypeError, KeyError) as error:
-            raise ClientError(f"{path}: unreadable terminal state file ({error.__class__.__name__})") from None
+            raise ClientError(f"{where}: {error}") from None
         return state
 
     def save(self, path: Path) -> None:
@@ -117,9 +137,29 @@ class ClientState:
         del document["pan_seal_key"]
         try:
             document["items"] = stored_items(self.items, self.pan_seal_key)
+            document["pending_reversals"] = stored_items(self.pending_reversals, self.pan_seal_key)
         except SealError as error:
             raise ClientError(f"{path}: {error}") from None
-        write_private(path, json.dumps(document).encode("utf-8"))
+        try:
+            write_private(path, json.dumps(document).encode("utf-8"))
+        except OSError as error:
+            raise ClientError(f"--state: cannot write the terminal state file {path}: {error.strerror}") from None
+
+
+def tls_failure(error: BaseException, handshake_s: float) -> str:
+    """Why a TLS handshake failed, in words, with its likely cause."""
+    if isinstance(error, ssl.SSLCertVerificationError):
+        return f"the host's certificate does not verify ({error.verify_message}): --tls-ca names the CA that signed it"
+    if isinstance(error, TimeoutError | ConnectionAbortedError):  # asyncio aborts a handshake that takes too long
+        return f"the host did not answer TLS within {handshake_s:g} s — {PLAINTEXT_HINT}"
+    reason = getattr(error, "reason", None) or ""
+    if "CERTIFICATE_REQUIRED" in reason or "HANDSHAKE_FAILURE" in reason or "BAD_CERTIFICATE" in reason:
+        return f"the host refused the handshake ({reason}): does it want a client certificate (--tls-cert, --tls-key)?"
+    if "WRONG_VERSION_NUMBER" in reason or "RECORD_LAYER" in reason or "PACKET_LENGTH" in reason:
+        return f"the host did not answer TLS ({reason}) — {PLAINTEXT_HINT}"
+    if isinstance(error, ssl.SSLError):
+        return f"{reason or error}"
+    return f"the host closed the connection ({error.__class__.__name__}) — {PLAINTEXT_HINT}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,13 +200,27 @@ class TerminalClient:
 
     async def connect(self, host: str, port: int, *, ssl_context: ssl.SSLContext | None = None,
                       timeout_s: float = 10.0) -> None:  # fmt: skip
+        """Open the connection; with ``ssl_context`` the TLS handshake follows, within ``TLS_HANDSHAKE_S`` at most.
+
+        Raises:
+            ClientError: naming the address and why (refused, no answer, a handshake that failed and the likely cause).
+        """
         try:
             async with asyncio.timeout(timeout_s):
-                self._reader, self._writer = await asyncio.open_connection(
-                    host, port, ssl=ssl_context, server_hostname=host if ssl_context else None
-                )
-        except (OSError, TimeoutError) as error:
-            raise ClientError(f"cannot connect to {host}:{port}: {error}") from None
+                reader, writer = await asyncio.open_connection(host, port)
+        except TimeoutError:
+            raise ClientError(f"cannot connect to {host}:{port}: no answer within {timeout_s:g} s") from None
+        except OSError as error:
+            raise ClientError(f"cannot connect to {host}:{port}: {error.strerror or error}") from None
+        if ssl_context is not None:
+            handshake_s = min(timeout_s, TLS_HANDSHAKE_S)
+            try:
+                async with asyncio.timeout(handshake_s + 1):
+                    await writer.start_tls(ssl_context, server_hostname=host, ssl_handshake_timeout=handshake_s)
+            except (OSError, TimeoutError) as error:
+                writer.transport.abort()
+                raise ClientError(f"{host}:{port}: TLS handshake failed: {tls_failure(error, handshake_s)}") from None
+        self._reader, self._writer = reader, writer
 
     async def close(self) -> None:
         if self._writer is not None:
@@ -221,14 +275,17 @@ class TerminalClient:
                 while (frame := self._decoder.next_frame()) is NEED_DATA:
                     data = await self._reader.read(65_536)
                     if not data:
-                        raise ClientError("the host closed the connection without answering")
+                        raise NoResponse(f"the host closed the connection without answering (could it not read the"
+                                         f" request? this terminal speaks {self.dialect.name})")  # fmt: skip
                     self._decoder.receive_data(data)
         except TimeoutError:
-            raise ClientError(f"no response within {timeout_s:g} s") from None
-        except (ConnectionError, ssl.SSLError) as error:
-            raise ClientError(f"the host closed the connection: {error.__class__.__name__}") from None
+            raise NoResponse(f"no response within {timeout_s:g} s (--timeout)") from None
+        except ssl.SSLError as error:
+            raise ClientError(f"the host closed the TLS connection: {tls_failure(error, timeout_s)}") from None
+        except ConnectionError as error:
+            raise NoResponse(f"the host closed the connection: {error.__class__.__name__}") from None
         except WireError as error:
-            raise ClientError(f"unreadable response frame: {error}") from None
+            raise ClientError(f"unreadable response frame: {error}; {self._other_dialect()}") from None
         assert isinstance(frame, bytes)
         return frame
 
@@ -241,7 +298,7 @@ class TerminalClient:
         try:
             _, message = decode(frame, self.dialect)
         except WireError as error:
-            raise ClientError(f"unreadable response: {error}") from None
+            raise ClientError(f"unreadable response: {error}; {self._other_dialect()}") from None
         if mac is None:
             return message
         if has_mac(message):
@@ -251,6 +308,9 @@ class TerminalClient:
         elif message.fields.get("39") == "00":
             raise ClientError("the approved response carries no MAC")
         return message
+
+    def _other_dialect(self) -> str:
+        return f"the host answered in another dialect? (this terminal speaks {self.dialect.name}: --dialect)"
 
     async def receive(self, timeout_s: float = 30.0, mac: MacKeys | None = None) -> Message:
         return self.decode_response(await self.receive_frame(timeout_s), mac)

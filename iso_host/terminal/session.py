@@ -145,10 +145,18 @@ async def _do_sale(session: Session, params: Params) -> Message:
 
 
 def _target(session: Session, params: Params, kind: str | None = None) -> book.Item:
+    """The original an action names (--stan, --rrn or --last) in this terminal's batch; kept as ``session.named``,
+    so that the command can say which one it acted on."""
     try:
-        return book.find(session.state.items, stan=params.stan, rrn=params.rrn, kind=kind)
+        last = params.stan == book.LAST
+        if last:
+            item = book.newest_open(session.state.items, kind)
+        else:
+            item = book.find(session.state.items, stan=params.stan, rrn=params.rrn, kind=kind)
     except LookupError as error:
-        raise ConfigError(f"--stan/--rrn: {error}") from None
+        raise ConfigError(f"{'--last' if last else '--stan/--rrn'}: {error}") from None
+    session.named = item
+    return item
 
 
 async def _do_void(session: Session, params: Params) -> Message:

@@ -123,7 +123,7 @@ class TestClientState:
         """A state file that cannot be read back is a ClientError naming the file, not a traceback."""
         path = tmp_path / "state.json"
         path.write_text(text, encoding="utf-8")
-        with pytest.raises(ClientError, match=r"state\.json: unreadable terminal state file"):
+        with pytest.raises(ClientError, match=r"terminal state file \(--state\) .*state\.json: "):
             ClientState.load(path)
 
     @pytest.mark.parametrize(
