@@ -26,10 +26,10 @@ from iso_host.terminal.captures import (
     Trace,
     check_frames,
     field_label,
-    junit_tree,
     read_trace,
 )
-from iso_host.terminal.replay import ReplayOptions, load_keys, replay
+from iso_host.terminal.junit import write_junit
+from iso_host.terminal.replay import ReplayOptions, junit_cases, load_keys, replay
 from iso_host.wire import Dialect, load_dialect
 
 FAILED: Final = (Status.DIFFERED, Status.NO_REPLY)
@@ -123,7 +123,7 @@ def command_replay(args: argparse.Namespace) -> int:
             progress.finish()
         print_report(trace, results, f"replayed {args.trace} to {args.to} in dialect {dialect.name}")
         if args.junit:
-            junit_tree(results).write(args.junit, encoding="utf-8", xml_declaration=True)
+            write_junit(Path(args.junit), "iso-host replay", junit_cases(results))
     except (IsoHostError, OSError) as error:
         print(f"iso-host: {error}", file=sys.stderr)
         return EXIT_ERROR

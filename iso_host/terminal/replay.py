@@ -21,6 +21,7 @@ from iso_host import security
 from iso_host.core.message_auth import MAC_PLACEHOLDER, has_mac, mac_field_of, seal
 from iso_host.errors import ConfigError, WireError
 from iso_host.styles import family_of
+from iso_host.terminal import junit
 from iso_host.terminal.captures import (
     DEFAULT_IGNORE,
     Connection,
@@ -32,6 +33,7 @@ from iso_host.terminal.captures import (
     decode_frame,
     describe,
     evaluate,
+    field_label,
     frame_body,
 )
 from iso_host.vocab import MAC_ALGORITHMS
@@ -279,3 +281,24 @@ def load_keys(path: str) -> dict[str, TerminalKeys]:
     if problems:
         raise ConfigError("; ".join(problems))
     return terminals
+
+
+def junit_cases(results: list[Result]) -> list[junit.Case]:
+    """One testcase per replayed request (``CONN-INDEX MTI STAN``): a failure lists its differences, or says no reply
+    came; a request the trace redacted is skipped."""
+    cases = []
+    for r in results:
+        classname, name = f"replay.connection{r.conn}", f"{r.conn}-{r.index} {r.mti} {r.stan}"
+        if r.status is Status.DIFFERED:
+            details = "\n".join(f"{field_label(d.field)}: expected {d.expected!r}, actual {d.actual!r}"
+                                for d in r.differences)  # fmt: skip
+            cases.append(junit.Case(classname, name, junit.FAILURE, kind="difference",
+                                    message=f"{len(r.differences)} field(s) differ", details=details))  # fmt: skip
+        elif r.status is Status.NO_REPLY:
+            no_reply = junit.Case(classname, name, junit.FAILURE, kind="no-reply", message="no reply", details=r.note)
+            cases.append(no_reply)
+        elif r.status is Status.SKIPPED:
+            cases.append(junit.Case(classname, name, junit.SKIPPED, message=r.note or "redacted in the trace"))
+        else:
+            cases.append(junit.Case(classname, name))
+    return cases

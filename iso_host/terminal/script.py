@@ -16,7 +16,6 @@ import string
 import sys
 import time
 import tomllib
-import xml.etree.ElementTree as ET
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ from iso_host.errors import ConfigError, IsoHostError
 from iso_host.money import parse_amount
 from iso_host.security import EMV_SCHEMES
 from iso_host.security.emv import ICC_KEY_BYTES
+from iso_host.terminal import junit
 from iso_host.terminal.client import TerminalClient
 from iso_host.terminal.context import Params, Session, open_session
 from iso_host.terminal.session import ACTIONS
@@ -403,32 +403,25 @@ async def run_step(step: Step, session: Session, captures: dict[str, str]) -> Re
     return Result(step, outcome, detail, latency_ms)
 
 
-def write_junit(path: Path, script: Script, results: Sequence[Result]) -> None:
-    """One testcase per step: a failure or error element on the failed one, skipped for the ones after it."""
+def junit_cases(script: Script, results: Sequence[Result]) -> list[junit.Case]:
+    """One testcase per step: a failure or an error on the failed one, skipped for the ones after it."""
     by_index = {result.step.index: result for result in results}
-    counts = {outcome: sum(r.outcome == outcome for r in results) for outcome in (FAILED, ERROR)}
-    suite = ET.Element("testsuite", {
-        "name": script.name, "tests": str(len(script.steps)), "failures": str(counts[FAILED]),
-        "errors": str(counts[ERROR]), "skipped": str(len(script.steps) - len(results)),
-        "time": f"{sum(r.latency_ms for r in results) / 1000:.3f}",
-    })  # fmt: skip
+    cases = []
     for step in script.steps:
         result = by_index.get(step.index)
-        seconds = result.latency_ms / 1000 if result else 0.0
-        attributes = {"classname": script.name, "name": step.title, "time": f"{seconds:.3f}"}
-        case = ET.SubElement(suite, "testcase", attributes)
         if result is None:
-            ET.SubElement(case, "skipped", {"message": "not run: an earlier step failed"})
-        elif not result.passed:
-            tag = "failure" if result.outcome == FAILED else "error"
-            ET.SubElement(case, tag, {"message": result.detail, "type": result.outcome})
-    root = ET.Element("testsuites")
-    root.append(suite)
-    ET.indent(root)
-    try:
-        ET.ElementTree(root).write(path, encoding="utf-8", xml_declaration=True)
-    except OSError as error:
-        raise ConfigError(f"--junit: cannot write {path}: {error.strerror}") from None
+            cases.append(junit.Case(script.name, step.title, junit.SKIPPED, message="not run: an earlier step failed"))
+            continue
+        outcome = junit.PASSED if result.passed else (junit.FAILURE if result.outcome == FAILED else junit.ERROR)
+        cases.append(junit.Case(script.name, step.title, outcome, result.latency_ms / 1000,
+                                kind="" if result.passed else result.outcome,
+                                message="" if result.passed else result.detail))  # fmt: skip
+    return cases
+
+
+def write_junit(path: Path, script: Script, results: Sequence[Result]) -> None:
+    """``--junit``: the layout ``replay --junit`` writes too (``terminal/junit.py``)."""
+    junit.write_junit(path, script.name, junit_cases(script, results))
 
 
 async def run_session(args: argparse.Namespace) -> bool:
