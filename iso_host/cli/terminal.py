@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Final, TypeAlias
 
 from iso_host.cli.exit_codes import EXIT_NEGATIVE, EXIT_OK
-from iso_host.cli.terminal_output import field_lines, named_line, result_json, slip_of, use_colour, verdict_line
+from iso_host.cli.terminal_output import field_lines, hint, named_line, result_json, slip_of, use_colour, verdict_line
 from iso_host.clock import local_now
 from iso_host.config import DEMO_MID, DEMO_TID, DEMO_TMK, hex_key
 from iso_host.core.test_cards import DEFAULT_EMV_SCHEME
@@ -97,6 +97,9 @@ def _print_result(args: argparse.Namespace, session: Session, response: Message,
         print(line)
     if (verdict := verdict_line(response, dialect, use_colour(sys.stdout, os.environ))) is not None:
         print(verdict)
+    signed_on = session.state.tak_under_tmk is not None or session.tak is not None or session.bdk is not None
+    if (advice := hint(response.fields.get("39"), dialect, signed_on=signed_on, tid=args.tid, batch=before[0])):
+        print(advice)
     if session.mac_verified:
         print("response MAC verified")
     if getattr(args, "receipt", False):

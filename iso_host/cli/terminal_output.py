@@ -76,6 +76,23 @@ def verdict_line(response: Message, dialect: Dialect, colour: bool) -> str | Non
     return paint(f"F39 {code}: {meaning}", code == APPROVED_CODE, colour)
 
 
+def hint(code: str | None, dialect: Dialect, *, signed_on: bool, tid: str, batch: int) -> str | None:
+    """What to do about a refusal whose cause the terminal can see (the host's log says the rest)."""
+    codes = dialect.response_codes
+
+    def means(*reasons: str) -> bool:
+        return code is not None and any(codes.get(reason) == code for reason in reasons)
+
+    if means("NOT_SIGNED_ON", "MAC_FAILED") and not signed_on:
+        return "hint: this terminal has no working keys: sign on first (iso-host terminal signon)"
+    if means("UNKNOWN_TERMINAL"):
+        return f"hint: the host may not know terminal {tid} (--tid; [[terminals]] in the host's config)"
+    if means("BATCH_OUT_OF_SYNC"):
+        return (f"hint: the host does not hold batch {batch:06d} open for this terminal (another ledger, or a batch"
+                " settled already?); iso-host terminal status shows the terminal's side")  # fmt: skip
+    return None
+
+
 def named_line(action: str, item: book.Item) -> str:
     """Which original an action named: ``void names sale STAN 000005 RRN 000000000008, 20.00, card 476173***...``."""
     rrn = f" RRN {item['rrn']}" if item.get("rrn") else ""

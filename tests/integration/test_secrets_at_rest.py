@@ -209,7 +209,8 @@ def test_files_are_private_and_an_unredacted_trace_is_warned_about(tmp_path: Pat
             assert mode(data / name) == 0o600, name
         assert (mode(data), mode(data.parent)) == (0o700, 0o700)
     assert mode(trace) == 0o600
-    state = home / ".iso-host" / "terminal-TERM0001.json"
+    host, port = address.rsplit(":", 1)
+    state = home / ".iso-host" / f"terminal-TERM0001-iso87binary-{host}_{port}.json"
     assert (mode(state), mode(state.parent)) == (0o600, 0o700)
     text = state.read_text()
     assert TEST_PAN not in text
