@@ -155,7 +155,7 @@ def _target(session: Session, params: Params, kind: str | None = None) -> book.I
             item = book.find(session.state.items, stan=params.stan, rrn=params.rrn, kind=kind)
     except LookupError as error:
         raise ConfigError(f"{'--last' if last else '--stan/--rrn'}: {error}") from None
-    session.named = item
+    session.named = dict(item)  # as named, before the action changes it (an adjust's new amount)
     return item
 
 

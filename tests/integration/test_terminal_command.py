@@ -135,9 +135,10 @@ def test_readme_business_day_in_order(tmp_path: Path) -> None:
         named = run("refund", "1.00", "--stan", "000001")  # README's old STAN: it says it is the 12.34 sale
         assert "refund names sale STAN 000001" in named
         assert ", 12.34, " in named
-        settled = run("settle")
+        settled = run("settle", "--receipt")
         assert "batch settled; batch 2 is open" in settled
         assert "uploading" not in settled
+        assert re.search(r"DEBITS +3 +USD 42\.34\nCREDITS +3 +USD 26\.00\nNET +USD 16\.34", settled), settled
         assert state_file.is_file()
         assert TEST_PAN not in state_file.read_text()
         assert "removed " + str(state_file) in run("reset")
@@ -148,6 +149,30 @@ def test_readme_business_day_in_order(tmp_path: Path) -> None:
         ("sale", 1234, "PARTIALLY_REFUNDED"), ("sale", 1000, "PARTIALLY_REFUNDED"), ("sale", 2000, "VOIDED"),
         ("void", 2000, "APPROVED"), ("refund", 500, "APPROVED"), ("refund", 100, "APPROVED"),
     ]  # fmt: skip
+
+
+def test_readme_cup_walkthrough_in_order(tmp_path: Path) -> None:
+    """README's CUP commands, in order, on a CUP host: sign-on, MACs, PINs, the pre-auth family and the offline
+    adjust and tip, each original named by --last."""
+    home = tmp_path / "home"
+    steps: list[tuple[tuple[str, ...], int, str]] = [
+        (("sale", "12.34"), 1, "hint: this terminal has no working keys: sign on first"),
+        (("signon",), 0, "check values match"), (("sale", "12.34"), 0, "response MAC verified"),
+        (("sale", "12.34", "--pin", "1234"), 0, "F39 00: Approved"), (("signoff",), 0, "F39 00"),
+        (("parameter-download",), 0, "F39 00"), (("signon",), 0, "check values match"),
+        (("preauth", "100.00"), 0, "F39 00"), (("complete", "112.00", "--last"), 0, "complete names preauth STAN"),
+        (("complete-void", "--last"), 0, "complete-void names completion STAN"),
+        (("preauth-void", "--last"), 0, "preauth-void names preauth STAN"),
+        (("reverse", "--last"), 0, "reverse names preauth_void STAN"), (("settle",), 0, "batch settled; batch 2"),
+        (("send", "offline_sale", "--amount", "80.00"), 0, "F39 00"),
+        (("adjust", "85.00", "--last"), 0, ", 80.00, card"), (("tip", "12.00", "--last"), 0, ", 85.00, card"),
+        (("settle",), 0, "batch settled; batch 3"),
+    ]  # fmt: skip
+    with serving(tmp_path, "--dialect", "cup", "--ledger", f"sqlite:///{tmp_path / 'cup.db'}") as (address, _):
+        for args, code, words in steps:
+            result = home_terminal(home, address, "--dialect", "cup", *args)
+            assert result.returncode == code, (args, result.stdout, result.stderr)
+            assert words in result.stdout, (args, result.stdout)
 
 
 def test_state_is_kept_per_dialect_and_old_files_are_not_shared(tmp_path: Path) -> None:
