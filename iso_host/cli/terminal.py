@@ -164,8 +164,20 @@ def command_terminal(args: argparse.Namespace) -> int:
     if args.action in OFFLINE_ACTIONS:
         return _offline(args)
     if args.action == "run":
-        return EXIT_OK if asyncio.run(run_session(args)) else EXIT_NEGATIVE
+        return _run_script(args)
     return asyncio.run(_run(args))
+
+
+def _run_script(args: argparse.Namespace) -> int:
+    """``run SESSION.toml``: a line per step (or, with --json, one object with them and whether all passed)."""
+    if not args.json:
+        return EXIT_OK if asyncio.run(run_session(args)) else EXIT_NEGATIVE
+    captured = io.StringIO()
+    with contextlib.redirect_stdout(captured), contextlib.redirect_stderr(captured):
+        passed = asyncio.run(run_session(args))
+    print(json.dumps({"action": "run", "session": args.session, "passed": passed,
+                      "steps": captured.getvalue().splitlines()}))  # fmt: skip
+    return EXIT_OK if passed else EXIT_NEGATIVE
 
 
 def _original_options(parser: argparse.ArgumentParser, kind: str = "sale") -> None:

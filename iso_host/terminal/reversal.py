@@ -15,7 +15,7 @@ from iso_host.clock import local_now
 from iso_host.money import format_amount
 from iso_host.styles import family_of
 from iso_host.terminal import batch as book
-from iso_host.terminal.client import ClientError, ClientState, NoResponse
+from iso_host.terminal.client import ClientError, ClientState, NoResponse, dukpt_keys
 from iso_host.wire import Dialect, Message
 
 if TYPE_CHECKING:
@@ -79,8 +79,13 @@ async def send_pending(session: Session, say: Callable[[str], None] = print) -> 
     while state.pending_reversals:
         item = state.pending_reversals[0]
         message = reversal_message(session, item)
+        mac = session.mac_keys()
+        if session.bdk is not None and (ksn_field := session.dialect.security.ksn_field) is not None:
+            ksn = state.next_ksn()  # a DUKPT terminal MACs its reversal under the next transaction key
+            mac = dukpt_keys(session.bdk, ksn)[1]
+            message.fields[ksn_field] = ksn.hex().upper()
         try:
-            response = await session.client.request(message, timeout_s=session.timeout_s, mac=session.mac_keys())
+            response = await session.client.request(message, timeout_s=session.timeout_s, mac=mac)
         except NoResponse as error:
             raise ClientError(f"the pending reversal of {describe(item)} got no answer either ({error}); it is kept"
                               " and sent again at the next command (iso-host terminal status shows it)") from None

@@ -326,6 +326,9 @@ def test_json_output(tmp_path: Path) -> None:
         declined = terminal(tmp_path, address, "--json", "--tid", "UNKNOWN1", "sale", "1.00")
         void = terminal(tmp_path, address, "--json", "void", "--last")
         status = terminal(tmp_path, address, "--json", "status")
+        session = tmp_path / "echo.toml"
+        session.write_text('[[steps]]\naction = "echo"\nexpect = { "39" = "00" }\n')
+        script = terminal(tmp_path, address, "--json", "run", str(session))
     assert sale.returncode == 0, sale.stderr
     document = json.loads(sale.stdout)
     assert document["approved"] is True
@@ -341,6 +344,10 @@ def test_json_output(tmp_path: Path) -> None:
     assert json.loads(declined.stdout)["approved"] is False
     assert json.loads(void.stdout)["named"].startswith("void names sale STAN 000001")
     assert json.loads(status.stdout)["transactions"][0]["status"] == "voided"
+    assert script.returncode == 0, script.stderr
+    ran = json.loads(script.stdout)
+    assert ran["passed"] is True
+    assert len(ran["steps"]) == 2  # the session's line, then the step's
 
 
 def test_receipts(tmp_path: Path) -> None:
