@@ -271,27 +271,28 @@ def _amend_parsers(actions: Actions) -> None:
 
 
 def _terminal_options(terminal: argparse.ArgumentParser) -> None:
-    terminal.add_argument("--to", default="127.0.0.1:8583", help="HOST:PORT of the host (default %(default)s)")
-    terminal.add_argument("--dialect", default="iso87binary", help="the host's dialect, a name or a dialect file"
-                          " (default %(default)s; iso-host dialects lists them)")  # fmt: skip
-    terminal.add_argument("--tid", default=DEMO_TID, help="terminal ID, F41: exactly 8 characters (default"
-                          " %(default)s, the demo terminal)")  # fmt: skip
-    terminal.add_argument("--mid", default=DEMO_MID, help="merchant ID, F42: exactly 15 characters (default"
-                          " %(default)s)")  # fmt: skip
-    terminal.add_argument("--state", help="terminal state file (default ~/.iso-host/terminal-TID-DIALECT-HOST_PORT"
-                          ".json: one per terminal, host and dialect)")  # fmt: skip
-    terminal.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="seconds to wait for the host's"
-                          " answer (default %(default)g); a financial request left unanswered is reversed")  # fmt: skip
-    terminal.add_argument("--no-auto-reversal", action="store_true", help="do not reverse a financial request the"
-                          " host left unanswered (default: reverse it at once, and keep trying)")  # fmt: skip
-    terminal.add_argument("--tmk", default=DEMO_TMK, help="terminal master key, 32 hex digits: unwraps sign-on keys,"
-                          " seals the state file's card numbers (default: the demo terminal's)")  # fmt: skip
-    terminal.add_argument("--json", action="store_true", help="print one JSON object (request, response, code,"
-                          " meaning, approved, rrn, state_file) instead of text")  # fmt: skip
-    terminal.add_argument("--tls", action="store_true", help="connect with TLS")
-    terminal.add_argument("--tls-ca", help="PEM CA that signed the host's certificate (default: the system's)")
-    terminal.add_argument("--tls-cert", help="PEM client certificate (mutual TLS)")
-    terminal.add_argument("--tls-key", help="PEM key of --tls-cert")
+    add = terminal.add_argument
+    add("--to", default="127.0.0.1:8583", metavar="HOST:PORT", help="the host's address (default %(default)s)")
+    add("--dialect", default="iso87binary", metavar="NAME",
+        help="the host's dialect, a name or a dialect file (default %(default)s; iso-host dialects lists them)")
+    add("--tid", default=DEMO_TID, help="terminal ID, F41: exactly 8 characters (default %(default)s, the demo"
+        " terminal)")
+    add("--mid", default=DEMO_MID, help="merchant ID, F42: exactly 15 characters (default %(default)s)")
+    add("--state", metavar="FILE", help="terminal state file (default ~/.iso-host/terminal-TID-DIALECT-HOST_PORT.json:"
+        " one per terminal, host and dialect)")
+    add("--timeout", type=float, default=DEFAULT_TIMEOUT_S, metavar="SECONDS",
+        help="seconds to wait for the host's answer (default %(default)g); a financial request left unanswered is"
+        " reversed")
+    add("--no-auto-reversal", action="store_true", help="do not reverse a financial request the host left unanswered"
+        " (default: reverse it at once, and keep trying)")
+    add("--tmk", default=DEMO_TMK, metavar="HEX", help="terminal master key, 32 hex digits: unwraps sign-on keys,"
+        " seals the state file's card numbers (default: the demo terminal's)")
+    add("--json", action="store_true", help="print one JSON object (request, response, code, meaning, approved, rrn,"
+        " state_file) instead of text")
+    add("--tls", action="store_true", help="connect with TLS")
+    add("--tls-ca", metavar="PEM", help="PEM CA that signed the host's certificate (default: the system's)")
+    add("--tls-cert", metavar="PEM", help="PEM client certificate (mutual TLS)")
+    add("--tls-key", metavar="PEM", help="PEM key of --tls-cert")
 
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
