@@ -23,7 +23,7 @@ import time
 from collections.abc import Awaitable, Iterator, MutableMapping
 from typing import Any, Final, Protocol, TypeVar, cast
 
-from iso_host.core.pipeline import Answerer, Outcome
+from iso_host.core.outcome import Answerer, Outcome
 from iso_host.errors import WireError
 from iso_host.gate import ConnectionGate, ThrottledLog
 from iso_host.limits import Limits

@@ -19,7 +19,7 @@ import ssl
 import time
 from typing import Any, Final, Literal
 
-from iso_host.core.pipeline import Answerer
+from iso_host.core.outcome import Answerer
 from iso_host.edge import CLOSE_TIMEOUT_S, Connection, handshake_within, log_outcome
 from iso_host.errors import ConfigError, WireError
 from iso_host.gate import AcceptErrors, ConnectionGate, ThrottledLog

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from typing import Any, Final
 
 from iso_host.console.fields import describe, response_meaning
-from iso_host.core.pipeline import Exchange, Observer
+from iso_host.core.outcome import Exchange, Observer
 from iso_host.errors import WireError
 from iso_host.log import get_logger
 from iso_host.wire import Dialect, Message

@@ -19,7 +19,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
-from iso_host.core.pipeline import Exchange
+from iso_host.core.outcome import Exchange
 from iso_host.errors import WireError
 
 CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"

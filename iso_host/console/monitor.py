@@ -20,7 +20,7 @@ from typing import Any, Final
 from iso_host.cards import mask_pan, pan_from_track2
 from iso_host.clock import local_now
 from iso_host.console.fields import response_meaning
-from iso_host.core.pipeline import Exchange, Observer
+from iso_host.core.outcome import Exchange, Observer
 from iso_host.errors import WireError
 from iso_host.money import format_amount
 from iso_host.vocab import Reason

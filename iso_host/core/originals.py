@@ -8,11 +8,11 @@ the original names in turn, for kinds whose cancelling reaches past their origin
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import datetime
+from datetime import date, datetime, time, timedelta
 from typing import Final
 
 from iso_host.core.flows import KINDS, Request
-from iso_host.core.rules import RuleSettings, named_day
+from iso_host.core.rules import RuleSettings
 from iso_host.ledger.model import Original, OriginalQuery
 from iso_host.ledger.store import Store
 
@@ -53,3 +53,23 @@ async def find_named(
         if current is not None:
             lineage.append(current)
     return original, tuple(lineage)
+
+
+def named_day(mmdd: str, now: datetime, settings: RuleSettings) -> tuple[datetime, datetime] | None:
+    """The local day a terminal names by month and day (CUP 61.3), as [start, end): the latest such date no later
+    than tomorrow (a terminal's clock may run ahead). None for a date no calendar has (1399, 0230).
+
+    Local is the rules' time zone, else the host clock's: the zone the host's replies give their F13 date in.
+    """
+    if len(mmdd) != len("MMDD") or not mmdd.isdigit():
+        return None
+    zone = settings.timezone or now.tzinfo
+    latest = now.astimezone(zone).date() + timedelta(days=1)
+    for year in range(latest.year, latest.year - 8, -1):  # 8 years hold a 29 February
+        try:
+            day = date(year, int(mmdd[:2]), int(mmdd[2:]))
+        except ValueError:
+            continue
+        if day <= latest:
+            return datetime.combine(day, time(0, 0), zone), datetime.combine(day + timedelta(days=1), time(0, 0), zone)
+    return None

@@ -146,14 +146,14 @@ def when(moment: datetime, settings: RuleSettings) -> str:
     return f"{_local(moment, settings):%Y-%m-%d %H:%M:%S}"
 
 
-def _original(view: LedgerView) -> Original:
+def the_original(view: LedgerView) -> Original:
     assert view.original is not None, "rules after original_found run only when it was found"
     return view.original
 
 
-def _named(view: LedgerView) -> str:
+def named(view: LedgerView) -> str:
     """The original as the words name it: its kind, and its RRN."""
-    record = _original(view).record
+    record = the_original(view).record
     return f"{kind_words(record.kind)} {record.rrn}"
 
 
@@ -170,17 +170,17 @@ def original_found(_attempt: Attempt, view: LedgerView, _now: datetime, _setting
     return view.original is not None
 
 
-def _why_not_found(attempt: Attempt, _view: LedgerView, _now: datetime, _settings: RuleSettings) -> str:
+def why_not_found(attempt: Attempt, _view: LedgerView, _now: datetime, _settings: RuleSettings) -> str:
     named = [f"RRN {attempt.rrn}"] if attempt.rrn else []
     named += [f"approval code {attempt.auth_code.strip()}"] if attempt.auth_code else []
     return f"no original of this terminal and merchant{' with ' + ', '.join(named) if named else ''}"
 
 
-def _why_not_a(wanted: str) -> Words:
+def why_not_a(wanted: str) -> Words:
     """The words of a check for the original's kind: what it is instead (or that it was declined)."""
 
     def why(_attempt: Attempt, view: LedgerView, _now: datetime, _settings: RuleSettings) -> str:
-        record = _original(view).record
+        record = the_original(view).record
         declined = "declined " if record.status is Status.DECLINED else ""
         return f"original {record.rrn} is a {declined}{kind_words(record.kind)}, not {wanted}"
 
@@ -188,37 +188,37 @@ def _why_not_a(wanted: str) -> Words:
 
 
 def voidable(_attempt: Attempt, view: LedgerView, _now: datetime, _settings: RuleSettings) -> bool:
-    record = _original(view).record
+    record = the_original(view).record
     return record.kind in VOIDABLE_KINDS and record.status is not Status.DECLINED
 
 
 def not_cancelled(_attempt: Attempt, view: LedgerView, _now: datetime, _settings: RuleSettings) -> bool:
-    original = _original(view)
+    original = the_original(view)
     return original.record.status in UNCANCELLED and not original.effective_reversal
 
 
-def _why_cancelled(_attempt: Attempt, view: LedgerView, _now: datetime, _settings: RuleSettings) -> str:
-    return f"{_named(view)} is {_state(_original(view))}"
+def why_cancelled(_attempt: Attempt, view: LedgerView, _now: datetime, _settings: RuleSettings) -> str:
+    return f"{named(view)} is {_state(the_original(view))}"
 
 
 def batch_open(_attempt: Attempt, view: LedgerView, _now: datetime, _settings: RuleSettings) -> bool:
-    return not _original(view).batch_settled
+    return not the_original(view).batch_settled
 
 
-def _why_batch_settled(_attempt: Attempt, view: LedgerView, _now: datetime, _settings: RuleSettings) -> str:
-    return f"{_named(view)} is in batch {_original(view).record.batch_number}, settled"
+def why_batch_settled(_attempt: Attempt, view: LedgerView, _now: datetime, _settings: RuleSettings) -> str:
+    return f"{named(view)} is in batch {the_original(view).record.batch_number}, settled"
 
 
 def _age(view: LedgerView, now: datetime) -> timedelta | None:
     """How long ago the original was recorded; None when that is after ``now``. The host's clock can be set back
     (live control's ``set-clock``, or hosts with clocks apart sharing one ledger): an original from the future is
     inside no window, or a sale days too old would become voidable again by moving the clock back."""
-    age = now - _original(view).record.created_at
+    age = now - the_original(view).record.created_at
     return age if age >= timedelta(0) else None
 
 
 def within_void_window(_attempt: Attempt, view: LedgerView, now: datetime, settings: RuleSettings) -> bool:
-    created = _original(view).record.created_at
+    created = the_original(view).record.created_at
     age = _age(view, now)
     if age is None:
         return False
@@ -229,16 +229,16 @@ def within_void_window(_attempt: Attempt, view: LedgerView, now: datetime, setti
 
 
 def _why_from_the_future(view: LedgerView, now: datetime, settings: RuleSettings) -> str:
-    created = _original(view).record.created_at
-    return f"{_named(view)} at {when(created, settings)}, after now {when(now, settings)}: the clock went back"
+    created = the_original(view).record.created_at
+    return f"{named(view)} at {when(created, settings)}, after now {when(now, settings)}: the clock went back"
 
 
 def _why_window(_attempt: Attempt, view: LedgerView, now: datetime, settings: RuleSettings) -> str:
-    created = _original(view).record.created_at
+    created = the_original(view).record.created_at
     age = _age(view, now)
     if age is None:
         return _why_from_the_future(view, now, settings)
-    at = f"{_named(view)} at {when(created, settings)}"
+    at = f"{named(view)} at {when(created, settings)}"
     if settings.void_window != SAME_BUSINESS_DAY:
         return f"{at}, {span(age)} ago, window {span(timedelta(hours=float(settings.void_window)))}"
     then, today = business_day(created, settings), business_day(now, settings)
@@ -249,24 +249,24 @@ def _why_window(_attempt: Attempt, view: LedgerView, now: datetime, settings: Ru
 
 def same_amount(attempt: Attempt, view: LedgerView, _now: datetime, _settings: RuleSettings) -> bool:
     """The amount the original is worth: an adjusted or tipped sale is voided at its adjusted amount plus its tip."""
-    return attempt.amount_minor == _original(view).effective_minor
+    return attempt.amount_minor == the_original(view).effective_minor
 
 
 def _why_amount(attempt: Attempt, view: LedgerView, _now: datetime, _settings: RuleSettings) -> str:
-    original = _original(view)
+    original = the_original(view)
     worth = format_amount(original.effective_minor)
     if original.effective_minor != original.record.amount_minor:
         worth += f" as adjusted and tipped, recorded at {format_amount(original.record.amount_minor)}"
-    return f"{_named(view)} {worth}, {_asking(attempt)} {format_amount(attempt.amount_minor)}"
+    return f"{named(view)} {worth}, {_asking(attempt)} {format_amount(attempt.amount_minor)}"
 
 
 def same_card(attempt: Attempt, view: LedgerView, _now: datetime, _settings: RuleSettings) -> bool:
-    card = _original(view).record.card
+    card = the_original(view).record.card
     return attempt.pan_hash is None or card is None or attempt.pan_hash == card.pan_hash
 
 
-def _why_other_card(_attempt: Attempt, view: LedgerView, _now: datetime, _settings: RuleSettings) -> str:
-    return f"the request's card is not the card of {_named(view)}"
+def why_other_card(_attempt: Attempt, view: LedgerView, _now: datetime, _settings: RuleSettings) -> str:
+    return f"the request's card is not the card of {named(view)}"
 
 
 def card_presented(attempt: Attempt, view: LedgerView, _now: datetime, settings: RuleSettings) -> bool:
@@ -275,11 +275,11 @@ def card_presented(attempt: Attempt, view: LedgerView, _now: datetime, settings:
     An original without a card (a QR payment) has none to present."""
     if not settings.void_requires_card or attempt.pan_hash is not None:
         return True
-    return _original(view).record.card is None
+    return the_original(view).record.card is None
 
 
 def _why_no_card(_attempt: Attempt, view: LedgerView, _now: datetime, _settings: RuleSettings) -> str:
-    return f"no card in the request, {_named(view)} was paid by card, void_requires_card on"
+    return f"no card in the request, {named(view)} was paid by card, void_requires_card on"
 
 
 def operator_permitted(attempt: Attempt, _view: LedgerView, _now: datetime, _settings: RuleSettings) -> bool:
@@ -291,12 +291,12 @@ def _why_operator(_attempt: Attempt, _view: LedgerView, _now: datetime, _setting
 
 
 def within_refused_attempts(_attempt: Attempt, view: LedgerView, _now: datetime, settings: RuleSettings) -> bool:
-    return _original(view).refused_void_attempts < settings.max_refused_void_attempts
+    return the_original(view).refused_void_attempts < settings.max_refused_void_attempts
 
 
 def _why_refused_attempts(_attempt: Attempt, view: LedgerView, _now: datetime, settings: RuleSettings) -> str:
-    refused_so_far = _original(view).refused_void_attempts
-    return f"{_named(view)} has {refused_so_far} refused attempts, limit {settings.max_refused_void_attempts}"
+    refused_so_far = the_original(view).refused_void_attempts
+    return f"{named(view)} has {refused_so_far} refused attempts, limit {settings.max_refused_void_attempts}"
 
 
 def within_voids_per_day(_attempt: Attempt, view: LedgerView, _now: datetime, settings: RuleSettings) -> bool:
@@ -311,22 +311,22 @@ def _why_voids_per_day(_attempt: Attempt, view: LedgerView, _now: datetime, sett
 # original has refused its attempts, every further one is VOID_LIMIT_EXCEEDED, so guessing the amount (or the
 # card) can neither succeed nor learn anything. The per-day limit counts approvals, and comes last.
 VOID_RULES: Final[tuple[Rule, ...]] = (
-    Rule(Reason.ORIGINAL_NOT_FOUND, original_found, _why_not_found),
-    Rule(Reason.NOT_VOIDABLE, voidable, _why_not_a("an approved sale")),
-    Rule(Reason.ALREADY_CANCELLED, not_cancelled, _why_cancelled),
-    Rule(Reason.BATCH_CLOSED, batch_open, _why_batch_settled),
+    Rule(Reason.ORIGINAL_NOT_FOUND, original_found, why_not_found),
+    Rule(Reason.NOT_VOIDABLE, voidable, why_not_a("an approved sale")),
+    Rule(Reason.ALREADY_CANCELLED, not_cancelled, why_cancelled),
+    Rule(Reason.BATCH_CLOSED, batch_open, why_batch_settled),
     Rule(Reason.VOID_WINDOW_EXPIRED, within_void_window, _why_window),
     Rule(Reason.VOID_LIMIT_EXCEEDED, within_refused_attempts, _why_refused_attempts),
     Rule(Reason.AMOUNT_MISMATCH, same_amount, _why_amount),
     Rule(Reason.CARD_MISMATCH, card_presented, _why_no_card),
-    Rule(Reason.CARD_MISMATCH, same_card, _why_other_card),
+    Rule(Reason.CARD_MISMATCH, same_card, why_other_card),
     Rule(Reason.OPERATOR_NOT_PERMITTED, operator_permitted, _why_operator),
     Rule(Reason.VOID_LIMIT_EXCEEDED, within_voids_per_day, _why_voids_per_day),
 )
 
 
 def not_voided_or_fully_refunded(_attempt: Attempt, view: LedgerView, _now: datetime, _settings: RuleSettings) -> bool:
-    original = _original(view)
+    original = the_original(view)
     return original.record.status in (Status.APPROVED, Status.PARTIALLY_REFUNDED) and not original.effective_reversal
 
 
@@ -339,51 +339,31 @@ def _why_refund_age(_attempt: Attempt, view: LedgerView, now: datetime, settings
     age = _age(view, now)
     if age is None:
         return _why_from_the_future(view, now, settings)
-    created = when(_original(view).record.created_at, settings)
-    return f"{_named(view)} at {created}, {span(age)} ago, at most {settings.refund_max_age_days} d"
+    created = when(the_original(view).record.created_at, settings)
+    return f"{named(view)} at {created}, {span(age)} ago, at most {settings.refund_max_age_days} d"
 
 
 def within_refundable_amount(attempt: Attempt, view: LedgerView, _now: datetime, _settings: RuleSettings) -> bool:
-    record = _original(view).record
+    record = the_original(view).record
     return 0 < attempt.amount_minor <= record.amount_minor - record.refunded_minor
 
 
 def _why_refundable(attempt: Attempt, view: LedgerView, _now: datetime, _settings: RuleSettings) -> str:
-    record = _original(view).record
+    record = the_original(view).record
     rest = record.amount_minor - record.refunded_minor
-    return (f"{_named(view)} {format_amount(record.amount_minor)}, refunded {format_amount(record.refunded_minor)}, "
+    return (f"{named(view)} {format_amount(record.amount_minor)}, refunded {format_amount(record.refunded_minor)}, "
             f"refundable {format_amount(rest)}, refund {format_amount(attempt.amount_minor)}")  # fmt: skip
 
 
 REFUND_RULES: Final[tuple[Rule, ...]] = (
-    Rule(Reason.ORIGINAL_NOT_FOUND, original_found, _why_not_found),
+    Rule(Reason.ORIGINAL_NOT_FOUND, original_found, why_not_found),
     # only an approved sale can be refunded, as only one can be voided
-    Rule(Reason.NOT_VOIDABLE, voidable, _why_not_a("an approved sale")),
-    Rule(Reason.ALREADY_CANCELLED, not_voided_or_fully_refunded, _why_cancelled),
+    Rule(Reason.NOT_VOIDABLE, voidable, why_not_a("an approved sale")),
+    Rule(Reason.ALREADY_CANCELLED, not_voided_or_fully_refunded, why_cancelled),
     Rule(Reason.VOID_WINDOW_EXPIRED, within_refund_age, _why_refund_age),
     Rule(Reason.AMOUNT_MISMATCH, within_refundable_amount, _why_refundable),
-    Rule(Reason.CARD_MISMATCH, same_card, _why_other_card),
+    Rule(Reason.CARD_MISMATCH, same_card, why_other_card),
 )
-
-
-def named_day(mmdd: str, now: datetime, settings: RuleSettings) -> tuple[datetime, datetime] | None:
-    """The local day a terminal names by month and day (CUP 61.3), as [start, end): the latest such date no later
-    than tomorrow (a terminal's clock may run ahead). None for a date no calendar has (1399, 0230).
-
-    Local is the rules' time zone, else the host clock's: the zone the host's replies give their F13 date in.
-    """
-    if len(mmdd) != len("MMDD") or not mmdd.isdigit():
-        return None
-    zone = settings.timezone or now.tzinfo
-    latest = now.astimezone(zone).date() + timedelta(days=1)
-    for year in range(latest.year, latest.year - 8, -1):  # 8 years hold a 29 February
-        try:
-            day = date(year, int(mmdd[:2]), int(mmdd[2:]))
-        except ValueError:
-            continue
-        if day <= latest:
-            return datetime.combine(day, time(0, 0), zone), datetime.combine(day + timedelta(days=1), time(0, 0), zone)
-    return None
 
 
 # --- The pre-authorisation family (CUP 60.1 10/11/20/21). A pre-auth is open while APPROVED, unreversed and not
@@ -396,201 +376,96 @@ def preauth_expiry(record: TransactionRecord, settings: RuleSettings) -> datetim
 
 
 def is_preauth(_attempt: Attempt, view: LedgerView, _now: datetime, _settings: RuleSettings) -> bool:
-    record = _original(view).record
+    record = the_original(view).record
     return record.kind is Kind.PREAUTH and record.status is not Status.DECLINED
 
 
 def preauth_open(_attempt: Attempt, view: LedgerView, _now: datetime, _settings: RuleSettings) -> bool:
-    original = _original(view)
+    original = the_original(view)
     return original.record.status is Status.APPROVED and not original.effective_reversal and original.closed_by is None
 
 
 def preauth_unexpired(_attempt: Attempt, view: LedgerView, now: datetime, settings: RuleSettings) -> bool:
     """Approved no later than ``now`` (a pre-auth from the future is expired: the clock went back) and not expired."""
-    return _age(view, now) is not None and now < preauth_expiry(_original(view).record, settings)
+    return _age(view, now) is not None and now < preauth_expiry(the_original(view).record, settings)
 
 
 def _why_expired(_attempt: Attempt, view: LedgerView, now: datetime, settings: RuleSettings) -> str:
     if _age(view, now) is None:
         return _why_from_the_future(view, now, settings)
-    record = _original(view).record
+    record = the_original(view).record
     expired, lifetime = when(preauth_expiry(record, settings), settings), span(timedelta(days=settings.preauth_days))
-    return f"{_named(view)} at {when(record.created_at, settings)}, expired {expired} after {lifetime}"
+    return f"{named(view)} at {when(record.created_at, settings)}, expired {expired} after {lifetime}"
 
 
 def names_its_auth_code(attempt: Attempt, view: LedgerView, _now: datetime, _settings: RuleSettings) -> bool:
     """A request that names the original's approval code (F38, padded with spaces by some terminals) names it."""
-    return attempt.auth_code is None or attempt.auth_code.strip() == _original(view).record.auth_code
+    return attempt.auth_code is None or attempt.auth_code.strip() == the_original(view).record.auth_code
 
 
 def _why_other_auth_code(attempt: Attempt, view: LedgerView, _now: datetime, _settings: RuleSettings) -> str:
-    named = (attempt.auth_code or "").strip()
-    return f"approval code {named} named, {_named(view)} has {_original(view).record.auth_code or 'none'}"
+    code = (attempt.auth_code or "").strip()
+    return f"approval code {code} named, {named(view)} has {the_original(view).record.auth_code or 'none'}"
 
 
 def within_completion_tolerance(attempt: Attempt, view: LedgerView, _now: datetime, settings: RuleSettings) -> bool:
     """At most ``completion_tolerance_percent`` above the pre-auth's amount, and not zero (unless zero amounts are
     allowed). Exact: integers and decimals, never floats."""
-    held = _original(view).record.amount_minor
+    held = the_original(view).record.amount_minor
     ceiling = Decimal(held) * (100 + Decimal(str(settings.completion_tolerance_percent)))
     positive = attempt.amount_minor > 0 or settings.allow_zero_amount
     return positive and Decimal(attempt.amount_minor) * 100 <= ceiling
 
 
 def _why_tolerance(attempt: Attempt, view: LedgerView, _now: datetime, settings: RuleSettings) -> str:
-    held = _original(view).record.amount_minor
+    held = the_original(view).record.amount_minor
     if attempt.amount_minor == 0:
-        return f"{_named(view)} {format_amount(held)}, completion 0.00, zero amounts not allowed"
+        return f"{named(view)} {format_amount(held)}, completion 0.00, zero amounts not allowed"
     tolerance = Decimal(str(settings.completion_tolerance_percent))
     most = int(Decimal(held) * (100 + tolerance) // 100)
-    return (f"{_named(view)} {format_amount(held)}, completion {format_amount(attempt.amount_minor)}, "
+    return (f"{named(view)} {format_amount(held)}, completion {format_amount(attempt.amount_minor)}, "
             f"limit {percent(settings.completion_tolerance_percent)} above = {format_amount(most)}")  # fmt: skip
 
 
 def is_completion(_attempt: Attempt, view: LedgerView, _now: datetime, _settings: RuleSettings) -> bool:
-    record = _original(view).record
+    record = the_original(view).record
     return record.kind is Kind.COMPLETION and record.status is not Status.DECLINED
 
 
 # Pre-auth void (CUP 0100 60.1=11): by the pre-auth's batch and STAN (61.1, 61.2) or its approval code and date
 # (F38, 61.3); any time while it is open, whatever batch it was approved in (a pre-auth is never in the totals).
 PREAUTH_VOID_RULES: Final[tuple[Rule, ...]] = (
-    Rule(Reason.ORIGINAL_NOT_FOUND, original_found, _why_not_found),
+    Rule(Reason.ORIGINAL_NOT_FOUND, original_found, why_not_found),
     # F38 and 61.1/61.2 name two different transactions
     Rule(Reason.ORIGINAL_NOT_FOUND, names_its_auth_code, _why_other_auth_code),
-    Rule(Reason.NOT_VOIDABLE, is_preauth, _why_not_a("a pre-auth")),
-    Rule(Reason.ALREADY_CANCELLED, preauth_open, _why_cancelled),  # voided, completed or reversed already
+    Rule(Reason.NOT_VOIDABLE, is_preauth, why_not_a("a pre-auth")),
+    Rule(Reason.ALREADY_CANCELLED, preauth_open, why_cancelled),  # voided, completed or reversed already
     Rule(Reason.VOID_WINDOW_EXPIRED, preauth_unexpired, _why_expired),
     Rule(Reason.VOID_LIMIT_EXCEEDED, within_refused_attempts, _why_refused_attempts),
     Rule(Reason.AMOUNT_MISMATCH, same_amount, _why_amount),
     Rule(Reason.CARD_MISMATCH, card_presented, _why_no_card),
-    Rule(Reason.CARD_MISMATCH, same_card, _why_other_card),
+    Rule(Reason.CARD_MISMATCH, same_card, why_other_card),
     Rule(Reason.OPERATOR_NOT_PERMITTED, operator_permitted, _why_operator),
 )
 
 # Completion (CUP 0200 60.1=20, offline 0220 60.1=24): names an open, unexpired pre-auth by its approval code and
 # date; takes at most the tolerance above it, once (the store checks ExpectPreauthOpen inside the commit).
 COMPLETION_RULES: Final[tuple[Rule, ...]] = (
-    Rule(Reason.ORIGINAL_NOT_FOUND, original_found, _why_not_found),
+    Rule(Reason.ORIGINAL_NOT_FOUND, original_found, why_not_found),
     # the approval code is another kind's: no pre-auth has it
-    Rule(Reason.ORIGINAL_NOT_FOUND, is_preauth, _why_not_a("a pre-auth")),
-    Rule(Reason.ALREADY_CANCELLED, preauth_open, _why_cancelled),  # completed, voided or reversed already
+    Rule(Reason.ORIGINAL_NOT_FOUND, is_preauth, why_not_a("a pre-auth")),
+    Rule(Reason.ALREADY_CANCELLED, preauth_open, why_cancelled),  # completed, voided or reversed already
     Rule(Reason.VOID_WINDOW_EXPIRED, preauth_unexpired, _why_expired),
     Rule(Reason.AMOUNT_MISMATCH, within_completion_tolerance, _why_tolerance),
-    Rule(Reason.CARD_MISMATCH, same_card, _why_other_card),
+    Rule(Reason.CARD_MISMATCH, same_card, why_other_card),
 )
 
 # Completion void (CUP 0200 60.1=21): a sale void's rules, for a completion (the per-day void limit counts sale
 # voids only).
 COMPLETION_VOID_RULES: Final[tuple[Rule, ...]] = tuple(
-    Rule(Reason.NOT_VOIDABLE, is_completion, _why_not_a("an approved completion")) if rule.check is voidable else rule
+    Rule(Reason.NOT_VOIDABLE, is_completion, why_not_a("an approved completion")) if rule.check is voidable else rule
     for rule in VOID_RULES
     if rule.check is not within_voids_per_day
-)
-
-
-# --- Adjust and tip (CUP 0220 60.1=32/34): they change what a sale of the open batch is worth, by naming it (61.1
-# batch + 61.2 STAN, and/or F37 its RRN); the sale's own row never changes. They go into the sale's own batch, so that
-# a batch's totals move only while it is open (the settlement's ExpectBatchTotals and the settled-batch trigger keep
-# that under races), and the store checks inside the commit that the sale is still as the view saw it
-# (ExpectAmendable).
-
-
-def names_its_rrn(attempt: Attempt, view: LedgerView, _now: datetime, _settings: RuleSettings) -> bool:
-    """A request that names the original by batch and STAN and by RRN names one transaction with both."""
-    return attempt.rrn is None or attempt.rrn == _original(view).record.rrn
-
-
-def _why_other_rrn(attempt: Attempt, view: LedgerView, _now: datetime, _settings: RuleSettings) -> str:
-    record = _original(view).record
-    return f"RRN {attempt.rrn} named, batch {record.batch_number} STAN {record.stan} names {_named(view)}"
-
-
-def is_sale(_attempt: Attempt, view: LedgerView, _now: datetime, _settings: RuleSettings) -> bool:
-    return _original(view).record.kind is Kind.SALE and _original(view).record.status is not Status.DECLINED
-
-
-def is_offline_sale(attempt: Attempt, view: LedgerView, now: datetime, settings: RuleSettings) -> bool:
-    """A sale the terminal approved itself and advised afterwards: a financial advice (MTI x220; CUP offline settlement
-    60.1=30, e-cash upload 36). An online sale was authorised for its amount: only a tip may change it."""
-    return is_sale(attempt, view, now, settings) and _original(view).record.mti[2:3] == "2"
-
-
-def _why_online(attempt: Attempt, view: LedgerView, now: datetime, settings: RuleSettings) -> str:
-    if not is_sale(attempt, view, now, settings):
-        return _why_not_a("an offline sale")(attempt, view, now, settings)
-    return f"{_named(view)} was authorised online (MTI {_original(view).record.mti}): only a tip may change it"
-
-
-def sale_open(_attempt: Attempt, view: LedgerView, _now: datetime, _settings: RuleSettings) -> bool:
-    """Approved, and not voided, refunded or reversed since."""
-    original = _original(view)
-    return original.record.status is Status.APPROVED and not original.effective_reversal
-
-
-def in_the_request_batch(attempt: Attempt, view: LedgerView, _now: datetime, _settings: RuleSettings) -> bool:
-    """The sale is in the batch the request names (the one its own row goes into)."""
-    return attempt.batch_number is None or attempt.batch_number == _original(view).record.batch_number
-
-
-def _why_other_batch(attempt: Attempt, view: LedgerView, _now: datetime, _settings: RuleSettings) -> str:
-    return f"{_named(view)} is in batch {_original(view).record.batch_number}, the request in {attempt.batch_number}"
-
-
-def positive_amount(attempt: Attempt, _view: LedgerView, _now: datetime, _settings: RuleSettings) -> bool:
-    return attempt.amount_minor > 0
-
-
-def _why_not_positive(attempt: Attempt, _view: LedgerView, _now: datetime, _settings: RuleSettings) -> str:
-    return f"amount {format_amount(attempt.amount_minor)}, must be above 0.00"
-
-
-def untipped(_attempt: Attempt, view: LedgerView, _now: datetime, _settings: RuleSettings) -> bool:
-    return _original(view).tip_minor is None
-
-
-def _why_tipped(_attempt: Attempt, view: LedgerView, _now: datetime, _settings: RuleSettings) -> str:
-    return f"{_named(view)} already has a tip of {format_amount(_original(view).tip_minor or 0)}: one tip per sale"
-
-
-def within_tip_limit(attempt: Attempt, view: LedgerView, _now: datetime, settings: RuleSettings) -> bool:
-    """At most ``tip_limit_percent`` of the sale (as adjusted). Exact: integers and decimals, never floats."""
-    ceiling = Decimal(_original(view).base_minor) * Decimal(str(settings.tip_limit_percent))
-    return Decimal(attempt.amount_minor) * 100 <= ceiling
-
-
-def _why_tip_limit(attempt: Attempt, view: LedgerView, _now: datetime, settings: RuleSettings) -> str:
-    base = _original(view).base_minor
-    most = int(Decimal(base) * Decimal(str(settings.tip_limit_percent)) // 100)
-    return (f"{_named(view)} {format_amount(base)}, tip {format_amount(attempt.amount_minor)}, "
-            f"limit {percent(settings.tip_limit_percent)} = {format_amount(most)}")  # fmt: skip
-
-
-# Adjust (CUP 0220 60.1=32): F4 is the offline sale's corrected amount; the newest approved adjust counts.
-ADJUST_RULES: Final[tuple[Rule, ...]] = (
-    Rule(Reason.ORIGINAL_NOT_FOUND, original_found, _why_not_found),
-    # 61.1/61.2 and F37 name two different transactions
-    Rule(Reason.ORIGINAL_NOT_FOUND, names_its_rrn, _why_other_rrn),
-    Rule(Reason.NOT_VOIDABLE, is_offline_sale, _why_online),  # an online sale, or not a sale
-    Rule(Reason.ALREADY_CANCELLED, sale_open, _why_cancelled),  # voided, refunded or reversed
-    Rule(Reason.BATCH_CLOSED, batch_open, _why_batch_settled),
-    Rule(Reason.BATCH_CLOSED, in_the_request_batch, _why_other_batch),
-    Rule(Reason.INVALID_AMOUNT, positive_amount, _why_not_positive),
-    Rule(Reason.CARD_MISMATCH, same_card, _why_other_card),
-)
-
-# Tip (CUP 0220 60.1=34): F4 is the tip alone, added to a sale (online or offline) once, within tip_limit_percent.
-TIP_RULES: Final[tuple[Rule, ...]] = (
-    Rule(Reason.ORIGINAL_NOT_FOUND, original_found, _why_not_found),
-    Rule(Reason.ORIGINAL_NOT_FOUND, names_its_rrn, _why_other_rrn),
-    Rule(Reason.NOT_VOIDABLE, is_sale, _why_not_a("an approved sale")),
-    Rule(Reason.ALREADY_CANCELLED, sale_open, _why_cancelled),
-    Rule(Reason.INVALID_TRANSACTION, untipped, _why_tipped),  # once per sale
-    Rule(Reason.BATCH_CLOSED, batch_open, _why_batch_settled),
-    Rule(Reason.BATCH_CLOSED, in_the_request_batch, _why_other_batch),
-    Rule(Reason.INVALID_AMOUNT, positive_amount, _why_not_positive),
-    Rule(Reason.EXCEEDS_LIMIT, within_tip_limit, _why_tip_limit),
-    Rule(Reason.CARD_MISMATCH, same_card, _why_other_card),
 )
 
 

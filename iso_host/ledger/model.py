@@ -175,7 +175,8 @@ class OriginalQuery:
     batch_number: int | None = None
     auth_code: str | None = None  # CUP F38: a pre-auth is named by its approval code (and its date)
     date_mmdd: str | None = None  # CUP 61.3: the original's local date as the terminal names it
-    # The date as times: the host turns ``date_mmdd`` into them (core/rules.py named_day); the store reads only these.
+    # The date as times: the host turns ``date_mmdd`` into them (core/originals.py named_day); the store reads only
+    # these.
     created_from: datetime | None = None
     created_before: datetime | None = None
 

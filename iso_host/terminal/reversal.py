@@ -9,17 +9,39 @@ sent again before the next command's request. ``--no-auto-reversal`` turns it of
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Final
+from pathlib import Path
+from typing import Any, Final, Protocol
 
 from iso_host.clock import local_now
 from iso_host.money import format_amount
 from iso_host.styles import family_of
 from iso_host.terminal import batch as book
-from iso_host.terminal.client import ClientError, ClientState, NoResponse, dukpt_keys
+from iso_host.terminal.client import ClientError, ClientState, MacKeys, NoResponse, TerminalClient, dukpt_keys
 from iso_host.wire import Dialect, Message
 
-if TYPE_CHECKING:
-    from iso_host.terminal.context import Session
+
+class Session(Protocol):
+    """What sending reversals needs of a terminal's session (``context.Session``, which calls in here)."""
+
+    @property
+    def dialect(self) -> Dialect: ...
+
+    @property
+    def client(self) -> TerminalClient: ...
+
+    @property
+    def state(self) -> ClientState: ...
+
+    @property
+    def state_path(self) -> Path: ...
+
+    @property
+    def timeout_s(self) -> float: ...
+
+    @property
+    def bdk(self) -> bytes | None: ...
+
+    def mac_keys(self) -> MacKeys | None: ...
 
 # What a terminal reverses when it gets no answer: requests that move money and can be reversed.
 REVERSIBLE: Final = frozenset({"sale", "authorisation", "preauth", "completion", "refund", "void", "preauth_void",

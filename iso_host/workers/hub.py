@@ -11,7 +11,8 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from iso_host.core.pipeline import Host, Outcome
+from iso_host.core.outcome import Outcome
+from iso_host.core.pipeline import Host
 from iso_host.log import get_logger
 from iso_host.workers.ipc import HELLO, IpcError, MessageReader, answer, parse_request
 

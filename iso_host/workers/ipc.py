@@ -11,7 +11,7 @@ import json
 import struct
 from typing import Final
 
-from iso_host.core.pipeline import Outcome
+from iso_host.core.outcome import Outcome
 from iso_host.errors import WireError
 from iso_host.vocab import Reason
 

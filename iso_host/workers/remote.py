@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 
-from iso_host.core.pipeline import Outcome
+from iso_host.core.outcome import Outcome
 from iso_host.wire import Dialect
 from iso_host.workers.ipc import IpcError, MessageReader, hello, parse_answer, request
 

@@ -39,7 +39,7 @@ from hypothesis import HealthCheck, event, given, note, settings
 from hypothesis import strategies as st
 from hypothesis.control import currently_in_test_context
 
-from iso_host.core.pipeline import Outcome
+from iso_host.core.outcome import Outcome
 from iso_host.terminal.client import TerminalClient
 from iso_host.vocab import Reason
 from iso_host.wire import WireDecodeError, decode, reply_mti

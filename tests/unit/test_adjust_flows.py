@@ -27,8 +27,9 @@ from core_tables import (
     view,
 )
 
+from iso_host.core.amend_rules import ADJUST_RULES, TIP_RULES
 from iso_host.core.flows import Decision
-from iso_host.core.rules import ADJUST_RULES, TIP_RULES, Attempt, Rule, RuleSettings, first_failing
+from iso_host.core.rules import Attempt, Rule, RuleSettings, first_failing
 from iso_host.ledger.model import (
     ChangeStatus,
     ExpectAmendable,

@@ -9,7 +9,7 @@ from waiting import until
 
 from iso_host.console import monitor as monitoring
 from iso_host.console.monitor import Monitor
-from iso_host.core.pipeline import Exchange
+from iso_host.core.outcome import Exchange
 from iso_host.vocab import Reason
 from iso_host.wire import Message, load_dialect
 

@@ -9,7 +9,7 @@ from structlog.testing import capture_logs
 
 from iso_host.cli.decode import Frame, decode_frame, has_length_header
 from iso_host.console.debug_log import DebugLog, Observers, with_debug_log
-from iso_host.core.pipeline import Exchange
+from iso_host.core.outcome import Exchange
 from iso_host.errors import WireError
 from iso_host.vocab import Reason
 from iso_host.wire import Envelope, Message, encode, load_dialect

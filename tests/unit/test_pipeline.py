@@ -36,7 +36,8 @@ from hypothesis import strategies as st
 from log_audit import remember_secret
 from memory_store import MemoryStore, batch_totals
 
-from iso_host.core.pipeline import Host, Outcome
+from iso_host.core.outcome import Outcome
+from iso_host.core.pipeline import Host
 from iso_host.core.test_cards import TestCard
 from iso_host.errors import ConflictError, StoreError
 from iso_host.events.record import EventSink

@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from core_tables import NOW, OTHER_CARD, attempt, original, rules, view
 
+from iso_host.core.originals import named_day
 from iso_host.core.rules import (
     COMPLETION_RULES,
     COMPLETION_VOID_RULES,
@@ -20,7 +21,6 @@ from iso_host.core.rules import (
     Attempt,
     RuleSettings,
     first_failing,
-    named_day,
     preauth_expiry,
 )
 from iso_host.ledger.model import LedgerView

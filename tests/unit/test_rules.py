@@ -15,13 +15,12 @@ from core_tables import CARD, NOW, OTHER_CARD, PAN, attempt, original, rules, vi
 from hypothesis import given
 from hypothesis import strategies as st
 
+from iso_host.core.amend_rules import ADJUST_RULES, TIP_RULES
 from iso_host.core.rules import (
-    ADJUST_RULES,
     COMPLETION_RULES,
     COMPLETION_VOID_RULES,
     PREAUTH_VOID_RULES,
     REFUND_RULES,
-    TIP_RULES,
     VOID_RULES,
     Attempt,
     Rule,

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from iso_host.core.pipeline import Outcome
+from iso_host.core.outcome import Outcome
 from iso_host.errors import WireError
 from iso_host.vocab import Reason
 from iso_host.workers import ipc

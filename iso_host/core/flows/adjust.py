@@ -15,9 +15,10 @@ is refused (NOT_VOIDABLE); the terminal sends the advice again instead, and a re
 
 from __future__ import annotations
 
+from iso_host.core.amend_rules import ADJUST_RULES, TIP_RULES
 from iso_host.core.flows.base import Context, Decision, Request, reply_fields
 from iso_host.core.flows.original import apply_rules, given_back, in_a_settled_batch
-from iso_host.core.rules import ADJUST_RULES, TIP_RULES, Rule
+from iso_host.core.rules import Rule
 from iso_host.ledger.model import ExpectAmendable, LedgerView, Original, RecordTransaction
 from iso_host.vocab import Kind, Reason
 
