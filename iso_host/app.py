@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from iso_host.cards import pan_hash
 from iso_host.clock import HostClock, local_now
@@ -21,9 +21,6 @@ from iso_host.config import Config, TerminalConfig, load_config
 from iso_host.config_checks import Problems
 from iso_host.config_keys import mac_key_problems
 from iso_host.config_security import check_terminal_kinds
-from iso_host.console.debug_log import with_debug_log
-from iso_host.console.http import RunningConsole
-from iso_host.console.running import console_token, open_console
 from iso_host.control.secret import load_secret
 from iso_host.core.guards import SecuritySettings
 from iso_host.core.issuer_scripts import overflow
@@ -48,6 +45,9 @@ from iso_host.tls import server_context
 from iso_host.trace import DEFAULT_MAX_BYTES, Tracer
 from iso_host.wire import Dialect, load_dialect
 from iso_host.workers.pool import WorkerPool, listening_socket
+
+if TYPE_CHECKING:  # the console (aiohttp) is imported only by a host that serves it: commands start faster
+    from iso_host.console.http import RunningConsole
 
 MQTT_READY_TIMEOUT_S: Final = 3.0  # at start, how long to wait for the broker before serving without it
 
@@ -187,6 +187,8 @@ async def _start_console(config: Config, running: RunningApp) -> None:
     """The web console beside the host; an address it cannot listen on stops the host again (one line) rather than
     leave it running half-configured."""
     host, relay = running.host, running.background.relay
+    from iso_host.console.running import console_token, open_console  # noqa: PLC0415 - see TYPE_CHECKING above
+
     token, made = console_token(config.http)
     try:
         running.console = await open_console(
@@ -256,6 +258,8 @@ async def start(config: Config, trace: TraceOptions | None = None) -> RunningApp
     if config.http.enabled:
         await _start_console(config, running)
     if config.log_level.lower() == "debug":  # only then: describing both messages costs every request something
+        from iso_host.console.debug_log import with_debug_log  # noqa: PLC0415 - only at debug level
+
         host.observer = with_debug_log(host.observer, dialect)
     # A script that starts the host and at once sends a control command must find the listener subscribed.
     await background.ready(MQTT_READY_TIMEOUT_S)

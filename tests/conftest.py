@@ -1,8 +1,8 @@
 """Run-wide fixtures: every in-process log line of the test run goes to one JSON file, checked at the end.
 
 The run's hosts (in this process and the ones it starts) take their PAN hash key from ``ISO_HOST_PAN_KEY``, so no
-test writes ``~/.iso-host/pan-hash.key``; the tests of the key file itself unset it. Their web consoles listen on a
-free port (``ISO_HOST_HTTP``).
+test writes ``~/.iso-host/pan-hash.key``; the tests of the key file itself unset it. They serve no web console
+(``ISO_HOST_HTTP=off``) unless a test asks for one.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from iso_host.log import configure
 
 TEST_PAN_HASH_KEY = "5A17" * 16
 os.environ.setdefault("ISO_HOST_PAN_KEY", TEST_PAN_HASH_KEY)
-# Every host the tests start serves its web console on a free port, not on 8080, which tests running side by side
-# (and a developer's own host) would fight over; the console's own tests choose their address.
-os.environ.setdefault("ISO_HOST_HTTP", "127.0.0.1:0")
+# The hosts the tests start serve no web console (it would cost each start the import of aiohttp, and 8080 is one
+# port for all): the console's own tests ask for one with --http 127.0.0.1:0.
+os.environ.setdefault("ISO_HOST_HTTP", "off")
 remember_secret(DEMO_TMK, "4761739001010010", TEST_PAN_HASH_KEY)
 
 

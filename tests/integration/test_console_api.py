@@ -45,7 +45,8 @@ def serving(tmp_path: Path, *extra: str, config: str = CONFIG) -> Iterator[tuple
     path = tmp_path / "host.toml"
     path.write_text(config)
     process = subprocess.Popen(
-        [*ISO_HOST, "serve", "--port", "0", "--log-format", "json", "--config", str(path), *extra],
+        [*ISO_HOST, "serve", "--port", "0", "--log-format", "json", "--config", str(path), "--http", "127.0.0.1:0",
+         *extra],
         cwd=tmp_path, env=dict(os.environ, HOME=str(tmp_path)), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         text=True,
     )  # fmt: skip

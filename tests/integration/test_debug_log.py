@@ -57,7 +57,8 @@ def test_debug_level_logs_each_request_and_response_decoded_and_masked(tmp_path:
     output = tmp_path / "host.log"
     with output.open("w", encoding="utf-8") as stream:
         process = subprocess.Popen(
-            [*ISO_HOST, "serve", "--port", "0", "--log-format", "json", "--log-level", "debug"],
+            [*ISO_HOST, "serve", "--port", "0", "--log-format", "json", "--log-level", "debug",
+             "--http", "127.0.0.1:0"],
             cwd=tmp_path, stdout=stream, stderr=subprocess.STDOUT, text=True,
         )  # fmt: skip
         try:
