@@ -4,26 +4,32 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import os
 import sys
-from typing import Any, TextIO, cast
+from collections.abc import Sequence
+from typing import Any, Final, TextIO, cast
 
 from iso_host import __version__
-from iso_host.cli import certs, codes, control, decode, dialects, events, fuzz, ledger, replay, serve, terminal
 from iso_host.cli.exit_codes import EXIT_ERROR
 from iso_host.errors import ConfigError, IsoHostError, StoreError
 from iso_host.terminal.client import ClientError
 
-# In the order ``iso-host --help`` lists them; each has ``add_parser(commands)``, whose commands set ``handler``.
-COMMAND_MODULES = (serve, terminal, replay, decode, events, control, fuzz, ledger, dialects, codes, certs)
+# In the order ``iso-host --help`` lists them: each is the module ``iso_host.cli.<name>``, whose
+# ``add_parser(commands)`` registers it and whose commands set ``handler``.
+COMMANDS: Final = ("serve", "terminal", "replay", "decode", "events", "control", "fuzz", "ledger", "dialects", "codes",
+                   "certs")  # fmt: skip
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The parser; given the arguments, only the named command's module is imported (``iso-host terminal ...`` does
+    not load the host, its database drivers or the console: every command starts sooner), else every command's."""
     parser = argparse.ArgumentParser(prog="iso-host", description="ISO 8583 acquirer host emulator")
     parser.add_argument("--version", action="version", version=f"iso-host {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
-    for module in COMMAND_MODULES:
-        module.add_parser(commands)
+    named = next((arg for arg in argv or () if not arg.startswith("-")), None)
+    for name in (named,) if named in COMMANDS else COMMANDS:
+        importlib.import_module(f"iso_host.cli.{name}").add_parser(commands)
     return parser
 
 
@@ -59,7 +65,8 @@ class _PipeSafe:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    arguments = sys.argv[1:] if argv is None else argv
+    args = build_parser(arguments).parse_args(arguments)
     stdout = sys.stdout
     sys.stdout = cast(TextIO, _PipeSafe(stdout))
     try:
