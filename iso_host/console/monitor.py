@@ -50,17 +50,32 @@ VOID_KINDS: Final = frozenset({"void", "preauth_void", "completion_void"})
 Counting = Observer  # what the monitor passes each exchange on to (console.metrics.Metrics)
 
 
+# What the monitor keeps of an answer: one tuple of bytes, texts and numbers, which the garbage collector stops
+# tracking after its first look (a class instance, or a tuple holding one, it would walk at every collection of its
+# generation: with thousands kept that cost several microseconds a sale). Unpacked into a ``Seen`` when read.
+Kept = tuple[Any, ...]
+_ID, _TIME, _LATENCY, _TID, _KIND, _CODE, _BATCH = 0, 1, 2, 3, 4, 5, 6
+
+
+def _kept(exchange_id: int, time_s: float, latency_ms: float, exchange: Exchange) -> Kept:
+    reason = exchange.reason.value if exchange.reason is not None else None
+    return (exchange_id, time_s, latency_ms, exchange.tid, exchange.kind, exchange.response_code, exchange.batch,
+            exchange.frame, exchange.reply, exchange.mti, reason, exchange.mac, exchange.detail, exchange.scenario,
+            exchange.stan, exchange.partial)  # fmt: skip
+
+
 class Seen:
-    """One exchange as the console keeps it (a plain slots class: one is made per request)."""
+    """One kept answer, unpacked to be read."""
 
-    __slots__ = ("exchange", "id", "latency_ms", "row", "time_s")
+    __slots__ = ("exchange", "id", "latency_ms", "time_s")
 
-    def __init__(self, exchange_id: int, time_s: float, latency_ms: float, exchange: Exchange) -> None:
-        self.id = exchange_id
-        self.time_s = time_s  # when it was answered, seconds since the epoch
-        self.latency_ms = latency_ms
-        self.exchange = exchange
-        self.row: dict[str, Any] | None = None  # built once, on first use
+    def __init__(self, kept: Kept, dialect: Dialect) -> None:
+        (self.id, self.time_s, self.latency_ms, tid, kind, code, batch, frame, reply, mti, reason, mac, detail,
+         scenario, stan, partial) = kept  # fmt: skip
+        self.exchange = Exchange(
+            dialect, frame, reply, mti=mti, reason=Reason(reason) if reason is not None else None, response_code=code,
+            kind=kind, mac=mac, detail=detail, scenario=scenario, batch=batch, tid=tid, stan=stan, partial=partial,
+        )  # fmt: skip
 
     @property
     def time(self) -> datetime:
@@ -106,29 +121,29 @@ class Monitor:
         self.dialect = dialect
         self._now = now
         self._monotonic = monotonic
-        self.seen: deque[Seen] = deque(maxlen=KEEP)
+        self.seen: deque[Kept] = deque(maxlen=KEEP)
         self.anomalies: deque[Anomaly] = deque(maxlen=KEEP)
         self.terminals: dict[str, TerminalDay] = {}
         self.rejected_frames: int = 0
         self._ids = itertools.count(1)
         self._anomaly_ids = itertools.count(1)
         self._subscribers: set[asyncio.Queue[tuple[str, Any]]] = set()
-        self._pending: list[Seen] = []
+        self._pending: list[Kept] = []
         self._flush: asyncio.TimerHandle | None = None
         self.metrics: Counting | None = None  # Prometheus counters, when /metrics is served
 
     # --- fed by the pipeline (core.pipeline.Observer) -------------------------------------------------------------
 
     def exchange(self, exchange: Exchange, latency_s: float) -> None:
-        seen = Seen(next(self._ids), self._now(), round(latency_s * 1000, 3), exchange)
-        self.seen.append(seen)
+        kept = _kept(next(self._ids), self._now(), round(latency_s * 1000, 3), exchange)
+        self.seen.append(kept)
         if self.metrics is not None:
             self.metrics.exchange(exchange, latency_s)
-        tid = exchange.request.fields.get("41")
+        tid = exchange.tid
         if tid is not None:
-            self._count(tid, seen)
+            self._count(tid, kept[_ID], kept[_TIME], exchange)
         if self._subscribers:
-            self._pending.append(seen)
+            self._pending.append(kept)
             if self._flush is None:
                 self._flush = asyncio.get_running_loop().call_later(FLUSH_S, self._send_pending)
 
@@ -143,13 +158,12 @@ class Monitor:
 
     # --- the terminal's day and the anomalies --------------------------------------------------------------------
 
-    def _count(self, tid: str, seen: Seen) -> None:
+    def _count(self, tid: str, exchange_id: int, time_s: float, exchange: Exchange) -> None:
         day = self.terminals.setdefault(tid, TerminalDay())
-        exchange = seen.exchange
         reason = exchange.reason
         day.requests += 1
-        day.last_seen = seen.time_s
-        day.last_stan = exchange.request.fields.get("11", day.last_stan)
+        day.last_seen = time_s
+        day.last_stan = exchange.stan or day.last_stan
         if reason is Reason.APPROVED:
             day.approved += 1
         elif reason is not None:
@@ -158,16 +172,16 @@ class Monitor:
         flagged = FLAGGED.get(reason) if reason is not None else None
         if flagged is not None:
             self._flag(tid, reason.name.lower() if reason else "", f"{flagged} ({exchange.kind or exchange.mti})",
-                       (seen.id,))  # fmt: skip
+                       (exchange_id,))  # fmt: skip
         if exchange.kind in VOID_KINDS:
             day.refused_voids = 0 if reason is Reason.APPROVED else day.refused_voids + 1
             if day.refused_voids == REFUSED_VOID_STREAK:
                 self._flag(tid, "refused_voids", f"{REFUSED_VOID_STREAK} refused voids in a row", self._last_ids(tid))
         if exchange.kind == "reversal" and exchange.detail and ("unknown" in exchange.detail
                                                                 or "not found" in exchange.detail):  # fmt: skip
-            self._flag(tid, "unknown_original", "reversal of an unknown original", (seen.id,))
+            self._flag(tid, "unknown_original", "reversal of an unknown original", (exchange_id,))
         if exchange.kind == "settlement" and reason is Reason.OUT_OF_BALANCE:
-            self._flag(tid, "out_of_balance", "batch out of balance at settlement", (seen.id,))
+            self._flag(tid, "out_of_balance", "batch out of balance at settlement", (exchange_id,))
         declines = day.declines
         if (reason is not Reason.APPROVED and len(declines) == DECLINE_BURST
                 and declines[-1] - declines[0] <= DECLINE_WINDOW_S):  # fmt: skip
@@ -176,7 +190,7 @@ class Monitor:
             declines.clear()
 
     def _last_ids(self, tid: str, count: int = 5) -> tuple[int, ...]:
-        found = [s.id for s in reversed(self.seen) if s.exchange.request.fields.get("41") == tid][:count]
+        found = [kept[_ID] for kept in reversed(self.seen) if kept[_TID] == tid][:count]
         return tuple(reversed(found))
 
     def _flag(self, tid: str | None, kind: str, text: str, transactions: tuple[int, ...]) -> None:
@@ -189,29 +203,29 @@ class Monitor:
     # --- what the API reads ---------------------------------------------------------------------------------------
 
     def row(self, seen: Seen) -> dict[str, Any]:
-        """The summary the live table shows (masked PAN, amount as text, the code's meaning)."""
-        if seen.row is None:
-            exchange = seen.exchange
-            fields = exchange.request.fields
-            amount = fields.get("4")
-            code = exchange.response_code
-            seen.row = {
-                "id": seen.id, "time": _iso(seen.time), "local_time": _local_hms(seen.time),
-                "tid": fields.get("41"), "kind": exchange.kind, "mti": exchange.mti,
-                "amount": format_amount(int(amount)) if amount and amount.isdigit() else None,
-                "currency": fields.get("49"), "pan": _masked_card(exchange.request), "code": code,
-                "meaning": _meaning(exchange.reason) or response_meaning(code, self.dialect), "reason": exchange.reason,
-                "latency_ms": seen.latency_ms, "stan": fields.get("11"),
-                "rrn": (exchange.response.fields.get("37") if exchange.response else None) or fields.get("37"),
-                "batch": None if exchange.batch is None else f"{exchange.batch:06d}",
-            }  # fmt: skip
-        return seen.row
+        """The summary the live table shows (masked PAN, amount as text, the code's meaning), built when asked for
+        and not kept: what the monitor keeps of an answer stays a few objects (see ``core.outcome.Exchange``)."""
+        exchange = seen.exchange
+        request, response = exchange.request, exchange.response  # decoded now, not kept
+        fields = request.fields
+        amount = fields.get("4")
+        code = exchange.response_code
+        return {
+            "id": seen.id, "time": _iso(seen.time), "local_time": _local_hms(seen.time),
+            "tid": exchange.tid, "kind": exchange.kind, "mti": exchange.mti,
+            "amount": format_amount(int(amount)) if amount and amount.isdigit() else None,
+            "currency": fields.get("49"), "pan": _masked_card(request), "code": code,
+            "meaning": _meaning(exchange.reason) or response_meaning(code, self.dialect), "reason": exchange.reason,
+            "latency_ms": seen.latency_ms, "stan": exchange.stan,
+            "rrn": (response.fields.get("37") if response else None) or fields.get("37"),
+            "batch": None if exchange.batch is None else f"{exchange.batch:06d}",
+        }  # fmt: skip
 
     def find(self, exchange_id: int) -> Seen | None:
-        for seen in reversed(self.seen):
-            if seen.id == exchange_id:
-                return seen
-            if seen.id < exchange_id:
+        for kept in reversed(self.seen):
+            if kept[_ID] == exchange_id:
+                return Seen(kept, self.dialect)
+            if kept[_ID] < exchange_id:
                 return None
         return None
 
@@ -219,12 +233,11 @@ class Monitor:
              batch: str | None = None, limit: int = 200) -> list[dict[str, Any]]:  # fmt: skip
         """Newest first, filtered."""
         found: list[dict[str, Any]] = []
-        for seen in reversed(self.seen):
-            row = self.row(seen)
-            wanted = ((tid is None or row["tid"] == tid) and (kind is None or row["kind"] == kind)
-                      and (code is None or row["code"] == code))  # fmt: skip
-            if wanted and (batch is None or _same_batch(row["batch"], batch)):
-                found.append(row)
+        for kept in reversed(self.seen):
+            wanted = ((tid is None or kept[_TID] == tid) and (kind is None or kept[_KIND] == kind)
+                      and (code is None or kept[_CODE] == code))  # fmt: skip
+            if wanted and (batch is None or _same_batch(kept[_BATCH], batch)):
+                found.append(self.row(Seen(kept, self.dialect)))  # decoded only for the rows that are shown
                 if len(found) >= limit:
                     break
         return found
@@ -249,7 +262,7 @@ class Monitor:
         self._flush = None
         pending = self._pending
         skipped = max(0, len(pending) - MAX_ROWS_PER_FLUSH)
-        batch = [self.row(seen) for seen in pending[skipped:]]
+        batch = [self.row(Seen(kept, self.dialect)) for kept in pending[skipped:]]
         pending.clear()
         for queue in self._subscribers:
             if skipped:
@@ -275,8 +288,8 @@ def _meaning(reason: Reason | None) -> str | None:
     return reason.value.replace("_", " ").capitalize()
 
 
-def _same_batch(shown: str | None, wanted: str) -> bool:
-    return shown is not None and shown.lstrip("0") == wanted.lstrip("0")
+def _same_batch(batch: int | None, wanted: str) -> bool:
+    return batch is not None and wanted.isdigit() and batch == int(wanted)
 
 
 def _offer(queue: asyncio.Queue[tuple[str, Any]], item: tuple[str, Any]) -> None:

@@ -101,8 +101,8 @@ class Host:
         except WireDecodeError as error:
             if self.events is not None:  # counted, never an event of its own: anyone can send bytes
                 self._counted_instead(error.partial, Reason.FORMAT_ERROR, attributed=False)
-            return self._format_error(error)
-        outcome = Outcome(None, mti=message.mti, log=self._log_fields(message), started=started)
+            return self._format_error(error, frame)
+        outcome = Outcome(None, mti=message.mti, log=self._log_fields(message), started=started, frame=frame)
         response_mac: ResponseMac | None = None
         classified = False
         replay: bytes | None = None
@@ -385,8 +385,10 @@ class Host:
             mac_state = "failed" if decision.reason is Reason.MAC_FAILED else "absent" if mac is None else "verified"
             log = outcome.log
             self.observer.exchange(
-                Exchange(request, response, decision.reason, code, outcome.kind, mac_state, _text(log.get("detail")),
-                         _text(log.get("scenario")), outcome.batch),
+                Exchange(self.dialect, outcome.frame, outcome.reply, mti=request.mti, reason=decision.reason,
+                         response_code=code, kind=outcome.kind, mac=mac_state, detail=_text(log.get("detail")),
+                         scenario=_text(log.get("scenario")), batch=outcome.batch, tid=_text(log.get("tid")),
+                         stan=_text(log.get("stan")), partial=request if outcome.error is not None else None),
                 self.monotonic() - outcome.started if outcome.started else 0.0,
             )  # fmt: skip
         return outcome
@@ -396,13 +398,13 @@ class Host:
         echoed = {k: request.fields[k] for k in self.dialect.echo_fields if k in request.fields}
         return Message(reply_mti(request.mti), {**echoed, **fields, "39": response_code}, request.pads)
 
-    def _format_error(self, error: WireDecodeError) -> Outcome:
+    def _format_error(self, error: WireDecodeError, frame: bytes) -> Outcome:
         if self.observer is not None:
             self.observer.rejected(error)
         partial = error.partial
         if partial is None:
             return Outcome(None, close=True, error=error)
-        outcome = Outcome(None, mti=partial.mti, error=error, log=self._log_fields(partial))
+        outcome = Outcome(None, mti=partial.mti, error=error, log=self._log_fields(partial), frame=frame)
         try:
             return self._respond(outcome, error.envelope, partial, Decision(Reason.FORMAT_ERROR), None)
         except ValueError:

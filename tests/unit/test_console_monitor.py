@@ -13,7 +13,7 @@ from iso_host.core.outcome import Exchange
 from iso_host.vocab import Reason
 from iso_host.wire import Message, load_dialect
 
-CUP = load_dialect("cup")
+ISO87 = load_dialect("iso87binary")
 NOW = datetime(2026, 12, 2, 10, 0, tzinfo=UTC)
 
 
@@ -27,14 +27,15 @@ class Clock:
 
 def answered(kind: str, reason: Reason, *, tid: str = "TERM0001", stan: str = "000001", code: str = "00",
              detail: str | None = None) -> Exchange:  # fmt: skip
-    request = Message("0200", {"2": "6222021234567890", "4": "000000001500", "11": stan, "41": tid,
-                               "42": "MERCHANT0000001", "49": "156", "60": "22000001000"})  # fmt: skip
+    request = Message("0200", {"2": "6222021234567890", "3": "000000", "4": "000000001500", "11": stan, "41": tid,
+                               "42": "MERCHANT0000001", "49": "156"})  # fmt: skip
     response = Message("0210", {"11": stan, "37": "000000000042", "39": code, "41": tid})
-    return Exchange(request, response, reason, code, kind, "verified", detail, None, batch=1)
+    return Exchange.of(ISO87, request, response, reason=reason, response_code=code, kind=kind, mac="verified",
+                       detail=detail, batch=1)
 
 
 def fed(*exchanges: Exchange, clock: Clock | None = None) -> Monitor:
-    monitor = Monitor(CUP, now=NOW.timestamp, monotonic=clock or Clock())
+    monitor = Monitor(ISO87, now=NOW.timestamp, monotonic=clock or Clock())
     for exchange in exchanges:
         monitor.exchange(exchange, 0.0042)
     return monitor
@@ -93,7 +94,7 @@ def test_anomalies(exchanges: list[Exchange], kinds: list[str]) -> None:
 
 def test_declines_spread_out_are_no_burst() -> None:
     clock = Clock()
-    monitor = Monitor(CUP, now=NOW.timestamp, monotonic=clock)
+    monitor = Monitor(ISO87, now=NOW.timestamp, monotonic=clock)
     for _ in range(5):
         monitor.exchange(answered("sale", Reason.INSUFFICIENT_FUNDS, code="51"), 0.001)
         clock.now += monitoring.DECLINE_WINDOW_S / 4 + 1
@@ -102,7 +103,7 @@ def test_declines_spread_out_are_no_burst() -> None:
 
 def test_only_the_last_exchanges_are_kept(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(monitoring, "KEEP", 3)
-    monitor = Monitor(CUP, now=NOW.timestamp, monotonic=Clock())
+    monitor = Monitor(ISO87, now=NOW.timestamp, monotonic=Clock())
     for stan in range(5):
         monitor.exchange(answered("sale", Reason.APPROVED, stan=f"{stan:06d}"), 0.001)
     assert [row["stan"] for row in monitor.rows()] == ["000004", "000003", "000002"]

@@ -48,7 +48,8 @@ class Recording:
 
 def approved_sale() -> Exchange:
     response = Message("0210", {**SALE.fields, "39": "00"})
-    return Exchange(SALE, response, Reason.APPROVED, "00", "sale", "absent", None, None)
+    return Exchange.of(load_dialect("iso87binary"), SALE, response, reason=Reason.APPROVED, response_code="00",
+                       kind="sale", mac="absent")
 
 
 def test_observers_hand_every_call_to_each_in_order() -> None:
