@@ -39,9 +39,9 @@ async def _serve(config: Config, trace: TraceOptions | None = None, loop_name: s
              loop=loop_name, workers=config.workers, console=app.console.url if app.console else None,
              version=__version__)  # fmt: skip
     if app.console is not None:
+        made = {"token": app.console_token, "hint": "the token is shown this once: changes need it"}
         announce(f"console on {app.console.url}", control=config.http.control,
-                 token=app.console_token, hint="the token is shown this once: changes need it" if app.console_token
-                 else None)  # fmt: skip
+                 **(made if app.console_token else {}))  # fmt: skip
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
