@@ -286,6 +286,13 @@ class Api:
     async def cards(self, _request: web.Request) -> web.Response:
         return await self._command("list-cards", {})
 
+    async def add_card(self, request: web.Request) -> web.Response:
+        body = await self._body(request)
+        return body if isinstance(body, web.Response) else await self._command("add-card", {"card": body})
+
+    async def remove_card(self, request: web.Request) -> web.Response:
+        return await self._command("remove-card", {"index": _index(request)})
+
     async def reload_cards(self, _request: web.Request) -> web.Response:
         return await self._command("reload-cards", {})
 
@@ -359,6 +366,8 @@ def application(console: Console) -> web.Application:
     app.router.add_put("/api/scenarios/{index}", api.replace_scenario)
     app.router.add_delete("/api/scenarios/{index}", api.remove_scenario)
     app.router.add_get("/api/cards", api.cards)
+    app.router.add_post("/api/cards", api.add_card)
+    app.router.add_delete("/api/cards/{index}", api.remove_card)
     app.router.add_post("/api/cards/reload", api.reload_cards)
     app.router.add_get("/api/clock", api.clock)
     app.router.add_post("/api/clock", api.set_clock)

@@ -18,7 +18,8 @@ from typing import Any, Final
 
 from iso_host.cards import mask_pan
 from iso_host.clock import HostClock
-from iso_host.config_cards import scenario_from_table
+from iso_host.config_cards import card_entry, scenario_from_table
+from iso_host.config_checks import Problems
 from iso_host.control.signing import SIGNED_FIELDS
 from iso_host.core.issuer_scripts import overflow
 from iso_host.core.scenarios import Scenario, ScenarioBook
@@ -362,18 +363,51 @@ def _optional_amount(minor: int | None) -> str | None:
     return format_amount(minor) if minor is not None else None
 
 
+def _card_book(controls: Controls, command: str) -> CardBook:
+    if controls.cards is None:
+        raise _Refused(f"{command}: this host's live control was not given its test cards")
+    return controls.cards
+
+
+def _add_card(controls: Controls, arguments: Mapping[str, Any]) -> _Done:
+    """A test card from a table like ``[[cards]]``, checked as the config file's are; a card of the same PAN is
+    replaced (its balance starts again). Only its masked PAN comes back."""
+    cards = _card_book(controls, "add-card")
+    table = arguments.get("card")
+    if not isinstance(table, dict):
+        raise _Refused("card: required (a table like [[cards]]: pan, balance, limit, status, expiry, pin, imk)")
+    problems = Problems("card")
+    entry = card_entry(problems, 0, table)
+    if problems.lines or entry is None:
+        first = problems.lines[0] if problems.lines else "card: not a card"
+        raise _Refused(first.removeprefix("card: ").replace("cards[0]", "card", 1))
+    replaced = cards.put(entry.pan, entry.test_card())
+    return _Done({"card": mask_pan(entry.pan), "replaced": replaced, "cards": len(cards)})
+
+
+def _remove_card(controls: Controls, arguments: Mapping[str, Any]) -> _Done:
+    """The card at ``index`` of list-cards' list."""
+    cards = _card_book(controls, "remove-card")
+    index = arguments.get("index")
+    if isinstance(index, bool) or not isinstance(index, int):
+        raise _Refused(f"index: must be the card's position in list-cards' list, got {_shown(index)}")
+    removed = cards.remove_at(index)
+    if removed is None:
+        raise _Refused(f"index: no card at {index} (there are {len(cards)})")
+    return _Done({"removed": removed, "cards": len(cards)})
+
+
 def _list_cards(controls: Controls, _arguments: Mapping[str, Any]) -> _Done:
     """The test cards as the console's cards view shows them: the masked PAN, never the clear one, nor the PIN or
     the IMK (only whether there is one); amounts as text, ``None`` for unlimited."""
-    if controls.cards is None:
-        raise _Refused("list-cards: this host's live control was not given its test cards")
+    cards = _card_book(controls, "list-cards")
     now = controls.clock()
     listed = [
         {"pan": masked, "status": card.status, "expiry": card.expiry, "balance": _optional_amount(card.balance_minor),
          "available": _optional_amount(card.available_minor(now)), "limit": _optional_amount(card.limit_minor),
          "has_pin": card.pin is not None, "has_imk": card.imk is not None,
          "emv_scheme": card.emv_scheme if card.imk is not None else None}
-        for masked, card in controls.cards.listing()
+        for masked, card in cards.listing()
     ]  # fmt: skip
     return _Done({"cards": listed}, changed=False)
 
@@ -401,6 +435,8 @@ COMMANDS: Final[Mapping[str, _Command]] = {
     "advance-clock": _Command(_advance_clock, frozenset({"seconds"})),
     "reload-cards": _Command(_reload_cards, frozenset()),
     "list-cards": _Command(_list_cards, frozenset()),
+    "add-card": _Command(_add_card, frozenset({"card"})),
+    "remove-card": _Command(_remove_card, frozenset({"index"})),
 }
 READ_ONLY: Final = frozenset({"list-scenarios", "list-cards"})  # the commands that change nothing (no event)
 

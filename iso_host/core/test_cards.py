@@ -119,6 +119,30 @@ class CardBook:
         self._holds, self._pan_of_hold = {}, {}  # balances start again, and so do holds
         self._wrong_pins = {}  # and PIN tries: a reload unblocks
 
+    def put(self, pan: str, card: TestCard) -> bool:
+        """Add ``card``, or replace the card of that PAN (its balance, holds and PIN tries start again); True when it
+        replaced one."""
+        replaced = pan in self._by_pan
+        self._by_pan[pan] = card
+        self._pan_of_hash[self._pan_hash(pan)] = pan
+        self._holds.pop(pan, None)
+        self._wrong_pins.pop(pan, None)
+        self._pan_of_hold = {rrn: held for rrn, held in self._pan_of_hold.items() if held != pan}
+        return replaced
+
+    def remove_at(self, index: int) -> str | None:
+        """Remove the card at ``index`` of ``listing()``; its masked PAN, or None when there is no such card."""
+        pans = list(self._by_pan)
+        if not 0 <= index < len(pans):
+            return None
+        pan = pans[index]
+        del self._by_pan[pan]
+        self._pan_of_hash.pop(self._pan_hash(pan), None)
+        self._holds.pop(pan, None)
+        self._wrong_pins.pop(pan, None)
+        self._pan_of_hold = {rrn: held for rrn, held in self._pan_of_hold.items() if held != pan}
+        return mask_pan(pan)
+
     def listing(self) -> list[tuple[str, TestCard]]:
         """Every card as a view shows it, in configuration order: its masked PAN (never the clear one) and the card
         as a flow would see it now (balance and holds)."""

@@ -213,3 +213,28 @@ def test_the_link_to_a_settled_batch_lists_its_sales(page: Page) -> None:
     expect(page.get_by_test_id("filter-batch")).to_contain_text("1")
     expect(page.locator(f'{LIVE_ROW}[data-kind="settlement"]')).to_have_count(1)
     expect(page.locator(f'{LIVE_ROW}[data-kind="sale"][data-amount="12.34"]')).to_have_count(1, timeout=2_000)
+
+
+def test_a_card_added_in_the_form_declines_a_sale_over_its_balance_until_removed(page: Page, host: Host) -> None:
+    other_pan, other_masked = "4000000000000002", "400000******0002"  # a Luhn-valid test number, not yet a card
+    open_console(page, "/#scenarios")
+    form = page.get_by_test_id("card-form")
+    form.locator('input[name="pan"]').fill("123")  # not a PAN: the host refuses it and changes nothing
+    form.get_by_test_id("card-add").click()
+    expect(page.get_by_test_id("cards-error")).to_contain_text("card.pan")
+    expect(page.get_by_test_id("card-row")).to_have_count(1)
+
+    form.locator('input[name="pan"]').fill(other_pan)
+    form.locator('input[name="balance"]').fill("1.00")
+    form.get_by_test_id("card-add").click()
+    added = page.get_by_test_id("card-row").filter(has_text=other_masked)
+    expect(added).to_have_count(1)
+    expect(page.get_by_test_id("cards-error")).to_be_hidden()
+    no_clear_pan(page)
+    declined = host.terminal("sale", "5.00", "--pan", other_pan)
+    assert field(declined.stdout, 39) == "51", declined.stdout + declined.stderr
+
+    added.get_by_test_id("card-remove").click()
+    expect(page.get_by_test_id("card-row").filter(has_text=other_masked)).to_have_count(0)
+    approved_sale = host.terminal("sale", "5.00", "--pan", other_pan)  # no card: any card is approved
+    assert field(approved_sale.stdout, 39) == "00", approved_sale.stdout + approved_sale.stderr

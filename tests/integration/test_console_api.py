@@ -253,3 +253,23 @@ async def test_workers_report_to_the_core_s_console(tmp_path: Path) -> None:
             assert [r["stan"] for r in rows] == ["000043", "000042", "000041"]
             terminals = (await get(session, "/api/terminals"))["terminals"]
             assert terminals[0]["connected"] is None  # connections live in the workers
+
+
+async def test_a_card_added_over_http_declines_a_sale_over_its_balance_until_removed(tmp_path: Path) -> None:
+    with serving(tmp_path) as (address, url, _):
+        async with client(url) as session:
+            for bad, field_name in (({"pan": "123"}, "card.pan"), ({"pan": CARD, "balance": "x"}, "card.balance"),
+                                    ({"pan": CARD, "status": "happy"}, "card.status")):  # fmt: skip
+                async with session.post("/api/cards", json=bad) as response:
+                    assert response.status == 400
+                    assert (await response.json())["field"] == field_name
+            async with session.post("/api/cards", json={"pan": CARD, "balance": "1.00"}) as response:
+                result = (await response.json())["result"]
+            assert result == {"card": "476173******0010", "replaced": True, "cards": 1}
+            assert (await exchange(address, sale(b"000051", b"000000000500"))).fields["39"] == "51"
+            async with session.delete("/api/cards/0") as response:
+                assert (await response.json())["result"] == {"removed": "476173******0010", "cards": 0}
+            assert (await exchange(address, sale(b"000052", b"000000000500"))).fields["39"] == "00"
+            async with session.delete("/api/cards/0") as response:
+                assert response.status == 400
+                assert (await response.json())["field"] == "index"

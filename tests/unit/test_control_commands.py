@@ -606,6 +606,41 @@ class TestListCards:
             "tid: unknown argument (expected one of request_id)")  # fmt: skip
 
 
+class TestAddAndRemoveCards:
+    def test_a_card_is_added_then_replaced_then_removed(self) -> None:
+        book = card_book()
+        added = run(make_controls(cards=book), "add-card", card={"pan": "4000000000000002", "balance": "1.00"})
+        assert ok(added) == {"card": "400000******0002", "replaced": False, "cards": 3}
+        assert added.events, "a change is an event"
+        assert_no_pan(added)
+        card = book.card("4000000000000002")
+        assert card is not None
+        assert card.balance_minor == 100
+        replaced = run(make_controls(cards=book), "add-card", card={"pan": PAN, "status": "stolen"})
+        assert ok(replaced) == {"card": "476173******0010", "replaced": True, "cards": 3}
+        stolen = book.card(PAN)
+        assert stolen is not None
+        assert stolen.status == "stolen"
+        assert ok(run(make_controls(cards=book), "remove-card", index=0)) == {"removed": "476173******0010", "cards": 2}
+        assert book.card(PAN) is None
+
+    @pytest.mark.parametrize(
+        ("command", "arguments", "message"),
+        [
+            ("add-card", {"card": "4000000000000002"}, "card: required (a table like [[cards]]"),
+            ("add-card", {"card": {"pan": "12"}}, "card.pan: must be 12 to 19 digits"),
+            ("add-card", {"card": {"pan": "4000000000000002", "balance": "lots"}}, "card.balance: "),
+            ("add-card", {"card": {"pan": "4000000000000002", "colour": "red"}}, "card.colour: unknown key"),
+            ("remove-card", {"index": 7}, "index: no card at 7 (there are 2)"),
+            ("remove-card", {"index": "0"}, "index: must be the card's position in list-cards' list"),
+        ],
+    )  # fmt: skip
+    def test_bad_cards_change_nothing(self, command: str, arguments: dict[str, Any], message: str) -> None:
+        book = card_book()
+        assert error(run(make_controls(cards=book), command, **arguments)).startswith(message)
+        assert len(book) == 2
+
+
 class RecordingStore:
     """What apply_reply asks of a store: ``apply``, here recorded, or failing as a full disk does."""
 

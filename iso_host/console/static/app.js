@@ -667,7 +667,7 @@
     const data = await guarded("cards", () => api("/api/cards"));
     if (!data) return;
     const cards = listOf(data, "cards");
-    $("#card-rows").replaceChildren(...cards.map((c) => el("tr", { "data-testid": "card-row" },
+    $("#card-rows").replaceChildren(...cards.map((c, index) => el("tr", { "data-testid": "card-row" },
       el("td", { class: "mono" }, c.pan),
       el("td", {}, el("span", { class: `status ${c.status}` }, text(c.status))),
       el("td", { class: "num mono" }, text(c.balance), c.available !== undefined && c.available !== c.balance
@@ -675,8 +675,31 @@
         : null),
       el("td", { class: "num mono" }, text(c.limit)),
       el("td", { class: "mono" }, text(c.expiry)),
-      el("td", {}, yesNo(c.chip ?? c.has_imk)))));
+      el("td", {}, yesNo(c.chip ?? c.has_imk)),
+      el("td", { class: "control" }, el("button", { type: "button", class: "small", "data-index": index,
+        "data-testid": "card-remove" }, "Remove")))));
     $("#cards-empty").hidden = cards.length > 0;
+  }
+
+  /** The card form as the API takes it: empty fields left out, so the host's defaults apply. */
+  async function addCard(event) {
+    event.preventDefault();
+    const card = {};
+    for (const [name, value] of new FormData(event.target)) {
+      if (String(value).trim() !== "") card[name] = String(value).trim();
+    }
+    if (await guarded("cards", () => api("/api/cards", { method: "POST", body: card })) !== undefined) {
+      event.target.reset();
+      await loadCards();  // only then: a reload would hide the host's error
+    }
+  }
+
+  async function onCardAction(event) {
+    const button = event.target.closest("button[data-index]");
+    if (!button) return;
+    if (await guarded("cards", () => api(`/api/cards/${Number(button.dataset.index)}`, { method: "DELETE" })) !== undefined) {
+      await loadCards();
+    }
   }
 
   async function reloadCards() {
@@ -786,6 +809,8 @@
     byTestId("scenario-cancel").addEventListener("click", stopEditing);
     byTestId("scenarios-clear").addEventListener("click", clearScenarios);
     byTestId("cards-reload").addEventListener("click", reloadCards);
+    $("#card-form").addEventListener("submit", addCard);
+    $("#card-rows").addEventListener("click", onCardAction);
     byTestId("clock-set").addEventListener("submit", onClockSet);
     byTestId("clock-advance").addEventListener("submit", onClockAdvance);
     $("[data-advance]").addEventListener("click", (event) => setClock({ advance_s: Number(event.target.dataset.advance) }));
