@@ -103,7 +103,7 @@ async def test_malformed_commands_get_errors_and_sales_go_on(tmp_path: Path) -> 
     assert bad_field["ok"] is False
     assert bad_field["error"] == "scenario.respond: must be a 2-character response code, got '5'"
     assert unknown_tid["error"] == "tid: terminal 'NOPE0001' is not configured"
-    assert unknown["error"].startswith("command: unknown command 'frobnicate' (expected one of add-scenario,")
+    assert unknown["error"].startswith("command: unknown command 'frobnicate' (expected one of add-card, add-scenario,")
     assert [a["39"] for a in answers] == ["00", "00", "00"]
     assert c.host.host.terminals[TID].enabled, "a refused command changed nothing"
     assert c.notified == []

@@ -26,7 +26,10 @@ SALE: Final = (
 
 
 def log_lines(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.startswith("{")]
+    """The whole lines written so far (the host may be writing the last one as the file is read)."""
+    text = path.read_text(encoding="utf-8")
+    whole = text[: text.rfind("\n") + 1]
+    return [json.loads(line) for line in whole.splitlines() if line.startswith("{")]
 
 
 def event_starting(path: Path, prefix: str) -> dict[str, Any] | None:
