@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Final
 
 from iso_host.cli.exit_codes import EXIT_ERROR, EXIT_NEGATIVE, EXIT_OK
-from iso_host.console.fields import FieldRow, describe, response_meaning
+from iso_host.console.fields import FieldRow, describe, kind_rule, response_meaning
 from iso_host.errors import IsoHostError, WireError
 from iso_host.terminal.captures import read_capture, read_trace
 from iso_host.wire import Dialect, Message, WireDecodeError, decode, load_dialect
@@ -84,10 +84,7 @@ def _response_code(rows: tuple[FieldRow, ...]) -> str | None:
 
 def _kind(message: Message, dialect: Dialect) -> str | None:
     """The kind of a request, or of the request a response answers (0210 is classified as its 0200)."""
-    rule = dialect.classify(message)
-    mti = message.mti
-    if rule is None and mti.isdigit() and len(mti) == 4 and int(mti[2]) % 2 == 1:
-        rule = dialect.classify(Message(f"{mti[:2]}{int(mti[2]) - 1}{mti[3]}", message.fields))
+    rule = kind_rule(message, dialect)
     return rule.kind if rule is not None else None
 
 

@@ -13,11 +13,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any, Final
 
-from iso_host.console.fields import describe, response_meaning
+from iso_host.console.fields import described, response_meaning
 from iso_host.core.outcome import Exchange, Observer
 from iso_host.errors import WireError
 from iso_host.log import get_logger
-from iso_host.wire import Dialect, Message
+from iso_host.wire import Dialect
 
 EVENT: Final = "request_fields"
 
@@ -48,20 +48,16 @@ class DebugLog:
         self.dialect = dialect
         self.log = logger if logger is not None else get_logger()
 
-    def _fields(self, message: Message | None) -> list[dict[str, object]] | None:
-        if message is None:
-            return None
-        return [row.as_json() for row in describe(message, self.dialect)]
-
     def exchange(self, exchange: Exchange, latency_s: float) -> None:
         request, response = exchange.request, exchange.response
         self.log.debug(
-            EVENT, tid=request.fields.get("41"), stan=request.fields.get("11"), mti=request.mti,
+            EVENT, tid=exchange.tid, stan=exchange.stan, mti=exchange.mti,
             response_mti=response.mti if response is not None else None, kind=exchange.kind,
             reason=exchange.reason.value if exchange.reason is not None else None,
             response_code=exchange.response_code, meaning=response_meaning(exchange.response_code, self.dialect),
             mac=exchange.mac, detail=exchange.detail, latency_ms=round(latency_s * 1000, 3),
-            request=self._fields(request), response=self._fields(response),
+            request=described(request, self.dialect),
+            response=described(response, self.dialect) if response is not None else None,
         )  # fmt: skip
 
     def rejected(self, error: WireError) -> None:

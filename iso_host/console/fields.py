@@ -140,7 +140,7 @@ def response_meaning(code: str | None, dialect: Dialect) -> str | None:
 def describe(message: Message, dialect: Dialect) -> tuple[FieldRow, ...]:
     """Every field of ``message`` as a row, in field-number order (the MTI is not one); never raises."""
     family = family_of(dialect)
-    rule = _classify(message, dialect)
+    rule = kind_rule(message, dialect)
     kind = _kind(rule)
     try:
         fields = family.redact(message.fields, rule.kind if rule is not None else None)
@@ -163,7 +163,12 @@ def describe(message: Message, dialect: Dialect) -> tuple[FieldRow, ...]:
     return tuple(rows)
 
 
-def _classify(message: Message, dialect: Dialect) -> KindRule | None:
+def described(message: Message, dialect: Dialect) -> list[dict[str, object]]:
+    """``describe`` as JSON rows: the console's inspector, the debug log's lines."""
+    return [row.as_json() for row in describe(message, dialect)]
+
+
+def kind_rule(message: Message, dialect: Dialect) -> KindRule | None:
     """The kind rule of a request, or of the request a response answers (its fields echo what classifies it)."""
     rule = dialect.classify(message)
     mti = message.mti

@@ -25,7 +25,7 @@ from aiohttp import web
 
 from iso_host import __version__
 from iso_host.config_http import HttpConfig
-from iso_host.console.fields import describe
+from iso_host.console.fields import described
 from iso_host.console.metrics import CONTENT_TYPE, Metrics
 from iso_host.console.monitor import Monitor
 from iso_host.control.apply import apply_reply
@@ -37,7 +37,6 @@ from iso_host.ledger.reports import batch_reports
 from iso_host.log import get_logger
 from iso_host.money import format_amount
 from iso_host.security.keys import key_check_value
-from iso_host.wire import Dialect, Message
 
 MAX_BODY_BYTES: Final = 65_536  # a scenario is a few hundred bytes; live control's own payload limit
 READY_READ_S: Final = 1.0  # /readyz: a ledger that takes longer to answer one read is not ready
@@ -139,8 +138,8 @@ class Api:
         response = exchange.response
         return web.json_response({
             "transaction": monitor.row(seen),
-            "request": {"mti": exchange.request.mti, "fields": _fields(exchange.request, dialect)},
-            "response": None if response is None else {"mti": response.mti, "fields": _fields(response, dialect)},
+            "request": {"mti": exchange.request.mti, "fields": described(exchange.request, dialect)},
+            "response": None if response is None else {"mti": response.mti, "fields": described(response, dialect)},
             "mac": exchange.mac, "decision": exchange.detail, "scenario": exchange.scenario,
         })  # fmt: skip
 
@@ -309,10 +308,6 @@ class Api:
         if "time" in body:
             return await self._command("set-clock", {"time": body["time"]})
         return _error(400, "body: give time (ISO 8601, or now) or advance_s (seconds)", "body")
-
-
-def _fields(message: Message, dialect: Dialect) -> list[dict[str, object]]:
-    return [row.as_json() for row in describe(message, dialect)]
 
 
 def _index(request: web.Request) -> object:
