@@ -39,7 +39,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
 PURE = ("iso_host.vocab", "iso_host.errors", "iso_host.money", "iso_host.urls", "iso_host.cards", "iso_host.wire",
         "iso_host.styles", "iso_host.core", "iso_host.ledger.model", "iso_host.ledger.store", "iso_host.ledger.rules",
         "iso_host.ledger.schema", "iso_host.ledger.sql", "iso_host.ledger.invariants", "iso_host.ledger.totals_json",
-        "iso_host.events.record", "iso_host.events.refusals", "iso_host.control.commands",
+        "iso_host.events.record", "iso_host.events.refusals", "iso_host.control.commands", "iso_host.control.controls",
         "iso_host.control.signing", "iso_host.security", "iso_host.console.fields",
         "iso_host.fuzz.mutations")  # fmt: skip
 IO_IMPORTS = ("asyncio", "socket", "ssl", "threading", "concurrent", "multiprocessing", "subprocess", "selectors",

@@ -29,7 +29,8 @@ from iso_host.console.fields import described
 from iso_host.console.metrics import CONTENT_TYPE, Metrics
 from iso_host.console.monitor import Monitor
 from iso_host.control.apply import apply_reply
-from iso_host.control.commands import Controls, execute
+from iso_host.control.commands import execute
+from iso_host.control.controls import Controls
 from iso_host.core.pipeline import Host
 from iso_host.errors import ConfigError, StoreError
 from iso_host.ledger.model import BatchTotals

@@ -8,13 +8,12 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
-from iso_host.cards import pan_hash
 from iso_host.clock import HostClock
 from iso_host.config_http import HttpConfig
 from iso_host.console.http import Console, RunningConsole, start_console
 from iso_host.console.metrics import Metrics
 from iso_host.console.monitor import Monitor
-from iso_host.control.commands import Controls
+from iso_host.control.controls import host_controls
 from iso_host.core.pipeline import Host
 
 TOKEN_BYTES = 24
@@ -56,11 +55,7 @@ async def open_console(
     metrics = Metrics(connections=lambda: listening.connection_count,
                       signed_on=lambda: sum(t.signed_on for t in host.terminals.values()))  # fmt: skip
     monitor.metrics = metrics
-    controls = Controls(
-        scenarios=host.scenarios, terminals=host.terminals, clock=host.clock,
-        pan_hash=lambda pan: pan_hash(pan, host.store.pan_hash_key), reload_cards=reload_cards, dialect=host.dialect,
-        cards=host.cards,
-    )  # fmt: skip
+    controls = host_controls(host, reload_cards)
     console = Console(
         host=host, monitor=monitor, metrics=metrics, controls=controls, settings=settings,
         ledger_url=ledger_url, token=token, listening=lambda: listening.serving,

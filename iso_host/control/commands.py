@@ -20,9 +20,10 @@ from iso_host.cards import mask_pan
 from iso_host.clock import HostClock
 from iso_host.config_cards import card_entry, scenario_from_table
 from iso_host.config_checks import Problems
+from iso_host.control.controls import Controls
 from iso_host.control.signing import SIGNED_FIELDS
 from iso_host.core.issuer_scripts import overflow
-from iso_host.core.scenarios import Scenario, ScenarioBook
+from iso_host.core.scenarios import Scenario
 from iso_host.core.terminals import NO_KEYS, TerminalState
 from iso_host.core.test_cards import CardBook
 from iso_host.errors import ConfigError
@@ -30,7 +31,6 @@ from iso_host.events.record import control_event
 from iso_host.ledger.model import RecordEvent, SaveSession
 from iso_host.money import format_amount
 from iso_host.security import build_tlv, parse_tlv
-from iso_host.wire import Dialect
 
 INVALID_REQUEST_ID: Final = "invalid"  # the reply topic's last level when the request named no usable id
 MAX_PAYLOAD_BYTES: Final = 65_536  # a scenario table is a few hundred bytes; this bounds every parse below
@@ -38,19 +38,6 @@ MAX_SHOWN_CHARS: Final = 60  # a bad value echoed in an error is cut here (a rep
 MAX_CLOCK_SHIFT: Final = timedelta(days=36_525)  # 100 years either way: any test; far from datetime's limits
 REQUEST_ID: Final = re.compile(r"[A-Za-z0-9_.-]{1,64}")  # one MQTT topic level, no wildcards, no slashes
 _DIGIT_RUN: Final = re.compile(r"[0-9]{12,}")  # 12 digits is the shortest PAN (cards.PAN_MIN_DIGITS)
-
-
-@dataclass(slots=True)
-class Controls:
-    """What live control may change in a running host (the host's own objects, shared, not copies)."""
-
-    scenarios: ScenarioBook
-    terminals: dict[str, TerminalState]
-    clock: HostClock
-    pan_hash: Callable[[str], str]  # keyed hash for a scenario's ``pan``
-    reload_cards: Callable[[], int] | None  # re-reads [[cards]] (raises ConfigError); None: started without --config
-    dialect: Dialect | None = None  # the host's: a scenario's issuer scripts must fit its field 55 (None: unchecked)
-    cards: CardBook | None = None  # the host's test cards, for list-cards (None: not given to live control)
 
 
 @dataclass(frozen=True, slots=True)

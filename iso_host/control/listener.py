@@ -25,7 +25,8 @@ from typing import Final
 import aiomqtt
 
 from iso_host.control.apply import apply_reply
-from iso_host.control.commands import Controls, execute, failure_reply
+from iso_host.control.commands import execute, failure_reply
+from iso_host.control.controls import Controls
 from iso_host.control.signing import SignatureRefused, Verifier, unsigned
 from iso_host.ledger.store import Store
 from iso_host.log import get_logger

@@ -13,7 +13,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
-from iso_host.cards import pan_hash
 from iso_host.clock import HostClock
 from iso_host.config import Config
 from iso_host.core.pipeline import Host
@@ -116,15 +115,11 @@ def start_mqtt_tasks(
     relay = running.relay
     assert relay is not None
     if config.control_enabled:
-        from iso_host.control.commands import Controls  # noqa: PLC0415 - only hosts with control enabled
+        from iso_host.control.controls import host_controls  # noqa: PLC0415 - only hosts with control enabled
         from iso_host.control.listener import ControlListener, Signing  # noqa: PLC0415
         from iso_host.control.signing import Verifier  # noqa: PLC0415
 
-        controls = Controls(
-            scenarios=host.scenarios, terminals=host.terminals, clock=host.clock,
-            pan_hash=lambda pan: pan_hash(pan, host.store.pan_hash_key), reload_cards=reload_cards,
-            dialect=host.dialect, cards=host.cards,
-        )  # fmt: skip
+        controls = host_controls(host, reload_cards)
         signing = Signing(Verifier(control_secret), time.time, time.monotonic) if control_secret else None
         if signing is None and config.events.username is None:
             get_logger(component="control").warning(

@@ -19,7 +19,7 @@ from hosting import TEST_PAN, RunningHost, local_now, running_host
 
 from iso_host.cards import pan_hash
 from iso_host.clock import HostClock
-from iso_host.control.commands import Controls
+from iso_host.control.controls import Controls
 from iso_host.control.listener import ControlListener, Signing
 from iso_host.core.test_cards import TestCard
 from iso_host.errors import StoreError

@@ -24,7 +24,8 @@ from waiting import until
 
 from iso_host.clock import HostClock
 from iso_host.control import listener as listener_module
-from iso_host.control.commands import INVALID_REQUEST_ID, Controls
+from iso_host.control.commands import INVALID_REQUEST_ID
+from iso_host.control.controls import Controls
 from iso_host.control.listener import INTERNAL_ERROR, ControlListener
 from iso_host.core.scenarios import ScenarioBook
 from iso_host.core.terminals import TerminalState

@@ -16,7 +16,8 @@ from log_audit import remember_secret
 
 from iso_host.clock import HostClock
 from iso_host.config import DEMO_TMK
-from iso_host.control.commands import Controls, execute
+from iso_host.control.commands import execute
+from iso_host.control.controls import Controls
 from iso_host.core.guards import SecuritySettings
 from iso_host.core.scenarios import ScenarioBook
 from iso_host.core.terminals import TerminalState

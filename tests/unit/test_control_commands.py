@@ -23,10 +23,10 @@ from iso_host.control.commands import (
     READ_ONLY,
     REQUEST_ID,
     ControlReply,
-    Controls,
     execute,
     failure_reply,
 )
+from iso_host.control.controls import Controls
 from iso_host.core.scenarios import Scenario, ScenarioBook
 from iso_host.core.terminals import NO_KEYS, TerminalState, WorkingKeys
 from iso_host.core.test_cards import CardBook, Hold, TestCard
