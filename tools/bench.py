@@ -40,7 +40,8 @@ from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlsplit, urlunsplit
 
-from iso_host.terminal.client import MAX_STAN, ClientState, TerminalClient
+from iso_host.terminal.client import ClientState, TerminalClient
+from iso_host.terminal.state_files import MAX_STAN
 from iso_host.wire import Dialect, LengthHeader, WireDecodeError, decode, load_dialect
 
 LOOPBACK: Final = "127.0.0.1"

@@ -32,15 +32,13 @@ from iso_host.security import (
 )
 from iso_host.styles import family_of
 from iso_host.terminal.sealed_pans import SealError, loaded_items, seal_key, stored_items
-from iso_host.terminal.state_files import document_problem
+from iso_host.terminal.state_files import MAX_ATC, MAX_STAN, document_problem
 from iso_host.vocab import DEFAULT_MAC_ALGORITHM
 from iso_host.wire import NEED_DATA, Dialect, Envelope, FrameDecoder, Message, decode, encode, encode_frame
 
 DEFAULT_TPDU = bytes.fromhex("6000030000")  # 60 + destination NII 0003 + source NII 0000
 DEFAULT_CUP_HEADER = bytes.fromhex("603100000000")  # magstripe application, software version 31
 DEFAULT_KSN = bytes.fromhex("FFFF9876543210E00000")  # ANSI X9.24-1 Annex A test KSN, counter 0
-MAX_STAN = 999_999
-MAX_ATC = 0xFFFF  # tag 9F36 is two bytes
 
 
 TLS_HANDSHAKE_S = 5.0  # a host that has not finished a TLS handshake by then is not going to

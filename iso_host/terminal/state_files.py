@@ -21,7 +21,7 @@ STATE_DIR: Final = ".iso-host"
 _UNSAFE: Final = re.compile(r"[^A-Za-z0-9.-]")
 MAX_STAN: Final = 999_999
 MAX_BATCH: Final = 999_999
-MAX_ATC: Final = 0xFFFF
+MAX_ATC: Final = 0xFFFF  # tag 9F36 is two bytes
 # What a state file may hold, with the rule each value must keep; anything else is refused by name.
 _NUMBERS: Final = {"stan": (0, MAX_STAN), "batch": (1, MAX_BATCH), "ksn_counter": (0, 0x1FFFFF), "atc": (0, MAX_ATC)}
 _TEXTS: Final = ("tpk_under_tmk", "tak_under_tmk")

@@ -13,8 +13,9 @@ from iso_host.cards import mask_pan
 from iso_host.money import format_amount
 from iso_host.security import key_check_value
 from iso_host.terminal import batch as book
-from iso_host.terminal.client import MAX_STAN, ClientState
+from iso_host.terminal.client import ClientState
 from iso_host.terminal.sealed_pans import MASKED
+from iso_host.terminal.state_files import MAX_STAN
 
 
 def next_stan(state: ClientState) -> str:
