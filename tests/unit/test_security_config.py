@@ -31,7 +31,7 @@ TPK = "89ABCDEF0123456776543210FEDCBA98"
 BDK = "FEDCBA98765432100123456789ABCDEF"
 NOT_HEX_KEY = "0123456789ABCDEFFEDCBA987654321G"  # 32 characters, one of them not hex
 PAN = "6212345678901234567"
-PIN = "123456"
+PIN = "73591468"  # 8 digits: a 6-digit secret turns up by chance in the log audit (a timestamp's microseconds)
 IMK = "0123456789ABCDEFFEDCBA9876543210"  # pyemv's test_cvn_hsm.py issuer master key
 remember_secret(TAK, TPK, BDK, NOT_HEX_KEY, PAN, PIN, IMK)
 
